@@ -1,0 +1,3 @@
+from certq.cli import main
+
+main()

@@ -1,0 +1,74 @@
+"""Set up a private virtualenv and run the demo or the test suite: the README's two Quickstart commands.
+
+Standard library only, so it runs on a fresh machine with nothing but Python 3.11+:
+`python3 -m certq.bootstrap demo` and `python3 -m certq.bootstrap test`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+EXTRAS = {"demo": "embedded,llm", "test": "embedded,llm,test,dev"}
+
+
+def _python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def _say(message: str) -> None:
+    print(f"[certq] {message}", flush=True)
+
+
+def ensure_venv(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("certq needs Python 3.11 or newer")
+    if not _python().exists():
+        _say(f"creating {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / f".certq-installed-{extras.replace(',', '-')}"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    _say(f"installing certq[{extras}] (the first time builds llama-cpp-python: a few minutes)")
+    pip = [str(_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[{extras}]"], check=True)
+    stamp.write_text(digest)
+
+
+def ensure_chromium() -> None:
+    """The dashboard's browser tests drive Debian's Chromium; install it where we may."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        _say("chromium not found and cannot be installed here: the browser tests will fail")
+        return
+    _say("installing chromium (apt)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=False, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in EXTRAS:
+        print("usage: python3 -m certq.bootstrap {demo|test} [args...]", file=sys.stderr)
+        return 2
+    what, rest = argv[0], argv[1:]
+    ensure_venv(EXTRAS[what])
+    os.chdir(ROOT)
+    if what == "demo":
+        return subprocess.call([str(_python()), "-m", "certq", "demo", *rest])
+    ensure_chromium()
+    return subprocess.call([str(_python()), "-m", "pytest", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,171 @@
+"""certq's configuration: the only reader of os.environ (and of `.env`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STARTUP_FAILURE = 3
+"""Exit code of a process that refuses to start because of its configuration (uvicorn's number)."""
+
+DEFAULT_BOARD_USERNAME = "admin"
+DEFAULT_BOARD_PASSWORD = "admin123"
+
+_RATE_LIMIT = re.compile(r"^\s*([^=\s]+)\s*=\s*(\d+)\s*/\s*(\d+)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class SettingsError(Exception):
+    """A configuration value is invalid; `variable` names the environment variable."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+        self.message = message
+
+
+def parse_rate_limits(text: str) -> dict[str, tuple[int, float]]:
+    """`"us-east-1=10/60s,*=30/60s"` -> `{"us-east-1": (10, 60.0), "*": (30, 60.0)}` (tokens, seconds)."""
+    limits: dict[str, tuple[int, float]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = _RATE_LIMIT.match(part)
+        if match is None:
+            raise ValueError(f"{part!r} is not GROUP=COUNT/PERIOD (e.g. us-east-1=10/60s)")
+        group, count, period, unit = match.groups()
+        seconds = int(period) * _UNIT_SECONDS[unit]
+        if int(count) <= 0 or seconds <= 0:
+            raise ValueError(f"{part!r}: count and period must be positive")
+        limits[group] = (int(count), seconds)
+    return limits
+
+
+def _split_csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class Settings(BaseSettings):
+    """Every variable of the contract; field aliases are the variable names."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
+    redis_port: int = Field(6379, alias="REDIS_PORT", ge=1, le=65535)
+    redis_password: str | None = Field(None, alias="REDIS_PASSWORD")
+    redis_db: int = Field(0, alias="REDIS_DB", ge=0)
+    redis_sentinels: str | None = Field(None, alias="REDIS_SENTINELS")
+    redis_sentinel_master: str = Field("mymaster", alias="REDIS_SENTINEL_MASTER")
+    redis_sentinel_password: str | None = Field(None, alias="REDIS_SENTINEL_PASSWORD")
+    redis_cluster_nodes: str | None = Field(None, alias="REDIS_CLUSTER_NODES")
+
+    database_url: str = Field("postgresql://postgres@127.0.0.1:5432/certq", alias="DATABASE_URL")
+
+    queue_prefix: str = Field("myia", alias="BULL_QUEUE_PREFIX", min_length=1)
+    queue_name: str = Field("model-certification", alias="CERTIFICATION_QUEUE_NAME", min_length=1)
+    concurrency: int = Field(3, alias="CERTIFICATION_CONCURRENCY", ge=1, le=1000)
+    timeout_ms: int = Field(300_000, alias="CERTIFICATION_TIMEOUT", ge=1)
+    max_retries: int = Field(3, alias="CERTIFICATION_MAX_RETRIES", ge=0, le=100)
+    rate_limits: str = Field("", alias="CERTIFICATION_RATE_LIMITS")
+    shutdown_grace_s: float = Field(30.0, alias="CERTIFICATION_SHUTDOWN_GRACE", ge=0)
+    worker_health_port: int = Field(3002, alias="WORKER_HEALTH_PORT", ge=0, le=65535)
+
+    api_host: str = Field("127.0.0.1", alias="API_HOST")
+    api_port: int = Field(3001, alias="API_PORT", ge=0, le=65535)
+    api_tokens: str = Field("", alias="API_TOKENS")
+    board_path: str = Field("/admin/queues", alias="BULL_BOARD_PATH")
+    board_username: str = Field(DEFAULT_BOARD_USERNAME, alias="BULL_BOARD_USERNAME")
+    board_password: str = Field(DEFAULT_BOARD_PASSWORD, alias="BULL_BOARD_PASSWORD")
+
+    env: Literal["development", "production"] = Field("development", alias="CERTQ_ENV")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", alias="LOG_LEVEL")
+    log_format: Literal["json", "text"] | None = Field(None, alias="LOG_FORMAT")
+    log_dir: str | None = Field(None, alias="LOG_DIR")
+    alert_webhook_url: str | None = Field(None, alias="ALERT_WEBHOOK_URL")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _valid_rate_limits(cls, value: str) -> str:
+        parse_rate_limits(value)
+        return value
+
+    @field_validator("board_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value.rstrip("/") or "/"
+
+    @model_validator(mode="after")
+    def _production_credentials(self) -> Settings:
+        if self.env == "production":
+            if not self.tokens:
+                raise SettingsError("API_TOKENS", "production needs at least one bearer token")
+            if self.board_password in ("", DEFAULT_BOARD_PASSWORD) or self.board_username == "":
+                raise SettingsError("BULL_BOARD_PASSWORD", "production refuses default or empty dashboard credentials")
+        return self
+
+    @property
+    def tokens(self) -> list[str]:
+        return _split_csv(self.api_tokens)
+
+    @property
+    def rate_limit_table(self) -> dict[str, tuple[int, float]]:
+        return parse_rate_limits(self.rate_limits)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+    @property
+    def redis_dsn(self) -> str:
+        """The single-server URL: REDIS_URL, else one built from REDIS_HOST/PORT/PASSWORD/DB."""
+        if self.redis_url:
+            return self.redis_url
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def sentinel_nodes(self) -> list[tuple[str, int]]:
+        return [_host_port(node) for node in _split_csv(self.redis_sentinels or "")]
+
+    @property
+    def cluster_nodes(self) -> list[tuple[str, int]]:
+        return [_host_port(node) for node in _split_csv(self.redis_cluster_nodes or "")]
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    host, _, port = node.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (and `.env`); raise SettingsError naming the first bad variable.
+
+    `overrides` are field names (e.g. `concurrency=5`) given by command-line flags; they win over
+    the environment and are validated the same way.
+    """
+    try:
+        settings = Settings()
+        if overrides:
+            merged = settings.model_dump(by_alias=False) | {k: v for k, v in overrides.items() if v is not None}
+            settings = Settings.model_validate({Settings.model_fields[k].alias or k: v for k, v in merged.items()})
+        return settings
+    except SettingsError:
+        raise
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = error["loc"][0] if error["loc"] else ""
+        field = Settings.model_fields.get(str(loc))
+        variable = (field.alias if field is not None else None) or str(loc)
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, SettingsError):
+            raise cause from None
+        raise SettingsError(variable, error["msg"]) from None

@@ -1,0 +1,121 @@
+"""Real servers for the whole suite: Redis and PostgreSQL, each test run isolated.
+
+`REDIS_URL`/`DATABASE_URL` win when set; otherwise the default local ports are used when they answer;
+otherwise the suite starts throwaway servers itself (certq.embedded). Every test gets its own key
+prefix, removed with SCAN+UNLINK of that prefix only; the run gets its own database, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from certq.embedded import EmbeddedServer, start_postgres, start_redis, url_answers
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if url_answers(DEFAULT_REDIS_URL):
+        yield DEFAULT_REDIS_URL
+        return
+    server = start_redis()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A prefix no other test (or run) uses; with a hash tag so Cluster tests can reuse the helpers."""
+    return f"{{t{uuid.uuid4().hex[:12]}}}"
+
+
+async def unlink_prefix(client: aioredis.Redis, prefix: str) -> None:
+    async for batch in _scan_batches(client, f"{prefix}*"):
+        await client.unlink(*batch)
+
+
+async def _scan_batches(client: aioredis.Redis, pattern: str) -> AsyncIterator[list[bytes]]:
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=pattern, count=500):
+        batch.append(key)
+        if len(batch) >= 500:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """A client on the real Redis; everything under this test's `key_prefix` is removed afterwards."""
+    client = aioredis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await unlink_prefix(client, key_prefix)
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """URL of a PostgreSQL server's maintenance database (not to be written to)."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    if url_answers(DEFAULT_DATABASE_URL):
+        yield DEFAULT_DATABASE_URL
+        return
+    server: EmbeddedServer = start_postgres()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _with_database(url: str, database: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database created for this test run and dropped after it (empty: no schema applied)."""
+    name = f"certq_test_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        for attempt in range(50):
+            try:
+                conn = await asyncpg.connect(postgres_server_url)
+                break
+            except (OSError, asyncpg.CannotConnectNowError):
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(postgres_server_url, name)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -1,0 +1,49 @@
+"""Imports point one way: api/worker -> store, certification, queue -> stdlib and libraries."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "certq"
+
+# For each layer, the certq modules it must never import.
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "queue": ("certq.api", "certq.worker", "certq.store", "certq.certification", "certq.cli", "certq.dashboard"),
+    "certification": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.cli", "redis", "asyncpg",
+                      "starlette", "uvicorn"),
+    "store": ("certq.api", "certq.worker", "certq.cli", "certq.queue", "redis", "starlette"),
+    "metrics": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification"),
+    "health": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification"),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _layer_files(layer: str) -> list[Path]:
+    directory = PACKAGE / layer
+    if directory.is_dir():
+        return sorted(directory.rglob("*.py"))
+    module = PACKAGE / f"{layer}.py"
+    return [module] if module.exists() else []
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_point_one_way(layer: str) -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)} imports {name}"
+        for path in _layer_files(layer)
+        for name in _imports(path)
+        if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN[layer])
+    ]
+    assert offenders == []
