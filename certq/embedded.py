@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,13 +120,17 @@ def start_postgres(workdir: Path | None = None) -> EmbeddedServer:
     if initdb is not None and os.geteuid() != 0:
         return _start_system_postgres(Path(initdb).parent, workdir, owns)
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import pgserver
     except ImportError as exc:
         if initdb is None:
             raise EmbeddedServerError("no initdb on PATH and the pgserver package is not installed") from exc
         raise EmbeddedServerError("as root, a private PostgreSQL needs the pgserver package") from exc
     # pgserver knows how to run postgres as a separate system user when we are root.
-    handle = pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        handle = pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")  # type: ignore[attr-defined]
     return EmbeddedServer("postgres", handle.get_uri(), workdir, handle=handle, owns_workdir=owns)
 
 
