@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -119,3 +120,53 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
         yield _with_database(postgres_server_url, name)
     finally:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- certq's schema and store (owned by the API engineer; reusable by every part) ---
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(database_url: str) -> str:
+    """`database_url` with schema.sql applied once for the run (tests isolate by owning their rows)."""
+    from certq.store import Store
+
+    async def run() -> None:
+        store = await Store.connect(database_url, min_size=1, max_size=1)
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    return database_url
+
+
+@pytest.fixture
+async def store(migrated_database_url: str) -> AsyncIterator[Any]:
+    """A connected `certq.store.Store` on the migrated per-run database."""
+    from certq.store import Store
+
+    connected = await Store.connect(migrated_database_url, min_size=1, max_size=5)
+    try:
+        yield connected
+    finally:
+        await connected.close()
+
+
+@pytest.fixture
+def make_model(store: Any) -> Callable[..., Awaitable[Any]]:
+    """`await make_model(regions=[...], provider=..., **fields)` -> a new ModelRecord with a unique name."""
+
+    async def create(**fields: Any) -> Any:
+        suffix = uuid.uuid4().hex[:8]
+        values: dict[str, Any] = {
+            "name": f"model-{suffix}",
+            "provider": "openai",
+            "api_model_id": f"tiny-{suffix}",
+            "base_url": "http://127.0.0.1:9/v1",
+            "regions": ["local"],
+        }
+        values.update(fields)
+        return await store.create_model(**values)
+
+    return create

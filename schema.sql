@@ -1,0 +1,125 @@
+-- certq's PostgreSQL schema. Applied by `python -m certq migrate` under an advisory lock; every
+-- statement is idempotent, so running it on every deploy (or from many processes at once) is safe.
+-- The copy at the repository root (schema.sql) must stay identical (tests/store/test_schema.py).
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- A model deployment. Its uuid is THE identity used by the queue payload, every foreign key and
+-- the worker's lookup of provider + apiModelId: there is no second key to confuse it with.
+CREATE TABLE IF NOT EXISTS models (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name         text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    provider     text NOT NULL CHECK (provider IN ('openai', 'bedrock')),
+    api_model_id text NOT NULL CHECK (length(api_model_id) BETWEEN 1 AND 300),
+    base_url     text CHECK (base_url IS NULL OR length(base_url) <= 2000),
+    -- The NAME of the environment variable holding the key on the workers; never the secret.
+    api_key_env  text CHECK (api_key_env IS NULL OR api_key_env ~ '^[A-Za-z_][A-Za-z0-9_]*$'),
+    regions      text[] NOT NULL CHECK (cardinality(regions) BETWEEN 1 AND 50),
+    is_active    boolean NOT NULL DEFAULT true,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS models_created_idx ON models (created_at DESC, id);
+CREATE INDEX IF NOT EXISTS models_active_idx ON models (is_active) WHERE is_active;
+
+-- One row per request (single model, several models, all models): the "parent job".
+-- Counters move once per FINAL outcome of a child; processed never exceeds total.
+CREATE TABLE IF NOT EXISTS certification_jobs (
+    id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    type              text NOT NULL CHECK (type IN ('SINGLE_MODEL', 'MULTIPLE_MODELS', 'ALL_MODELS')),
+    status            text NOT NULL DEFAULT 'QUEUED'
+                      CHECK (status IN ('QUEUED', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED')),
+    priority          text NOT NULL DEFAULT 'normal' CHECK (priority IN ('high', 'normal', 'low')),
+    regions           text[] NOT NULL,
+    model_ids         uuid[] NOT NULL,
+    total_models      integer NOT NULL CHECK (total_models >= 0),
+    processed_models  integer NOT NULL DEFAULT 0 CHECK (processed_models >= 0),
+    success_count     integer NOT NULL DEFAULT 0 CHECK (success_count >= 0),
+    warning_count     integer NOT NULL DEFAULT 0 CHECK (warning_count >= 0),
+    failure_count     integer NOT NULL DEFAULT 0 CHECK (failure_count >= 0),
+    cancelled_count   integer NOT NULL DEFAULT 0 CHECK (cancelled_count >= 0),
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    started_at        timestamptz,
+    completed_at      timestamptz,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT jobs_progress_within_total CHECK (processed_models <= total_models),
+    CONSTRAINT jobs_counts_add_up
+        CHECK (success_count + warning_count + failure_count + cancelled_count = processed_models)
+);
+CREATE INDEX IF NOT EXISTS jobs_created_idx ON certification_jobs (created_at DESC, id);
+CREATE INDEX IF NOT EXISTS jobs_status_created_idx ON certification_jobs (status, created_at DESC);
+CREATE INDEX IF NOT EXISTS jobs_type_created_idx ON certification_jobs (type, created_at DESC);
+
+-- One row per certification run: model x region x job. `id` is also the queue job id.
+-- `attempt` is the fence: only the worker holding the current attempt may write an outcome.
+-- `generation` counts (re-)enqueues by the reconciler, which restarts the queue's attempt numbers.
+CREATE TABLE IF NOT EXISTS certifications (
+    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    job_id             uuid NOT NULL REFERENCES certification_jobs (id) ON DELETE CASCADE,
+    model_id           uuid NOT NULL REFERENCES models (id) ON DELETE RESTRICT,
+    region             text NOT NULL CHECK (length(region) BETWEEN 1 AND 64),
+    status             text NOT NULL DEFAULT 'QUEUED'
+                       CHECK (status IN ('PENDING', 'QUEUED', 'PROCESSING', 'CERTIFIED', 'QUALITY_WARNING',
+                                         'FAILED', 'CANCELLED')),
+    priority           text NOT NULL DEFAULT 'normal' CHECK (priority IN ('high', 'normal', 'low')),
+    attempt            integer NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    generation         integer NOT NULL DEFAULT 1 CHECK (generation >= 1),
+    attempt_started_at timestamptz,
+    attempt_log        jsonb NOT NULL DEFAULT '[]'::jsonb CHECK (jsonb_typeof(attempt_log) = 'array'),
+    passed             boolean,
+    score              double precision CHECK (score IS NULL OR score BETWEEN 0 AND 100),
+    rating             text CHECK (rating IS NULL OR rating IN ('A', 'B', 'C', 'D', 'F')),
+    test_results       jsonb CHECK (test_results IS NULL OR jsonb_typeof(test_results) = 'array'),
+    metrics            jsonb CHECK (metrics IS NULL OR jsonb_typeof(metrics) = 'object'),
+    error_category     text CHECK (error_category IS NULL OR error_category IN (
+                           'AUTH_ERROR', 'PERMISSION_DENIED', 'MODEL_NOT_FOUND', 'CONFIG_ERROR', 'INVALID_REQUEST',
+                           'QUOTA_EXCEEDED', 'PROTOCOL_ERROR', 'CONTENT_FILTERED', 'QUALITY_BELOW_THRESHOLD',
+                           'INTERNAL_ERROR', 'RATE_LIMITED', 'MODEL_UNAVAILABLE', 'TIMEOUT', 'CONNECTION_ERROR',
+                           'SERVER_ERROR')),
+    error_message      text,
+    duration_ms        integer CHECK (duration_ms IS NULL OR duration_ms >= 0),
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    started_at         timestamptz,
+    completed_at       timestamptz,
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT certifications_passed_only_when_certified CHECK (passed IS NOT TRUE OR status = 'CERTIFIED'),
+    CONSTRAINT certifications_job_model_region_unique UNIQUE (job_id, model_id, region)
+);
+-- At most one live (pending, queued or running) certification per model+region: a second request
+-- gets the live one back instead of a duplicate, even when two requests race.
+CREATE UNIQUE INDEX IF NOT EXISTS certifications_live_unique ON certifications (model_id, region)
+    WHERE status IN ('PENDING', 'QUEUED', 'PROCESSING');
+CREATE INDEX IF NOT EXISTS certifications_created_idx ON certifications (created_at DESC, id);
+CREATE INDEX IF NOT EXISTS certifications_model_created_idx ON certifications (model_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS certifications_region_created_idx ON certifications (region, created_at DESC);
+CREATE INDEX IF NOT EXISTS certifications_status_created_idx ON certifications (status, created_at DESC);
+CREATE INDEX IF NOT EXISTS certifications_job_idx ON certifications (job_id);
+CREATE INDEX IF NOT EXISTS certifications_verdict_idx ON certifications (model_id, region, completed_at DESC)
+    WHERE status IN ('CERTIFIED', 'QUALITY_WARNING', 'FAILED');
+
+-- The latest verdict per model+region, derived (never written), so it cannot drift from the runs.
+CREATE OR REPLACE VIEW latest_certifications AS
+SELECT DISTINCT ON (model_id, region) *
+FROM certifications
+WHERE status IN ('CERTIFIED', 'QUALITY_WARNING', 'FAILED')
+ORDER BY model_id, region, completed_at DESC, id;
+
+-- Responses of POSTs sent with an Idempotency-Key, replayed when the same key comes again.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope       text NOT NULL,
+    key         text NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
+    fingerprint text NOT NULL,
+    status_code integer NOT NULL,
+    body        jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON idempotency_keys (created_at);
+
+INSERT INTO schema_version (version, description)
+VALUES (1, 'models, certification jobs, certifications, latest verdicts, idempotency keys')
+ON CONFLICT (version) DO NOTHING;

@@ -1,0 +1,74 @@
+"""schema.sql: shipped in the package, identical at the root, applied idempotently and concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from certq.store import SCHEMA_VERSION, Store, schema_sql
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_root_schema_is_the_packaged_schema() -> None:
+    assert (ROOT / "schema.sql").read_text(encoding="utf-8") == schema_sql()
+
+
+@pytest.fixture
+async def empty_database(postgres_server_url: str) -> AsyncIterator[str]:
+    name = f"certq_migrate_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(postgres_server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        yield postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+async def test_migrate_from_many_connections_at_once_applies_the_schema_once(empty_database: str) -> None:
+    stores = [await Store.connect(empty_database, min_size=1, max_size=1) for _ in range(4)]
+    try:
+        assert await stores[0].schema_version() is None
+        versions = await asyncio.gather(*(s.migrate() for s in stores))
+        assert versions == [SCHEMA_VERSION] * 4
+        assert await stores[0].migrate() == SCHEMA_VERSION
+        rows = await stores[0].pool.fetchval("SELECT count(*) FROM schema_version")
+        assert rows == 1
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def test_migrate_command_applies_the_schema_twice_in_parallel_processes(empty_database: str) -> None:
+    command = [sys.executable, "-m", "certq", "migrate", "--database-url", empty_database]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert all(f"schema version {SCHEMA_VERSION}" in out for out, _ in outputs)
+
+
+def test_migrate_command_names_an_unreachable_database_without_a_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "certq", "migrate", "--database-url", "postgresql://postgres:secret@127.0.0.1:1/x"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert "secret" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_status_words_outside_the_vocabulary_are_rejected_by_the_database(store: Store) -> None:
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.pool.execute(
+            "INSERT INTO certification_jobs (type, status, regions, model_ids, total_models) "
+            "VALUES ('SINGLE_MODEL', 'PAUSED', '{}', '{}', 0)"
+        )
