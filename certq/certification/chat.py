@@ -1,0 +1,121 @@
+"""The provider-neutral shape of one chat call: what probes send and what adapters give back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Provider = Literal["openai", "bedrock"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "other"]
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """One deployment to certify. `api_key` is the secret itself (resolved by the caller), never logged.
+
+    openai: `base_url` is the API root ending in `/v1`; bedrock: `base_url` overrides the regional endpoint.
+    """
+
+    provider: Provider
+    api_model_id: str
+    region: str = "local"
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    system: str | None = None
+    max_tokens: int = 256
+    temperature: float | None = 0.0
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def ask(cls, prompt: str, **kwargs: Any) -> ChatRequest:
+        return cls(messages=(Message("user", prompt),), **kwargs)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass
+class Check:
+    """One assertion inside a probe; `weight` 0 makes it informational."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+    weight: float = 1.0
+    required: bool = True  # a probe passes only when all its required checks pass
+    credit: float | None = None  # partial credit in [0, 1]; None means 1 if passed else 0
+
+    @property
+    def score(self) -> float:
+        if self.credit is not None:
+            return self.credit
+        return 1.0 if self.passed else 0.0
+
+
+@dataclass
+class ChatResult:
+    """A successful call, normalised. Times are seconds from sending the request."""
+
+    text: str
+    finish_reason: FinishReason | None
+    raw_finish_reason: str | None
+    usage: Usage | None
+    model: str | None
+    status: int
+    latency_s: float
+    streamed: bool = False
+    ttft_s: float | None = None  # time to the first chunk with content
+    first_chunk_s: float | None = None
+    last_content_s: float | None = None
+    chunks: int = 0
+    content_chunks: int = 0
+    done_marker: bool = False
+    usage_in_stream: bool = False
+    content_type: str = ""
+    server_latency_ms: float | None = None
+    contract: list[Check] = field(default_factory=list)  # the provider's response-shape checks
+
+
+@dataclass(frozen=True)
+class RawOutcome:
+    """What a deliberately invalid request got back (never classified, never retried)."""
+
+    status: int | None
+    json_error: bool
+    detail: str
+
+
+class ChatProvider(Protocol):
+    """One adapter per provider family; probes only see this."""
+
+    name: str
+
+    async def chat(self, request: ChatRequest) -> ChatResult: ...
+
+    async def stream(self, request: ChatRequest) -> ChatResult: ...
+
+    async def send_invalid(self) -> RawOutcome: ...
+
+    async def aclose(self) -> None: ...
+
+
+def map_finish_reason(raw: str | None, table: Mapping[str, FinishReason]) -> FinishReason | None:
+    if raw is None:
+        return None
+    return table.get(raw, "other")

@@ -1,0 +1,36 @@
+"""Knobs of a certification run; defaults suit hosted endpoints, tests shrink the timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Timeouts (seconds), the in-run retry policy, the token budget and the verdict thresholds."""
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    stream_idle_timeout_s: float = 30.0
+    request_deadline_s: float = 120.0
+    max_retries: int = 2
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 8.0
+    max_retry_after_s: float = 30.0
+    max_tokens: int = 256
+    certify_score: int = 80
+    warning_score: int = 60
+    performance_requests: int = 5
+    burst_size: int = 4
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def backoff_s(self, retry: int, retry_after_s: float | None) -> float | None:
+        """Delay before retry number `retry` (1-based); None when the server asks for more than we wait in-run."""
+        if retry_after_s is not None:
+            return retry_after_s if retry_after_s <= self.max_retry_after_s else None
+        delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (retry - 1))
+        return float(delay * (1.0 - 0.25 * self.rng.random()))

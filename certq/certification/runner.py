@@ -1,0 +1,230 @@
+"""Runs the probe battery against one endpoint and turns what happened into a Verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from certq.certification.bedrock import BedrockProvider
+from certq.certification.chat import ChatProvider, ChatResult, ModelEndpoint
+from certq.certification.config import RunConfig
+from certq.certification.errors import ErrorCategory, ProviderError
+from certq.certification.metrics import RunRecorder
+from certq.certification.openai_compat import OpenAICompatProvider
+from certq.certification.probes import SUITE, SUITE_VERSION, ProbeRun, ProbeSpec
+from certq.certification.redaction import Redactor
+from certq.certification.scoring import ProbeResult, Status, aggregate, rating, status_for
+from certq.certification.verdict import Verdict
+
+log = logging.getLogger("certq.certification")
+
+ProgressCallback = Callable[[int, int], Awaitable[None]]
+
+
+class _CallbackFailed(Exception):
+    """The caller's progress callback raised; its exception is re-raised unchanged after probes stop."""
+
+
+def make_provider(endpoint: ModelEndpoint, recorder: RunRecorder, redact: Redactor, config: RunConfig) -> ChatProvider:
+    if endpoint.provider == "openai":
+        return OpenAICompatProvider(endpoint, recorder, redact, config)
+    if endpoint.provider == "bedrock":
+        return BedrockProvider(endpoint, recorder, redact, config)
+    raise ProviderError(ErrorCategory.CONFIG_ERROR, f"unknown provider {endpoint.provider!r}")
+
+
+class _Run:
+    def __init__(self, endpoint: ModelEndpoint, config: RunConfig, on_progress: ProgressCallback | None) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.on_progress = on_progress
+        self.recorder = RunRecorder()
+        self.redact = Redactor([endpoint.api_key])
+        self.results = {
+            spec.name: ProbeResult(
+                spec.name,
+                spec.weight,
+                spec.critical,
+                quality=spec.quality,
+                outcome="skipped",
+                pass_score=spec.pass_score,
+            )
+            for spec in SUITE
+        }
+        self.shared: dict[str, ChatResult] = {}
+        self.provider: ChatProvider | None = None
+        self.done = 0
+
+    async def call_with_retries(self, op: Callable[[], Awaitable[ChatResult]], counter: list[int]) -> ChatResult:
+        """Retryable errors are retried with backoff (or the server's Retry-After); the rest propagate."""
+        retry = 0
+        while True:
+            counter[0] += 1
+            try:
+                result = await op()
+            except ProviderError as error:
+                self.recorder.on_error(error.category)
+                delay = self.config.backoff_s(retry + 1, error.retry_after_s) if error.retryable else None
+                if delay is None or retry >= self.config.max_retries:
+                    raise
+                retry += 1
+                self.recorder.on_retry()
+                log.info(
+                    "certify %s: %s, retry %d in %.2fs", self.endpoint.api_model_id, error.category.value, retry, delay
+                )
+                await self.config.sleep(delay)
+                continue
+            self.recorder.on_result(result)
+            return result
+
+    async def run_probe(self, spec: ProbeSpec, provider: ChatProvider) -> None:
+        counter = [0]
+        probe = ProbeRun(provider, self.config, lambda op: self.call_with_retries(op, counter), self.shared)
+        result = self.results[spec.name]
+        started = time.perf_counter()
+        try:
+            checks = await spec.run(probe)
+        except ProviderError as error:
+            result.outcome = "error"
+            result.error_category = error.category
+            result.error_message = self.redact(error.message)
+            raise
+        finally:
+            result.latency_ms = (time.perf_counter() - started) * 1000.0
+            result.requests = counter[0]
+            result.excerpt = None if probe.excerpt is None else self.redact(probe.excerpt, 200)
+        result.outcome = "scored"
+        result.checks = checks
+        for check in checks:
+            check.detail = self.redact(check.detail, 200)
+        self.done += 1
+        if self.on_progress is not None:
+            try:
+                await self.on_progress(self.done, len(SUITE))
+            except Exception as exc:
+                raise _CallbackFailed() from exc
+
+    async def run_phase(self, specs: list[ProbeSpec], provider: ChatProvider) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for spec in specs:
+                    group.create_task(self.run_probe(spec, provider), name=f"probe:{spec.name}")
+        except BaseExceptionGroup as failures:
+            raise _first_cause(failures) from None
+
+    async def execute(self) -> None:
+        provider = self.provider = make_provider(self.endpoint, self.recorder, self.redact, self.config)
+        try:
+            for phase in (1, 2, 3):
+                await self.run_phase([s for s in SUITE if s.phase == phase], provider)
+        finally:
+            # Shielded so a cancelled run still closes its sockets before the cancellation propagates.
+            await asyncio.shield(provider.aclose())
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to surface from a phase: the caller's own callback error, else a provider error, else a bug."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for wanted in (_CallbackFailed, ProviderError):
+        for leaf in leaves:
+            if isinstance(leaf, wanted):
+                return leaf
+    return leaves[0]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def run_certification(
+    endpoint: ModelEndpoint,
+    on_progress: ProgressCallback | None = None,
+    *,
+    config: RunConfig | None = None,
+) -> Verdict:
+    """Certify one deployment: run the suite, score it, and classify any failure.
+
+    Never raises for provider or endpoint problems (they become the verdict's `error_category`); raises
+    what `on_progress` raised, and propagates cancellation after closing every connection.
+    """
+    run = _Run(endpoint, config or RunConfig(), on_progress)
+    started_wall, started = time.time(), time.perf_counter()
+    error: ProviderError | None = None
+    try:
+        await run.execute()
+    except ProviderError as exc:
+        error = exc
+    except _CallbackFailed as exc:
+        raise exc.__cause__ or exc from None
+    except Exception:
+        log.exception("certify %s: internal error", endpoint.api_model_id)
+        error = ProviderError(ErrorCategory.INTERNAL_ERROR, "the certifier failed; see the worker log")
+    return _verdict(run, error, started_wall, time.perf_counter() - started)
+
+
+def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapsed_s: float) -> Verdict:
+    results = list(run.results.values())
+    metrics = run.recorder.summary()
+    metrics["suiteVersion"] = SUITE_VERSION
+    model_id = getattr(run.provider, "model_id", None)
+    if isinstance(model_id, str) and model_id != run.endpoint.api_model_id:
+        metrics["modelIdUsed"] = model_id
+    quirks = getattr(run.provider, "quirks", None)
+    if quirks:
+        metrics["compatibilityFallbacks"] = sorted(quirks)
+    status: Status
+    retry_after_s: float | None = None
+    if error is not None:
+        for result in results:
+            if result.outcome == "skipped":
+                result.error_message = f"not run: the certification stopped on {error.category.value}"
+        message: str | None = run.redact(error.message)
+        log.info("certify %s: %s (%s)", run.endpoint.api_model_id, error.category.value, message)
+        status, score, category, retryable = "FAILED", 0, error.category.value, error.retryable
+        retry_after_s = error.retry_after_s if error.retryable else None
+    else:
+        summary = aggregate(results)
+        score, retryable = summary.score, False
+        status = status_for(
+            summary.score, summary.critical_failures, run.config.certify_score, run.config.warning_score
+        )
+        category, message = None, None
+        if status != "CERTIFIED":
+            category = ErrorCategory.QUALITY_BELOW_THRESHOLD.value
+            reasons = [f"score {score} < {run.config.certify_score}"] if score < run.config.certify_score else []
+            if summary.critical_failures:
+                reasons.append("critical probe failed: " + ", ".join(summary.critical_failures))
+            if summary.failed_probes:
+                reasons.append("failed: " + ", ".join(summary.failed_probes))
+            message = "; ".join(reasons)
+    return Verdict(
+        status=status,
+        passed=status == "CERTIFIED",
+        score=score,
+        rating="F" if error is not None else rating(score),
+        test_results=[r.to_json() for r in results],
+        metrics=metrics,
+        error_category=category,
+        error_message=message,
+        retryable=retryable,
+        duration_ms=round(elapsed_s * 1000),
+        started_at=_iso(started_wall),
+        finished_at=_iso(started_wall + elapsed_s),
+        suite_version=SUITE_VERSION,
+        provider=run.endpoint.provider,
+        api_model_id=run.endpoint.api_model_id,
+        region=run.endpoint.region,
+        retry_after_s=retry_after_s,
+    )
