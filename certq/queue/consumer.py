@@ -1,0 +1,203 @@
+"""The consumer side: claim jobs with a lease, renew it, complete/fail/release, and the upkeep moves."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.exceptions import ResponseError
+
+from certq.queue.backoff import retry_delay
+from certq.queue.config import QueueConfig
+from certq.queue.errors import LeaseLost
+from certq.queue.job import CorruptJob, Job, JobState, encode_json
+from certq.queue.queue import Clock, wall_clock_ms
+from certq.queue.scripts import AnyRedis, Scripts, text
+
+log = logging.getLogger("certq.queue")
+
+LEASE_LOST, LEASE_RENEWED, LEASE_CANCELLED = 0, 1, 2
+
+
+@dataclass(slots=True)
+class Lease:
+    """A claimed job and the token of this attempt's lease (needed to complete, fail or release it)."""
+
+    job: Job
+    token: str
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempts
+
+
+@dataclass(slots=True)
+class Claim:
+    leases: list[Lease]
+    paused: bool = False
+
+
+def _rate_limit_arg(config: QueueConfig) -> str:
+    return ";".join(f"{group}={count}/{int(period * 1000)}" for group, (count, period) in config.rate_limits.items())
+
+
+class Consumer:
+    """Claims and settles jobs for one consumer identity. Every move is one Lua script; lease expiry is
+    the TTL of the job's lock key, renewed by `heartbeat`."""
+
+    def __init__(self, redis: AnyRedis, config: QueueConfig | None = None, *, consumer_id: str | None = None,
+                 clock: Clock = wall_clock_ms, rng: random.Random | None = None) -> None:
+        self.redis = redis
+        self.config = config or QueueConfig()
+        self.keys = self.config.keys
+        self.id = consumer_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.scripts = Scripts(redis, self.keys, self.config.events_maxlen)
+        self._limits = _rate_limit_arg(self.config)
+        self._blmove: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"Consumer({self.id!r}, {self.keys.base!r})"
+
+    def _token_prefix(self) -> str:
+        return f"{self.id}:{uuid.uuid4().hex[:12]}"
+
+    async def claim(self, count: int = 1) -> Claim:
+        """Claim up to `count` waiting jobs (high, then normal, then low) without blocking."""
+        statuses, leases, paused = await self.complete_and_claim([], count)
+        return Claim(leases, paused)
+
+    async def complete_and_claim(self, done: list[tuple[Lease, Any]], claim: int
+                                 ) -> tuple[list[bool], list[Lease], bool]:
+        """Complete `done` (lease, result) pairs and claim up to `claim` more, in one script call.
+        Returns (per completion: True if done, False if the lease was lost; new leases; paused)."""
+        args: list[str] = [str(self.clock()), str(self.config.lease_ms), self.id, self._token_prefix(), str(claim),
+                           str(self.config.keep_completed), self._limits, str(len(done))]
+        for lease, result in done:
+            args += [lease.job.id, lease.token, encode_json(result, "result")]
+        statuses, claimed, paused = await self.scripts.run("complete", args)
+        leases = [lease for lease in [await self._lease(item) for item in claimed] if lease is not None]
+        return [bool(int(s)) for s in statuses], leases, bool(int(paused))
+
+    async def _lease(self, item: list[Any]) -> Lease | None:
+        job_id, token, flat = text(item[0]), text(item[1]), item[2]
+        raw = {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        try:
+            return Lease(Job.from_hash(raw), token)
+        except CorruptJob as exc:
+            log.warning("job %s is corrupt (%s): moved to failed", job_id, exc)
+            await self._fail(job_id, token, f"corrupt job: {exc}", "CORRUPT_JOB", final=True, delay_ms=0)
+            return None
+
+    async def claim_blocking(self, timeout_ms: int | None = None) -> Lease | str | None:
+        """Block up to `timeout_ms` on BLMOVE wait->active (normal priority), then take the lease.
+        Returns the Lease, "paused" (the job went back to wait), or None (nothing came, or it was diverted)."""
+        timeout = (timeout_ms if timeout_ms is not None else self.config.block_ms) / 1000
+        job_id = await self._block_move(timeout)
+        if job_id is None:
+            return None
+        args = [job_id, str(self.clock()), str(self.config.lease_ms), f"{self._token_prefix()}:b", self.id,
+                self._limits]
+        reply = await self.scripts.run("start", args)
+        status = text(reply[0])
+        if status == "ok":
+            return await self._lease([job_id, args[3], reply[1]])
+        return "paused" if status == "paused" else None
+
+    async def _block_move(self, timeout_s: float) -> str | None:
+        k = self.keys
+        if self._blmove is not False:
+            try:
+                value = await self.redis.blmove(k.wait, k.active, timeout_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
+                self._blmove = True
+                return None if value is None else text(value)
+            except ResponseError as exc:
+                if self._blmove or "unknown command" not in str(exc).lower():
+                    raise
+                self._blmove = False  # Redis < 6.2
+        value = await self.redis.brpoplpush(k.wait, k.active, max(1, round(timeout_s)))  # type: ignore[misc]
+        return None if value is None else text(value)
+
+    async def complete(self, lease: Lease, result: Any = None) -> None:
+        """Move the job to completed with `result` (JSON); LeaseLost if this lease is no longer held."""
+        statuses, _, _ = await self.complete_and_claim([(lease, result)], 0)
+        if not statuses[0]:
+            raise LeaseLost(lease.job.id, lease.attempt)
+
+    async def fail(self, lease: Lease, message: str, *, final: bool = False, category: str | None = None) -> JobState:
+        """Fail this attempt: DELAYED (retry after exponential backoff with full jitter) or FAILED (final
+        error, attempts spent, or cancelled). LeaseLost if this lease is no longer held."""
+        retry_number = max(1, lease.job.attempts_counted)
+        delay = retry_delay(retry_number, self.config.backoff_base_ms, self.config.backoff_cap_ms, self.rng)
+        state = await self._fail(lease.job.id, lease.token, message, category or "", final=final, delay_ms=delay,
+                                 attempt=lease.attempt)
+        if state is None:
+            raise LeaseLost(lease.job.id, lease.attempt)
+        return state
+
+    async def _fail(self, job_id: str, token: str, message: str, category: str, *, final: bool, delay_ms: int,
+                    attempt: int | None = None) -> JobState | None:
+        now = self.clock()
+        entry = orjson.dumps({"attempt": attempt, "at": now, "message": message, "category": category or None,
+                              "consumer": self.id}).decode()
+        args = [job_id, token, str(now), message, category, entry, "1" if final else "0", str(delay_ms)]
+        reply = text(await self.scripts.run("fail", args))
+        return None if reply == "lost" else JobState(reply)
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the job back to the front of its wait list without counting the attempt (shutdown)."""
+        return bool(int(await self.scripts.run("release", [lease.job.id, lease.token])))
+
+    async def progress(self, lease: Lease, value: Any) -> None:
+        """Record progress (any JSON value) on the job; LeaseLost if this lease is no longer held."""
+        if not int(await self.scripts.run("progress", [lease.job.id, lease.token, encode_json(value, "progress")])):
+            raise LeaseLost(lease.job.id, lease.attempt)
+
+    async def heartbeat(self, leases: list[Lease], info: dict[str, Any] | None = None) -> list[int]:
+        """Renew every lease and this consumer's registry entry in one call. Per lease: LEASE_RENEWED,
+        LEASE_CANCELLED (renewed, but a cancel was requested) or LEASE_LOST."""
+        now = self.clock()
+        body = {"id": self.id, "last_seen": now, **(info or {})}
+        args = [str(now), str(self.config.lease_ms), self.id, orjson.dumps(body).decode(),
+                str(self.config.worker_ttl_ms)]
+        for lease in leases:
+            args += [lease.job.id, lease.token]
+        return [int(s) for s in await self.scripts.run("heartbeat", args)]
+
+    async def unregister(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.keys.workers, self.id)
+        pipe.delete(self.keys.worker(self.id))
+        await pipe.execute()
+
+    async def promote_due(self, limit: int = 1_000) -> tuple[int, int | None]:
+        """Move due delayed jobs to wait. Returns (moved, due time of the next delayed job or None)."""
+        moved, next_due = await self.scripts.run("promote", [str(self.clock()), str(limit), ""])
+        return int(moved), None if int(next_due) < 0 else int(next_due)
+
+    async def recover_stalled(self) -> tuple[list[str], list[str]] | None:
+        """One pass of the two-pass stalled check; None if another consumer ran it within the interval.
+        Returns (ids moved back to wait, ids moved to failed)."""
+        reply = await self.scripts.run("recover_stalled", [str(self.clock()), str(self.config.stalled_check_ms),
+                                                           str(self.config.max_stalls)])
+        if not isinstance(reply, list):
+            return None
+        recovered, failed = reply
+        return [text(i) for i in recovered], [text(i) for i in failed]
+
+    async def apply_retention(self, limit: int = 1_000) -> int:
+        """Delete completed/failed jobs older than their max age (the count cap is kept on completion)."""
+        now = self.clock()
+        deleted = 0
+        for key, age in ((self.keys.completed, self.config.completed_max_age_ms),
+                         (self.keys.failed, self.config.failed_max_age_ms)):
+            if age is not None:
+                deleted += int(await self.scripts.run("clean", [str(now - age), str(limit)], list=key))
+        return deleted

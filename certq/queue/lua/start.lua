@@ -1,0 +1,35 @@
+--[[
+  Take the lease on a job that BLMOVE just moved from wait to active. If the job is no longer in
+  active, or someone else holds its lease, the stalled check moved it meanwhile: skip it. If the queue
+  is paused the job goes back to the front of wait.
+
+  KEYS[1] wait       (LIST)
+  KEYS[2] active     (LIST)
+  KEYS[3] failed     (LIST)
+  KEYS[4] delayed    (ZSET)
+  KEYS[5] meta       (HASH)
+  KEYS[6] events     (STREAM)
+  ARGV[1] key base
+  ARGV[2] events maxlen
+  ARGV[3] job id
+  ARGV[4] now, epoch ms
+  ARGV[5] lease ms
+  ARGV[6] lease token
+  ARGV[7] consumer id
+  ARGV[8] rate limits "group=tokens/period_ms;..."
+  Returns {'ok', HGETALL} | {'gone'} | {'paused'} | {'corrupt'} | {'cancelled'} | {'limited'}
+]]
+-- @include common
+-- @include start
+local id = ARGV[3]
+if not redis.call('LPOS', K.active, id) or redis.call('EXISTS', lock_key(id)) == 1 then
+  return {'gone'}
+end
+if redis.call('HGET', K.meta, 'paused') == '1' then
+  redis.call('LREM', K.active, 1, id)
+  redis.call('RPUSH', K.wait, id)
+  return {'paused'}
+end
+local status = start_job(id, true, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+if status == 'ok' then return {'ok', redis.call('HGETALL', job_key(id))} end
+return {status}

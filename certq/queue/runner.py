@@ -1,0 +1,406 @@
+"""Runner: the generic processing loop (worker daemon, benchmarks, tests): N handlers, leases, upkeep, drain.
+
+One claim loop settles finished jobs and claims new ones in one script call (complete-and-claim), so a
+busy runner makes about one round trip per batch of jobs; an idle one blocks on BLMOVE. A heartbeat
+task renews every held lease and reads cancel flags; upkeep tasks promote delayed jobs, recover stalled
+ones and apply retention, each on its period from one mapping, all under one stop event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from certq.queue.config import QueueConfig
+from certq.queue.consumer import LEASE_CANCELLED, LEASE_LOST, Consumer, Lease
+from certq.queue.errors import JobFailed, LeaseLost
+from certq.queue.job import Job, JobState
+from certq.queue.queue import Clock, wall_clock_ms
+from certq.queue.scripts import AnyRedis
+
+log = logging.getLogger("certq.queue")
+
+TRANSIENT = (RedisError, OSError)
+"""Errors that mean "Redis is unreachable or failing right now": retry with backoff, never die."""
+
+
+class ActiveJob:
+    """What a handler gets: the job, its attempt number, progress reporting and a cancel signal.
+
+    `cancelled` is set (and the handler task cancelled) when someone cancels the job; `stop_reason`
+    then says why the runner stopped it: "cancelled", "lease_lost", "timeout" or "shutdown"."""
+
+    def __init__(self, lease: Lease, consumer: Consumer) -> None:
+        self.lease = lease
+        self.job: Job = lease.job
+        self.attempt: int = lease.job.attempts
+        self.cancelled = asyncio.Event()
+        self.stop_reason: str | None = None
+        self._consumer = consumer
+
+    async def progress(self, value: Any) -> None:
+        """Record progress (any JSON value, e.g. {"done": 3, "total": 10}); LeaseLost if the lease is gone."""
+        await self._consumer.progress(self.lease, value)
+
+
+Handler = Callable[[ActiveJob], Awaitable[Any]]
+
+
+class RunnerHooks:
+    """Callbacks for metrics and logs; override what you need. They run in the event loop, must not
+    block, and an exception in one is logged and ignored. `seconds` is the handler's run time."""
+
+    def on_claim(self, job: Job) -> None: ...
+    def on_complete(self, job: Job, seconds: float) -> None: ...
+    def on_retry(self, job: Job, error: str, category: str | None, seconds: float) -> None: ...
+    def on_fail(self, job: Job, error: str, category: str | None, seconds: float) -> None: ...
+    def on_lease_lost(self, job: Job) -> None: ...
+    def on_cancelled(self, job: Job) -> None: ...
+    def on_release(self, job: Job) -> None: ...
+    def on_stalled(self, recovered: list[str], failed: list[str]) -> None: ...
+    def on_redis_error(self, where: str, error: BaseException) -> None: ...
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    timeouts: int = 0
+    cancelled: int = 0
+    lease_lost: int = 0
+    released: int = 0
+    stalled_recovered: int = 0
+    redis_errors: int = 0
+
+
+class Runner:
+    """Runs `handler` on up to `concurrency` jobs at a time until `run`'s stop event is set.
+
+    A handler returns a result (JSON) to complete the job, raises JobFailed(message, final, category)
+    to fail the attempt (retried with backoff unless final), or any other exception (retried).
+    `job_timeout_ms` (or the job's own timeout) cancels the handler task; the attempt fails with
+    category TIMEOUT and is retried. A lost lease or a cancel request also cancels the task.
+    On stop: no new claims; running jobs get `grace_ms` (or until `force_event`), then are cancelled
+    and released without counting the attempt. `burst=True` returns once nothing is waiting or running.
+    """
+
+    def __init__(self, redis: AnyRedis, config: QueueConfig, handler: Handler, *, concurrency: int = 3,
+                 job_timeout_ms: int | None = None, consumer_id: str | None = None, hooks: RunnerHooks | None = None,
+                 grace_ms: int = 30_000, burst: bool = False, info: dict[str, Any] | None = None,
+                 clock: Clock = wall_clock_ms) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.config = config
+        self.consumer = Consumer(redis, config, consumer_id=consumer_id, clock=clock)
+        self.handler = handler
+        self.concurrency = concurrency
+        self.job_timeout_ms = job_timeout_ms
+        self.hooks = hooks or RunnerHooks()
+        self.grace_ms = grace_ms
+        self.burst = burst
+        self.info = dict(info or {})
+        self.stats = RunnerStats()
+        self.periods: dict[str, float] = {
+            "heartbeat": config.heartbeat_ms / 1000, "promote": config.promote_ms / 1000,
+            "stalled": config.stalled_check_ms / 1000, "retention": config.retention_ms / 1000,
+        }
+        self.last_claim_loop_at: float | None = None
+        """time.monotonic() of the claim loop's last turn; readiness checks compare it to now."""
+        self.running = False
+        self.draining = False
+        self._tasks: dict[str, tuple[asyncio.Task[None], ActiveJob]] = {}
+        self._held: dict[str, Lease] = {}
+        self._acks: list[tuple[Lease, Any, float]] = []
+        self._wake = asyncio.Event()
+        self._started_at = wall_clock_ms()
+
+    @property
+    def id(self) -> str:
+        return self.consumer.id
+
+    @property
+    def active_count(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        counters = " ".join(f"{k}={v}" for k, v in asdict(self.stats).items())
+        return f"<Runner {self.id} concurrency={self.concurrency} active={self.active_count} {counters}>"
+
+    async def run(self, stop_event: asyncio.Event | None = None, *, force_event: asyncio.Event | None = None) -> None:
+        """Process jobs until `stop_event` is set (or, in burst mode, until the queue is empty), then drain."""
+        stop = stop_event or asyncio.Event()
+        upkeep_stop = asyncio.Event()
+        self.running = True
+        background = [asyncio.create_task(self._poll(name, fn, upkeep_stop), name=f"certq-{name}")
+                      for name, fn in (("heartbeat", self._heartbeat), ("promote", self._promote),
+                                       ("stalled", self._recover_stalled), ("retention", self._retention))]
+        try:
+            await self._claim_loop(stop)
+            self.draining = True
+            await self._drain(force_event)
+        finally:
+            upkeep_stop.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._cancel_all("shutdown")
+            with contextlib.suppress(*TRANSIENT):
+                await self.consumer.unregister()
+            self.running = False
+            self.draining = False
+            log.info("runner stopped: %r", self)
+
+    # -- claiming -------------------------------------------------------------------------------------
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        errors = 0
+        while not stop.is_set():
+            self.last_claim_loop_at = time.monotonic()
+            free = self.concurrency - len(self._tasks)
+            if not self._acks and free <= 0:
+                self._wake.clear()
+                await _wait_any(self._wake, stop, seconds=1.0)
+                continue
+            try:
+                leases, paused = await self._settle_and_claim(max(free, 0))
+                if not leases and not paused and free > 0 and not self._acks:
+                    if self.burst:
+                        if not self._tasks:
+                            return
+                        self._wake.clear()
+                        await _wait_any(self._wake, stop, seconds=1.0)
+                        continue
+                    blocked = await self.consumer.claim_blocking(self.config.block_ms)
+                    if isinstance(blocked, Lease):
+                        self._start(blocked)
+                        if stop.is_set():
+                            break
+                    paused = blocked == "paused"
+                errors = 0
+            except TRANSIENT as exc:
+                errors += 1
+                self._redis_error("claim", exc)
+                await _wait_any(stop, seconds=min(2.0, 0.05 * 2**errors))
+                continue
+            if paused:
+                await _wait_any(stop, seconds=self.config.block_ms / 1000 * 2)
+
+    async def _settle_and_claim(self, want: int) -> tuple[list[Lease], bool]:
+        acks, self._acks = self._acks, []
+        try:
+            done = [(lease, result) for lease, result, _ in acks]
+            statuses, leases, paused = await self.consumer.complete_and_claim(done, want)
+        except BaseException:
+            self._acks = acks + self._acks
+            raise
+        for (lease, _, seconds), done in zip(acks, statuses, strict=True):
+            self._held.pop(lease.job.id, None)
+            if done:
+                self.stats.completed += 1
+                self._hook("on_complete", lease.job, seconds)
+            else:
+                self.stats.lease_lost += 1
+                self._hook("on_lease_lost", lease.job)
+        for lease in leases:
+            self._start(lease)
+        return leases, paused
+
+    def _start(self, lease: Lease) -> None:
+        self.stats.claimed += 1
+        self._held[lease.job.id] = lease
+        active = ActiveJob(lease, self.consumer)
+        task = asyncio.create_task(self._execute(active), name=f"certq-job-{lease.job.id}")
+        self._tasks[lease.job.id] = (task, active)
+        self._hook("on_claim", lease.job)
+
+    # -- one job ----------------------------------------------------------------------------------------
+
+    async def _execute(self, active: ActiveJob) -> None:
+        lease = active.lease
+        started = time.monotonic()
+        timeout_ms = lease.job.timeout_ms or self.job_timeout_ms
+        try:
+            try:
+                async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
+                    result = await self.handler(active)
+            except asyncio.CancelledError:
+                if active.stop_reason is None:
+                    active.stop_reason = "shutdown"
+                await self._stopped(active, time.monotonic() - started)
+                return
+            except TimeoutError:
+                self.stats.timeouts += 1
+                await self._failed(active, f"job timed out after {timeout_ms} ms", "TIMEOUT", False, started)
+                return
+            except LeaseLost:
+                active.stop_reason = "lease_lost"
+                await self._stopped(active, time.monotonic() - started)
+                return
+            except JobFailed as exc:
+                await self._failed(active, exc.message, exc.category, exc.final, started)
+                return
+            except Exception as exc:  # noqa: BLE001 - any handler error fails the attempt, the runner goes on
+                log.warning("job %s attempt %s raised %r", lease.job.id, active.attempt, exc, exc_info=exc)
+                await self._failed(active, f"{type(exc).__name__}: {exc}", None, False, started)
+                return
+            self._acks.append((lease, result, time.monotonic() - started))
+        finally:
+            self._tasks.pop(lease.job.id, None)
+            self._wake.set()
+
+    async def _failed(self, active: ActiveJob, message: str, category: str | None, final: bool,
+                      started: float) -> None:
+        lease, seconds = active.lease, time.monotonic() - started
+        state = await self._settle(lease, lambda: self.consumer.fail(lease, message, final=final, category=category))
+        if state is JobState.DELAYED:
+            self.stats.retried += 1
+            self._hook("on_retry", lease.job, message, category, seconds)
+        elif state is JobState.FAILED:
+            self.stats.failed += 1
+            self._hook("on_fail", lease.job, message, category, seconds)
+
+    async def _stopped(self, active: ActiveJob, seconds: float) -> None:
+        lease, reason = active.lease, active.stop_reason
+        if reason == "lease_lost":
+            self._held.pop(lease.job.id, None)
+            self.stats.lease_lost += 1
+            self._hook("on_lease_lost", lease.job)
+        elif reason == "cancelled":
+            state = await self._settle(lease, lambda: self.consumer.fail(lease, "cancelled", final=True,
+                                                                         category="CANCELLED"))
+            if state is not None:
+                self.stats.cancelled += 1
+                self._hook("on_cancelled", lease.job)
+        else:
+            if await self._settle(lease, lambda: self.consumer.release(lease)):
+                self.stats.released += 1
+                self._hook("on_release", lease.job)
+
+    async def _settle(self, lease: Lease, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """Run a fail/release call, retrying while Redis is away; give up once the lease must have expired
+        (the stalled check then recovers the job, so it is never lost)."""
+        deadline = time.monotonic() + self.config.lease_ms / 1000 * 2
+        errors = 0
+        try:
+            while True:
+                try:
+                    return await call()
+                except LeaseLost:
+                    self.stats.lease_lost += 1
+                    self._hook("on_lease_lost", lease.job)
+                    return None
+                except TRANSIENT as exc:
+                    errors += 1
+                    self._redis_error("settle", exc)
+                    if time.monotonic() > deadline:
+                        return None
+                    await asyncio.sleep(min(1.0, 0.05 * 2**errors))
+        finally:
+            self._held.pop(lease.job.id, None)
+
+    # -- background -------------------------------------------------------------------------------------
+
+    async def _poll(self, name: str, fn: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+        errors = 0
+        while not stop.is_set():
+            try:
+                await fn()
+                errors = 0
+                delay = self.periods[name]
+            except TRANSIENT as exc:
+                errors += 1
+                self._redis_error(name, exc)
+                delay = min(2.0, self.periods[name] * 2**errors)
+            await _wait_any(stop, seconds=delay)
+
+    async def _heartbeat(self) -> None:
+        leases = list(self._held.values())
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "queue": self.config.name,
+                "concurrency": self.concurrency, "active": len(self._tasks), "started_at": self._started_at,
+                "draining": self.draining, **self.info}
+        statuses = await self.consumer.heartbeat(leases, info)
+        for lease, status in zip(leases, statuses, strict=True):
+            entry = self._tasks.get(lease.job.id)
+            if entry is None or status not in (LEASE_LOST, LEASE_CANCELLED):
+                continue
+            task, active = entry
+            if active.stop_reason is None:
+                active.stop_reason = "lease_lost" if status == LEASE_LOST else "cancelled"
+                active.cancelled.set()
+                task.cancel()
+
+    async def _promote(self) -> None:
+        await self.consumer.promote_due()
+
+    async def _recover_stalled(self) -> None:
+        outcome = await self.consumer.recover_stalled()
+        if outcome and (outcome[0] or outcome[1]):
+            self.stats.stalled_recovered += len(outcome[0])
+            self._hook("on_stalled", *outcome)
+
+    async def _retention(self) -> None:
+        await self.consumer.apply_retention()
+
+    # -- stopping ---------------------------------------------------------------------------------------
+
+    async def _drain(self, force_event: asyncio.Event | None) -> None:
+        if self._tasks:
+            tasks = [task for task, _ in self._tasks.values()]
+            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(asyncio.wait(tasks))]
+            if force_event is not None:
+                waiters.append(asyncio.ensure_future(force_event.wait()))
+            await asyncio.wait(waiters, timeout=self.grace_ms / 1000, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+        await self._cancel_all("shutdown")
+        for attempt in range(20):
+            if not self._acks:
+                break
+            try:
+                await self._settle_and_claim(0)
+            except TRANSIENT as exc:
+                self._redis_error("drain", exc)
+                await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+
+    async def _cancel_all(self, reason: str) -> None:
+        entries = list(self._tasks.values())
+        for task, active in entries:
+            if active.stop_reason is None:
+                active.stop_reason = reason
+            task.cancel()
+        if entries:
+            await asyncio.gather(*(task for task, _ in entries), return_exceptions=True)
+
+    def _redis_error(self, where: str, exc: BaseException) -> None:
+        self.stats.redis_errors += 1
+        log.warning("redis error in %s: %r", where, exc)
+        self._hook("on_redis_error", where, exc)
+
+    def _hook(self, name: str, *args: Any) -> None:
+        try:
+            getattr(self.hooks, name)(*args)
+        except Exception:  # noqa: BLE001 - a broken metrics hook must not stop the queue
+            log.exception("runner hook %s failed", name)
+
+
+async def _wait_any(*events: asyncio.Event, seconds: float) -> None:
+    """Wait until any event is set or `seconds` pass."""
+    if any(event.is_set() for event in events):
+        return
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,76 @@
+"""Loads lua/*.lua (resolving `-- @include` lines) and wraps each script in one typed method.
+
+Each script's header names its KEYS (`KEYS[1] wait_high (LIST)`); the names are QueueKeys attributes,
+so the key list is built from the header itself and a preamble `local K = {name = KEYS[i], ...}` lets
+the Lua refer to keys by name. ARGV[1] is always the key base and ARGV[2] the events cap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+
+from certq.queue.keys import QueueKeys
+
+AnyRedis = Redis | RedisCluster
+_KEY_LINE = re.compile(r"^\s*KEYS\[(\d+)\]\s+(\w+)", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
+
+SCRIPT_NAMES = ("enqueue", "complete", "start", "fail", "release", "heartbeat", "recover_stalled", "promote",
+                "cancel", "remove", "retry", "clean", "progress")
+
+
+@dataclass(frozen=True, slots=True)
+class LuaSource:
+    name: str
+    keys: tuple[str, ...]
+    text: str
+
+
+def _read(relative: str) -> str:
+    path = resources.files("certq.queue").joinpath("lua")
+    for part in relative.split("/"):
+        path = path.joinpath(part)
+    return path.read_text(encoding="utf-8")
+
+
+@cache
+def load_source(name: str) -> LuaSource:
+    """The full text of lua/<name>.lua with includes resolved and the K preamble added."""
+    raw = _read(f"{name}.lua")
+    keys = [key for _, key in sorted((int(i), key) for i, key in _KEY_LINE.findall(raw.split("]]", 1)[0]))]
+    body = _INCLUDE.sub(lambda m: _read(f"includes/{m.group(1)}.lua"), raw)
+    preamble = "local K = {" + ", ".join(f"{key} = KEYS[{i}]" for i, key in enumerate(keys, 1)) + "}\n"
+    return LuaSource(name, tuple(keys), preamble + body)
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Scripts:
+    """One registered script per Lua file; callers pass plain values, never KEYS/ARGV."""
+
+    def __init__(self, redis: AnyRedis, keys: QueueKeys, events_maxlen: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.maxlen = str(events_maxlen)
+        self._scripts: dict[str, tuple[AsyncScript, LuaSource]] = {}
+        for name in SCRIPT_NAMES:
+            source = load_source(name)
+            self._scripts[name] = (redis.register_script(source.text), source)  # type: ignore[misc]
+
+    def key_list(self, name: str, **overrides: str) -> list[str]:
+        source = self._scripts[name][1]
+        return [overrides[key] if key in overrides else getattr(self.keys, key) for key in source.keys]
+
+    async def run(self, name: str, args: list[Any], **key_overrides: str) -> Any:
+        script, _ = self._scripts[name]
+        return await script(keys=self.key_list(name, **key_overrides), args=[self.keys.base, self.maxlen, *args])
