@@ -1,0 +1,1 @@
+"""Chaos scenarios and the real Redis topologies they run on."""
