@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -170,3 +171,66 @@ def make_model(store: Any) -> Callable[..., Awaitable[Any]]:
         return await store.create_model(**values)
 
     return create
+
+
+@dataclass
+class ApiServer:
+    """A running `certq.api` app: `url`, a valid bearer `token`, and the app's own settings/services."""
+
+    url: str
+    token: str
+    settings: Any
+    app: Any
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+
+@pytest.fixture
+async def api_server(
+    migrated_database_url: str, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
+) -> AsyncIterator[ApiServer]:
+    """The API served by uvicorn on a free loopback port in this event loop; queue keys under `key_prefix`."""
+    import contextlib
+    import socket
+
+    import uvicorn
+
+    from certq.api import create_app
+    from certq.settings import Settings
+
+    token = f"test-{uuid.uuid4().hex}"
+    settings = Settings.model_validate({
+        "DATABASE_URL": migrated_database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": key_prefix,
+        "API_TOKENS": token, "CERTQ_ENV": "development", "API_HOST": "127.0.0.1", "API_PORT": 0,
+    })
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # the test process keeps its own signal handling
+            yield
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("the API server stopped during start-up")
+                await asyncio.sleep(0.01)
+        yield ApiServer(url=f"http://127.0.0.1:{port}", token=token, settings=settings, app=app)
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(20):
+            await task
+        sock.close()

@@ -217,6 +217,23 @@ class RunsMixin(StoreBase):
             )
         return bool(changed)
 
+    async def close_certification(self, certification_id: UUID | str, category: str, message: str) -> bool:
+        """End a live run FAILED whatever attempt owns it (the reconciler, for a queue job that ended
+        without a recorded outcome); True when it changed now."""
+        changed = await self._pool.fetchval(
+            f"""
+            WITH done AS (
+                UPDATE certifications SET {_LOG_OUTCOME}, status = 'FAILED', passed = false, error_category = $4,
+                    error_message = $5, completed_at = now(), updated_at = now(), attempt_started_at = NULL
+                WHERE id = $1 AND status IN {_LIVE} AND $2::int IS NULL
+                RETURNING job_id, status
+            ), counted AS ({_COUNT_OUTCOME})
+            SELECT count(*) FROM done
+            """,
+            UUID(str(certification_id)), None, "FAILED", _category(category), _message(message),
+        )
+        return bool(changed)
+
     async def unfinished_certifications(
         self, *, older_than_s: float = 30.0, limit: int = 1000
     ) -> list[CertificationRef]:

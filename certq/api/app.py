@@ -1,0 +1,172 @@
+"""The API application: `create_app(settings, store=..., queue=..., redis=...)`, a Starlette app."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import certq
+from certq.api import model_routes, queue_routes
+from certq.api.auth import BearerAuth
+from certq.api.openapi import Endpoint, build_openapi
+from certq.api.problems import Problem, http_exception_handler, problem_handler, unexpected_handler
+from certq.api.services import ApiMetrics, Services, token_set
+from certq.connections import connect_redis
+from certq.health import Check, HealthProbes, build_health_app
+from certq.metrics import Metrics
+from certq.queue.queue import Queue
+from certq.reconcile import queue_config
+from certq.settings import Settings
+from certq.store import Store
+
+ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    queue: Queue | None = None,
+    redis: Any = None,
+    mounts: Sequence[BaseRoute] = (),
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """The HTTP API. Dependencies not given are opened in the lifespan from `settings` (and closed after).
+
+    `mounts` are extra routes/sub-apps (e.g. `Mount(settings.board_path, app=board)`); they see the
+    same `Services` as `app.state.services`, which the lifespan fills in before the first request.
+    """
+    services = Services(settings=settings, tokens=token_set(settings),
+                        metrics=ApiMetrics(metrics if metrics is not None else Metrics(process=True)),
+                        store=store, queue=queue, redis=redis)
+    openapi = build_openapi(ENDPOINTS, title="certq API", version=getattr(certq, "__version__", "0.1.0"))
+
+    async def openapi_json(request: Request) -> Response:
+        from certq.api.responses import answer
+
+        return answer(200, openapi)
+
+    routes: list[BaseRoute] = [Route(e.path, e.handler, methods=[e.method], name=e.handler.__name__)
+                               for e in ENDPOINTS]
+    routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    routes.extend(build_health_app(_probes(services)).routes)
+    routes.extend(mounts)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await _open(services)
+        try:
+            yield
+        finally:
+            await _close(services)
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestMetrics, metrics=services.metrics),
+                    Middleware(BearerAuth, tokens=services.tokens, prefix="/api")],
+        exception_handlers={Problem: problem_handler, HTTPException: http_exception_handler,
+                            Exception: unexpected_handler},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+async def _open(services: Services) -> None:
+    settings = services.settings
+    if services.store is None:
+        services.store = await Store.connect(settings.database_url, min_size=1, max_size=20)
+        services.owned.append("store")
+    if services.queue is None:
+        if services.redis is None:
+            services.redis = connect_redis(settings)
+            services.owned.append("redis")
+        services.queue = Queue(services.redis, queue_config(settings))
+    elif services.redis is None:
+        services.redis = services.queue.redis
+
+
+async def _close(services: Services) -> None:
+    if "store" in services.owned and services.store is not None:
+        await services.store.close()
+    if "redis" in services.owned and services.redis is not None:
+        await services.redis.aclose()
+    services.owned.clear()
+
+
+def _probes(services: Services) -> HealthProbes:
+    settings = services.settings
+
+    def describe() -> dict[str, Any]:
+        return {"isRunning": services.store is not None, "queueName": settings.queue_name,
+                "prefix": settings.queue_prefix}
+
+    async def redis_check() -> Check:
+        try:
+            await services.redis.ping()
+        except Exception as exc:
+            services.metrics.base.redis_answered(False)
+            return Check(False, f"Redis: {type(exc).__name__}: {exc}")
+        services.metrics.base.redis_answered(True)
+        return Check(True)
+
+    async def ready() -> Check:
+        redis_ok, db_ok = await asyncio.gather(redis_check(), _database_ok(services))
+        services.metrics.base.database_answered(db_ok)
+        if not db_ok:
+            return Check(False, "PostgreSQL does not answer")
+        return redis_ok
+
+    async def queue_counts() -> Mapping[str, int]:
+        counts: dict[str, int] = await services.queue.counts()
+        return counts
+
+    async def before_scrape() -> None:
+        services.metrics.base.set_queue_counts(settings.queue_name, await queue_counts())
+
+    return HealthProbes(describe=describe, health=redis_check, ready=ready, queue_counts=queue_counts,
+                        registry=services.metrics.base.registry, before_scrape=before_scrape, subject="api")
+
+
+async def _database_ok(services: Services) -> bool:
+    return services.store is not None and await services.store.ping()
+
+
+class RequestMetrics:
+    """Counts and times every HTTP request by route name (bounded label values: unmatched paths are "other")."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", "other") if endpoint is not None else "other"
+            self.metrics.requests.labels(scope["method"], route, f"{status // 100}xx").inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)

@@ -1,0 +1,311 @@
+"""Pydantic models of every request body, query string and answer of the HTTP API (camelCase on the wire)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from certq.api.regions import AWS_REGIONS
+
+JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+JobType = Literal["SINGLE_MODEL", "MULTIPLE_MODELS", "ALL_MODELS"]
+CertificationStatus = Literal["PENDING", "QUEUED", "PROCESSING", "CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"]
+Priority = Literal["high", "normal", "low"]
+Provider = Literal["openai", "bedrock"]
+
+_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+MAX_LIMIT = 100
+
+
+def _region(value: str) -> str:
+    if not _REGION.match(value):
+        raise ValueError("a region is letters, digits and . _ : - (e.g. us-east-1 or local)")
+    return value
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("items must be unique")
+    return values
+
+
+Region = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_region)]
+Regions = Annotated[list[Region], Field(min_length=1, max_length=50), AfterValidator(_unique)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+ApiModelId = Annotated[str, Field(min_length=1, max_length=300)]
+BaseUrl = Annotated[str, Field(min_length=1, max_length=2000)]
+KeyEnv = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
+
+
+class Body(BaseModel):
+    """A request body: camelCase names only, unknown fields rejected, no type coercion."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=True, frozen=True)
+
+
+class Answer(BaseModel):
+    """An answer: built from records, written camelCase."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class Query(BaseModel):
+    """A query string: values arrive as text and are converted; unknown parameters are ignored."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def check_deployment(provider: str, base_url: str | None, regions: list[str]) -> list[tuple[str, str]]:
+    """Cross-field rules of a deployment; (field, message) per violation."""
+    problems: list[tuple[str, str]] = []
+    if provider == "openai":
+        if base_url is None:
+            problems.append(("baseUrl", "an openai deployment needs its base URL (ending in /v1)"))
+        else:
+            parts = urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append(("baseUrl", "must be an http(s) URL"))
+            elif not parts.path.rstrip("/").endswith("/v1"):
+                problems.append(("baseUrl", "an openai base URL ends in /v1 (e.g. http://127.0.0.1:8080/v1)"))
+    if provider == "bedrock":
+        if base_url is not None:
+            parts = urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append(("baseUrl", "must be an http(s) URL"))
+        for index, region in enumerate(regions):
+            if region not in AWS_REGIONS:
+                problems.append((f"regions[{index}]", f"{region!r} is not an AWS region name (e.g. us-east-1)"))
+    return problems
+
+
+class ModelCreate(Body):
+    name: Name
+    provider: Provider
+    api_model_id: ApiModelId
+    base_url: BaseUrl | None = None
+    api_key_env: KeyEnv | None = None
+    regions: Regions
+    is_active: bool = True
+
+
+class ModelUpdate(Body):
+    name: Name | None = None
+    provider: Provider | None = None
+    api_model_id: ApiModelId | None = None
+    base_url: BaseUrl | None = None
+    api_key_env: KeyEnv | None = None
+    regions: Regions | None = None
+    is_active: bool | None = None
+
+
+class ModelOut(Answer):
+    id: UUID
+    name: str
+    provider: Provider
+    api_model_id: str
+    base_url: str | None
+    api_key_env: str | None
+    regions: list[str]
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class Pagination(Answer):
+    page: int
+    limit: int
+    total: int
+    total_pages: int
+
+
+class ModelList(Answer):
+    models: list[ModelOut]
+    pagination: Pagination
+
+
+class ModelsQuery(Query):
+    page: int = Field(1, ge=1, le=1_000_000)
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    active: bool | None = None
+
+
+# --- certification ---------------------------------------------------------------------------------
+
+
+class CertifyBody(Body):
+    model_id: UUID
+    region: Region
+    priority: Priority = "normal"
+
+
+class CertifyMultipleBody(Body):
+    model_ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_LIMIT), AfterValidator(_unique)]
+    regions: Regions
+    priority: Priority = "normal"
+
+
+class CertifyAllBody(Body):
+    regions: Regions
+    priority: Priority = "normal"
+
+
+class CertifyAnswer(Answer):
+    job_id: UUID
+    certification_id: UUID
+    model_id: UUID
+    region: str
+    status: CertificationStatus
+    priority: Priority
+    existing: bool = Field(False, description="true when a queued or running certification was returned")
+
+
+class SkippedOut(Answer):
+    model_id: UUID
+    region: str
+    job_id: UUID
+    certification_id: UUID
+    status: CertificationStatus
+
+
+class BatchAnswer(Answer):
+    job_id: UUID | None = Field(description="null when every pair was already queued or running (see skipped)")
+    total_jobs: int
+    model_ids: list[UUID]
+    regions: list[str]
+    status: JobStatus | None
+    priority: Priority
+    certification_ids: list[UUID]
+    skipped: list[SkippedOut] = Field(description="pairs already queued or running: their live certification")
+
+
+class ModelRef(Answer):
+    id: UUID
+    name: str | None
+    api_model_id: str | None
+
+
+class CertificationOut(Answer):
+    id: UUID
+    job_id: UUID
+    model_id: UUID
+    name: str | None = Field(description="the model's display name")
+    api_model_id: str | None
+    model: ModelRef
+    region: str
+    status: CertificationStatus
+    priority: Priority
+    passed: bool | None
+    score: float | None
+    rating: str | None
+    test_results: list[dict[str, Any]] | None
+    metrics: dict[str, Any] | None
+    error_category: str | None
+    error_message: str | None
+    attempts: int
+    attempt_log: list[dict[str, Any]]
+    duration_ms: int | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+
+class JobOut(Answer):
+    id: UUID
+    job_id: UUID
+    type: JobType
+    status: JobStatus
+    priority: Priority
+    regions: list[str]
+    model_ids: list[UUID]
+    total_models: int
+    processed_models: int
+    progress: float = Field(description="percent of certifications with a final outcome (0-100)")
+    success_count: int = Field(description="CERTIFIED")
+    warning_count: int = Field(description="QUALITY_WARNING")
+    failure_count: int = Field(description="FAILED")
+    cancelled_count: int
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+    duration_ms: int | None
+
+
+class JobDetail(JobOut):
+    certifications: list[CertificationOut]
+
+
+class CancelAnswer(Answer):
+    job_id: UUID
+    status: JobStatus
+    cancelled: int = Field(description="certifications ended CANCELLED by this request")
+    removed_from_queue: int
+    stopped_running: int
+    already_finished: bool
+
+
+class HistoryQuery(Query):
+    page: int = Field(1, ge=1, le=1_000_000)
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    status: JobStatus | None = None
+    type: JobType | None = None
+
+
+class HistoryAnswer(Answer):
+    jobs: list[JobOut]
+    pagination: Pagination
+
+
+class CertificationsQuery(Query):
+    page: int = Field(1, ge=1, le=1_000_000)
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    model_id: UUID | None = None
+    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    status: CertificationStatus | None = None
+
+
+class CertificationsAnswer(Answer):
+    certifications: list[CertificationOut]
+    pagination: Pagination
+
+
+class RegionCount(Answer):
+    region: str
+    status: CertificationStatus
+    count: int
+
+
+class StatsAnswer(Answer):
+    queue: dict[str, int] = Field(description="job counts from Redis: waiting, active, delayed, completed, failed...")
+    queue_available: bool
+    certifications_by_status: dict[str, int]
+    certifications_by_region: list[RegionCount]
+    jobs_by_status: dict[str, int]
+    timestamp: datetime
+
+
+class RegionOut(Answer):
+    id: str
+    name: str
+    active_models: int
+
+
+class Problem(Answer):
+    """RFC 9457 problem details; `field` names the offending input."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    errors: list[dict[str, str]] | None = None
