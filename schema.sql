@@ -120,6 +120,19 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON idempotency_keys (created_at);
 
+-- What operators did in the /admin/queues dashboard (who, what, when, and what came of it).
+CREATE TABLE IF NOT EXISTS dashboard_audit (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    actor       text NOT NULL,
+    action      text NOT NULL,
+    target      text,
+    detail      jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(detail) = 'object'),
+    outcome     text NOT NULL,
+    remote_addr text
+);
+CREATE INDEX IF NOT EXISTS dashboard_audit_at_idx ON dashboard_audit (at DESC, id DESC);
+
 INSERT INTO schema_version (version, description)
 VALUES (1, 'models, certification jobs, certifications, latest verdicts, idempotency keys')
 ON CONFLICT (version) DO NOTHING;

@@ -1,0 +1,69 @@
+"""The /admin/queues sub-app: the page, its static files and JSON endpoints, all behind the guard."""
+
+from __future__ import annotations
+
+import html
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from certq.dashboard import cert_views, queue_views
+from certq.dashboard.guard import BoardGuard
+from certq.dashboard.ports import BoardDeps
+from certq.dashboard.web import JSON, Problem, problem_response, user_of
+from certq.queue.errors import InvalidJob, JobNotFound, JobStateError, QueueError
+from certq.settings import Settings
+
+STATIC = "certq.dashboard"
+
+
+def _page() -> str:
+    return resources.files(STATIC).joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+async def index(request: Request) -> Response:
+    # The page is served at the mount path with or without a trailing slash; <base> makes its
+    # relative URLs (static files, api/...) resolve under the mount either way.
+    base = html.escape(request.scope.get("root_path", "").rstrip("/") + "/", quote=True)
+    page = _page().replace("__BASE__", base).replace("__USER__", html.escape(user_of(request)))
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+async def me(request: Request) -> Response:
+    return JSON({"user": user_of(request)})
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc)
+
+
+async def _queue_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, JobNotFound):
+        return problem_response(Problem(404, str(exc), "jobId"))
+    if isinstance(exc, InvalidJob):
+        return problem_response(Problem(400, exc.message, exc.field))
+    if isinstance(exc, JobStateError):
+        return problem_response(Problem(409, str(exc), "jobId"))
+    return problem_response(Problem(409, str(exc)))
+
+
+def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
+    """The dashboard app to mount at `settings.board_path` (`app.mount(settings.board_path, board)`)."""
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/me", me),
+            *queue_views.routes,
+            *cert_views.routes,
+            Mount("/static", StaticFiles(packages=[(STATIC, "static")]), name="static"),
+        ],
+        exception_handlers={Problem: _problem, QueueError: _queue_error},
+    )
+    app.state.board_deps = deps
+    return BoardGuard(app, username=settings.board_username, password=settings.board_password)

@@ -1,0 +1,123 @@
+"""JSON endpoints over the certification history: search, the model x region matrix, a pair's runs, certify."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from certq.dashboard.ports import CertifyOrder
+from certq.dashboard.web import (
+    JSON,
+    Problem,
+    audit,
+    body_as,
+    choice_param,
+    deps,
+    int_param,
+    queries_of,
+    store_of,
+    time_param,
+    uuid_param,
+)
+from certq.store import CERTIFICATION_STATUSES
+from certq.store.dashboard import HistoryFilter
+
+
+def _run_json(record: Any) -> dict[str, Any]:
+    metrics = record.metrics or {}
+    latency = (metrics.get("latencyMs") or {}).get("p50") if isinstance(metrics, dict) else None
+    return {
+        "id": str(record.id), "jobId": str(record.job_id), "modelId": str(record.model_id),
+        "modelName": record.model_name, "apiModelId": record.api_model_id, "region": record.region,
+        "status": record.status, "priority": record.priority, "attempts": record.attempts,
+        "attemptLog": record.attempt_log, "passed": record.passed, "score": record.score, "rating": record.rating,
+        "testResults": record.test_results, "metrics": record.metrics, "latencyP50Ms": latency,
+        "errorCategory": record.error_category, "errorMessage": record.error_message,
+        "durationMs": record.duration_ms, "createdAt": record.created_at.isoformat(),
+        "startedAt": record.started_at and record.started_at.isoformat(),
+        "completedAt": record.completed_at and record.completed_at.isoformat(),
+    }
+
+
+async def history(request: Request) -> Response:
+    page = int_param(request, "page", 1, low=1, high=100_000)
+    limit = int_param(request, "limit", 20, low=1, high=100)
+    query = HistoryFilter(
+        job_id=request.query_params.get("jobId") or None,
+        model=request.query_params.get("model") or None,
+        region=request.query_params.get("region") or None,
+        status=choice_param(request, "status", CERTIFICATION_STATUSES),
+        since=time_param(request, "since"),
+        until=time_param(request, "until"),
+    )
+    found = await queries_of(request).search_history(query, page=page, limit=limit)
+    return JSON({"items": [_run_json(r) for r in found.items], "total": found.total, "page": page, "limit": limit})
+
+
+async def matrix(request: Request) -> Response:
+    store = store_of(request)
+    models = await store.active_models()
+    verdicts = await store.latest_verdicts()
+    regions = sorted({region for model in models for region in model.regions} | {v.region for v in verdicts})
+    known = {model.id for model in models}
+    rows = [{"id": str(m.id), "name": m.name, "apiModelId": m.api_model_id, "provider": m.provider,
+             "regions": m.regions} for m in models]
+    cells = [{"modelId": str(v.model_id), "region": v.region, "id": str(v.id), "status": v.status,
+              "rating": v.rating, "score": v.score, "completedAt": v.completed_at and v.completed_at.isoformat()}
+             for v in verdicts if v.model_id in known]
+    return JSON({"models": rows, "regions": regions, "cells": cells})
+
+
+async def pair(request: Request) -> Response:
+    model_id = uuid_param(request.query_params.get("modelId"), "modelId")
+    region = request.query_params.get("region") or ""
+    if not region:
+        raise Problem(400, "region is required", "region")
+    model = await store_of(request).get_model(model_id)
+    if model is None:
+        raise Problem(404, f"no model {model_id}", "modelId")
+    runs = await queries_of(request).pair_history(model_id, region, limit=int_param(request, "limit", 30, low=1,
+                                                                                       high=200))
+    return JSON({"model": {"id": str(model.id), "name": model.name, "apiModelId": model.api_model_id,
+                           "provider": model.provider},
+                 "region": region, "runs": [_run_json(r) for r in runs]})
+
+
+class CertifyForm(BaseModel):
+    mode: Literal["single", "multiple", "all"]
+    model_ids: list[str] = Field(default_factory=list, alias="modelIds", max_length=500)
+    regions: list[str] = Field(min_length=1, max_length=50)
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+async def certify(request: Request) -> Response:
+    form: CertifyForm = await body_as(request, CertifyForm)
+    if form.mode == "single" and (len(form.model_ids) != 1 or len(form.regions) != 1):
+        raise Problem(400, "single needs exactly one model and one region", "modelIds")
+    if form.mode == "multiple" and not form.model_ids:
+        raise Problem(400, "choose at least one model", "modelIds")
+    run = deps(request).certify
+    if run is None:
+        raise Problem(503, "certification is not available in this process")
+    order = CertifyOrder(mode=form.mode, model_ids=[] if form.mode == "all" else form.model_ids,
+                         regions=form.regions, priority=form.priority)
+    status, body = await run(order)
+    if status >= 400:
+        return JSON(body, status_code=status, media_type="application/problem+json")
+    total = body.get("totalJobs", 1)
+    outcome = f"{form.mode}: {total} certification(s) requested in {', '.join(form.regions)}"
+    entry = await audit(request, "certify", body.get("jobId"), outcome,
+                        {"mode": form.mode, "modelIds": order.model_ids, "regions": form.regions})
+    return JSON({"ok": True, "outcome": outcome, "result": body, "audit": entry}, status_code=status)
+
+
+routes = [
+    Route("/api/history", history),
+    Route("/api/certifications/matrix", matrix),
+    Route("/api/certifications/pair", pair),
+    Route("/api/certify", certify, methods=["POST"]),
+]

@@ -1,0 +1,102 @@
+"""The dashboard's gate: HTTP basic auth (constant-time), cross-site request refusal, security headers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CSRF_HEADER = "x-certq-board"
+"""Every state-changing request must carry this header: a cross-site form cannot set it, and a cross-site
+fetch that sets it needs a CORS preflight the dashboard never grants."""
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REALM = 'Basic realm="certq dashboard", charset="UTF-8"'
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+     b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status, headers=headers, media_type="application/problem+json",
+    )
+
+
+def check_credentials(header: str | None, username: str, password: str) -> str | None:
+    """The user name when `header` is `Basic <base64 user:pass>` with the right pair, else None.
+
+    Both parts are always compared, in constant time, so timing says nothing about which one was wrong.
+    """
+    if not header or not header[:6].lower() == "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    given_user, sep, given_password = decoded.partition(":")
+    user_ok = hmac.compare_digest(given_user.encode(), username.encode())
+    password_ok = hmac.compare_digest(given_password.encode(), password.encode())
+    return given_user if sep and user_ok and password_ok else None
+
+
+def cross_site_reason(method: str, headers: Headers, scheme: str) -> str | None:
+    """Why a state-changing request looks cross-site (None when it is acceptable)."""
+    if method in SAFE_METHODS:
+        return None
+    if headers.get(CSRF_HEADER) != "1":
+        return f"state-changing requests need the {CSRF_HEADER} header"
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return f"cross-site request refused (Sec-Fetch-Site: {fetch_site})"
+    origin = headers.get("origin")
+    host = headers.get("host")
+    if origin is not None and origin != "null" and host is not None:
+        if origin.rstrip("/") not in (f"{scheme}://{host}", f"http://{host}", f"https://{host}"):
+            return f"cross-origin request refused (Origin: {origin})"
+    elif origin == "null":
+        return "cross-origin request refused (Origin: null)"
+    return None
+
+
+class BoardGuard:
+    """ASGI middleware in front of the whole dashboard (pages, static files and JSON alike)."""
+
+    def __init__(self, app: ASGIApp, *, username: str, password: str) -> None:
+        self.app = app
+        self.username = username
+        self.password = password
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        user = check_credentials(headers.get("authorization"), self.username, self.password)
+        if user is None:
+            response = _problem(401, "Unauthorized", "the dashboard needs its user name and password",
+                                {"WWW-Authenticate": REALM})
+            await response(scope, receive, send)
+            return
+        reason = cross_site_reason(scope["method"], headers, scope.get("scheme", "http"))
+        if reason is not None:
+            await _problem(403, "Forbidden", reason)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["board_user"] = user
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,197 @@
+"""JSON endpoints over the queue: counts, lists per state, job detail, workers, and the operator actions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from certq.dashboard.web import (
+    JSON,
+    Problem,
+    audit,
+    body_as,
+    choice_param,
+    deps,
+    int_param,
+    queries_of,
+    queue_of,
+)
+
+STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
+
+
+def _job_json(job: Any) -> dict[str, Any]:
+    data: dict[str, Any] = job.to_dict() if hasattr(job, "to_dict") else dict(job)
+    return data
+
+
+async def _with_models(request: Request, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Name each job's model (the payload only holds its id)."""
+    store = deps(request).store
+    ids: set[UUID] = set()
+    for job in jobs:
+        try:
+            ids.add(UUID(str(job.get("payload", {}).get("modelId"))))
+        except ValueError:
+            continue
+    models = await store.get_models(list(ids)) if store is not None and ids else {}
+    for job in jobs:
+        model_id = str(job.get("payload", {}).get("modelId"))
+        found = next((m for key, m in models.items() if str(key) == model_id), None)
+        job["modelName"] = None if found is None else found.name
+    return jobs
+
+
+async def overview(request: Request) -> Response:
+    queue = queue_of(request)
+    counts = await queue.counts()
+    return JSON({"counts": {state: int(counts.get(state, 0)) for state in STATES},
+                 "paused": await queue.is_paused(), "at": int(time.time() * 1000)})
+
+
+async def list_jobs(request: Request) -> Response:
+    state = choice_param(request, "state", STATES) or "waiting"
+    page = int_param(request, "page", 1, low=1, high=100_000)
+    limit = int_param(request, "limit", 20, low=1, high=100)
+    queue = queue_of(request)
+    counts = await queue.counts()
+    # A paused queue keeps its jobs in the wait lists; "paused" lists them.
+    jobs = await queue.list("waiting" if state == "paused" else state, offset=(page - 1) * limit, limit=limit)
+    items = await _with_models(request, [_job_json(job) for job in jobs])
+    return JSON({"state": state, "page": page, "limit": limit, "total": int(counts.get(state, 0)), "items": items})
+
+
+async def job_detail(request: Request) -> Response:
+    job_id = request.path_params["job_id"]
+    job = await queue_of(request).get(job_id)
+    certification = None
+    store = deps(request).store
+    if store is not None and await queries_of(request).certification_exists(job_id):
+        record = await store.get_certification(job_id)
+        certification = None if record is None else record
+    if job is None and certification is None:
+        raise Problem(404, f"no job {job_id} in the queue or the history", "jobId")
+    data = None if job is None else (await _with_models(request, [_job_json(job)]))[0]
+    return JSON({"job": data, "certification": certification})
+
+
+async def _act(request: Request, action: str, target: str | None, outcome: str, **detail: Any) -> Response:
+    entry = await audit(request, action, target, outcome, detail)
+    return JSON({"ok": True, "action": action, "target": target, "outcome": outcome, "audit": entry})
+
+
+async def _require_job(request: Request) -> tuple[str, Any]:
+    job_id = request.path_params["job_id"]
+    job = await queue_of(request).get(job_id)
+    if job is None:
+        raise Problem(404, f"no job {job_id} in the queue", "jobId")
+    return job_id, job
+
+
+def _state(job: Any) -> str:
+    state = getattr(job, "state", None)
+    return str(getattr(state, "value", state))
+
+
+async def retry_job(request: Request) -> Response:
+    job_id, job = await _require_job(request)
+    if _state(job) != "failed":
+        raise Problem(409, f"job {job_id} is {_state(job)}, only failed jobs can be retried", "jobId")
+    # The run goes back to QUEUED first, so the worker that claims the retried job may start it.
+    reopened = False
+    if deps(request).store is not None:
+        queries = queries_of(request)
+        if await queries.certification_exists(job_id):
+            reopened = await queries.reopen_failed(job_id)
+    await queue_of(request).retry(job_id)
+    note = " (its certification is QUEUED again)" if reopened else ""
+    return await _act(request, "retry", job_id, f"job moved from failed to waiting{note}")
+
+
+async def retry_all(request: Request) -> Response:
+    queue = queue_of(request)
+    failed = await queue.list("failed", offset=0, limit=10_000)
+    if deps(request).store is not None:
+        queries = queries_of(request)
+        for job in failed:
+            if await queries.certification_exists(job.id):
+                await queries.reopen_failed(job.id)
+    moved = await queue.retry_all_failed()
+    return await _act(request, "retry-all-failed", None, f"{moved} failed job(s) moved to waiting", count=moved)
+
+
+async def promote_job(request: Request) -> Response:
+    job_id, job = await _require_job(request)
+    if _state(job) != "delayed":
+        raise Problem(409, f"job {job_id} is {_state(job)}, only delayed jobs can be promoted", "jobId")
+    await queue_of(request).promote(job_id)
+    return await _act(request, "promote", job_id, "delayed job moved to waiting")
+
+
+async def remove_job(request: Request) -> Response:
+    job_id, job = await _require_job(request)
+    if _state(job) == "active":
+        raise Problem(409, f"job {job_id} is running; cancel it instead of removing it", "jobId")
+    await queue_of(request).remove(job_id)
+    return await _act(request, "remove", job_id, f"{_state(job)} job removed from the queue")
+
+
+class CleanOrder(BaseModel):
+    state: Literal["completed", "failed"]
+    older_than_minutes: float = Field(alias="olderThanMinutes", ge=0, le=525_600)
+    limit: int = Field(1000, ge=1, le=100_000)
+
+
+async def clean_state(request: Request) -> Response:
+    order: CleanOrder = await body_as(request, CleanOrder)
+    removed = await queue_of(request).clean(order.state, int(order.older_than_minutes * 60_000), order.limit)
+    return await _act(
+        request, "clean", order.state,
+        f"{removed} {order.state} job(s) older than {order.older_than_minutes:g} min removed",
+        olderThanMinutes=order.older_than_minutes, limit=order.limit, removed=removed,
+    )
+
+
+async def pause_queue(request: Request) -> Response:
+    await queue_of(request).pause()
+    return await _act(request, "pause", None, "queue paused: workers finish running jobs and claim no new ones")
+
+
+async def resume_queue(request: Request) -> Response:
+    await queue_of(request).resume()
+    return await _act(request, "resume", None, "queue resumed")
+
+
+async def workers(request: Request) -> Response:
+    return JSON({"workers": await queue_of(request).workers(), "at": int(time.time() * 1000)})
+
+
+async def audit_log(request: Request) -> Response:
+    page = int_param(request, "page", 1, low=1, high=100_000)
+    limit = int_param(request, "limit", 25, low=1, high=100)
+    found = await queries_of(request).list_audit(page=page, limit=limit)
+    items = [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
+              "outcome": e.outcome, "detail": e.detail, "remoteAddr": e.remote_addr} for e in found.items]
+    return JSON({"items": items, "total": found.total, "page": page, "limit": limit})
+
+
+routes = [
+    Route("/api/overview", overview),
+    Route("/api/jobs", list_jobs),
+    Route("/api/jobs/retry-failed", retry_all, methods=["POST"]),
+    Route("/api/jobs/{job_id}", job_detail),
+    Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/promote", promote_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/remove", remove_job, methods=["POST"]),
+    Route("/api/queue/clean", clean_state, methods=["POST"]),
+    Route("/api/queue/pause", pause_queue, methods=["POST"]),
+    Route("/api/queue/resume", resume_queue, methods=["POST"]),
+    Route("/api/workers", workers),
+    Route("/api/audit", audit_log),
+]

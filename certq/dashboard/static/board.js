@@ -1,0 +1,526 @@
+// certq dashboard: plain DOM, no framework, no build step. Every text from the server goes through
+// text nodes (never innerHTML), so job payloads and error messages cannot inject markup.
+"use strict";
+
+const STATES = ["waiting", "active", "delayed", "completed", "failed", "paused"];
+const CERT_STATUSES = ["PENDING", "QUEUED", "PROCESSING", "CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"];
+const ICONS = {
+  CERTIFIED: "\u2714", QUALITY_WARNING: "\u25B2", FAILED: "\u2716", CANCELLED: "\u25CB", PROCESSING: "\u21BB",
+  QUEUED: "\u2026", PENDING: "\u2026", completed: "\u2714", failed: "\u2716", active: "\u21BB",
+  waiting: "\u2026", delayed: "\u23F1", paused: "\u23F8",
+};
+const LABELS = { QUALITY_WARNING: "Quality warning" };
+const POLL_MS = 1500;
+const $ = (sel) => document.querySelector(sel);
+let pollTimer = null;
+let refreshView = null;
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && (body.detail || body.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(path, options = {}) {
+  const init = { method: options.method || "GET", headers: { Accept: "application/json" }, credentials: "same-origin" };
+  if (init.method !== "GET") {
+    init.headers["X-Certq-Board"] = "1";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(options.body || {});
+  }
+  const response = await fetch(path, init);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+function notify(message, isError) {
+  const box = $("#notice");
+  box.hidden = false;
+  box.className = isError ? "notice error" : "notice";
+  box.textContent = message;
+}
+
+function confirmAction(title, text) {
+  const dialog = $("#confirm");
+  $("#confirm-title").textContent = title;
+  $("#confirm-text").textContent = text;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.returnValue = "cancel";
+    dialog.showModal();
+    $("#confirm-cancel").focus();
+  });
+}
+
+async function act(path, body, confirmText) {
+  if (confirmText && !(await confirmAction("Please confirm", confirmText))) {
+    notify("Cancelled: nothing was changed.");
+    return null;
+  }
+  try {
+    const result = await api(path, { method: "POST", body });
+    notify(`Done: ${result.outcome}`);
+    await tick();
+    return result;
+  } catch (err) {
+    notify(`Refused: ${err.message}`, true);
+    return null;
+  }
+}
+
+function fmtTime(value) {
+  if (value === null || value === undefined || value === "") return "–";
+  const d = typeof value === "number" ? new Date(value) : new Date(value);
+  return Number.isNaN(d.getTime()) ? String(value) : d.toLocaleString();
+}
+
+function fmtAgo(ms) {
+  if (!ms) return "–";
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+}
+
+function statusBadge(status) {
+  const word = LABELS[status] || String(status).replace(/_/g, " ").toLowerCase();
+  return h("span", { class: `status s-${status}` }, h("span", { "aria-hidden": "true" }, ICONS[status] || "\u2022"),
+    word.charAt(0).toUpperCase() + word.slice(1));
+}
+
+function table(headers, rows, caption) {
+  const head = h("tr", {}, headers.map((x) => h("th", { scope: "col", class: x.cls || null }, x.label || x)));
+  return h("div", { class: "table-wrap" }, h("table", {}, caption ? h("caption", { class: "sr-only" }, caption) : null,
+    h("thead", {}, head), h("tbody", {}, rows.length ? rows :
+      h("tr", {}, h("td", { colspan: headers.length, class: "empty" }, "Nothing here.")))));
+}
+
+function pager(page, limit, total, go) {
+  const pages = Math.max(1, Math.ceil(total / limit));
+  return h("div", { class: "pager" },
+    h("button", { class: "btn", type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "\u2190 Previous"),
+    h("span", {}, `Page ${page} of ${pages} (${total} total)`),
+    h("button", { class: "btn", type: "button", disabled: page >= pages, onclick: () => go(page + 1) }, "Next \u2192"));
+}
+
+// Live refreshes redraw only when the data changed, so keyboard focus is not lost every poll.
+function unchanged(data, last) {
+  return JSON.stringify(data) === last;
+}
+
+function jobLink(id) {
+  return h("a", { href: `#/job/${encodeURIComponent(id)}` }, h("code", {}, String(id).slice(0, 8)), "\u2026");
+}
+
+// ---- live counts ----
+
+async function tick() {
+  try {
+    const data = await api("api/overview");
+    for (const state of STATES) $(`#count-${state}`).textContent = data.counts[state];
+    const pill = $("#queue-state");
+    pill.textContent = data.paused ? "\u23F8 Paused" : "\u25B6 Running";
+    pill.className = data.paused ? "pill paused" : "pill running";
+    const toggle = $("#pause-toggle");
+    toggle.textContent = data.paused ? "Resume queue" : "Pause queue";
+    toggle.dataset.paused = data.paused ? "1" : "0";
+    $("#updated").textContent = `Updated ${new Date(data.at).toLocaleTimeString()}`;
+    if (refreshView) await refreshView();
+  } catch (err) {
+    $("#updated").textContent = `Cannot reach the server: ${err.message}`;
+  }
+}
+
+function startPolling() {
+  clearInterval(pollTimer);
+  pollTimer = setInterval(() => { if (document.visibilityState === "visible") tick(); }, POLL_MS);
+}
+
+// ---- views ----
+
+const views = {};
+
+views.queue = async (main, [state = "waiting"]) => {
+  let page = 1;
+  const body = h("div");
+  const toolbar = h("div", { class: "toolbar" },
+    h("button", { class: "btn", type: "button", id: "retry-all",
+      onclick: () => act("api/jobs/retry-failed", {}, "Move every failed job back to waiting?") }, "Retry all failed"),
+    cleanForm(state));
+  main.append(h("h2", {}, `Jobs ${state}`), toolbar, body);
+  document.querySelectorAll("#counts a").forEach((a) => a.setAttribute("aria-current", a.dataset.state === state));
+  let last = "";
+  const load = async () => {
+    const data = await api(`api/jobs?state=${state}&page=${page}&limit=20`);
+    if (unchanged(data, last)) return;
+    last = JSON.stringify(data);
+    const rows = data.items.map((job) => h("tr", { "data-job": job.id },
+      h("td", {}, jobLink(job.id)),
+      h("td", {}, job.modelName || (job.payload && job.payload.modelId) || "–"),
+      h("td", {}, (job.payload && job.payload.region) || job.group || "–"),
+      h("td", { class: "num" }, `${job.attempts}/${job.maxAttempts}`),
+      h("td", { class: "hide-sm" }, fmtTime(job.createdAt)),
+      h("td", {}, job.lastError ? h("span", { class: "s-failed" }, job.lastError.slice(0, 80)) :
+        progressText(job.progress)),
+      h("td", {}, rowActions(job))));
+    body.replaceChildren(table(["Job", "Model", "Region", { label: "Attempts", cls: "num" },
+      { label: "Created", cls: "hide-sm" }, "Progress / error", "Actions"], rows, `Jobs ${state}`),
+    pager(page, data.limit, data.total, (p) => { page = p; load(); }));
+  };
+  await load();
+  return load;
+};
+
+function progressText(progress) {
+  if (progress === null || progress === undefined) return "–";
+  if (typeof progress === "object" && progress.total) return `${progress.done || 0}/${progress.total}`;
+  return typeof progress === "object" ? JSON.stringify(progress) : String(progress);
+}
+
+function rowActions(job) {
+  const id = encodeURIComponent(job.id);
+  const out = [];
+  if (job.state === "failed") {
+    out.push(h("button", { class: "btn", type: "button", onclick: () => act(`api/jobs/${id}/retry`) }, "Retry"));
+  }
+  if (job.state === "delayed") {
+    out.push(h("button", { class: "btn", type: "button", onclick: () => act(`api/jobs/${id}/promote`) }, "Promote"));
+  }
+  if (job.state !== "active") {
+    out.push(h("button", { class: "btn", type: "button", "aria-label": `Remove job ${job.id}`,
+      onclick: () => act(`api/jobs/${id}/remove`, {}, `Remove job ${job.id}? Its queue record is deleted.`) },
+    "Remove"));
+  }
+  return out;
+}
+
+function cleanForm(state) {
+  const select = h("select", { id: "clean-state" }, ["completed", "failed"].map((s) =>
+    h("option", { value: s, selected: s === state }, s)));
+  const age = h("input", { id: "clean-age", type: "number", min: "0", step: "1", value: "60", inputmode: "numeric" });
+  return h("form", { class: "toolbar", "aria-label": "Clean jobs by age", onsubmit: (ev) => {
+    ev.preventDefault();
+    act("api/queue/clean", { state: select.value, olderThanMinutes: Number(age.value || 0) },
+      `Delete every ${select.value} job older than ${age.value} minutes? This cannot be undone.`);
+  } },
+  h("label", { for: "clean-state" }, "Clean state", select),
+  h("label", { for: "clean-age" }, "Older than (minutes)", age),
+  h("button", { class: "btn danger", type: "submit" }, "Clean\u2026"));
+}
+
+views.job = async (main, [id]) => {
+  const box = h("div");
+  main.append(h("p", {}, h("a", { href: "#/queue" }, "\u2190 Back to the queue")), box);
+  let last = "";
+  const load = async () => {
+    let data;
+    try {
+      data = await api(`api/jobs/${encodeURIComponent(id)}`);
+    } catch (err) {
+      box.replaceChildren(h("p", { class: "empty" }, err.message));
+      return;
+    }
+    if (unchanged(data, last)) return;
+    last = JSON.stringify(data);
+    box.replaceChildren(...jobDetail(id, data.job, data.certification));
+  };
+  await load();
+  return load;
+};
+
+function jobDetail(id, job, cert) {
+  const out = [h("h2", {}, "Job ", h("code", {}, id))];
+  if (job) {
+    out.push(h("div", { class: "panel" },
+      h("dl", { class: "facts" },
+        h("dt", {}, "State"), h("dd", { id: "job-state" }, statusBadge(job.state)),
+        h("dt", {}, "Attempts"), h("dd", {}, `${job.attempts} of ${job.maxAttempts}`),
+        h("dt", {}, "Priority"), h("dd", {}, job.priority),
+        h("dt", {}, "Model"), h("dd", {}, job.modelName || "–"),
+        h("dt", {}, "Created"), h("dd", {}, fmtTime(job.createdAt)),
+        h("dt", {}, "Started"), h("dd", {}, fmtTime(job.processedAt)),
+        h("dt", {}, "Finished"), h("dd", {}, fmtTime(job.finishedAt)),
+        job.dueAt ? [h("dt", {}, "Due"), h("dd", {}, fmtTime(job.dueAt))] : null,
+        h("dt", {}, "Progress"), h("dd", {}, progressText(job.progress)),
+        job.errorCategory ? [h("dt", {}, "Error category"), h("dd", {}, job.errorCategory)] : null),
+      h("div", { class: "toolbar" }, rowActions(job))));
+    out.push(h("h3", {}, "Payload"), h("pre", {}, JSON.stringify(job.payload, null, 2)));
+    const errs = (job.errors || []).map((e, i) => h("tr", {},
+      h("td", { class: "num" }, e.attempt ?? i + 1), h("td", {}, e.category || "–"),
+      h("td", {}, fmtTime(e.at || e.time)),
+      h("td", {}, e.message || e.error || "", e.stack ? h("details", {}, h("summary", {}, "Stack"),
+        h("pre", {}, e.stack)) : null)));
+    out.push(h("h3", {}, "Errors per attempt"),
+      table([{ label: "Attempt", cls: "num" }, "Category", "When", "Message"], errs, "Errors per attempt"));
+    out.push(h("h3", {}, "Result"), h("pre", {}, job.result === null ? "–" : JSON.stringify(job.result, null, 2)));
+  } else {
+    out.push(h("p", { class: "empty" }, "The queue no longer holds this job; the history below is from PostgreSQL."));
+  }
+  if (cert) out.push(...certificationDetail(cert));
+  return out;
+}
+
+function certificationDetail(c) {
+  const out = [h("h3", {}, "Certification"), h("div", { class: "panel" }, h("dl", { class: "facts" },
+    h("dt", {}, "Status"), h("dd", {}, statusBadge(c.status)),
+    h("dt", {}, "Model"), h("dd", {}, `${c.model_name || ""} (${c.api_model_id || c.model_id})`),
+    h("dt", {}, "Region"), h("dd", {}, c.region),
+    h("dt", {}, "Score / rating"), h("dd", {}, c.score === null ? "–" : `${c.score} / ${c.rating}`),
+    h("dt", {}, "Request"), h("dd", {}, h("code", {}, c.job_id)),
+    c.error_category ? [h("dt", {}, "Error"), h("dd", {}, `${c.error_category}: ${c.error_message || ""}`)] : null))];
+  const log = (c.attempt_log || []).map((a) => h("tr", {}, h("td", { class: "num" }, a.attempt),
+    h("td", {}, a.outcome), h("td", {}, a.errorCategory || "–"), h("td", {}, a.errorMessage || ""),
+    h("td", {}, fmtTime(a.startedAt)), h("td", {}, fmtTime(a.finishedAt))));
+  out.push(h("h3", {}, "Attempts"),
+    table([{ label: "#", cls: "num" }, "Outcome", "Category", "Message", "Started", "Finished"], log, "Attempts"));
+  if (c.test_results) out.push(h("h3", {}, "Probes"), probesTable(c.test_results));
+  if (c.metrics) out.push(h("h3", {}, "Metrics"), h("pre", {}, JSON.stringify(c.metrics, null, 2)));
+  return out;
+}
+
+function probesTable(results) {
+  return table(["Probe", "Result", { label: "Score", cls: "num" }, { label: "Latency ms", cls: "num" }, "Detail"],
+    results.map((p) => h("tr", {}, h("td", {}, p.name),
+      h("td", {}, statusBadge(p.passed ? "CERTIFIED" : "FAILED")),
+      h("td", { class: "num" }, p.score ?? "–"), h("td", { class: "num" }, p.latencyMs ?? "–"),
+      h("td", {}, typeof p.detail === "string" ? p.detail : JSON.stringify(p.detail ?? "")))), "Probe results");
+}
+
+views.history = async (main) => {
+  const fields = [["jobId", "Job id", "text"], ["model", "Model", "text"], ["region", "Region", "text"],
+    ["since", "From", "datetime-local"], ["until", "Until", "datetime-local"]];
+  const inputs = {};
+  const form = h("form", { class: "toolbar", role: "search", "aria-label": "Search the history" },
+    fields.map(([name, label, type]) => {
+      inputs[name] = h("input", { id: `q-${name}`, name, type });
+      return h("label", { for: `q-${name}` }, label, inputs[name]);
+    }),
+    h("label", { for: "q-status" }, "Status", inputs.status = h("select", { id: "q-status", name: "status" },
+      h("option", { value: "" }, "any"), CERT_STATUSES.map((s) => h("option", { value: s }, s)))),
+    h("button", { class: "btn primary", type: "submit" }, "Search"));
+  const results = h("div", { "aria-live": "polite" });
+  let page = 1;
+  const load = async () => {
+    const params = new URLSearchParams({ page, limit: 20 });
+    for (const [name, input] of Object.entries(inputs)) {
+      if (!input.value) continue;
+      params.set(name, input.type === "datetime-local" ? new Date(input.value).toISOString() : input.value);
+    }
+    try {
+      const data = await api(`api/history?${params}`);
+      results.replaceChildren(table(["Run", "Model", "Region", "Status", { label: "Score", cls: "num" },
+        { label: "Attempts", cls: "num" }, "Created", "Error"],
+      data.items.map((r) => h("tr", {}, h("td", {}, jobLink(r.id)), h("td", {}, r.modelName),
+        h("td", {}, r.region), h("td", {}, statusBadge(r.status)),
+        h("td", { class: "num" }, r.score === null ? "–" : `${r.score} (${r.rating})`),
+        h("td", { class: "num" }, r.attempts), h("td", {}, fmtTime(r.createdAt)),
+        h("td", {}, r.errorCategory || ""))), "Certification history"),
+      pager(page, data.limit, data.total, (p) => { page = p; load(); }));
+    } catch (err) {
+      results.replaceChildren(h("p", { class: "notice error" }, err.message));
+    }
+  };
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); page = 1; load(); });
+  main.append(h("h2", {}, "Certification history"), form, results);
+  await load();
+  return null;
+};
+
+views.workers = async (main) => {
+  const box = h("div");
+  main.append(h("h2", {}, "Live workers"), box);
+  let last = "";
+  const load = async () => {
+    const data = await api("api/workers");
+    if (unchanged(data.workers, last)) return;
+    last = JSON.stringify(data.workers);
+    box.replaceChildren(table(["Worker", "Host", { label: "PID", cls: "num" }, { label: "Concurrency", cls: "num" },
+      { label: "Active jobs", cls: "num" }, "Health port", "Last heartbeat", "Up since", "State"],
+    data.workers.map((w) => h("tr", {}, h("td", {}, h("code", {}, w.id)), h("td", {}, w.host || "–"),
+      h("td", { class: "num" }, w.pid ?? "–"), h("td", { class: "num" }, w.concurrency ?? "–"),
+      h("td", { class: "num" }, Array.isArray(w.active) ? w.active.length : (w.active ?? "–")),
+      h("td", {}, w.health_port || w.healthPort || "–"), h("td", {}, fmtAgo(w.last_seen)),
+      h("td", {}, fmtTime(w.started_at)), h("td", {}, w.draining ? "draining" : "running"))), "Live workers"));
+  };
+  await load();
+  return load;
+};
+
+views.audit = async (main) => {
+  const box = h("div");
+  let page = 1;
+  main.append(h("h2", {}, "Audit log"), box);
+  const load = async () => {
+    const data = await api(`api/audit?page=${page}&limit=25`);
+    box.replaceChildren(table(["When", "Who", "Action", "Target", "Outcome", "From"],
+      data.items.map((e) => h("tr", {}, h("td", {}, fmtTime(e.at)), h("td", {}, e.actor), h("td", {}, e.action),
+        h("td", {}, e.target ? h("code", {}, e.target) : "–"), h("td", {}, e.outcome), h("td", {}, e.remoteAddr || ""))),
+      "Audit log"), pager(page, data.limit, data.total, (p) => { page = p; load(); }));
+  };
+  await load();
+  return null;
+};
+
+views.certifications = async (main) => {
+  const data = await api("api/certifications/matrix");
+  const cells = new Map(data.cells.map((c) => [`${c.modelId}|${c.region}`, c]));
+  const rows = data.models.map((m) => h("tr", {}, h("th", { scope: "row" }, m.name, h("br"),
+    h("small", {}, m.apiModelId)),
+  data.regions.map((region) => {
+    const c = cells.get(`${m.id}|${region}`);
+    const offered = m.regions.includes(region);
+    if (!c && !offered) return h("td", { class: "c-none" }, h("span", { class: "sr-only" }, "not offered"), "");
+    const label = c ? `${m.name} in ${region}: ${c.status}, rating ${c.rating || "none"}, score ${c.score ?? "none"}`
+      : `${m.name} in ${region}: not certified yet`;
+    return h("td", { class: "cell" }, h("button", { type: "button", class: `cell c-${c ? c.status : "none"}`,
+      "aria-label": label, onclick: () => { location.hash = `#/pair/${m.id}/${encodeURIComponent(region)}`; } },
+    c ? [statusBadge(c.status), h("br"), `${c.rating || "–"} \u00B7 ${c.score === null ? "–" : Math.round(c.score)}`]
+      : "not yet"));
+  })));
+  main.append(h("h2", {}, "Latest verdicts"),
+    h("p", { class: "legend" }, statusBadge("CERTIFIED"), statusBadge("QUALITY_WARNING"), statusBadge("FAILED"),
+      h("span", {}, "Each cell: status, rating \u00B7 score. Select a cell for its history.")),
+    h("div", { class: "table-wrap" }, h("table", { class: "matrix" }, h("caption", { class: "sr-only" },
+      "Latest verdict per model and region"),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Model"), data.regions.map((r) => h("th", { scope: "col" }, r)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty" }, "No active models."))))),
+    certifyForm(data));
+  return null;
+};
+
+function certifyForm(data) {
+  const mode = h("select", { id: "cf-mode" }, h("option", { value: "single" }, "one model, one region"),
+    h("option", { value: "multiple" }, "chosen models"), h("option", { value: "all" }, "all active models"));
+  const modelBoxes = data.models.map((m) => h("input", { type: "checkbox", value: m.id, id: `cf-m-${m.id}` }));
+  const regionBoxes = data.regions.map((r, i) => h("input", { type: "checkbox", value: r, id: `cf-r-${i}` }));
+  const priority = h("select", { id: "cf-priority" }, ["normal", "high", "low"].map((p) => h("option", { value: p }, p)));
+  const form = h("form", { class: "panel", "aria-labelledby": "cf-title", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const chosen = (boxes) => boxes.filter((b) => b.checked).map((b) => b.value);
+    const result = await act("api/certify", { mode: mode.value, modelIds: chosen(modelBoxes),
+      regions: chosen(regionBoxes), priority: priority.value });
+    if (result) notify(`Done: ${result.outcome}. Request ${result.result.jobId || ""}`);
+  } },
+  h("h2", { id: "cf-title" }, "Certify"),
+  h("label", { for: "cf-mode" }, "What", mode),
+  h("fieldset", {}, h("legend", {}, "Models"), h("div", { class: "checks" }, data.models.map((m, i) =>
+    h("label", { for: modelBoxes[i].id }, modelBoxes[i], m.name)))),
+  h("fieldset", {}, h("legend", {}, "Regions"), h("div", { class: "checks" }, data.regions.map((r, i) =>
+    h("label", { for: regionBoxes[i].id }, regionBoxes[i], r)))),
+  h("label", { for: "cf-priority" }, "Priority", priority),
+  h("p", {}, h("button", { class: "btn primary", type: "submit" }, "Certify")));
+  return form;
+}
+
+views.pair = async (main, [modelId, region]) => {
+  const data = await api(`api/certifications/pair?modelId=${modelId}&region=${encodeURIComponent(region)}`);
+  const runs = data.runs;
+  main.append(h("p", {}, h("a", { href: "#/certifications" }, "\u2190 Back to the matrix")),
+    h("h2", {}, `${data.model.name} in ${data.region}`),
+    h("p", {}, `${data.model.provider} \u00B7 ${data.model.apiModelId} \u00B7 ${runs.length} run(s)`),
+    chart(runs),
+    table(["Run", "Status", { label: "Score", cls: "num" }, { label: "p50 latency ms", cls: "num" }, "Finished",
+      "Probes and metrics"],
+    runs.slice().reverse().map((r) => h("tr", {}, h("td", {}, jobLink(r.id)), h("td", {}, statusBadge(r.status)),
+      h("td", { class: "num" }, r.score === null ? "–" : `${r.score} (${r.rating})`),
+      h("td", { class: "num" }, r.latencyP50Ms ?? "–"), h("td", {}, fmtTime(r.completedAt)),
+      h("td", {}, r.testResults ? h("details", {}, h("summary", {}, `${r.testResults.length} probes`),
+        probesTable(r.testResults), h("pre", {}, JSON.stringify(r.metrics, null, 2))) : (r.errorMessage || "–")))),
+    "Runs of this pair"));
+  return null;
+};
+
+function chart(runs) {
+  const NS = "http://www.w3.org/2000/svg";
+  const s = (tag, attrs, ...kids) => {
+    const el = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    kids.forEach((k) => el.append(k instanceof Node ? k : document.createTextNode(String(k))));
+    return el;
+  };
+  const W = 640, H = 220, L = 44, R = 56, T = 16, B = 28;
+  const points = runs.filter((r) => r.completedAt);
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
+    "aria-label": `Score and p50 latency of ${points.length} finished runs, oldest to newest` });
+  svg.append(s("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fafbfc", stroke: "#d0d7de" }));
+  if (!points.length) {
+    svg.append(s("text", { x: W / 2, y: H / 2, "text-anchor": "middle", fill: "#4a5360" }, "No finished runs yet"));
+    return svg;
+  }
+  const maxLat = Math.max(1, ...points.map((r) => r.latencyP50Ms || 0));
+  const x = (i) => L + (points.length === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (points.length - 1));
+  const yScore = (v) => T + (1 - v / 100) * (H - T - B);
+  const yLat = (v) => T + (1 - v / maxLat) * (H - T - B);
+  for (const v of [0, 50, 100]) {
+    svg.append(s("line", { x1: L, x2: W - R, y1: yScore(v), y2: yScore(v), stroke: "#e1e4e8" }),
+      s("text", { x: L - 6, y: yScore(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#0b5cad" }, v));
+  }
+  svg.append(s("text", { x: W - R + 6, y: T + 10, "font-size": 11, fill: "#8a5a00" }, `${Math.round(maxLat)} ms`),
+    s("text", { x: W - R + 6, y: H - B, "font-size": 11, fill: "#8a5a00" }, "0 ms"),
+    s("text", { x: L, y: H - 8, "font-size": 11, fill: "#4a5360" }, "\u25CF score (left)  \u25A0 p50 latency (right, dashed)"));
+  const line = (key, y) => points.map((r, i) => (r[key] === null || r[key] === undefined ? null : `${x(i)},${y(r[key])}`))
+    .filter(Boolean).join(" ");
+  svg.append(s("polyline", { points: line("score", yScore), fill: "none", stroke: "#0b5cad", "stroke-width": 2 }),
+    s("polyline", { points: line("latencyP50Ms", yLat), fill: "none", stroke: "#8a5a00", "stroke-width": 2,
+      "stroke-dasharray": "5 4" }));
+  points.forEach((r, i) => {
+    if (r.score !== null) {
+      svg.append(s("circle", { cx: x(i), cy: yScore(r.score), r: 4, fill: "#0b5cad" },
+        s("title", {}, `${fmtTime(r.completedAt)}: score ${r.score} (${r.status})`)));
+    }
+    if (r.latencyP50Ms !== null && r.latencyP50Ms !== undefined) {
+      svg.append(s("rect", { x: x(i) - 3.5, y: yLat(r.latencyP50Ms) - 3.5, width: 7, height: 7, fill: "#8a5a00" },
+        s("title", {}, `${fmtTime(r.completedAt)}: p50 latency ${r.latencyP50Ms} ms`)));
+    }
+  });
+  return svg;
+}
+
+// ---- routing ----
+
+async function route() {
+  const parts = (location.hash.replace(/^#\/?/, "") || "queue").split("/").map(decodeURIComponent);
+  const name = views[parts[0]] ? parts[0] : "queue";
+  document.querySelectorAll("nav a").forEach((a) => {
+    const current = a.dataset.view === name || (a.dataset.view === "queue" && name === "job") ||
+      (a.dataset.view === "certifications" && name === "pair");
+    if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  });
+  if (name !== "queue") document.querySelectorAll("#counts a").forEach((a) => a.removeAttribute("aria-current"));
+  const main = $("#main");
+  main.replaceChildren();
+  refreshView = null;
+  try {
+    refreshView = await views[name](main, parts.slice(1));
+  } catch (err) {
+    main.append(h("p", { class: "notice error" }, `Could not load this view: ${err.message}`));
+  }
+  main.focus({ preventScroll: true });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#pause-toggle").addEventListener("click", () => {
+    const paused = $("#pause-toggle").dataset.paused === "1";
+    if (paused) act("api/queue/resume");
+    else act("api/queue/pause", {}, "Pause the queue? Workers finish their running jobs and claim no new ones.");
+  });
+  window.addEventListener("hashchange", route);
+  route().then(tick);
+  startPolling();
+});

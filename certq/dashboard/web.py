@@ -1,0 +1,145 @@
+"""Request helpers shared by the dashboard's routes: problems, query parsing, JSON of records, the audit call."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from certq.dashboard.ports import BoardDeps, BoardQueue
+from certq.store import Store
+from certq.store.dashboard import DashboardQueries
+
+
+class Problem(Exception):
+    """Becomes an application/problem+json answer; `field` names the offending input."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None, title: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+        self.title = title or {400: "Bad Request", 404: "Not Found", 409: "Conflict", 503: "Unavailable"}.get(
+            status, "Error"
+        )
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def problem_response(exc: Problem) -> Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": exc.title, "status": exc.status, "detail": exc.detail}
+    if exc.field is not None:
+        body["field"] = exc.field
+        body["errors"] = [{"field": exc.field, "message": exc.detail}]
+    return Response(orjson.dumps(body), status_code=exc.status, media_type="application/problem+json")
+
+
+def deps(request: Request) -> BoardDeps:
+    found: BoardDeps = request.app.state.board_deps
+    return found
+
+
+def queue_of(request: Request) -> BoardQueue:
+    queue = deps(request).queue
+    if queue is None:
+        raise Problem(503, "the queue is not connected yet")
+    return queue
+
+
+def store_of(request: Request) -> Store:
+    store = deps(request).store
+    if store is None:
+        raise Problem(503, "the database is not connected yet")
+    return store
+
+
+def queries_of(request: Request) -> DashboardQueries:
+    return DashboardQueries(store_of(request).pool)
+
+
+def int_param(request: Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Problem(400, f"{name} must be an integer", name) from None
+    if not low <= value <= high:
+        raise Problem(400, f"{name} must be between {low} and {high}", name)
+    return value
+
+
+def choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query_params.get(name) or None
+    if raw is not None and raw not in choices:
+        raise Problem(400, f"{name} must be one of {', '.join(choices)}", name)
+    return raw
+
+
+def time_param(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name) or None
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(400, f"{name} must be an ISO 8601 time such as 2026-01-31T12:00", name) from None
+    return value if value.tzinfo is not None else value.astimezone()
+
+
+def uuid_param(raw: str | None, name: str) -> UUID:
+    try:
+        return UUID(str(raw))
+    except ValueError:
+        raise Problem(400, f"{name} must be a UUID", name) from None
+
+
+async def body_as(request: Request, model: type[BaseModel]) -> Any:
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        raise Problem(400, "the body must be JSON", "body") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        raise Problem(400, f"{field}: {error['msg']}", field) from None
+
+
+def user_of(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("board_user", "?"))
+
+
+async def audit(
+    request: Request, action: str, target: str | None, outcome: str, detail: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Record what an operator did; the answer to the action carries the entry so the UI can show it."""
+    client = request.client
+    entry = await queries_of(request).record_audit(
+        actor=user_of(request), action=action, target=target, detail=detail or {}, outcome=outcome,
+        remote_addr=None if client is None else client.host,
+    )
+    return {"id": entry.id, "at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action,
+            "target": entry.target, "outcome": entry.outcome, "detail": entry.detail}

@@ -1,0 +1,111 @@
+"""A real HTTP server hosting the dashboard over the test's own queue (real Redis) and the run's database."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+
+from certq.dashboard import StaticDeps, create_board
+from certq.health import HealthServer
+from certq.queue import Queue, QueueConfig
+from certq.settings import Settings, load_settings
+from certq.store import Store
+
+USER = "operator"
+PASSWORD = "correct horse battery"
+BOARD_PATH = "/admin/queues"
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass
+class Board:
+    """A served dashboard: `client` is signed in and sends the CSRF header on POSTs."""
+
+    url: str
+    queue: Queue
+    store: Store
+    deps: StaticDeps
+    client: httpx.AsyncClient
+    settings: Settings
+
+    async def post(self, path: str, json: Any = None) -> httpx.Response:
+        return await self.client.post(path, json=json if json is not None else {}, headers={"X-Certq-Board": "1"})
+
+
+@pytest.fixture
+def queue_config(key_prefix: str) -> QueueConfig:
+    return QueueConfig(prefix=key_prefix, name="model-certification", lease_ms=2_000, heartbeat_ms=200,
+                       stalled_check_ms=200, backoff_base_ms=50, backoff_cap_ms=200, promote_ms=50,
+                       retention_ms=500, block_ms=100)
+
+
+@pytest.fixture
+def board_settings(key_prefix: str) -> Settings:
+    return load_settings(board_username=USER, board_password=PASSWORD, queue_prefix=key_prefix,
+                         board_path=BOARD_PATH)
+
+
+async def serve_board(settings: Settings, deps: StaticDeps) -> tuple[HealthServer, str]:
+    host = Starlette()
+    host.mount(settings.board_path, create_board(settings, deps))
+    server = HealthServer(host, "127.0.0.1", 0)
+    await server.start()
+    return server, f"http://127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+async def board(
+    redis_client: aioredis.Redis, store: Store, queue_config: QueueConfig, board_settings: Settings
+) -> AsyncIterator[Board]:
+    queue = Queue(redis_client, queue_config)
+    deps = StaticDeps(queue=queue, store=store)
+    server, url = await serve_board(board_settings, deps)
+    client = httpx.AsyncClient(base_url=url + BOARD_PATH + "/", headers={"Authorization": basic(USER, PASSWORD)},
+                               timeout=10)
+    try:
+        yield Board(url=url, queue=queue, store=store, deps=deps, client=client, settings=board_settings)
+    finally:
+        await client.aclose()
+        await server.stop()
+
+
+VerdictMaker = Callable[..., Awaitable[UUID]]
+
+
+@pytest.fixture
+def finished_run(store: Store) -> VerdictMaker:
+    """`await finished_run(model, region, status=..., score=...)`: a run recorded and finished as the worker does."""
+
+    async def make(model: Any, region: str, *, status: str = "CERTIFIED", score: float = 92.0,
+                   latency_ms: float = 120.0, category: str | None = None) -> UUID:
+        created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, region)])
+        run = created.certifications[0]  # type: ignore[union-attr]
+        assert await store.begin_attempt(run.id, 1)
+        rating = "A" if score >= 90 else "B" if score >= 80 else "C" if score >= 70 else "D" if score >= 60 else "F"
+        verdict = {
+            "status": status, "passed": status == "CERTIFIED", "score": score, "rating": rating,
+            "testResults": [
+                {"name": "basic-chat", "passed": True, "score": 100, "latencyMs": latency_ms, "detail": "ok"},
+                {"name": "json-output", "passed": status == "CERTIFIED", "score": score, "latencyMs": latency_ms,
+                 "detail": "schema checked"},
+            ],
+            "metrics": {"latencyMs": {"p50": latency_ms, "p95": latency_ms * 2}},
+            "errorCategory": category, "errorMessage": None if category is None else "too slow", "durationMs": 900,
+        }
+        assert await store.finish_certification(run.id, 1, verdict)
+        return run.id
+
+    return make
+
+

@@ -1,0 +1,255 @@
+"""The dashboard over real HTTP: auth, cross-site refusal, and actions that change Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from certq.queue import Consumer, Queue
+from certq.store import Store
+from certq.store.dashboard import DashboardQueries
+from tests.dashboard.conftest import BOARD_PATH, USER, Board, VerdictMaker, basic
+
+
+async def failed_job(board: Board, payload: dict[str, Any] | None = None, job_id: str | None = None) -> str:
+    """A job that ran once and failed for good, as a worker leaves it."""
+    job = await board.queue.enqueue(payload or {"n": 1}, job_id=job_id, max_attempts=1, priority="high")
+    consumer = Consumer(board.queue.redis, board.queue.config)
+    claim = await consumer.claim(1)
+    assert [lease.job.id for lease in claim.leases] == [job.id]
+    await consumer.fail(claim.leases[0], "boom: upstream said no", final=True, category="SERVER_ERROR")
+    return job.id
+
+
+async def audit_actions(board: Board) -> list[tuple[str, str | None, str]]:
+    page = await DashboardQueries(board.store.pool).list_audit(limit=100)
+    return [(e.action, e.target, e.actor) for e in page.items]
+
+
+async def test_every_path_needs_the_board_credentials(board: Board) -> None:
+    async with httpx.AsyncClient(base_url=board.url, follow_redirects=True) as anonymous:
+        for path in (BOARD_PATH, f"{BOARD_PATH}/", f"{BOARD_PATH}/api/overview", f"{BOARD_PATH}/static/board.js"):
+            response = await anonymous.get(path)
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"].startswith("Basic realm=")
+        wrong = await anonymous.get(f"{BOARD_PATH}/api/overview", headers={"Authorization": basic(USER, "admin123")})
+        assert wrong.status_code == 401
+        garbage = await anonymous.get(f"{BOARD_PATH}/api/overview", headers={"Authorization": "Basic %%%"})
+        assert garbage.status_code == 401
+        post = await anonymous.post(f"{BOARD_PATH}/api/queue/pause", headers={"X-Certq-Board": "1"})
+        assert post.status_code == 401
+    assert not await board.queue.is_paused()
+
+
+async def test_signed_in_page_loads_with_its_static_files_under_the_mount(board: Board) -> None:
+    page = await board.client.get(f"{board.url}{BOARD_PATH}", follow_redirects=True)
+    assert page.status_code == 200
+    assert f'<base href="{BOARD_PATH}/">' in page.text
+    assert "content-security-policy" in page.headers
+    for asset in ("static/board.js", "static/board.css", "static/favicon.svg"):
+        response = await board.client.get(asset)
+        assert response.status_code == 200, asset
+        assert "cdn" not in response.text.lower() and "https://" not in response.text
+
+
+async def test_state_changes_without_the_csrf_header_or_from_another_origin_are_refused(board: Board) -> None:
+    no_header = await board.client.post("api/queue/pause", json={})
+    assert no_header.status_code == 403
+    assert "x-certq-board" in no_header.json()["detail"]
+    other_origin = await board.client.post(
+        "api/queue/pause", json={}, headers={"X-Certq-Board": "1", "Origin": "https://evil.example"}
+    )
+    assert other_origin.status_code == 403
+    cross_site = await board.client.post(
+        "api/queue/pause", json={}, headers={"X-Certq-Board": "1", "Sec-Fetch-Site": "cross-site"}
+    )
+    assert cross_site.status_code == 403
+    assert not await board.queue.is_paused()
+    same_origin = await board.client.post(
+        "api/queue/pause", json={}, headers={"X-Certq-Board": "1", "Origin": board.url, "Sec-Fetch-Site": "same-origin"}
+    )
+    assert same_origin.status_code == 200
+    assert await board.queue.is_paused()
+
+
+async def test_overview_counts_jobs_per_state(board: Board) -> None:
+    for n in range(3):
+        await board.queue.enqueue({"n": n})
+    await board.queue.enqueue({"n": 9}, delay_ms=60_000)
+    await failed_job(board)
+    data = (await board.client.get("api/overview")).json()
+    assert data["counts"] == {"waiting": 3, "active": 0, "delayed": 1, "completed": 0, "failed": 1, "paused": 0}
+    assert data["paused"] is False
+
+
+async def test_pause_and_resume_flip_the_queue_and_are_audited(board: Board) -> None:
+    await board.queue.enqueue({"n": 1})
+    paused = await board.post("api/queue/pause")
+    assert paused.status_code == 200 and "paused" in paused.json()["outcome"]
+    assert await board.queue.is_paused()
+    assert (await board.client.get("api/overview")).json()["counts"]["paused"] == 1
+    listed = (await board.client.get("api/jobs", params={"state": "paused"})).json()
+    assert len(listed["items"]) == 1
+    assert (await board.post("api/queue/resume")).status_code == 200
+    assert not await board.queue.is_paused()
+    actions = await audit_actions(board)
+    assert actions[:2] == [("resume", None, USER), ("pause", None, USER)]
+    shown = (await board.client.get("api/audit")).json()["items"]
+    assert [e["action"] for e in shown[:2]] == ["resume", "pause"]
+
+
+async def test_retry_moves_a_failed_job_back_to_waiting(board: Board) -> None:
+    job_id = await failed_job(board)
+    detail = (await board.client.get(f"api/jobs/{job_id}")).json()
+    assert detail["job"]["state"] == "failed"
+    assert detail["job"]["errors"][0]["message"] == "boom: upstream said no"
+    assert detail["job"]["errors"][0]["category"] == "SERVER_ERROR"
+    response = await board.post(f"api/jobs/{job_id}/retry")
+    assert response.status_code == 200, response.text
+    assert response.json()["audit"]["action"] == "retry"
+    job = await board.queue.get(job_id)
+    assert job is not None and job.state.value == "waiting"
+    again = await board.post(f"api/jobs/{job_id}/retry")
+    assert again.status_code == 409 and again.json()["field"] == "jobId"
+
+
+async def test_retry_all_failed_moves_every_failed_job(board: Board) -> None:
+    ids = [await failed_job(board) for _ in range(3)]
+    response = await board.post("api/jobs/retry-failed")
+    assert response.json()["outcome"].startswith("3 failed job(s)")
+    states = {(await board.queue.get(i)).state.value for i in ids}  # type: ignore[union-attr]
+    assert states == {"waiting"}
+
+
+async def test_promote_remove_and_clean_change_redis(board: Board) -> None:
+    delayed = await board.queue.enqueue({"n": 1}, delay_ms=600_000)
+    assert (await board.post(f"api/jobs/{delayed.id}/promote")).status_code == 200
+    assert (await board.queue.get(delayed.id)).state.value == "waiting"  # type: ignore[union-attr]
+    assert (await board.post(f"api/jobs/{delayed.id}/promote")).status_code == 409
+
+    assert (await board.post(f"api/jobs/{delayed.id}/remove")).status_code == 200
+    assert await board.queue.get(delayed.id) is None
+    assert (await board.post(f"api/jobs/{delayed.id}/remove")).status_code == 404
+
+    failed = [await failed_job(board) for _ in range(2)]
+    kept = (await board.post("api/queue/clean", {"state": "failed", "olderThanMinutes": 60})).json()
+    assert kept["outcome"].startswith("0 failed")
+    cleaned = (await board.post("api/queue/clean", {"state": "failed", "olderThanMinutes": 0})).json()
+    assert cleaned["outcome"].startswith("2 failed")
+    assert [await board.queue.get(i) for i in failed] == [None, None]
+    actions = [a for a, _, _ in await audit_actions(board)]
+    assert actions[:4] == ["clean", "clean", "remove", "promote"]
+
+
+async def test_bad_input_gets_a_problem_naming_the_field(board: Board) -> None:
+    cases = [
+        (await board.client.get("api/jobs", params={"state": "sleeping"}), "state"),
+        (await board.client.get("api/jobs", params={"limit": "1000"}), "limit"),
+        (await board.client.get("api/history", params={"status": "GREAT"}), "status"),
+        (await board.client.get("api/history", params={"since": "yesterday"}), "since"),
+        (await board.client.get("api/certifications/pair", params={"modelId": "x", "region": "r"}), "modelId"),
+        (await board.post("api/queue/clean", {"state": "active", "olderThanMinutes": 1}), "state"),
+        (await board.post("api/queue/clean", {"state": "failed", "olderThanMinutes": -1}), "olderThanMinutes"),
+        (await board.client.post("api/queue/clean", content=b"{", headers={"X-Certq-Board": "1"}), "body"),
+    ]
+    for response, field in cases:
+        assert response.status_code == 400, (field, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["field"] == field
+    missing = await board.client.get(f"api/jobs/{uuid.uuid4()}")
+    assert missing.status_code == 404
+
+
+async def test_history_search_finds_runs_in_postgresql_by_id_model_region_status_and_time(
+    board: Board, make_model: Any, finished_run: VerdictMaker
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    alpha = await make_model(name=f"alpha-{tag}", regions=["eu-west-1", "us-east-1"])
+    beta = await make_model(name=f"beta-{tag}", regions=["eu-west-1"])
+    first = await finished_run(alpha, "eu-west-1", status="CERTIFIED")
+    second = await finished_run(alpha, "us-east-1", status="FAILED", score=20, category="QUALITY_BELOW_THRESHOLD")
+    third = await finished_run(beta, "eu-west-1", status="QUALITY_WARNING", score=70)
+
+    async def ids(**params: str) -> set[str]:
+        response = await board.client.get("api/history", params=params)
+        assert response.status_code == 200, response.text
+        return {item["id"] for item in response.json()["items"]}
+
+    assert await ids(model=tag) == {str(first), str(second), str(third)}
+    assert await ids(model=f"alpha-{tag}") == {str(first), str(second)}
+    assert await ids(model=tag, region="eu-west-1") == {str(first), str(third)}
+    assert await ids(model=tag, status="FAILED") == {str(second)}
+    assert await ids(jobId=str(third)) == {str(third)}
+    assert await ids(jobId=str(third)[:8]) == {str(third)}
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    assert await ids(model=tag, since=future) == set()
+    assert await ids(model=tag, since=past, until=future) == {str(first), str(second), str(third)}
+    assert await ids(model="100%_nothing") == set()
+
+
+async def test_retrying_a_failed_certification_job_reopens_its_run(
+    board: Board, store: Store, make_model: Any
+) -> None:
+    model = await make_model(regions=["local"])
+    created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
+    run = created.certifications[0]  # type: ignore[union-attr]
+    assert await store.begin_attempt(run.id, 1)
+    assert await store.record_attempt_failure(run.id, 1, "SERVER_ERROR", "503 from upstream", final=True)
+    payload = {"certificationId": str(run.id), "modelId": str(model.id), "region": "local"}
+    await failed_job(board, payload, job_id=str(run.id))
+
+    detail = (await board.client.get(f"api/jobs/{run.id}")).json()
+    assert detail["certification"]["status"] == "FAILED"
+    assert detail["job"]["modelName"] == model.name
+    assert (await board.post(f"api/jobs/{run.id}/retry")).status_code == 200
+
+    reopened = await store.get_certification(run.id)
+    assert reopened is not None and reopened.status == "QUEUED"
+    parent = await store.get_job(run.job_id)
+    assert parent is not None and parent.processed_models == 0 and parent.failure_count == 0
+    assert parent.status in ("QUEUED", "PROCESSING")
+    # The retried attempt (queue attempts only grow) may run and finish it.
+    assert await store.begin_attempt(run.id, 2)
+
+
+async def test_matrix_shows_latest_verdict_per_model_and_region_and_pair_history_in_order(
+    board: Board, make_model: Any, finished_run: VerdictMaker
+) -> None:
+    model = await make_model(regions=["eu-west-1", "us-east-1"])
+    await finished_run(model, "eu-west-1", status="FAILED", score=40, latency_ms=300)
+    latest = await finished_run(model, "eu-west-1", status="CERTIFIED", score=95, latency_ms=150)
+    matrix = (await board.client.get("api/certifications/matrix")).json()
+    assert {"eu-west-1", "us-east-1"} <= set(matrix["regions"])
+    cells = [c for c in matrix["cells"] if c["modelId"] == str(model.id)]
+    assert cells == [{"modelId": str(model.id), "region": "eu-west-1", "id": str(latest), "status": "CERTIFIED",
+                      "rating": "A", "score": 95.0, "completedAt": cells[0]["completedAt"]}]
+    pair = (await board.client.get("api/certifications/pair",
+                                   params={"modelId": str(model.id), "region": "eu-west-1"})).json()
+    assert [r["status"] for r in pair["runs"]] == ["FAILED", "CERTIFIED"]
+    assert [r["latencyP50Ms"] for r in pair["runs"]] == [300, 150]
+    assert pair["runs"][1]["testResults"][0]["name"] == "basic-chat"
+
+
+async def test_certify_without_the_apis_logic_answers_503(board: Board) -> None:
+    response = await board.post("api/certify", {"mode": "all", "regions": ["local"]})
+    assert response.status_code == 503
+
+
+async def test_workers_lists_live_consumers_with_their_heartbeat(board: Board) -> None:
+    consumer = Consumer(board.queue.redis, board.queue.config, consumer_id="worker-test-1")
+    await consumer.heartbeat([], {"concurrency": 3, "active": 0, "health_port": 3002})
+    workers = (await board.client.get("api/workers")).json()["workers"]
+    assert [(w["id"], w["concurrency"], w["health_port"]) for w in workers] == [("worker-test-1", 3, 3002)]
+
+
+@pytest.mark.parametrize("queue_type", [Queue])
+def test_board_queue_protocol_matches_the_queue(queue_type: type) -> None:
+    from certq.dashboard.ports import BoardQueue
+
+    missing = [name for name in dir(BoardQueue) if not name.startswith("_") and not hasattr(queue_type, name)]
+    assert missing == []
