@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STARTUP_FAILURE = 3
@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     rate_limits: str = Field("", alias="CERTIFICATION_RATE_LIMITS")
     shutdown_grace_s: float = Field(30.0, alias="CERTIFICATION_SHUTDOWN_GRACE", ge=0)
     worker_health_port: int = Field(3002, alias="WORKER_HEALTH_PORT", ge=0, le=65535)
+    worker_health_host: str = Field("0.0.0.0", alias="WORKER_HEALTH_HOST", min_length=1)
 
     api_host: str = Field("127.0.0.1", alias="API_HOST")
     api_port: int = Field(3001, alias="API_PORT", ge=0, le=65535)
@@ -84,6 +85,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] | None = Field(None, alias="LOG_FORMAT")
     log_dir: str | None = Field(None, alias="LOG_DIR")
     alert_webhook_url: str | None = Field(None, alias="ALERT_WEBHOOK_URL")
+
+    # The demo certifies this OpenAI-compatible endpoint instead of its local llama.cpp model when set.
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    demo_model: str | None = Field(None, alias="CERTQ_DEMO_MODEL")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -169,3 +175,20 @@ def load_settings(**overrides: object) -> Settings:
         if isinstance(cause, SettingsError):
             raise cause from None
         raise SettingsError(variable, error["msg"]) from None
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def read_secret(variable: str) -> str | None:
+    """The value of the environment variable a model names for its API key (`apiKeyEnv`), or None if unset.
+
+    Raises SettingsError for a name that cannot be an environment variable. Secrets are read here, at the edge,
+    and handed on in memory only.
+    """
+    import os
+
+    if not _ENV_NAME.match(variable):
+        raise SettingsError(variable, "is not a valid environment variable name")
+    value = os.environ.get(variable)
+    return value if value else None

@@ -27,6 +27,10 @@ ProgressCallback = Callable[[int, int], Awaitable[None]]
 class _CallbackFailed(Exception):
     """The caller's progress callback raised; its exception is re-raised unchanged after probes stop."""
 
+    def __init__(self, original: Exception) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
 
 def make_provider(endpoint: ModelEndpoint, recorder: RunRecorder, redact: Redactor, config: RunConfig) -> ChatProvider:
     if endpoint.provider == "openai":
@@ -105,7 +109,7 @@ class _Run:
             try:
                 await self.on_progress(self.done, len(SUITE))
             except Exception as exc:
-                raise _CallbackFailed() from exc
+                raise _CallbackFailed(exc) from exc
 
     async def run_phase(self, specs: list[ProbeSpec], provider: ChatProvider) -> None:
         try:
@@ -167,7 +171,7 @@ async def run_certification(
     except ProviderError as exc:
         error = exc
     except _CallbackFailed as exc:
-        raise exc.__cause__ or exc from None
+        raise exc.original from None
     except Exception:
         log.exception("certify %s: internal error", endpoint.api_model_id)
         error = ProviderError(ErrorCategory.INTERNAL_ERROR, "the certifier failed; see the worker log")
