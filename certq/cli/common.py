@@ -1,0 +1,194 @@
+"""What the admin commands share: exit codes, connections that fail in plain words, output helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import IO, Any, TypeVar
+
+import asyncpg
+import orjson
+from redis.exceptions import RedisError
+
+from certq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
+from certq.connections import AnyRedis, connect_redis, topology
+from certq.queue.config import QueueConfig
+from certq.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+EXIT_NOT_FOUND = 4
+EXIT_UNAVAILABLE = 5
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success (doctor: every check passed; demo: a verdict was printed)",
+    EXIT_FAILURE: "the operation failed or found a problem (doctor: a check failed; job: it failed)",
+    EXIT_USAGE: "bad command line (unknown command, missing or invalid argument)",
+    EXIT_CONFIG: "invalid configuration: the message names the environment variable",
+    EXIT_NOT_FOUND: "no such job, certification or model",
+    EXIT_UNAVAILABLE: "Redis, PostgreSQL or the API cannot be reached",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+"""Every exit code the admin CLI uses; docs/operations.md lists the same table (a test checks)."""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, None: 1_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """`"7d"` -> 604800000; a bare number is seconds. Raises CommandError (usage) on anything else."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise CommandError(f"{text!r} is not a duration (examples: 90s, 15m, 12h, 7d, 2w)", EXIT_USAGE)
+    return int(float(match.group(1)) * _DURATION_MS[match.group(2)])
+
+
+def settings_from(args: Any) -> Settings:
+    """Settings with the command line's overrides (only the options a command defines)."""
+    overrides: dict[str, object] = {}
+    for flag, field in (("redis_url", "redis_url"), ("database_url", "database_url"), ("prefix", "queue_prefix"),
+                        ("queue", "queue_name")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[field] = value
+    return load_settings(**overrides)
+
+
+def add_connection_options(parser: Any, *, database: bool = False) -> None:
+    group = parser.add_argument_group("connection (defaults come from the environment / .env)")
+    group.add_argument("--redis-url", metavar="URL", help="Redis to use instead of REDIS_URL / REDIS_HOST...")
+    if database:
+        group.add_argument("--database-url", metavar="URL", help="PostgreSQL to use instead of DATABASE_URL")
+    group.add_argument("--prefix", metavar="P", help="key prefix (BULL_QUEUE_PREFIX, default myia)")
+    group.add_argument("--queue", metavar="NAME", help="queue name (CERTIFICATION_QUEUE_NAME)")
+
+
+def queue_config(settings: Settings) -> QueueConfig:
+    return QueueConfig(prefix=settings.queue_prefix, name=settings.queue_name,
+                       default_max_attempts=settings.max_attempts, rate_limits=settings.rate_limit_table)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def redis_where(settings: Settings) -> str:
+    """Where Redis is, for messages: the URL without password, or the Sentinel/Cluster nodes."""
+    kind = topology(settings)
+    if kind == "cluster":
+        return f"Redis Cluster {settings.redis_cluster_nodes}"
+    if kind == "sentinel":
+        return f"Sentinel master {settings.redis_sentinel_master!r} via {settings.redis_sentinels}"
+    return redact_url(settings.redis_dsn)
+
+
+async def _ping(client: AnyRedis) -> bool:
+    return bool(await client.ping())  # type: ignore[misc]
+
+
+@asynccontextmanager
+async def redis_connection(settings: Settings) -> AsyncIterator[AnyRedis]:
+    """A Redis client that answered PING; CommandError(EXIT_UNAVAILABLE) in plain words otherwise."""
+    client = connect_redis(settings)
+    try:
+        try:
+            await asyncio.wait_for(_ping(client), timeout=10)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise CommandError(
+                f"cannot reach Redis at {redis_where(settings)}: {exc or type(exc).__name__}. "
+                "Is it running (redis-cli ping)? Check REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_PASSWORD.",
+                EXIT_UNAVAILABLE) from None
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def connect_postgres(dsn: str) -> asyncpg.Connection:
+    """One connection; CommandError(EXIT_UNAVAILABLE) naming the problem when PostgreSQL refuses."""
+    try:
+        return await asyncio.wait_for(asyncpg.connect(dsn), timeout=10)
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise CommandError(f"PostgreSQL at {redact_url(dsn)} answers, but {exc}: create it "
+                           "(createdb, or CREATE DATABASE) or fix DATABASE_URL", EXIT_UNAVAILABLE) from None
+    except asyncpg.InvalidPasswordError as exc:
+        raise CommandError(f"PostgreSQL at {redact_url(dsn)} refused the credentials: {exc}. Check the user and "
+                           "password in DATABASE_URL", EXIT_UNAVAILABLE) from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise CommandError(
+            f"cannot reach PostgreSQL at {redact_url(dsn)}: {exc or type(exc).__name__}. "
+            "Is it running (psql \"$DATABASE_URL\" -c 'SELECT 1')? Check DATABASE_URL.",
+            EXIT_UNAVAILABLE) from None
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion; Redis errors mid-command become EXIT_UNAVAILABLE messages."""
+
+    async def guarded() -> T:
+        try:
+            return await factory()
+        except (RedisError, ConnectionError) as exc:
+            raise CommandError(f"Redis failed during the command: {exc}", EXIT_UNAVAILABLE) from None
+
+    return asyncio.run(guarded())
+
+
+def print_json(value: Any, out: IO[str] | None = None) -> None:
+    (out or sys.stdout).write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    """A plain left-aligned text table."""
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_ms(epoch_ms: int | None) -> str:
+    if not epoch_ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_ms / 1000))
+
+
+class ProgressBar:
+    """A one-line bar on stderr, drawn only when stderr is a terminal (scripts see just the result)."""
+
+    def __init__(self, total: int | None, label: str, stream: IO[str] | None = None, width: int = 30) -> None:
+        self.total = total
+        self.label = label
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.enabled = self.stream.isatty()
+        self._last_draw = 0.0
+
+    def update(self, done: int, total: int | None = None, note: str = "") -> None:
+        self.done = done
+        if total is not None:
+            self.total = total
+        now = time.monotonic()
+        if self.enabled and (now - self._last_draw > 0.05 or done == self.total):
+            self._last_draw = now
+            self.stream.write("\r" + self.render(note) + "\x1b[K")
+            self.stream.flush()
+
+    def render(self, note: str = "") -> str:
+        if self.total:
+            filled = min(self.width, self.width * self.done // self.total)
+            bar = "#" * filled + "." * (self.width - filled)
+            text = f"{self.label} [{bar}] {self.done}/{self.total}"
+        else:
+            text = f"{self.label} {self.done}"
+        return f"{text} {note}".rstrip()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,265 @@
+"""Queue admin commands: stats, jobs, job, retry-failed, clean, pause, resume."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from certq.cli import EXIT_FAILURE, EXIT_OK, CommandError
+from certq.cli.common import (
+    EXIT_NOT_FOUND,
+    ProgressBar,
+    add_connection_options,
+    format_ms,
+    parse_duration_ms,
+    print_json,
+    queue_config,
+    redis_connection,
+    run_async,
+    settings_from,
+    table,
+)
+from certq.queue import Job, JobState, Queue
+from certq.queue.errors import JobStateError
+
+STATES = [state.value for state in JobState]
+CLEAN_STATES = ["completed", "failed"]
+CLEAN_BATCH = 1_000
+
+
+def register(subparsers: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    stats = subparsers.add_parser(
+        "stats", help="job counts per state, paused flag, live workers",
+        description="Show how many jobs are waiting, active, delayed, completed and failed, whether the queue "
+                    "is paused, and which workers are alive (their last heartbeat).", formatter_class=fmt)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_connection_options(stats)
+    stats.set_defaults(run=run_stats)
+
+    jobs = subparsers.add_parser(
+        "jobs", help="list jobs in one state",
+        description="List the queue's jobs in one state, newest first.\n\nexample: certq jobs --state failed",
+        formatter_class=fmt)
+    jobs.add_argument("--state", choices=STATES, default="waiting", help="which jobs (default: waiting)")
+    jobs.add_argument("--limit", type=_positive_int, default=50, help="at most this many (default 50)")
+    jobs.add_argument("--offset", type=_non_negative_int, default=0, help="skip this many first")
+    jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_connection_options(jobs)
+    jobs.set_defaults(run=run_jobs)
+
+    job = subparsers.add_parser(
+        "job", help="one job in detail (payload, attempts, errors)",
+        description="Show one queue job: state, payload, attempts, progress, result and the error of every "
+                    "failed attempt. Exit code 4 when there is no such job.", formatter_class=fmt)
+    job.add_argument("job_id", metavar="ID", help="the job id (the certification id)")
+    job.add_argument("--json", action="store_true", help="print the job as JSON")
+    add_connection_options(job)
+    job.set_defaults(run=run_job)
+
+    retry = subparsers.add_parser(
+        "retry-failed", help="move failed jobs back to waiting",
+        description="Move failed jobs back to waiting with fresh attempts: all of them, or the ids given.",
+        formatter_class=fmt)
+    retry.add_argument("job_ids", metavar="ID", nargs="*", help="only these jobs (default: every failed job)")
+    add_connection_options(retry)
+    retry.set_defaults(run=run_retry_failed)
+
+    clean = subparsers.add_parser(
+        "clean", help="delete finished jobs older than an age",
+        description="Delete completed or failed jobs that finished more than --older-than ago, with their data.\n"
+                    "Replaces `redis-cli --scan --pattern 'myia:*:completed' | xargs redis-cli DEL`, which also\n"
+                    "deletes the list itself and leaves every job's data behind.\n\n"
+                    "example: certq clean --state completed --older-than 7d", formatter_class=fmt)
+    clean.add_argument("--state", choices=CLEAN_STATES, required=True, help="which finished jobs")
+    clean.add_argument("--older-than", metavar="AGE", required=True, type=_duration,
+                       help="finished at least this long ago: 90s, 15m, 12h, 7d, 2w (0 = all)")
+    clean.add_argument("--limit", type=_positive_int, default=None, help="delete at most this many")
+    add_connection_options(clean)
+    clean.set_defaults(run=run_clean)
+
+    pause = subparsers.add_parser(
+        "pause", help="stop workers from claiming new jobs",
+        description="Pause the queue: workers finish what they are running but claim nothing new; "
+                    "enqueueing still works.", formatter_class=fmt)
+    add_connection_options(pause)
+    pause.set_defaults(run=lambda args: _set_paused(args, True))
+
+    resume = subparsers.add_parser("resume", help="let workers claim jobs again",
+                                   description="Resume a paused queue.", formatter_class=fmt)
+    add_connection_options(resume)
+    resume.set_defaults(run=lambda args: _set_paused(args, False))
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration_ms(text)
+    except CommandError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> dict[str, Any]:
+        async with redis_connection(settings) as client:
+            queue = Queue(client, queue_config(settings))
+            return {"queue": settings.queue_name, "prefix": settings.queue_prefix, "counts": await queue.counts(),
+                    "paused": await queue.is_paused(), "workers": await queue.workers()}
+
+    report = run_async(go)
+    if args.json:
+        print_json(report)
+        return EXIT_OK
+    counts = report["counts"]
+    state = "PAUSED" if report["paused"] else "running"
+    print(f"queue {report['prefix']}:{report['queue']} ({state})")
+    print(table([[name, count] for name, count in counts.items()], ["state", "jobs"]))
+    workers = report["workers"]
+    print(f"\nworkers alive: {len(workers)}")
+    if workers:
+        print(table([[w.get("id"), w.get("host"), w.get("pid"), w.get("active"), w.get("concurrency"),
+                      format_ms(w.get("last_seen") or w.get("lastSeen"))] for w in workers],
+                    ["id", "host", "pid", "active", "concurrency", "last seen"]))
+    return EXIT_OK
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> list[Job]:
+        async with redis_connection(settings) as client:
+            return await Queue(client, queue_config(settings)).list(JobState(args.state), args.offset, args.limit)
+
+    found = run_async(go)
+    if args.json:
+        print_json([job.to_dict() for job in found])
+        return EXIT_OK
+    if not found:
+        print(f"no {args.state} jobs")
+        return EXIT_OK
+    print(table([[job.id, job.payload.get("modelId", "-"), job.group or "-", job.priority,
+                  f"{job.attempts}/{job.max_attempts}",
+                  format_ms(job.finished_at or job.processed_at or job.created_at),
+                  (job.last_error or "")[:60]] for job in found],
+                ["id", "model", "region", "priority", "attempts", "updated", "last error"]))
+    return EXIT_OK
+
+
+def run_job(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> Job | None:
+        async with redis_connection(settings) as client:
+            return await Queue(client, queue_config(settings)).get(args.job_id)
+
+    job = run_async(go)
+    if job is None:
+        raise CommandError(f"no job {args.job_id!r} in queue {settings.queue_prefix}:{settings.queue_name} "
+                           "(finished jobs are trimmed after a while; see `certq jobs --state completed`)",
+                           EXIT_NOT_FOUND)
+    if args.json:
+        print_json(job.to_dict())
+        return EXIT_OK
+    print(f"job {job.id}: {job.state.value}{' (cancelled)' if job.cancelled else ''}")
+    for label, value in (("payload", job.payload), ("priority", job.priority), ("group", job.group),
+                         ("attempts", f"{job.attempts} of {job.max_attempts}"), ("stalls", job.stalls),
+                         ("created", format_ms(job.created_at)), ("started", format_ms(job.processed_at)),
+                         ("finished", format_ms(job.finished_at)), ("progress", job.progress),
+                         ("result", job.result), ("last error", job.last_error),
+                         ("category", job.error_category)):
+        if value not in (None, "", "-"):
+            print(f"  {label:<10} {value}")
+    for number, error in enumerate(job.errors, 1):
+        attempt, category = error.get("attempt", number), error.get("category") or "-"
+        print(f"  attempt {attempt}: {category}: {error.get('message', error)}")
+    return EXIT_OK
+
+
+def run_retry_failed(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> tuple[int, list[str]]:
+        async with redis_connection(settings) as client:
+            queue = Queue(client, queue_config(settings))
+            if not args.job_ids:
+                return await queue.retry_all_failed(), []
+            problems: list[str] = []
+            bar = ProgressBar(len(args.job_ids), "retrying")
+            moved = 0
+            for done, job_id in enumerate(args.job_ids, 1):
+                try:
+                    await queue.retry(job_id)
+                    moved += 1
+                except JobStateError as exc:
+                    problems.append(str(exc))
+                except LookupError:
+                    problems.append(f"no job {job_id!r}")
+                bar.update(done)
+            bar.close()
+            return moved, problems
+
+    moved, problems = run_async(go)
+    for problem in problems:
+        print(f"certq: {problem}", file=sys.stderr)
+    print(f"moved {moved} failed job(s) back to waiting")
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+def run_clean(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    state = JobState(args.state)
+
+    async def go() -> int:
+        async with redis_connection(settings) as client:
+            queue = Queue(client, queue_config(settings))
+            total = (await queue.counts()).get(args.state, 0)
+            budget = total if args.limit is None else min(total, args.limit)
+            bar = ProgressBar(budget, f"cleaning {args.state}")
+            removed = 0
+            while removed < budget:
+                batch = await queue.clean(state, args.older_than, min(CLEAN_BATCH, budget - removed))
+                removed += batch
+                bar.update(removed)
+                if batch == 0:
+                    break
+            bar.close()
+            return removed
+
+    removed = run_async(go)
+    print(f"removed {removed} {args.state} job(s) older than {args.older_than / 1000:g}s")
+    return EXIT_OK
+
+
+def _set_paused(args: argparse.Namespace, paused: bool) -> int:
+    settings = settings_from(args)
+
+    async def go() -> None:
+        async with redis_connection(settings) as client:
+            queue = Queue(client, queue_config(settings))
+            await (queue.pause() if paused else queue.resume())
+
+    run_async(go)
+    name = f"{settings.queue_prefix}:{settings.queue_name}"
+    print(f"queue {name} {'paused: workers claim nothing new' if paused else 'resumed'}")
+    return EXIT_OK
+

@@ -1,0 +1,138 @@
+"""compose.yaml, the Containerfile and the monitoring files agree with each other and with the code."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from typing import Any
+
+import yaml
+
+from certq.cli import build_parser
+from tests.deploy.helpers import (
+    PASSTHROUGH_ENV,
+    ROOT,
+    exported_metric_names,
+    load_yaml_documents,
+    metric_names_in,
+    settings_aliases,
+)
+
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+CERTQ_SERVICES = ("migrate", "api", "worker-1", "worker-2")
+
+
+def _command(service: str) -> list[str]:
+    command = SERVICES[service]["command"]
+    return command if isinstance(command, list) else command.split()
+
+
+def _flag(service: str, flag: str) -> str:
+    command = _command(service)
+    return command[command.index(flag) + 1]
+
+
+def test_compose_has_every_service_of_the_stack() -> None:
+    assert set(SERVICES) >= {"redis", "postgres", "migrate", "api", "worker-1", "worker-2", "prometheus", "grafana"}
+    assert SERVICES["redis"]["image"].startswith("redis:7")
+    assert SERVICES["postgres"]["image"].startswith("postgres:15")
+
+
+def test_redis_persists_with_aof_and_requires_a_password() -> None:
+    command = " ".join(_command("redis"))
+    assert "--appendonly yes" in command
+    assert "--requirepass ${REDIS_PASSWORD:?" in command
+    assert "--maxmemory-policy noeviction" in command
+
+
+def test_migrate_runs_once_before_the_api_and_workers() -> None:
+    assert _command("migrate")[-1] == "migrate"
+    assert SERVICES["migrate"]["restart"] == "no"
+    for service in ("api", "worker-1", "worker-2"):
+        assert SERVICES[service]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_workers_listen_on_3002_and_3003_consistently() -> None:
+    for service, port in (("worker-1", "3002"), ("worker-2", "3003")):
+        assert _flag(service, "--health-port") == port
+        assert SERVICES[service]["environment"]["WORKER_HEALTH_PORT"] == port
+        assert SERVICES[service]["ports"] == [f"{port}:{port}"]
+        assert int(SERVICES[service]["stop_grace_period"].rstrip("s")) > int(
+            re.search(r":-(\d+)", SERVICES[service]["environment"]["CERTIFICATION_SHUTDOWN_GRACE"]).group(1))  # type: ignore[union-attr]
+    assert SERVICES["api"]["ports"] == ["3001:3001"]
+    assert SERVICES["api"]["environment"]["API_PORT"] == "3001"
+
+
+def test_certq_services_only_set_variables_certq_reads() -> None:
+    aliases = settings_aliases()
+    for service in CERTQ_SERVICES:
+        unknown = set(SERVICES[service]["environment"]) - aliases - PASSTHROUGH_ENV
+        assert not unknown, f"{service} sets variables Settings does not read: {unknown}"
+
+
+def test_secrets_come_from_the_environment_never_from_the_file() -> None:
+    environment = SERVICES["api"]["environment"]
+    for secret in ("REDIS_PASSWORD", "API_TOKENS", "BULL_BOARD_PASSWORD"):
+        assert environment[secret].startswith("${") and ":?" in environment[secret]
+    assert environment["CERTQ_ENV"] == "production"
+
+
+def test_monitoring_profile_scrapes_both_workers_and_mounts_the_dashboard() -> None:
+    for service in ("prometheus", "grafana"):
+        assert SERVICES[service]["profiles"] == ["monitoring"]
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    assert {"worker-1:3002", "worker-2:3003", "api:3001"} <= targets
+    for volume in SERVICES["prometheus"]["volumes"] + SERVICES["grafana"]["volumes"]:
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            assert (ROOT / source).exists(), source
+
+
+def test_compose_alerts_equal_the_kubernetes_rules() -> None:
+    alerts = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    rule = load_yaml_documents(ROOT / "deploy/kubernetes/prometheusrule.yaml")[0]
+    assert alerts["groups"] == rule["spec"]["groups"]
+
+
+def test_dashboard_queries_use_real_metric_names() -> None:
+    dashboard = json.loads((ROOT / "deploy/grafana/certq-dashboard.json").read_text())
+    known = exported_metric_names()
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        assert metric_names_in(expr) <= known, expr
+    assert dashboard["uid"] and len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_containerfile_is_multi_stage_non_root_with_a_healthcheck_and_no_secrets() -> None:
+    text = (ROOT / "Containerfile").read_text()
+    instructions = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert sum(line.startswith("FROM ") for line in instructions) >= 2
+    user = [line for line in instructions if line.startswith("USER ")]
+    assert user and user[-1].split()[1].split(":")[0] not in {"0", "root"}
+    healthcheck = next(line for line in instructions if line.startswith("HEALTHCHECK "))
+    command = json.loads(healthcheck[healthcheck.index("CMD") + 3:].strip())
+    assert command[0] == "certq"
+    assert command[1] in _cli_commands()
+    for line in instructions:
+        if line.startswith(("ENV ", "ARG ")):
+            assert not re.search(r"(PASSWORD|TOKEN|SECRET|API_KEY)\w*=", line), line
+
+
+def test_every_command_the_deployment_files_run_exists() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"certq", "certq-api", "certq-worker"}
+    for service in CERTQ_SERVICES:
+        command = _command(service)
+        assert command[0] in scripts
+        if command[0] == "certq":
+            assert command[1] in _cli_commands()
+
+
+def _cli_commands() -> set[str]:
+    parser = build_parser()
+    actions = [a for a in parser._actions if a.dest == "command"]
+    return set(actions[0].choices) if actions else set()  # type: ignore[arg-type]
