@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import certq
 from certq.api import model_routes, queue_routes
 from certq.api.auth import BearerAuth
+from certq.api.board import board_route
 from certq.api.openapi import Endpoint, build_openapi
 from certq.api.problems import Problem, http_exception_handler, problem_handler, unexpected_handler
 from certq.api.services import ApiMetrics, Services, token_set
@@ -61,6 +62,7 @@ def create_app(
                                for e in ENDPOINTS]
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     routes.extend(build_health_app(_probes(services)).routes)
+    routes.append(board_route(services))
     routes.extend(mounts)
 
     @asynccontextmanager

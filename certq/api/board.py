@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from certq.api import certify as certify_logic
 from certq.api.problems import Problem
@@ -56,6 +56,6 @@ def _uuid(value: str, index: int) -> UUID:
         raise Problem(400, f"modelIds[{index}] must be a UUID", field=f"modelIds[{index}]") from None
 
 
-def mount_board(app: Starlette, services: Services) -> None:
-    """Serve the dashboard at BULL_BOARD_PATH (its own basic auth; /api/* bearer tokens do not apply)."""
-    app.mount(services.settings.board_path, create_board(services.settings, ServicesDeps(services)))
+def board_route(services: Services) -> Mount:
+    """The dashboard at BULL_BOARD_PATH (its own basic auth; the /api bearer tokens do not apply to it)."""
+    return Mount(services.settings.board_path, app=create_board(services.settings, ServicesDeps(services)))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -11,6 +15,7 @@ from uuid import UUID
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import uvicorn
 from starlette.applications import Starlette
 
 from certq.dashboard import StaticDeps, create_board
@@ -62,6 +67,70 @@ async def serve_board(settings: Settings, deps: StaticDeps) -> tuple[HealthServe
     server = HealthServer(host, "127.0.0.1", 0)
     await server.start()
     return server, f"http://127.0.0.1:{server.port}"
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the test process keeps its own signal handling
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve `app` (lifespan on, as `python -m certq.api` does) on a free loopback port; yields its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                    timeout_graceful_shutdown=2))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("the server stopped during start-up")
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(20):
+            await task
+        sock.close()
+
+
+@dataclass
+class Api:
+    """The real API (create_app) with its dashboard; `board` is a signed-in client of /admin/queues/."""
+
+    url: str
+    token: str
+    settings: Settings
+    queue: Queue
+    store: Store
+    board: httpx.AsyncClient
+
+
+@pytest.fixture
+async def api(
+    redis_client: aioredis.Redis, store: Store, queue_config: QueueConfig, key_prefix: str,
+    migrated_database_url: str, redis_url: str,
+) -> AsyncIterator[Api]:
+    from certq.api import create_app
+
+    token = f"test-{uuid.uuid4().hex}"
+    settings = Settings.model_validate({
+        "DATABASE_URL": migrated_database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": key_prefix,
+        "API_TOKENS": token, "BULL_BOARD_USERNAME": USER, "BULL_BOARD_PASSWORD": PASSWORD,
+    })
+    queue = Queue(redis_client, queue_config)
+    app = create_app(settings, store=store, queue=queue)
+    async with serving(app) as url:
+        client = httpx.AsyncClient(base_url=url + BOARD_PATH + "/", timeout=10,
+                                   headers={"Authorization": basic(USER, PASSWORD), "X-Certq-Board": "1"})
+        try:
+            yield Api(url=url, token=token, settings=settings, queue=queue, store=store, board=client)
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture

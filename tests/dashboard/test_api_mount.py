@@ -1,0 +1,51 @@
+"""The dashboard as the API serves it: its own basic auth, and certify through the API's own logic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from certq.store.dashboard import DashboardQueries
+from tests.dashboard.conftest import BOARD_PATH, Api
+
+
+async def test_the_api_serves_the_board_behind_basic_auth_not_bearer_tokens(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.url, follow_redirects=True) as client:
+        anonymous = await client.get(BOARD_PATH)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith("Basic")
+        bearer = await client.get(f"{BOARD_PATH}/api/overview", headers={"Authorization": f"Bearer {api.token}"})
+        assert bearer.status_code == 401
+    page = await api.board.get(f"{api.url}{BOARD_PATH}/")
+    assert page.status_code == 200 and "certq" in page.text
+
+
+async def test_certify_from_the_board_records_and_enqueues_like_the_api(api: Api, make_model: Any) -> None:
+    model = await make_model(regions=["local", "eu-west-1"])
+    response = await api.board.post("api/certify", json={"mode": "multiple", "modelIds": [str(model.id)],
+                                                         "regions": ["local", "eu-west-1"]})
+    assert response.status_code == 201, response.text
+    result = response.json()["result"]
+    assert result["totalJobs"] == 2
+    job = await api.store.get_job(result["jobId"])
+    assert job is not None and job.total_models == 2
+    assert (await api.queue.counts())["waiting"] == 2
+    audit = (await DashboardQueries(api.store.pool).list_audit()).items[0]
+    assert (audit.action, audit.target) == ("certify", result["jobId"])
+
+    again = await api.board.post("api/certify", json={"mode": "single", "modelIds": [str(model.id)],
+                                                      "regions": ["local"]})
+    assert again.status_code == 200 and again.json()["result"]["existing"] is True
+
+
+async def test_certify_refusals_from_the_api_logic_reach_the_board(api: Api, make_model: Any) -> None:
+    model = await make_model(regions=["local"])
+    response = await api.board.post("api/certify", json={"mode": "single", "modelIds": [str(model.id)],
+                                                         "regions": ["mars-1"]})
+    assert response.status_code == 422
+    assert response.json()["field"] == "region"
+    bad_id = await api.board.post("api/certify", json={"mode": "multiple", "modelIds": ["nope"],
+                                                       "regions": ["local"]})
+    assert bad_id.status_code == 400 and bad_id.json()["field"] == "modelIds[0]"
+    assert (await api.queue.counts())["waiting"] == 0
