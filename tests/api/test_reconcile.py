@@ -1,0 +1,65 @@
+"""Redis can lose everything: the reconciler puts every accepted certification back in the queue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+from conftest import unlink_prefix
+
+from api.conftest import CreateModel
+from certq.reconcile import reconcile
+
+BASE = "/api/certification-queue"
+
+
+async def test_certifications_lost_by_redis_are_enqueued_again(
+    client: httpx.AsyncClient, create_model: CreateModel, api_server: Any, key_prefix: str
+) -> None:
+    services = api_server.services
+    model = await create_model(regions=["a", "b"])
+    batch = (await client.post(f"{BASE}/certify-multiple", json={"modelIds": [model["id"]],
+                                                                  "regions": ["a", "b"]})).json()
+    running_id, queued_id = batch["certificationIds"]
+    assert await services.store.begin_attempt(running_id, 1)
+    await unlink_prefix(services.redis, key_prefix)  # Redis restarted empty
+    assert await services.queue.get(queued_id) is None
+
+    report = await reconcile(services.store, services.queue, api_server.settings, older_than_s=0)
+    assert report.requeued >= 2
+    for certification_id in (running_id, queued_id):
+        job = await services.queue.get(certification_id)
+        assert job is not None and job.state.value == "waiting"
+        assert job.payload["certificationId"] == certification_id
+    assert not await services.store.finish_certification(running_id, 1, {"status": "CERTIFIED", "score": 99})
+    assert await services.store.begin_attempt(running_id, 1)  # the new generation's first attempt owns the row
+    record = await services.store.get_certification(running_id)
+    assert record.generation == 2 and [e["outcome"] for e in record.attempt_log] == ["LOST"]
+
+    await reconcile(services.store, services.queue, api_server.settings, older_than_s=0)
+    for certification_id in (running_id, queued_id):  # present in Redis now: left alone
+        record = await services.store.get_certification(certification_id)
+        assert record.generation == 2
+
+
+async def test_young_certifications_are_left_to_the_api(
+    client: httpx.AsyncClient, create_model: CreateModel, api_server: Any, key_prefix: str
+) -> None:
+    services = api_server.services
+    model = await create_model(regions=["local"])
+    created = (await client.post(f"{BASE}/certify-model", json={"modelId": model["id"], "region": "local"})).json()
+    await unlink_prefix(services.redis, key_prefix)
+    await reconcile(services.store, services.queue, api_server.settings, older_than_s=3600)
+    assert await services.queue.get(created["certificationId"]) is None
+
+
+def test_reconcile_command_reports_and_exits_zero(migrated_database_url: str, redis_url: str, key_prefix: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "certq", "reconcile", "--database-url", migrated_database_url, "--redis-url",
+         redis_url, "--prefix", key_prefix, "--older-than", "3600"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "re-enqueued" in result.stdout
