@@ -67,6 +67,7 @@ class RunnerHooks:
     def on_cancelled(self, job: Job) -> None: ...
     def on_release(self, job: Job) -> None: ...
     def on_stalled(self, recovered: list[str], failed: list[str]) -> None: ...
+    def on_heartbeat(self, leases: int) -> None: ...
     def on_redis_error(self, where: str, error: BaseException) -> None: ...
 
 
@@ -204,9 +205,9 @@ class Runner:
         except BaseException:
             self._acks = acks + self._acks
             raise
-        for (lease, _, seconds), done in zip(acks, statuses, strict=True):
+        for (lease, _, seconds), completed in zip(acks, statuses, strict=True):
             self._held.pop(lease.job.id, None)
-            if done:
+            if completed:
                 self.stats.completed += 1
                 self._hook("on_complete", lease.job, seconds)
             else:
@@ -330,6 +331,7 @@ class Runner:
                 "concurrency": self.concurrency, "active": len(self._tasks), "started_at": self._started_at,
                 "draining": self.draining, **self.info}
         statuses = await self.consumer.heartbeat(leases, info)
+        self._hook("on_heartbeat", len(leases))
         for lease, status in zip(leases, statuses, strict=True):
             entry = self._tasks.get(lease.job.id)
             if entry is None or status not in (LEASE_LOST, LEASE_CANCELLED):

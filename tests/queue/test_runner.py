@@ -30,6 +30,7 @@ class Recorder(RunnerHooks):
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
         self.redis_errors = 0
+        self.heartbeats = 0
         self.changed = asyncio.Event()
 
     def _add(self, name: str, job: Job) -> None:
@@ -43,6 +44,10 @@ class Recorder(RunnerHooks):
     def on_lease_lost(self, job: Job) -> None: self._add("lease_lost", job)
     def on_cancelled(self, job: Job) -> None: self._add("cancelled", job)
     def on_release(self, job: Job) -> None: self._add("release", job)
+
+    def on_heartbeat(self, leases: int) -> None:
+        self.heartbeats += 1
+        self.changed.set()
 
     def on_redis_error(self, where: str, error: BaseException) -> None:
         self.redis_errors += 1
@@ -66,7 +71,7 @@ async def running() -> AsyncIterator[Callable[[Runner], Awaitable[asyncio.Event]
         return stop
 
     yield start
-    for task, stop in started:
+    for _task, stop in started:
         stop.set()
     async with asyncio.timeout(10):
         await asyncio.gather(*(task for task, _ in started))
@@ -245,11 +250,10 @@ async def test_idle_runner_picks_up_new_job_and_registers_itself(
     async def handler(active: ActiveJob) -> None:
         done.set()
 
-    runner = Runner(redis_client, fast_config, handler, concurrency=2, info={"health_port": 3002})
+    hooks = Recorder()
+    runner = Runner(redis_client, fast_config, handler, concurrency=2, info={"health_port": 3002}, hooks=hooks)
     await running(runner)
-    async with asyncio.timeout(5):
-        while not await queue.workers():
-            await asyncio.sleep(0.02)
+    await hooks.until(lambda: hooks.heartbeats >= 1)
     [worker] = await queue.workers()
     assert (worker["id"], worker["concurrency"], worker["health_port"]) == (runner.id, 2, 3002)
     await queue.enqueue({}, priority="high")
@@ -270,10 +274,8 @@ async def test_paused_queue_is_not_claimed_until_resumed(
     await queue.enqueue({}, job_id="p")
     runner = Runner(redis_client, fast_config, handler, concurrency=1, hooks=hooks)
     await running(runner)
-    async with asyncio.timeout(5):
-        while runner.last_claim_loop_at is None:
-            await asyncio.sleep(0.01)
-    assert ran == [] and (await queue.counts())["paused"] == 1
+    await hooks.until(lambda: hooks.heartbeats >= 3)
+    assert runner.last_claim_loop_at is not None and ran == [] and (await queue.counts())["paused"] == 1
     await queue.resume()
     await hooks.until(lambda: ("complete", "p") in hooks.calls)
 
