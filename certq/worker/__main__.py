@@ -1,0 +1,3 @@
+from certq.worker.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""The certification job: load the model, run the probe battery, write the verdict fenced by attempt.
+
+PostgreSQL holds the certification's status; the queue holds the job. Every write names the attempt
+(`job.attempts`, which only grows), so a stale worker's late write is refused by the store. Retryable
+verdicts (infrastructure errors) fail the attempt for a retry with backoff; final ones end the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certification
+from certq.queue import ActiveJob, JobFailed, LeaseLost
+from certq.settings import SettingsError, read_secret
+from certq.store import Store
+from certq.worker.dependencies import DATABASE_OUTAGE_ERRORS, Database, DatabaseUnavailable
+
+log = logging.getLogger("certq.worker.handler")
+
+Certify = Callable[..., Awaitable[Verdict]]
+
+NOT_JOB_FAILURES = frozenset({"QUALITY_BELOW_THRESHOLD"})
+"""A FAILED verdict with this category is the model's answer, not a failed job: the job completes."""
+
+
+class CertificationHandler:
+    """`await handler(active)` certifies payload `modelId` in `region` for the run `certificationId`."""
+
+    def __init__(self, database: Database, *, certify: Certify = run_certification,
+                 run_config: RunConfig | None = None) -> None:
+        self.database = database
+        self.certify = certify
+        self.run_config = run_config
+
+    def _store(self) -> Store:
+        if self.database.store is None:
+            raise DatabaseUnavailable("postgresql not connected")
+        return self.database.store
+
+    async def _db(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except DATABASE_OUTAGE_ERRORS as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    async def __call__(self, active: ActiveJob) -> dict[str, Any]:
+        job, attempt = active.job, active.attempt
+        payload = job.payload if isinstance(job.payload, dict) else {}
+        certification_id = str(payload.get("certificationId") or job.id)
+        model_id, region = payload.get("modelId"), payload.get("region")
+        fields = {"job_id": job.id, "attempt": attempt, "certification_id": certification_id, "model_id": model_id,
+                  "region": region}
+        if not isinstance(model_id, str) or not isinstance(region, str):
+            raise JobFailed("job payload needs modelId and region", final=True, category="CONFIG_ERROR")
+        store = self._store()
+        if not await self._db(store.begin_attempt(certification_id, attempt)):
+            log.info("certification skipped: cancelled, finished or owned by a newer attempt", extra=fields)
+            return {"certificationId": certification_id, "skipped": True}
+        try:
+            endpoint = await self._endpoint(store, model_id, region)
+        except JobFailed as exc:
+            await self._db(store.record_attempt_failure(certification_id, attempt, exc.category, exc.message, True))
+            raise
+        try:
+            verdict = await self.certify(endpoint, self._progress(active), config=self.run_config)
+        except asyncio.CancelledError:
+            await self._stopped(store, active, certification_id)
+            raise
+        return await self._settle(store, active, certification_id, verdict, fields)
+
+    async def _endpoint(self, store: Store, model_id: str, region: str) -> ModelEndpoint:
+        try:
+            model = await self._db(store.get_model(model_id))
+        except ValueError:  # not a UUID
+            model = None
+        if model is None:
+            raise JobFailed(f"model {model_id} does not exist", final=True, category="CONFIG_ERROR")
+        if not model.is_active:
+            raise JobFailed(f"model {model.name} is deactivated", final=True, category="CONFIG_ERROR")
+        if not model.offers(region):
+            raise JobFailed(f"model {model.name} is not deployed in region {region}", final=True,
+                            category="CONFIG_ERROR")
+        api_key = None
+        if model.api_key_env:
+            try:
+                api_key = read_secret(model.api_key_env)
+            except SettingsError as exc:
+                raise JobFailed(f"apiKeyEnv: {exc.message}", final=True, category="CONFIG_ERROR") from None
+            if api_key is None:
+                # Names the variable, never a value.
+                raise JobFailed(f"environment variable {model.api_key_env} (apiKeyEnv of {model.name}) is not set "
+                                "on this worker", final=True, category="CONFIG_ERROR")
+        return ModelEndpoint(provider=model.provider, api_model_id=model.api_model_id, region=region,
+                             base_url=model.base_url, api_key=api_key)
+
+    def _progress(self, active: ActiveJob) -> Callable[[int, int], Awaitable[None]]:
+        async def forward(done: int, total: int) -> None:
+            try:
+                await active.progress({"done": done, "total": total})
+            except LeaseLost:
+                raise
+            except (RedisError, OSError) as exc:
+                # Progress is advisory: a Redis blip must not fail a certification that is going well.
+                log.debug("progress not recorded", extra={"job_id": active.job.id, "error": str(exc)})
+
+        return forward
+
+    async def _settle(self, store: Store, active: ActiveJob, certification_id: str, verdict: Verdict,
+                      fields: dict[str, Any]) -> dict[str, Any]:
+        job, attempt = active.job, active.attempt
+        category, message = verdict.error_category, verdict.error_message or verdict.error_category or "failed"
+        more_attempts = job.attempts_counted < job.max_attempts
+        if verdict.retryable and more_attempts:
+            await self._db(store.record_attempt_failure(certification_id, attempt, category, message, False))
+            raise JobFailed(message, final=False, category=category)
+        stored = await self._db(store.finish_certification(certification_id, attempt, verdict.to_json()))
+        if not stored:
+            log.warning("verdict not stored: the attempt no longer owns the certification", extra=fields)
+        if verdict.status == "FAILED" and category not in NOT_JOB_FAILURES:
+            raise JobFailed(message, final=True, category=category)
+        log.info("certification finished", extra={**fields, "status": verdict.status, "score": verdict.score,
+                                                   "rating": verdict.rating, "duration_ms": verdict.duration_ms})
+        return {"certificationId": certification_id, "status": verdict.status, "passed": verdict.passed,
+                "score": verdict.score, "rating": verdict.rating, "durationMs": verdict.duration_ms}
+
+    async def _stopped(self, store: Store, active: ActiveJob, certification_id: str) -> None:
+        """Tell PostgreSQL why the run stopped, where this worker still owns it (shielded: we are being cancelled)."""
+        reason = active.stop_reason
+        if reason == "lease_lost":
+            return  # another worker owns the job; it writes the outcome
+        if reason == "cancelled":
+            write: Awaitable[Any] = store.mark_cancelled(certification_id)
+        elif reason is None:  # the job's timeout cancelled us
+            job = active.job
+            last = job.attempts_counted >= job.max_attempts
+            write = store.record_attempt_failure(certification_id, active.attempt, "TIMEOUT",
+                                                 f"certification timed out (attempt {active.attempt})", last)
+        else:  # shutdown, or PostgreSQL went away: the job goes back to wait
+            write = store.record_attempt_failure(certification_id, active.attempt, None,
+                                                 "released unfinished (worker stopping)", False)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(write), 5.0)
