@@ -16,7 +16,6 @@ from redis.exceptions import RedisError
 
 from certq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 from certq.connections import AnyRedis, connect_redis, topology
-from certq.queue.config import QueueConfig
 from certq.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -66,11 +65,6 @@ def add_connection_options(parser: Any, *, database: bool = False) -> None:
         group.add_argument("--database-url", metavar="URL", help="PostgreSQL to use instead of DATABASE_URL")
     group.add_argument("--prefix", metavar="P", help="key prefix (BULL_QUEUE_PREFIX, default myia)")
     group.add_argument("--queue", metavar="NAME", help="queue name (CERTIFICATION_QUEUE_NAME)")
-
-
-def queue_config(settings: Settings) -> QueueConfig:
-    return QueueConfig(prefix=settings.queue_prefix, name=settings.queue_name,
-                       default_max_attempts=settings.max_attempts, rate_limits=settings.rate_limit_table)
 
 
 def redact_url(url: str) -> str:

@@ -15,11 +15,13 @@ from typing import Any
 import httpx
 
 from certq.cli import EXIT_FAILURE, EXIT_OK, CommandError
-from certq.cli.common import EXIT_UNAVAILABLE, queue_config, redact_url
+from certq.cli.common import EXIT_UNAVAILABLE, redact_url
+from certq.cli.render import render_verdict
 from certq.cli.stack import Stack, StackError, Ticker, child_env, pick_port
 from certq.connections import connect_redis
 from certq.embedded import EmbeddedServerError, start_postgres, start_redis, url_answers
 from certq.queue import Queue
+from certq.reconcile import queue_config
 from certq.settings import Settings, load_settings
 from certq.store import Store
 
@@ -286,32 +288,6 @@ def _expect(response: httpx.Response, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CommandError(f"unexpected answer when trying to {what}: {response.text[:300]}", EXIT_FAILURE)
     return data
-
-
-def render_verdict(certification: dict[str, Any]) -> str:
-    """The verdict as an operator reads it: headline, probe table, metrics, error if any."""
-    from certq.cli.common import table
-
-    status = certification.get("status")
-    score = certification.get("score")
-    lines = [f"Verdict: {status}   score {score if score is not None else '-'}/100   "
-             f"rating {certification.get('rating') or '-'}   passed {certification.get('passed')}   "
-             f"attempts {certification.get('attempts', '-')}   "
-             f"{(certification.get('durationMs') or 0) / 1000:.1f}s"]
-    probes = certification.get("testResults") or []
-    if probes:
-        rows = [[p.get("name"), "PASS" if p.get("passed") else "FAIL", p.get("score", "-"),
-                 f"{p['latencyMs']:.0f} ms" if isinstance(p.get("latencyMs"), int | float) else "-",
-                 str(p.get("detail") or "")[:70]] for p in probes]
-        lines += ["", table(rows, ["probe", "result", "score", "latency", "detail"])]
-    metrics = certification.get("metrics") or {}
-    if metrics:
-        shown = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-                          if isinstance(v, int | float | str))
-        lines += ["", f"metrics: {shown}"]
-    if certification.get("errorCategory"):
-        lines += ["", f"error: {certification['errorCategory']}: {certification.get('errorMessage') or ''}"]
-    return "\n".join(lines)
 
 
 def render_next_steps(api_url: str, worker_url: str, token: str, board_password: str, job_id: str,

@@ -16,7 +16,6 @@ from certq.cli.common import (
     add_connection_options,
     connect_postgres,
     print_json,
-    queue_config,
     redact_url,
     redis_connection,
     redis_where,
@@ -24,6 +23,7 @@ from certq.cli.common import (
 )
 from certq.connections import hash_tag
 from certq.queue import Queue
+from certq.reconcile import queue_config
 from certq.settings import Settings
 from certq.store.migrations import SCHEMA_VERSION, current_version
 

@@ -14,7 +14,6 @@ from certq.cli.common import (
     format_ms,
     parse_duration_ms,
     print_json,
-    queue_config,
     redis_connection,
     run_async,
     settings_from,
@@ -22,6 +21,7 @@ from certq.cli.common import (
 )
 from certq.queue import Job, JobState, Queue
 from certq.queue.errors import JobStateError
+from certq.reconcile import queue_config
 
 STATES = [state.value for state in JobState]
 CLEAN_STATES = ["completed", "failed"]

@@ -1,0 +1,100 @@
+"""Run admin commands in-process against the real Redis/PostgreSQL, with this test's own key prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from certq.cli import main
+from certq.queue import Consumer, Queue, QueueConfig
+
+T = TypeVar("T")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli_env(redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point Settings at the real Redis under this test's prefix; remove the prefix's keys afterwards."""
+    for variable in ("REDIS_HOST", "REDIS_SENTINELS", "REDIS_CLUSTER_NODES", "CERTIFICATION_QUEUE_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("BULL_QUEUE_PREFIX", key_prefix)
+    yield key_prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{key_prefix}*", count=500))
+        if keys:
+            client.unlink(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    def run(*argv: str) -> Result:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(argv))
+        captured = capsys.readouterr()
+        return Result(int(exit_info.value.code or 0), captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def on_queue(redis_url: str, cli_env: str) -> Callable[[Callable[[Queue, Consumer], Awaitable[T]]], T]:
+    """Run `fn(queue, consumer)` on this test's queue (the same one the CLI sees) and return its result."""
+
+    def run(fn: Callable[[Queue, Consumer], Awaitable[T]]) -> T:
+        async def go() -> T:
+            from redis.asyncio import Redis
+
+            client = Redis.from_url(redis_url)
+            config = QueueConfig(prefix=cli_env)
+            try:
+                return await fn(Queue(client, config), Consumer(client, config))
+            finally:
+                await client.aclose()
+
+        return asyncio.run(go())
+
+    return run
+
+
+@pytest.fixture
+def empty_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test alone, with no schema; dropped afterwards."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    name = f"certq_cli_{uuid.uuid4().hex[:10]}"
+
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(postgres_server_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(postgres_server_url)._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -1,0 +1,76 @@
+"""`doctor` names each problem in plain words and exits non-zero only when something is wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from certq.embedded import free_port
+from certq.queue import Consumer, Queue
+
+Run = Callable[..., Any]
+OnQueue = Callable[..., Any]
+
+
+async def _one_waiting(queue: Queue, consumer: Consumer) -> None:
+    await queue.enqueue({"modelId": "m"}, job_id="w1")
+
+
+async def _worker_heartbeat(queue: Queue, consumer: Consumer) -> None:
+    await consumer.heartbeat([], {"host": "box", "pid": 1, "concurrency": 3, "active": 1})
+
+
+def _findings(result: Any) -> dict[tuple[str, str], str]:
+    return {(f["level"], f["area"]): f["message"] for f in result.json()}
+
+
+def test_doctor_passes_with_a_migrated_database_and_an_idle_queue(
+        cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue) -> None:
+    on_queue(_worker_heartbeat)
+    result = run_cli("doctor", "--database-url", migrated_database_url)
+    assert result.code == 0, result.out
+    assert "ok    schema" in result.out and "1 alive (heartbeats), 1/3 slots busy" in result.out
+    assert "everything certq needs is in place" in result.out
+
+
+def test_doctor_says_to_migrate_a_database_without_schema(
+        cli_env: str, run_cli: Run, empty_database_url: str) -> None:
+    result = run_cli("doctor", "--json", "--database-url", empty_database_url)
+    assert result.code == 1
+    assert "run `certq migrate`" in _findings(result)[("FAIL", "schema")]
+
+
+def test_doctor_fails_when_jobs_wait_and_no_worker_is_alive(
+        cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue) -> None:
+    on_queue(_one_waiting)
+    result = run_cli("doctor", "--json", "--database-url", migrated_database_url)
+    assert result.code == 1
+    message = _findings(result)[("FAIL", "workers")]
+    assert "no worker heartbeat" in message and "1 waiting job(s)" in message
+
+
+def test_doctor_warns_about_a_paused_queue(
+        cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue) -> None:
+    on_queue(_worker_heartbeat)
+    assert run_cli("pause").code == 0
+    result = run_cli("doctor", "--json", "--database-url", migrated_database_url)
+    assert result.code == 0
+    assert "`certq resume`" in _findings(result)[("warn", "queue")]
+
+
+def test_doctor_reports_unreachable_servers_without_a_traceback(
+        run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    result = run_cli("doctor", "--database-url", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    assert result.code == 1
+    assert "FAIL  redis      cannot reach Redis" in result.out
+    assert "FAIL  postgres   cannot reach PostgreSQL" in result.out
+    assert "Traceback" not in result.out + result.err
+
+
+def test_healthcheck_fails_when_nothing_answers(run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_HEALTH_PORT", str(free_port()))
+    monkeypatch.setenv("API_PORT", str(free_port()))
+    assert run_cli("healthcheck", "--timeout", "0.5").code == 5

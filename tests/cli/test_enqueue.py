@@ -1,0 +1,72 @@
+"""`enqueue` records the run in PostgreSQL and puts it on the queue the workers read, once per model+region."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from certq.cli.common import EXIT_NOT_FOUND
+from certq.queue import Consumer, Queue
+from certq.store import ModelRecord, Store
+
+Run = Callable[..., Any]
+OnQueue = Callable[..., Any]
+
+
+@pytest.fixture
+def model(migrated_database_url: str) -> ModelRecord:
+    async def create() -> ModelRecord:
+        store = await Store.connect(migrated_database_url, min_size=1, max_size=1)
+        try:
+            record = await store.create_model(name=f"m-{uuid.uuid4().hex[:6]}", provider="openai",
+                                              api_model_id="tiny", base_url="http://127.0.0.1:9/v1",
+                                              regions=["local"])
+            assert isinstance(record, ModelRecord)
+            return record
+        finally:
+            await store.close()
+
+    return asyncio.run(create())
+
+
+def test_enqueue_directly_records_and_queues_one_run(
+        cli_env: str, run_cli: Run, on_queue: OnQueue, model: ModelRecord, migrated_database_url: str) -> None:
+    result = run_cli("enqueue", str(model.id), "--region", "local", "--json", "--database-url", migrated_database_url)
+    assert result.code == 0, result.err
+    answer = result.json()
+    assert answer["status"] == "QUEUED" and answer["existing"] is False
+
+    async def queued(queue: Queue, consumer: Consumer) -> Any:
+        return await queue.get(answer["certificationId"])
+
+    job = on_queue(queued)
+    assert job is not None and job.state.value == "waiting"
+    assert job.payload == {"certificationId": answer["certificationId"], "jobId": answer["jobId"],
+                           "modelId": str(model.id), "region": "local"}
+
+    again = run_cli("certify-model", str(model.id), "--region", "local", "--json",
+                    "--database-url", migrated_database_url)
+    assert again.code == 0
+    assert again.json()["existing"] is True and again.json()["certificationId"] == answer["certificationId"]
+
+
+def test_enqueue_refuses_a_region_the_model_does_not_offer(
+        cli_env: str, run_cli: Run, model: ModelRecord, migrated_database_url: str) -> None:
+    result = run_cli("enqueue", str(model.id), "--region", "eu-west-1", "--database-url", migrated_database_url)
+    assert result.code == 1
+    assert "does not offer region 'eu-west-1'" in result.err
+
+
+def test_enqueue_of_an_unknown_model_exits_not_found(
+        cli_env: str, run_cli: Run, migrated_database_url: str) -> None:
+    result = run_cli("enqueue", str(uuid.uuid4()), "--region", "local", "--database-url", migrated_database_url)
+    assert result.code == EXIT_NOT_FOUND
+
+
+def test_enqueue_rejects_an_id_that_is_not_a_uuid(run_cli: Run) -> None:
+    result = run_cli("enqueue", "gpt-4", "--region", "local")
+    assert result.code == 2 and "is not a uuid" in result.err

@@ -1,0 +1,148 @@
+"""Queue admin commands against the real Redis: what they print, what they change, how they exit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from certq.cli.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, parse_duration_ms
+from certq.embedded import free_port
+from certq.queue import Consumer, Queue
+
+Run = Callable[..., Any]
+OnQueue = Callable[..., Any]
+
+
+def _payload(n: int) -> dict[str, Any]:
+    return {"certificationId": f"c{n}", "jobId": f"j{n}", "modelId": f"m{n}", "region": "us-east-1"}
+
+
+async def _two_waiting(queue: Queue, consumer: Consumer) -> list[str]:
+    return [(await queue.enqueue(_payload(n), job_id=f"job-{n}", group="us-east-1")).id for n in (1, 2)]
+
+
+async def _one_completed_one_failed(queue: Queue, consumer: Consumer) -> None:
+    await queue.enqueue(_payload(1), job_id="done-1")
+    await queue.enqueue(_payload(2), job_id="bad-2", max_attempts=1)
+    claim = await consumer.claim(2)
+    for lease in claim.leases:
+        if lease.job.id == "done-1":
+            await consumer.complete(lease, {"ok": True})
+        else:
+            await consumer.fail(lease, "provider said no", final=True, category="AUTH_ERROR")
+
+
+def test_stats_counts_jobs_per_state_as_json(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    on_queue(_two_waiting)
+    result = run_cli("stats", "--json")
+    assert result.code == 0
+    report = result.json()
+    assert report["counts"]["waiting"] == 2 and report["counts"]["active"] == 0
+    assert report["paused"] is False and report["workers"] == []
+
+
+def test_stats_table_names_the_queue(cli_env: str, run_cli: Run) -> None:
+    result = run_cli("stats")
+    assert result.code == 0
+    assert f"{cli_env}:model-certification (running)" in result.out
+    assert "workers alive: 0" in result.out
+
+
+def test_jobs_lists_waiting_jobs_with_model_and_region(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    on_queue(_two_waiting)
+    result = run_cli("jobs", "--state", "waiting")
+    assert result.code == 0
+    assert "job-1" in result.out and "job-2" in result.out and "us-east-1" in result.out
+    assert [job["id"] for job in run_cli("jobs", "--state", "waiting", "--json").json()] == ["job-1", "job-2"]
+
+
+def test_jobs_says_when_a_state_is_empty(cli_env: str, run_cli: Run) -> None:
+    result = run_cli("jobs", "--state", "failed")
+    assert (result.code, result.out.strip()) == (0, "no failed jobs")
+
+
+def test_job_shows_the_error_of_each_failed_attempt(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    on_queue(_one_completed_one_failed)
+    result = run_cli("job", "bad-2")
+    assert result.code == 0
+    assert "job bad-2: failed" in result.out
+    assert "AUTH_ERROR" in result.out and "provider said no" in result.out
+    assert run_cli("job", "done-1", "--json").json()["state"] == "completed"
+
+
+def test_job_that_does_not_exist_exits_not_found(cli_env: str, run_cli: Run) -> None:
+    result = run_cli("job", "nope")
+    assert result.code == EXIT_NOT_FOUND
+    assert "no job 'nope'" in result.err and "Traceback" not in result.err
+
+
+def test_retry_failed_moves_failed_jobs_back_to_waiting(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    on_queue(_one_completed_one_failed)
+    result = run_cli("retry-failed")
+    assert result.code == 0 and "moved 1 failed job(s)" in result.out
+
+    async def states(queue: Queue, consumer: Consumer) -> dict[str, int]:
+        return await queue.counts()
+
+    counts = on_queue(states)
+    assert counts["failed"] == 0 and counts["waiting"] == 1
+
+
+def test_retry_failed_of_a_job_that_has_not_failed_exits_non_zero(
+        cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    on_queue(_two_waiting)
+    result = run_cli("retry-failed", "job-1")
+    assert result.code == 1
+    assert "only failed jobs can be retried" in result.err
+
+
+def test_clean_removes_finished_jobs_older_than_the_age(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    on_queue(_one_completed_one_failed)
+    assert "removed 0 completed" in run_cli("clean", "--state", "completed", "--older-than", "7d").out
+    result = run_cli("clean", "--state", "completed", "--older-than", "0")
+    assert result.code == 0 and "removed 1 completed" in result.out
+
+    async def jobs(queue: Queue, consumer: Consumer) -> tuple[object, object]:
+        return await queue.get("done-1"), await queue.get("bad-2")
+
+    done, bad = on_queue(jobs)
+    assert done is None and bad is not None
+
+
+def test_clean_refuses_a_bad_age_with_a_usage_error(cli_env: str, run_cli: Run) -> None:
+    result = run_cli("clean", "--state", "completed", "--older-than", "a week")
+    assert result.code == 2
+    assert "not a duration" in result.err
+
+
+def test_pause_and_resume_flip_the_queue_flag(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    async def paused(queue: Queue, consumer: Consumer) -> bool:
+        return await queue.is_paused()
+
+    assert run_cli("pause").code == 0
+    assert on_queue(paused) is True
+    assert "(PAUSED)" in run_cli("stats").out
+    assert run_cli("resume").code == 0
+    assert on_queue(paused) is False
+
+
+def test_unreachable_redis_is_reported_in_plain_words(run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    result = run_cli("stats")
+    assert result.code == EXIT_UNAVAILABLE
+    assert "cannot reach Redis at redis://127.0.0.1:" in result.err and "Traceback" not in result.err
+
+
+def test_invalid_configuration_exits_3_naming_the_variable(run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CERTIFICATION_CONCURRENCY", "0")
+    result = run_cli("stats")
+    assert result.code == 3
+    assert "CERTIFICATION_CONCURRENCY" in result.err
+
+
+@pytest.mark.parametrize(("text", "ms"), [("7d", 604_800_000), ("90s", 90_000), ("15m", 900_000), ("0", 0),
+                                          ("1.5h", 5_400_000), ("250ms", 250), ("2w", 1_209_600_000)])
+def test_durations_read_like_operators_write_them(text: str, ms: int) -> None:
+    assert parse_duration_ms(text) == ms
