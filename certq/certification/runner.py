@@ -77,7 +77,12 @@ class _Run:
                 retry += 1
                 self.recorder.on_retry()
                 log.info(
-                    "certify %s: %s, retry %d in %.2fs", self.endpoint.api_model_id, error.category.value, retry, delay
+                    "certify %s: %s (%s), retry %d in %.2fs",
+                    self.endpoint.api_model_id,
+                    error.category.value,
+                    self.redact(error.message, 200),
+                    retry,
+                    delay,
                 )
                 await self.config.sleep(delay)
                 continue

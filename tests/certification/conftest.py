@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
 from certq.certification import RunConfig
+from certq.certification.localmodel import start_tiny_model_server, stop_llama_server
 
 
 @dataclass
@@ -47,3 +49,26 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+LLAMA_API_KEY = "sk-local-llama-test-key"
+
+
+@pytest.fixture(scope="session")
+def scripted_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama-cpp-python server (API key LLAMA_API_KEY) serving the scripted tiny model: its /v1 URL."""
+    url, process, _ = start_tiny_model_server(tmp_path_factory.mktemp("scripted"), "scripted", api_key=LLAMA_API_KEY)
+    try:
+        yield url
+    finally:
+        stop_llama_server(process)
+
+
+@pytest.fixture(scope="session")
+def random_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama-cpp-python server serving random weights: protocol fine, answers nonsense."""
+    url, process, _ = start_tiny_model_server(tmp_path_factory.mktemp("random"), "random")
+    try:
+        yield url
+    finally:
+        stop_llama_server(process)

@@ -473,14 +473,18 @@ class BedrockHandler(_Base):
         self._json(status, {"message": message}, {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/"})
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops SYNs when probes connect concurrently
+
+
 @contextmanager
 def serve(handler: type[_Base], behaviour: str = "ok", failures: int | None = None) -> Iterator[tuple[str, StubState]]:
     """Serve on 127.0.0.1:<free port>; yields (root URL, state). With `failures`, an error behaviour answers
     that many times, then behaves like "ok"."""
     state = StubState(behaviour, failures_left=failures)
     bound = type(f"{handler.__name__}Bound", (handler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), bound)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), bound)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -1,0 +1,73 @@
+"""Certification against a real model server nobody here wrote: llama-cpp-python serving tiny generated GGUFs."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from certq.certification import ModelEndpoint, run_certification
+from certq.cli import main
+from tests.certification.conftest import LLAMA_API_KEY
+
+pytestmark = pytest.mark.slow
+
+
+async def test_the_scripted_model_is_certified(scripted_llama: str) -> None:
+    verdict = await run_certification(ModelEndpoint("openai", "tiny-scripted", "local", scripted_llama, LLAMA_API_KEY))
+    assert verdict.status == "CERTIFIED", verdict.to_json()
+    assert verdict.passed and verdict.error_category is None and verdict.rating == "A"
+    results = {p["name"]: p for p in verdict.test_results}
+    failed = [name for name, p in results.items() if not p["passed"]]
+    assert failed == [], [results[name]["detail"] for name in failed]
+    # llama-cpp-python reports the invalid request as 500, which costs half of that check, nothing more.
+    assert results["robustness"]["score"] == 75
+    metrics = verdict.metrics
+    assert metrics["requests"] == 20 and metrics["retries"] == 0
+    assert metrics["httpStatusCounts"] == {"200": 19, "500": 1}
+    assert metrics["modelReported"] == ["tiny-scripted"]
+    assert metrics["outputTokensPerSecond"]["method"] == "chunk_count"  # this server ignores include_usage
+    assert metrics["ttftMs"]["p50"] is not None and metrics["latencyMs"]["p95"] is not None
+    assert LLAMA_API_KEY not in orjson.dumps(verdict.to_json()).decode()
+
+
+async def test_the_random_model_fails_on_quality_not_on_infrastructure(random_llama: str) -> None:
+    verdict = await run_certification(ModelEndpoint("openai", "tiny-random", "local", random_llama))
+    assert verdict.status != "CERTIFIED" and not verdict.passed
+    assert verdict.error_category == "QUALITY_BELOW_THRESHOLD" and not verdict.retryable
+    results = {p["name"]: p for p in verdict.test_results}
+    assert all(p["outcome"] == "scored" for p in results.values())
+    assert results["connectivity"]["passed"] and results["streaming"]["passed"]
+    assert not results["deterministic_qa"]["passed"] and not results["json_output"]["passed"]
+    assert verdict.metrics["errorCounts"] == {}
+
+
+async def test_a_wrong_api_key_is_an_auth_error(scripted_llama: str) -> None:
+    verdict = await run_certification(ModelEndpoint("openai", "tiny-scripted", "local", scripted_llama, "sk-wrong-1"))
+    assert verdict.error_category == "AUTH_ERROR" and not verdict.retryable
+    assert verdict.metrics["requests"] == 1
+
+
+def test_the_cli_certifies_the_scripted_model_as_json(
+    scripted_llama: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CERTQ_TEST_LLAMA_KEY", LLAMA_API_KEY)
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "certify",
+                "--provider",
+                "openai",
+                "--base-url",
+                scripted_llama,
+                "--model",
+                "tiny-scripted",
+                "--api-key-env",
+                "CERTQ_TEST_LLAMA_KEY",
+                "--json",
+            ]
+        )
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    body = orjson.loads(out)
+    assert body["status"] == "CERTIFIED" and body["region"] == "local"
+    assert LLAMA_API_KEY not in out
