@@ -1,0 +1,55 @@
+"""The app around the routes: OpenAPI from the pydantic models, health and metrics, start-up refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+import httpx
+import pytest
+
+from certq.api.app import ENDPOINTS
+
+
+async def test_openapi_documents_every_route_with_its_models(api_server: Any) -> None:
+    async with httpx.AsyncClient(base_url=api_server.url) as http:
+        document = (await http.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.1")
+    for endpoint in ENDPOINTS:
+        operation = document["paths"][endpoint.path][endpoint.method.lower()]
+        if endpoint.body is not None:
+            ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith(endpoint.body.__name__)
+    schemas = document["components"]["schemas"]
+    assert set(schemas["CertifyBody"]["properties"]) == {"modelId", "region", "priority"}
+    assert schemas["CertifyBody"]["additionalProperties"] is False
+    assert "certifications" in schemas["JobDetail"]["properties"]
+
+
+async def test_health_ready_and_metrics_answer_on_the_api(api_server: Any) -> None:
+    async with httpx.AsyncClient(base_url=api_server.url, headers=api_server.headers) as http:
+        health = await http.get("/health")
+        ready = await http.get("/ready")
+        await http.get("/api/models")
+        text = await http.get("/metrics", headers={"Accept": "text/plain"})
+        seed = await http.get("/metrics", headers={"Accept": "application/json"})
+    assert health.status_code == 200 and health.json()["status"] == "healthy"
+    assert health.json()["api"]["queueName"] == api_server.settings.queue_name
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert 'certq_api_requests_total{method="GET",route="list_models",status="2xx"}' in text.text
+    assert set(seed.json()["queue"]) == {"waiting", "active", "completed", "failed", "delayed"}
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"CERTQ_ENV": "production", "API_TOKENS": ""}, "API_TOKENS"),
+    ({"CERTQ_ENV": "production", "API_TOKENS": "t", "BULL_BOARD_PASSWORD": "admin123"}, "BULL_BOARD_PASSWORD"),
+    ({"API_PORT": "not-a-port"}, "API_PORT"),
+])
+def test_api_refuses_to_start_with_unsafe_or_invalid_configuration(env: dict[str, str], variable: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "certq.api"], env={**os.environ, **env}, capture_output=True,
+                            text=True, timeout=60, cwd=tempfile.gettempdir())
+    assert result.returncode == 3
+    assert variable in result.stderr and "Traceback" not in result.stderr
