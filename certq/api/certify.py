@@ -153,3 +153,41 @@ async def cancel(services: Services, job_id: UUID) -> Answer:
                           removed_from_queue=removed, stopped_running=flagged,
                           already_finished=outcome.already_finished)
     return 200, _dump(answer)
+
+
+async def certify_order(
+    services: Services, mode: str, model_ids: list[str], regions: list[str], priority: str = "normal"
+) -> Answer:
+    """The routes' certify logic for other front ends (the dashboard): `mode` is single, multiple or all.
+
+    Input is validated by the same pydantic bodies; any refusal comes back as (status, problem body).
+    """
+    from pydantic import ValidationError
+
+    from certq.api.problems import validation_problem
+    from certq.api.schemas import CertifyAllBody, CertifyBody, CertifyMultipleBody
+
+    try:
+        if mode == "single":
+            if len(model_ids) != 1 or len(regions) != 1:
+                raise Problem(400, "single needs exactly one model and one region", field="modelIds")
+            one = CertifyBody.model_validate({"modelId": model_ids[0], "region": regions[0], "priority": priority},
+                                             strict=False)
+            return await certify_one(services, one.model_id, one.region, one.priority)
+        if mode == "multiple":
+            many = CertifyMultipleBody.model_validate({"modelIds": model_ids, "regions": regions,
+                                                       "priority": priority}, strict=False)
+            return await certify_batch(services, list(many.model_ids), list(many.regions), many.priority)
+        if mode == "all":
+            every = CertifyAllBody.model_validate({"regions": regions, "priority": priority}, strict=False)
+            return await certify_batch(services, None, list(every.regions), every.priority)
+        raise Problem(400, f"mode must be single, multiple or all, not {mode!r}", field="mode")
+    except ValidationError as exc:
+        problem = validation_problem(exc)
+    except Problem as exc:
+        problem = exc
+    body: dict[str, Any] = {"type": f"/problems/{problem.kind}", "status": problem.status, "detail": problem.detail,
+                            "field": problem.field}
+    if problem.errors:
+        body["errors"] = problem.errors
+    return problem.status, body
