@@ -141,7 +141,8 @@ def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: f
     print()
     print(render_verdict(outcome))
     print()
-    print(render_next_steps(api_url, worker_url, token, board_password, str(outcome.get("jobId", "")), stack))
+    print(render_next_steps(api_url, worker_url, token, board_password, str(outcome.get("jobId", "")), stack,
+                            args.ci))
     return EXIT_OK
 
 
@@ -203,8 +204,10 @@ def _target(settings: Settings, stack: Stack) -> Target:
                            "local model: run `python3 -m certq.bootstrap demo`, or pip install -e '.[llm]'",
                            EXIT_UNAVAILABLE)
     _say("no OPENAI_BASE_URL or AWS credentials: generating a tiny model and serving it with llama.cpp")
+    model_dir = stack.workdir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
     try:
-        base_url, process, _path = start_tiny_model_server(stack.workdir / "model", "scripted")
+        base_url, process, _path = start_tiny_model_server(model_dir, "scripted")
     except (LocalServerError, OSError) as exc:
         raise CommandError(f"the local model server did not start: {exc}", EXIT_UNAVAILABLE) from None
     stack.on_close("model server", lambda: stop_llama_server(process))
@@ -291,7 +294,7 @@ def _expect(response: httpx.Response, what: str) -> dict[str, Any]:
 
 
 def render_next_steps(api_url: str, worker_url: str, token: str, board_password: str, job_id: str,
-                      stack: Stack) -> str:
+                      stack: Stack, ci: bool) -> str:
     return "\n".join([
         "Where to look next:",
         f"  API             {api_url}   (bearer token: {token})",
@@ -299,8 +302,7 @@ def render_next_steps(api_url: str, worker_url: str, token: str, board_password:
         f"  API reference   {api_url}/openapi.json",
         f"  dashboard       {api_url}/admin/queues   (user admin, password {board_password})",
         f"  worker          {worker_url}/health   metrics: {worker_url}/metrics",
-        f"  logs            {stack.workdir}/api.log, {stack.workdir}/worker.log",
-    ])
+    ] + ([] if ci else [f"  logs            {stack.workdir}/api.log, {stack.workdir}/worker.log"]))
 
 
 def _wait_for_interrupt(stack: Stack) -> None:

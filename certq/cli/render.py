@@ -30,11 +30,27 @@ def render_verdict(certification: dict[str, Any]) -> str:
                  f"{p['latencyMs']:.0f} ms" if isinstance(p.get("latencyMs"), int | float) else "-",
                  str(p.get("detail") or "")[:70]] for p in probes]
         lines += ["", table(rows, ["probe", "result", "score", "latency", "detail"])]
-    metrics = certification.get("metrics") or {}
-    if metrics:
-        shown = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-                          if isinstance(v, int | float | str))
+    shown = render_metrics(certification.get("metrics") or {})
+    if shown:
         lines += ["", f"metrics: {shown}"]
     if certification.get("errorCategory"):
         lines += ["", f"error: {certification['errorCategory']}: {certification.get('errorMessage') or ''}"]
     return "\n".join(lines)
+
+
+_METRICS = (("latency p50", ("latencyMs", "p50"), " ms"), ("p95", ("latencyMs", "p95"), " ms"),
+            ("time to first token p50", ("ttftMs", "p50"), " ms"),
+            ("output", ("outputTokensPerSecond", "p50"), " tokens/s"), ("tokens", ("tokens", "total"), ""),
+            ("requests", ("requests",), ""), ("retries", ("retries",), ""))
+
+
+def render_metrics(metrics: dict[str, Any]) -> str:
+    """The few numbers an operator looks at first, from the verdict's `metrics` object."""
+    parts: list[str] = []
+    for label, path, unit in _METRICS:
+        value: Any = metrics
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            parts.append(f"{label} {value:.0f}{unit}" if isinstance(value, float) else f"{label} {value}{unit}")
+    return ", ".join(parts)

@@ -1,0 +1,77 @@
+"""The README's first command end to end: private servers, API, worker, a real llama.cpp model, a verdict."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _demo_env(tmp_path: Path) -> dict[str, str]:
+    """No REDIS_URL/DATABASE_URL/provider credentials: the demo must start and serve everything itself."""
+    drop = {"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "DATABASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "CERTQ_DEMO_MODEL",
+            "REDIS_SENTINELS", "REDIS_CLUSTER_NODES"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    return env
+
+
+def _pids(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"\(pid (\d+)\)", output)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_demo_certifies_the_local_model_and_leaves_nothing_running(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "certq", "demo", "--ci", "--timeout", "120"], cwd=tmp_path,
+                          env=_demo_env(tmp_path), capture_output=True, text=True, timeout=170)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "certifying the local llama.cpp server" in out
+    assert re.search(r"Verdict: (CERTIFIED|QUALITY_WARNING|FAILED) +score [\d.]+/100 +rating [A-F]", out), out
+    assert re.search(r"^connectivity +PASS", out, re.MULTILINE), out
+    assert "Where to look next:" in out and "bearer token:" in out and "/admin/queues" in out
+    assert "stopped everything it started" in out
+    pids = _pids(out)
+    assert len(pids) >= 4, out  # redis, model server, API, worker
+    assert [pid for pid in pids if _alive(pid)] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_an_interactive_demo_cleanly(tmp_path: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "certq", "demo", "--timeout", "120"], cwd=tmp_path,
+                               env=_demo_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 150
+    for line in process.stdout:
+        lines.append(line)
+        if "press Ctrl-C to stop" in line or time.monotonic() > deadline:
+            break
+    assert any("press Ctrl-C to stop" in line for line in lines), "".join(lines)
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    out = "".join(lines) + rest
+    assert process.returncode == 130, out
+    assert "stopped everything it started" in out
+    assert [pid for pid in _pids(out) if _alive(pid)] == []
