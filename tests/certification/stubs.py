@@ -71,6 +71,7 @@ class StubState:
     release: threading.Event = field(default_factory=threading.Event)
     received: threading.Event = field(default_factory=threading.Event)
     failures_left: int | None = None  # None: misbehave on every request
+    delay_s: float = 0.0  # added before every answer (benchmarks: a slow hosted model)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def should_fail(self) -> bool:
@@ -112,6 +113,8 @@ class _Base(BaseHTTPRequestHandler):
             body = {}
         self.state.requests.append(Recorded(self.path, dict(self.headers.items()), body))
         self.state.received.set()
+        if self.state.delay_s:
+            self.state.release.wait(self.state.delay_s)
         return raw, body
 
     def _chunk(self, data: bytes) -> None:
@@ -479,10 +482,12 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(handler: type[_Base], behaviour: str = "ok", failures: int | None = None) -> Iterator[tuple[str, StubState]]:
+def serve(
+    handler: type[_Base], behaviour: str = "ok", failures: int | None = None, delay_s: float = 0.0
+) -> Iterator[tuple[str, StubState]]:
     """Serve on 127.0.0.1:<free port>; yields (root URL, state). With `failures`, an error behaviour answers
     that many times, then behaves like "ok"."""
-    state = StubState(behaviour, failures_left=failures)
+    state = StubState(behaviour, failures_left=failures, delay_s=delay_s)
     bound = type(f"{handler.__name__}Bound", (handler,), {"state": state})
     server = _Server(("127.0.0.1", 0), bound)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
