@@ -38,6 +38,7 @@ class Board:
     """A served dashboard: `client` is signed in and sends the CSRF header on POSTs."""
 
     url: str
+    user: str
     queue: Queue
     store: Store
     deps: StaticDeps
@@ -56,8 +57,14 @@ def queue_config(key_prefix: str) -> QueueConfig:
 
 
 @pytest.fixture
-def board_settings(key_prefix: str) -> Settings:
-    return load_settings(board_username=USER, board_password=PASSWORD, queue_prefix=key_prefix,
+def board_user() -> str:
+    """A user name of this test only, so its audit entries are told apart from other tests' ones."""
+    return f"{USER}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def board_settings(key_prefix: str, board_user: str) -> Settings:
+    return load_settings(board_username=board_user, board_password=PASSWORD, queue_prefix=key_prefix,
                          board_path=BOARD_PATH)
 
 
@@ -103,6 +110,7 @@ class Api:
     """The real API (create_app) with its dashboard; `board` is a signed-in client of /admin/queues/."""
 
     url: str
+    user: str
     token: str
     settings: Settings
     queue: Queue
@@ -113,37 +121,38 @@ class Api:
 @pytest.fixture
 async def api(
     redis_client: aioredis.Redis, store: Store, queue_config: QueueConfig, key_prefix: str,
-    migrated_database_url: str, redis_url: str,
+    migrated_database_url: str, redis_url: str, board_user: str,
 ) -> AsyncIterator[Api]:
     from certq.api import create_app
 
     token = f"test-{uuid.uuid4().hex}"
     settings = Settings.model_validate({
         "DATABASE_URL": migrated_database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": key_prefix,
-        "API_TOKENS": token, "BULL_BOARD_USERNAME": USER, "BULL_BOARD_PASSWORD": PASSWORD,
+        "API_TOKENS": token, "BULL_BOARD_USERNAME": board_user, "BULL_BOARD_PASSWORD": PASSWORD,
     })
     queue = Queue(redis_client, queue_config)
     app = create_app(settings, store=store, queue=queue)
     async with serving(app) as url:
         client = httpx.AsyncClient(base_url=url + BOARD_PATH + "/", timeout=10,
-                                   headers={"Authorization": basic(USER, PASSWORD), "X-Certq-Board": "1"})
+                                   headers={"Authorization": basic(board_user, PASSWORD), "X-Certq-Board": "1"})
         try:
-            yield Api(url=url, token=token, settings=settings, queue=queue, store=store, board=client)
+            yield Api(url=url, user=board_user, token=token, settings=settings, queue=queue, store=store, board=client)
         finally:
             await client.aclose()
 
 
 @pytest.fixture
 async def board(
-    redis_client: aioredis.Redis, store: Store, queue_config: QueueConfig, board_settings: Settings
+    redis_client: aioredis.Redis, store: Store, queue_config: QueueConfig, board_settings: Settings, board_user: str
 ) -> AsyncIterator[Board]:
     queue = Queue(redis_client, queue_config)
     deps = StaticDeps(queue=queue, store=store)
     server, url = await serve_board(board_settings, deps)
-    client = httpx.AsyncClient(base_url=url + BOARD_PATH + "/", headers={"Authorization": basic(USER, PASSWORD)},
+    client = httpx.AsyncClient(base_url=url + BOARD_PATH + "/", headers={"Authorization": basic(board_user, PASSWORD)},
                                timeout=10)
     try:
-        yield Board(url=url, queue=queue, store=store, deps=deps, client=client, settings=board_settings)
+        yield Board(url=url, user=board_user, queue=queue, store=store, deps=deps, client=client,
+                    settings=board_settings)
     finally:
         await client.aclose()
         await server.stop()

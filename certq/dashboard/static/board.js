@@ -163,7 +163,7 @@ views.queue = async (main, [state = "waiting"]) => {
     h("button", { class: "btn", type: "button", id: "retry-all",
       onclick: () => act("api/jobs/retry-failed", {}, "Move every failed job back to waiting?") }, "Retry all failed"),
     cleanForm(state));
-  main.append(h("h2", {}, `Jobs ${state}`), toolbar, body);
+  main.append(h("h2", {}, `${state.charAt(0).toUpperCase()}${state.slice(1)} jobs`), toolbar, body);
   document.querySelectorAll("#counts a").forEach((a) => a.setAttribute("aria-current", a.dataset.state === state));
   let last = "";
   const load = async () => {
@@ -258,6 +258,7 @@ function jobDetail(id, job, cert) {
         h("dt", {}, "Finished"), h("dd", {}, fmtTime(job.finishedAt)),
         job.dueAt ? [h("dt", {}, "Due"), h("dd", {}, fmtTime(job.dueAt))] : null,
         h("dt", {}, "Progress"), h("dd", {}, progressText(job.progress)),
+        job.lastError ? [h("dt", {}, "Last error"), h("dd", {}, job.lastError)] : null,
         job.errorCategory ? [h("dt", {}, "Error category"), h("dd", {}, job.errorCategory)] : null),
       h("div", { class: "toolbar" }, rowActions(job))));
     out.push(h("h3", {}, "Payload"), h("pre", {}, JSON.stringify(job.payload, null, 2)));
@@ -385,7 +386,10 @@ views.certifications = async (main) => {
   data.regions.map((region) => {
     const c = cells.get(`${m.id}|${region}`);
     const offered = m.regions.includes(region);
-    if (!c && !offered) return h("td", { class: "c-none" }, h("span", { class: "sr-only" }, "not offered"), "");
+    if (!c && !offered) {
+      return h("td", { class: "c-none" }, h("span", { "aria-hidden": "true" }, "\u2014"),
+        h("span", { class: "sr-only" }, "not offered"));
+    }
     const label = c ? `${m.name} in ${region}: ${c.status}, rating ${c.rating || "none"}, score ${c.score ?? "none"}`
       : `${m.name} in ${region}: not certified yet`;
     return h("td", { class: "cell" }, h("button", { type: "button", class: `cell c-${c ? c.status : "none"}`,
@@ -437,7 +441,8 @@ views.pair = async (main, [modelId, region]) => {
     chart(runs),
     table(["Run", "Status", { label: "Score", cls: "num" }, { label: "p50 latency ms", cls: "num" }, "Finished",
       "Probes and metrics"],
-    runs.slice().reverse().map((r) => h("tr", {}, h("td", {}, jobLink(r.id)), h("td", {}, statusBadge(r.status)),
+    runs.slice().reverse().map((r) => h("tr", { "data-run": r.id }, h("td", {}, jobLink(r.id)),
+      h("td", {}, statusBadge(r.status)),
       h("td", { class: "num" }, r.score === null ? "–" : `${r.score} (${r.rating})`),
       h("td", { class: "num" }, r.latencyP50Ms ?? "–"), h("td", {}, fmtTime(r.completedAt)),
       h("td", {}, r.testResults ? h("details", {}, h("summary", {}, `${r.testResults.length} probes`),
@@ -494,7 +499,8 @@ function chart(runs) {
 
 // ---- routing ----
 
-async function route() {
+// Focus moves to the new view only on navigation, so the first Tab of a fresh page reaches the skip link.
+async function route(event) {
   const parts = (location.hash.replace(/^#\/?/, "") || "queue").split("/").map(decodeURIComponent);
   const name = views[parts[0]] ? parts[0] : "queue";
   document.querySelectorAll("nav a").forEach((a) => {
@@ -511,7 +517,7 @@ async function route() {
   } catch (err) {
     main.append(h("p", { class: "notice error" }, `Could not load this view: ${err.message}`));
   }
-  main.focus({ preventScroll: true });
+  if (event) main.focus({ preventScroll: true });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -521,6 +527,6 @@ document.addEventListener("DOMContentLoaded", () => {
     else act("api/queue/pause", {}, "Pause the queue? Workers finish their running jobs and claim no new ones.");
   });
   window.addEventListener("hashchange", route);
-  route().then(tick);
+  route(null).then(tick);
   startPolling();
 });

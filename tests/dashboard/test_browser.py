@@ -1,0 +1,258 @@
+"""The dashboard in a real headless Chromium against the real API, Redis, PostgreSQL and a running worker loop.
+
+Screenshots of each main view go to $CERTQ_SCREENSHOT_DIR when it is set (docs/img/ holds the committed
+ones: `CERTQ_SCREENSHOT_DIR=docs/img pytest tests/dashboard/test_browser.py`), else to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from certq.queue import ActiveJob, JobFailed, Runner
+from tests.dashboard.conftest import BOARD_PATH, PASSWORD, Api, VerdictMaker
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
+                       reason="Debian's chromium is not installed (the bootstrap installs it)"),
+    pytest.mark.timeout(60),
+]
+expect.set_options(timeout=10_000)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Callable[[Page, str], Awaitable[None]]:
+    target = Path(os.environ.get("CERTQ_SCREENSHOT_DIR") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+
+    async def shoot(page: Page, name: str) -> None:
+        await page.screenshot(path=str(target / f"dashboard-{name}.png"), full_page=True)
+
+    return shoot
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, api: Api) -> AsyncIterator[Page]:
+    context = await browser.new_context(http_credentials={"username": api.user, "password": PASSWORD},
+                                        viewport={"width": 1280, "height": 860})
+    opened = await context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield opened
+    finally:
+        await context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+class Worker:
+    """A Runner on the test's queue with a handler the test steers: `gate` holds jobs marked {"wait": true};
+    jobs marked {"flaky": true} fail for good on their first run and pass when retried."""
+
+    def __init__(self, api: Api) -> None:
+        self.gate = asyncio.Event()
+        self.seen: set[str] = set()
+        self.runner = Runner(api.queue.redis, api.queue.config, self.handle, concurrency=3,
+                             consumer_id=f"e2e-{uuid.uuid4().hex[:6]}", grace_ms=500, info={"health_port": 3002})
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def handle(self, active: ActiveJob) -> Any:
+        payload = active.job.payload
+        await active.progress({"done": 0, "total": 1})
+        if payload.get("wait"):
+            await self.gate.wait()
+        if payload.get("flaky") and active.job.id not in self.seen:
+            self.seen.add(active.job.id)
+            raise JobFailed("upstream answered 503 Service Unavailable", final=True, category="SERVER_ERROR")
+        await active.progress({"done": 1, "total": 1})
+        return {"ok": True, "echo": payload}
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.runner.run(self.stop))
+
+    async def close(self) -> None:
+        self.gate.set()
+        self.stop.set()
+        if self.task is not None:
+            async with asyncio.timeout(10):
+                await self.task
+
+
+@pytest.fixture
+async def worker(api: Api) -> AsyncIterator[Worker]:
+    started = Worker(api)
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+async def open_board(page: Page, api: Api, view: str = "") -> None:
+    await page.goto(f"{api.url}{BOARD_PATH}{('/#/' + view) if view else ''}")
+    await expect(page.locator("#updated")).to_contain_text("Updated")
+
+
+async def test_counts_change_live_while_a_worker_runs(page: Page, api: Api, worker: Worker, shots: Any) -> None:
+    for n in range(3):
+        await api.queue.enqueue({"n": n, "wait": True, "modelId": str(uuid.uuid4()), "region": "eu-west-1"})
+    await open_board(page, api)
+    await expect(page.locator("#count-waiting")).to_have_text("3")
+    await expect(page.locator("tbody tr[data-job]")).to_have_count(3)
+
+    worker.start()
+    await expect(page.locator("#count-active")).to_have_text("3")
+    await expect(page.locator("#count-waiting")).to_have_text("0")
+    await page.click("a[data-state=active]")
+    await expect(page.locator("tbody tr[data-job]")).to_have_count(3)
+    await shots(page, "queue")
+
+    worker.gate.set()
+    await expect(page.locator("#count-completed")).to_have_text("3")
+    await expect(page.locator("#count-active")).to_have_text("0")
+
+    await page.click("nav >> text=Workers")
+    await expect(page.locator("main")).to_contain_text(worker.runner.id)
+    await expect(page.locator("main")).to_contain_text("3002")
+    await shots(page, "workers")
+
+
+async def test_a_failed_job_is_opened_retried_and_completes(page: Page, api: Api, worker: Worker,
+                                                              shots: Any) -> None:
+    worker.start()
+    job = await api.queue.enqueue({"flaky": True, "region": "us-east-1"}, max_attempts=2)
+    await open_board(page, api)
+    await expect(page.locator("#count-failed")).to_have_text("1")
+    await page.click("a[data-state=failed]")
+    await page.click(f"tr[data-job='{job.id}'] a")
+    await expect(page.locator("#job-state")).to_contain_text("Failed")
+    await expect(page.locator("main")).to_contain_text("upstream answered 503 Service Unavailable")
+    await expect(page.locator("main")).to_contain_text("SERVER_ERROR")
+    await shots(page, "job")
+
+    await page.get_by_role("button", name="Retry", exact=True).click()
+    await expect(page.locator("#notice")).to_contain_text("moved from failed to waiting")
+    await expect(page.locator("#job-state")).to_contain_text("Completed")
+    await expect(page.locator("main")).to_contain_text('"ok": true')
+    await expect(page.locator("#count-failed")).to_have_text("0")
+
+
+async def test_pause_asks_first_stops_claiming_and_resume_lets_the_job_run(page: Page, api: Api, worker: Worker,
+                                                                          shots: Any) -> None:
+    worker.start()
+    await open_board(page, api)
+    await page.click("#pause-toggle")
+    await page.click("#confirm-cancel")
+    await expect(page.locator("#notice")).to_contain_text("nothing was changed")
+    assert not await api.queue.is_paused()
+
+    await page.click("#pause-toggle")
+    await page.click("#confirm-ok")
+    await expect(page.locator("#queue-state")).to_contain_text("Paused")
+    assert await api.queue.is_paused()
+    await api.queue.enqueue({"n": 1})
+    await expect(page.locator("#count-paused")).to_have_text("1")
+
+    await page.click("#pause-toggle")
+    await expect(page.locator("#queue-state")).to_contain_text("Running")
+    await expect(page.locator("#count-completed")).to_have_text("1")
+
+    await page.click("nav >> text=Audit log")
+    mine = page.locator("main tbody tr", has_text=api.user)
+    await expect(mine).to_have_count(2)
+    await expect(mine.nth(0)).to_contain_text("resume")
+    await expect(mine.nth(1)).to_contain_text("pause")
+    await shots(page, "audit")
+
+
+async def test_certification_matrix_pair_history_and_certify_form(
+    page: Page, api: Api, make_model: Any, finished_run: VerdictMaker, shots: Any
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    good = await make_model(name=f"llama-{tag}", regions=["eu-west-1", "us-east-1"])
+    weak = await make_model(name=f"tiny-{tag}", regions=["eu-west-1"])
+    for score, latency in ((78, 420), (86, 310), (93, 240)):
+        await finished_run(good, "eu-west-1", status="CERTIFIED" if score >= 80 else "QUALITY_WARNING",
+                           score=score, latency_ms=latency)
+    await finished_run(good, "us-east-1", status="QUALITY_WARNING", score=72)
+    await finished_run(weak, "eu-west-1", status="FAILED", score=35, category="QUALITY_BELOW_THRESHOLD")
+
+    await open_board(page, api, "certifications")
+    cell = page.get_by_role("button", name=f"llama-{tag} in eu-west-1: CERTIFIED, rating A, score 93")
+    await expect(cell).to_contain_text("Certified")
+    await expect(page.get_by_role("button", name=f"tiny-{tag} in eu-west-1: FAILED, rating F, score 35"))\
+        .to_contain_text("Failed")
+    await shots(page, "certifications")
+
+    await cell.click()
+    await expect(page.locator("main h2")).to_contain_text(f"llama-{tag} in eu-west-1")
+    await expect(page.locator("svg.chart circle")).to_have_count(3)
+    await expect(page.locator("main tr[data-run]")).to_have_count(3)
+    await shots(page, "pair")
+
+    await page.click("text=Back to the matrix")
+    await page.select_option("#cf-mode", "multiple")
+    await page.check(f"label:has-text('tiny-{tag}') input")
+    await page.check("label:has-text('eu-west-1') input")
+    await page.get_by_role("button", name="Certify", exact=True).click()
+    await expect(page.locator("#notice")).to_contain_text("1 certification(s) requested in eu-west-1")
+    await expect(page.locator("#count-waiting")).to_have_text("1")
+
+
+async def test_history_search_runs_over_postgresql(page: Page, api: Api, make_model: Any,
+                                                   finished_run: VerdictMaker, shots: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    model = await make_model(name=f"search-{tag}", regions=["eu-west-1", "ap-south-1"])
+    await finished_run(model, "eu-west-1", status="CERTIFIED", score=91)
+    failed = await finished_run(model, "ap-south-1", status="FAILED", score=12, category="QUALITY_BELOW_THRESHOLD")
+    await open_board(page, api, "history")
+    await page.fill("#q-model", tag)
+    await page.select_option("#q-status", "FAILED")
+    await page.click("button:has-text('Search')")
+    rows = page.locator("main tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("ap-south-1")
+    await shots(page, "history")
+    await rows.first.locator("a").click()
+    await expect(page.locator("main")).to_contain_text(str(failed))
+    await expect(page.locator("main")).to_contain_text("QUALITY_BELOW_THRESHOLD")
+
+
+async def test_phone_width_keeps_counts_and_navigation_usable(browser: Browser, api: Api, shots: Any) -> None:
+    context = await browser.new_context(http_credentials={"username": api.user, "password": PASSWORD},
+                                        viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        phone = await context.new_page()
+        await api.queue.enqueue({"n": 1})
+        await open_board(phone, api)
+        await expect(phone.locator("#count-waiting")).to_have_text("1")
+        width = await phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
+        await phone.keyboard.press("Tab")
+        focused = await phone.evaluate("document.activeElement.textContent")
+        assert focused == "Skip to content"
+        await shots(phone, "phone")
+    finally:
+        await context.close()
