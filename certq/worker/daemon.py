@@ -38,6 +38,7 @@ CLAIM_ERROR_WINDOW_S = 3.0
 DATABASE_WAIT_S = 10.0
 """A job claimed while PostgreSQL is away waits this long for it, then goes back to wait unburnt."""
 
+STARTUP_DATABASE_WAIT_S = 5.0
 RECONCILE_PERIOD_S = 60.0
 RECONCILE_AGE_S = 60.0
 """Only runs untouched this long are reconciled (younger ones may be being enqueued right now)."""
@@ -106,6 +107,8 @@ class Worker:
                 "queue": settings.queue_name, "prefix": settings.queue_prefix, "concurrency": settings.concurrency,
                 "health_port": health.port, "timeout_ms": settings.timeout_ms, "consumer": runner.id,
                 "shutdown_grace_s": settings.shutdown_grace_s})
+            # Jobs claimed before PostgreSQL answers would only wait for it; start claiming either way.
+            await _first_of(self.database.up, self.stop_event, within=STARTUP_DATABASE_WAIT_S)
             self.phase = "running"
             await runner.run(self.stop_event, force_event=self.force_event)
         finally:
@@ -245,3 +248,12 @@ class Worker:
                             queue_counts=self.queue_counts, registry=self.metrics.registry,
                             before_scrape=self.before_scrape)
 
+
+
+async def _first_of(*events: asyncio.Event, within: float) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
