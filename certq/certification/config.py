@@ -16,6 +16,7 @@ class RunConfig:
     read_timeout_s: float = 60.0
     stream_idle_timeout_s: float = 30.0
     request_deadline_s: float = 120.0
+    run_deadline_s: float | None = None  # whole run; set below the job timeout to get a verdict, not a cancel
     max_retries: int = 2
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 8.0

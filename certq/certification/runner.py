@@ -172,9 +172,14 @@ async def run_certification(
     started_wall, started = time.time(), time.perf_counter()
     error: ProviderError | None = None
     try:
-        await run.execute()
+        async with asyncio.timeout(run.config.run_deadline_s):
+            await run.execute()
     except ProviderError as exc:
         error = exc
+    except TimeoutError:
+        error = ProviderError(
+            ErrorCategory.TIMEOUT, f"the certification did not finish within {run.config.run_deadline_s:g}s"
+        )
     except _CallbackFailed as exc:
         raise exc.original from None
     except Exception:

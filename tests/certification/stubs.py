@@ -264,6 +264,14 @@ class OpenAIHandler(_Base):
         turns = [m for m in body.get("messages", []) if m.get("role") != "system"]
         text, finish = answer_for(turns, system, int(body.get("max_tokens", 256)), list(body.get("stop") or []))
         finish = "stop" if finish == "stop_sequence" else finish
+        if behaviour == "mediocre":  # one closed question wrong, ignores the system prompt and the limits
+            last = str(turns[-1]["content"])
+            if "exactly OK" in last:
+                text = "Okay, sure."
+            elif "code word" in last:
+                text = "I don't know."
+            elif "Count from 1 to" in last:
+                text, finish = answer_for(turns, system, 10**6, [])[0], "stop"
         if behaviour == "filtered":
             text, finish = "", "content_filter"
         usage = {"prompt_tokens": 20, "completion_tokens": len(text.split()) or 1}

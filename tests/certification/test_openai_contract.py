@@ -59,6 +59,21 @@ async def test_a_healthy_endpoint_is_certified_with_metrics_and_progress(fast_co
     assert len(perf) == len(set(perf)) >= 5
 
 
+async def test_a_mediocre_endpoint_gets_a_quality_warning_not_an_infrastructure_error(
+    fast_config: RunConfig,
+) -> None:
+    with serve(OpenAIHandler, "mediocre") as (root, _):
+        verdict = await run_certification(endpoint(root), config=fast_config)
+    results = {p["name"]: p for p in verdict.test_results}
+    assert verdict.status == "QUALITY_WARNING" and not verdict.passed, verdict.error_message
+    assert verdict.error_category == "QUALITY_BELOW_THRESHOLD" and not verdict.retryable
+    assert (verdict.score, verdict.rating) == (78, "C")  # 100 - 5 (1 of 3 wrong) - 10 - 7.5 (1 of 4 checks)
+    assert results["deterministic_qa"]["passed"] and results["deterministic_qa"]["score"] == 67
+    assert not results["system_and_multiturn"]["passed"] and not results["generation_controls"]["passed"]
+    assert "failed: deterministic_qa" not in (verdict.error_message or "")
+    assert verdict.metrics["errorCounts"] == {}
+
+
 # behaviour -> (category, retryable, requests the stub should see)
 MATRIX = {
     "401": (ErrorCategory.AUTH_ERROR, False, 1),
@@ -226,6 +241,16 @@ async def test_cancelling_a_run_leaves_nothing_running_and_closes_the_client(
         with pytest.raises(asyncio.CancelledError):
             await task
     assert closed == [True]
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_run_past_its_deadline_ends_as_a_retryable_timeout(fast_config: RunConfig) -> None:
+    config = RunConfig(run_deadline_s=0.5, sleep=fast_config.sleep)
+    with serve(OpenAIHandler, delay_s=0.2) as (root, _):
+        verdict = await run_certification(endpoint(root), config=config)
+    results = {p["name"]: p for p in verdict.test_results}
+    assert verdict.error_category == "TIMEOUT" and verdict.retryable and verdict.score == 0
+    assert results["connectivity"]["outcome"] == "scored"
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
