@@ -15,6 +15,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "certification": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.cli", "redis", "asyncpg",
                       "starlette", "uvicorn"),
     "store": ("certq.api", "certq.worker", "certq.cli", "certq.queue", "redis", "starlette"),
+    "dashboard": ("certq.api", "certq.worker", "certq.cli"),
     "metrics": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification"),
     "health": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification"),
 }

@@ -152,7 +152,7 @@ async def test_a_failed_job_is_opened_retried_and_completes(page: Page, api: Api
     await expect(page.locator("main")).to_contain_text("SERVER_ERROR")
     await shots(page, "job")
 
-    await page.get_by_role("button", name="Retry", exact=True).click()
+    await page.get_by_role("button", name=f"Retry job {job.id}").click()
     await expect(page.locator("#notice")).to_contain_text("moved from failed to waiting")
     await expect(page.locator("#job-state")).to_contain_text("Completed")
     await expect(page.locator("main")).to_contain_text('"ok": true')
@@ -256,3 +256,23 @@ async def test_phone_width_keeps_counts_and_navigation_usable(browser: Browser, 
         await shots(phone, "phone")
     finally:
         await context.close()
+
+
+async def test_main_views_pass_axe_wcag_aa_checks(page: Page, api: Api, make_model: Any,
+                                                  finished_run: VerdictMaker) -> None:
+    from axe_playwright_python.async_playwright import Axe
+
+    model = await make_model(regions=["eu-west-1", "us-east-1"])
+    await finished_run(model, "eu-west-1", status="QUALITY_WARNING", score=75)
+    job = await api.queue.enqueue({"modelId": str(model.id), "region": "eu-west-1"})
+    axe = Axe()
+    found: dict[str, list[str]] = {}
+    for view, ready in (("queue", "tbody tr[data-job]"), (f"job/{job.id}", "#job-state"),
+                        ("history", "main tbody tr"), ("workers", "main table"), ("audit", "main table"),
+                        ("certifications", "table.matrix"), (f"pair/{model.id}/eu-west-1", "svg.chart")):
+        await open_board(page, api, view)
+        await expect(page.locator(ready).first).to_be_visible()
+        results = await axe.run(page, options={"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa"]}})
+        violations = results.response["violations"]
+        found[view] = [f"{v['id']} ({v['impact']}): {v['nodes'][0]['target']}" for v in violations]
+    assert all(not v for v in found.values()), found

@@ -197,10 +197,12 @@ function rowActions(job) {
   const id = encodeURIComponent(job.id);
   const out = [];
   if (job.state === "failed") {
-    out.push(h("button", { class: "btn", type: "button", onclick: () => act(`api/jobs/${id}/retry`) }, "Retry"));
+    out.push(h("button", { class: "btn", type: "button", "aria-label": `Retry job ${job.id}`,
+      onclick: () => act(`api/jobs/${id}/retry`) }, "Retry"));
   }
   if (job.state === "delayed") {
-    out.push(h("button", { class: "btn", type: "button", onclick: () => act(`api/jobs/${id}/promote`) }, "Promote"));
+    out.push(h("button", { class: "btn", type: "button", "aria-label": `Promote job ${job.id}`,
+      onclick: () => act(`api/jobs/${id}/promote`) }, "Promote"));
   }
   if (job.state !== "active") {
     out.push(h("button", { class: "btn", type: "button", "aria-label": `Remove job ${job.id}`,
