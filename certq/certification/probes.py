@@ -234,7 +234,7 @@ def linear_credit(value: float, good: float, bad: float) -> float:
 async def performance(run: ProbeRun) -> list[Check]:
     latencies: list[float] = []
     for _ in range(run.config.performance_requests):
-        result = await run.chat(run.ask(f"{PONG_PROMPT}. Request id: {nonce()}.", max_tokens=32))
+        result = await run.chat(run.ask(f"{PONG_PROMPT}. Request id: {nonce()}."))
         latencies.append(result.latency_s)
     streamed = await run.stream(
         run.ask(f"Count from 1 to 100, separated by spaces. Request id: {nonce()}.", max_tokens=64)
@@ -289,10 +289,7 @@ async def robustness(run: ProbeRun) -> list[Check]:
     else:
         credit = 0.0
     burst = await asyncio.gather(
-        *(
-            run.chat(run.ask(f"{PONG_PROMPT}. Request id: {nonce()}.", max_tokens=32))
-            for _ in range(run.config.burst_size)
-        )
+        *(run.chat(run.ask(f"{PONG_PROMPT}. Request id: {nonce()}.")) for _ in range(run.config.burst_size))
     )
     answered = sum(1 for r in burst if r.text.strip())
     run.note(invalid.detail)
