@@ -44,9 +44,11 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name certq's Metrics can export (counters with _total, histograms with their series)."""
+    """Every sample name the workers' and the API's metrics can export (counters with _total, histograms' series)."""
+    from certq.api.services import ApiMetrics
+
     registry = CollectorRegistry()
-    Metrics(registry)
+    ApiMetrics(Metrics(registry))
     names: set[str] = set()
     for family in registry.collect():
         if family.type == "counter":
