@@ -24,10 +24,11 @@ CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 15.0
 """Longest wait for one reply. Must exceed the longest blocking command the queue sends (its claim block)."""
 
-RETRY_ATTEMPTS = 6
-"""Reconnect attempts per command, backing off 50 ms -> 1 s with jitter (about 3 s in all): enough to
-ride out a restart; a Sentinel or Cluster failover that takes longer surfaces as ConnectionError to the
-caller's own loop, which backs off and tries again."""
+RETRY_ATTEMPTS = 2
+"""Retries per command on a connection error, backing off 50 ms -> 500 ms with jitter. redis-py applies the
+same policy again to each reconnect inside a retry, so one call gives up within about 3 s; a failover that
+takes longer surfaces as ConnectionError to the caller's own loop (the Runner's), which backs off and
+tries again, instead of freezing that loop for tens of seconds."""
 
 
 def hash_tag(prefix: str) -> str | None:
@@ -90,7 +91,7 @@ def check_redis_settings(settings: Settings) -> Topology:
 
 
 def reconnect_retry(attempts: int = RETRY_ATTEMPTS) -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), attempts,
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), attempts,
                  supported_errors=(RedisConnectionError, RedisTimeoutError))
 
 

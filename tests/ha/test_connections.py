@@ -1,0 +1,72 @@
+"""Topology settings: which client each configuration builds, and the start-up refusals."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from certq.connections import SentinelRedis, check_redis_settings, connect_redis, describe, hash_tag
+from certq.settings import Settings, SettingsError
+
+
+def settings(**values: object) -> Settings:
+    return Settings.model_validate({"REDIS_URL": "redis://127.0.0.1:6399/0", **values})
+
+
+@pytest.mark.parametrize(("prefix", "tag"), [("{myia}", "myia"), ("a{b}c", "b"), ("myia", None), ("{}myia", None),
+                                             ("{myia", None), ("x}{y}", "y")])
+def test_hash_tag_follows_redis_cluster_rules(prefix: str, tag: str | None) -> None:
+    assert hash_tag(prefix) == tag
+
+
+def test_cluster_refuses_prefix_without_hash_tag_and_says_how_to_write_one() -> None:
+    with pytest.raises(SettingsError) as caught:
+        check_redis_settings(settings(REDIS_CLUSTER_NODES="127.0.0.1:7000", BULL_QUEUE_PREFIX="myia"))
+    assert caught.value.variable == "BULL_QUEUE_PREFIX"
+    assert "BULL_QUEUE_PREFIX={myia}" in caught.value.message
+
+
+def test_connect_redis_applies_the_same_refusal() -> None:
+    with pytest.raises(SettingsError, match="hash tag"):
+        connect_redis(settings(REDIS_CLUSTER_NODES="127.0.0.1:7000", BULL_QUEUE_PREFIX="prod"))
+
+
+def test_sentinel_and_cluster_together_are_refused() -> None:
+    with pytest.raises(SettingsError) as caught:
+        check_redis_settings(settings(REDIS_CLUSTER_NODES="127.0.0.1:7000", REDIS_SENTINELS="127.0.0.1:26379",
+                                      BULL_QUEUE_PREFIX="{myia}"))
+    assert caught.value.variable == "REDIS_CLUSTER_NODES"
+
+
+@pytest.mark.parametrize(("variable", "value"), [("REDIS_SENTINELS", "127.0.0.1"), ("REDIS_SENTINELS", "h:0"),
+                                                 ("REDIS_CLUSTER_NODES", "h:port"), ("REDIS_SENTINELS", " , ")])
+def test_node_lists_must_be_host_port(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        check_redis_settings(settings(**{variable: value, "BULL_QUEUE_PREFIX": "{myia}"}))
+    assert caught.value.variable == variable
+
+
+def test_cluster_has_no_database_number() -> None:
+    with pytest.raises(SettingsError) as caught:
+        check_redis_settings(settings(REDIS_CLUSTER_NODES="127.0.0.1:7000", BULL_QUEUE_PREFIX="{myia}", REDIS_DB=2))
+    assert caught.value.variable == "REDIS_DB"
+
+
+async def test_each_topology_builds_its_client_lazily() -> None:
+    single = connect_redis(settings())
+    sentinel = connect_redis(settings(REDIS_SENTINELS="127.0.0.1:26399,127.0.0.1:26400"))
+    cluster = connect_redis(settings(REDIS_CLUSTER_NODES="127.0.0.1:7000", BULL_QUEUE_PREFIX="{myia}"))
+    try:
+        assert type(single) is Redis
+        assert isinstance(sentinel, SentinelRedis)
+        assert isinstance(cluster, RedisCluster)
+    finally:
+        for client in (single, sentinel, cluster):
+            await client.aclose()
+
+
+def test_describe_hides_passwords() -> None:
+    text = describe(settings(REDIS_URL="redis://:s3cret@10.0.0.1:6379/0"))
+    assert "s3cret" not in text and "10.0.0.1" in text
+    assert "s3cret" not in describe(settings(REDIS_SENTINELS="h:1", REDIS_PASSWORD="s3cret"))
