@@ -215,24 +215,26 @@ class Worker:
         return Check(True) if problem is None else Check(False, f"redis unreachable: {problem}")
 
     async def ready(self) -> Check:
+        """Taking jobs now: not starting or draining, Redis and PostgreSQL answer, the claim loop turns."""
         runner = self.runner
-        if self.phase == "starting" or runner is None or runner.last_claim_loop_at is None:
+        if self.phase in ("draining", "stopped") or (runner is not None and runner.draining):
+            return Check(False, "draining" if self.phase != "stopped" else "stopped")
+        if self.redis_watch is None or self.database is None:
             return Check(False, "starting")
-        if self.phase != "running" or runner.draining:
-            return Check(False, self.phase)
-        stale = time.monotonic() - runner.last_claim_loop_at
-        if stale > CLAIM_LOOP_STALE_S:
-            return Check(False, f"claim loop has not turned for {stale:.1f}s")
-        failed_at = self.hooks.last_claim_error_at
-        if failed_at is not None and time.monotonic() - failed_at < CLAIM_ERROR_WINDOW_S:
-            return Check(False, f"claim loop failing: {self.hooks.last_claim_error}")
-        assert self.redis_watch is not None and self.database is not None
         problem = await self.redis_watch.ping()
         if problem is not None:
             return Check(False, f"redis unreachable: {problem}")
         problem = await self.database.check()
         if problem is not None:
             return Check(False, f"postgresql unreachable: {problem}")
+        if self.phase == "starting" or runner is None or runner.last_claim_loop_at is None:
+            return Check(False, "starting")
+        stale = time.monotonic() - runner.last_claim_loop_at
+        if stale > CLAIM_LOOP_STALE_S:
+            return Check(False, f"claim loop has not turned for {stale:.1f}s")
+        failed_at = self.hooks.last_claim_error_at
+        if failed_at is not None and time.monotonic() - failed_at < CLAIM_ERROR_WINDOW_S:
+            return Check(False, f"claim loop failing: {self.hooks.last_claim_error}")
         return Check(True, details={"activeJobs": runner.active_count, "concurrency": runner.concurrency})
 
     async def queue_counts(self) -> Mapping[str, int]:

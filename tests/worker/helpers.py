@@ -113,3 +113,21 @@ def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
         running += step
         best = max(best, running)
     return best
+
+
+async def wait_status(port: int, path: str, status: int, within: float = 20.0) -> httpx.Response:
+    """Ask a worker's health port until it answers `status` (a child process has no event to await)."""
+    deadline = asyncio.get_running_loop().time() + within
+    last: object = None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                response = await client.get(path)
+            except httpx.HTTPError as exc:
+                last = exc
+            else:
+                if response.status_code == status:
+                    return response
+                last = (response.status_code, response.text)
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} did not answer {status} within {within}s; last: {last!r}")
