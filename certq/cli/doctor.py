@@ -129,6 +129,7 @@ async def _check_queue(queue: Queue, settings: Settings) -> list[Finding]:
         findings.append(Finding(level, "workers", f"no worker heartbeat on {name}: nothing will process "
                                 f"{waiting} waiting job(s). Start one (certq-worker, or python -m certq.worker) "
                                 "with the same REDIS_* and BULL_QUEUE_PREFIX/CERTIFICATION_QUEUE_NAME as the API."))
+    findings += await _probe_workers(workers)
     if paused:
         findings.append(Finding("warn", "queue", f"{name} is paused: workers claim nothing. `certq resume` to "
                                 "continue."))
@@ -141,6 +142,37 @@ async def _check_queue(queue: Queue, settings: Settings) -> list[Finding]:
         findings.append(Finding("warn", "queue", f"{counts['failed']} failed job(s): `certq jobs --state failed` "
                                 "to see why, `certq retry-failed` to run them again."))
     return findings
+
+
+async def _probe_workers(workers: list[dict[str, Any]]) -> list[Finding]:
+    """Ask each live worker's health port whether it is ready; report the ones that answer "no".
+
+    A worker that cannot be reached from here (another network, a pod name) is not reported: its
+    heartbeat already says it is alive.
+    """
+    findings: list[Finding] = []
+    async with httpx.AsyncClient(timeout=2) as client:
+        for worker in workers:
+            host, port = worker.get("host"), worker.get("healthPort")
+            if not host or not isinstance(port, int):
+                continue
+            try:
+                response = await client.get(f"http://{host}:{port}/ready")
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                reason = _reason(response)
+                findings.append(Finding("warn", "workers", f"worker {worker.get('id')} ({host}:{port}) is alive but "
+                                        f"not ready: {reason}. See its /health and logs."))
+    return findings
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    return str(body.get("reason") or f"HTTP {response.status_code}") if isinstance(body, dict) else str(body)
 
 
 async def _check_postgres(settings: Settings) -> list[Finding]:

@@ -98,3 +98,41 @@ def empty_database_url(postgres_server_url: str) -> Iterator[str]:
         yield urlunsplit(urlsplit(postgres_server_url)._replace(path=f"/{name}"))
     finally:
         asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass
+class FakeHealth:
+    """A loopback HTTP server answering /live and /ready with chosen statuses (stands in for a worker)."""
+
+    port: int
+    statuses: dict[str, tuple[int, bytes]]
+
+
+@pytest.fixture
+def fake_health() -> Iterator[FakeHealth]:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    statuses: dict[str, tuple[int, bytes]] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = statuses.get(self.path, (404, b"{}"))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield FakeHealth(server.server_address[1], statuses)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -74,3 +74,25 @@ def test_healthcheck_fails_when_nothing_answers(run_cli: Run, monkeypatch: pytes
     monkeypatch.setenv("WORKER_HEALTH_PORT", str(free_port()))
     monkeypatch.setenv("API_PORT", str(free_port()))
     assert run_cli("healthcheck", "--timeout", "0.5").code == 5
+
+
+def test_doctor_reports_a_live_worker_that_is_not_ready(
+        cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue, fake_health: Any) -> None:
+    fake_health.statuses["/ready"] = (503, b'{"ready": false, "reason": "PostgreSQL is unreachable"}')
+
+    async def heartbeat(queue: Queue, consumer: Consumer) -> None:
+        await consumer.heartbeat([], {"host": "127.0.0.1", "healthPort": fake_health.port, "concurrency": 3,
+                                      "active": 0})
+
+    on_queue(heartbeat)
+    result = run_cli("doctor", "--json", "--database-url", migrated_database_url)
+    message = _findings(result)[("warn", "workers")]
+    assert "not ready: PostgreSQL is unreachable" in message
+
+
+def test_healthcheck_passes_when_the_worker_port_answers_live(
+        run_cli: Run, monkeypatch: pytest.MonkeyPatch, fake_health: Any) -> None:
+    fake_health.statuses["/live"] = (200, b'{"alive": true}')
+    monkeypatch.setenv("WORKER_HEALTH_PORT", str(fake_health.port))
+    monkeypatch.setenv("API_PORT", str(free_port()))
+    assert run_cli("healthcheck").code == 0
