@@ -187,3 +187,22 @@ def test_images_run_as_non_root_everywhere() -> None:
             pod = obj["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True
             assert pod["securityContext"]["runAsUser"] != 0
+
+
+def test_kustomize_renders_the_manifests_with_the_release_image() -> None:
+    import shutil
+    import subprocess
+
+    import yaml
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run([kubectl, "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    objects = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    assert len(objects) == len(OBJECTS) - 1  # everything but the Secret template
+    images = {c["image"] for o in objects if o["kind"] in {"Deployment", "Job"}
+              for c in o["spec"]["template"]["spec"]["containers"]}
+    assert len(images) == 1 and next(iter(images)).startswith("ghcr.io/")
+    assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "certq" for o in objects)
