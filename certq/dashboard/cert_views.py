@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -19,28 +19,13 @@ from certq.dashboard.web import (
     deps,
     int_param,
     queries_of,
+    run_json,
     store_of,
     time_param,
     uuid_param,
 )
 from certq.store import CERTIFICATION_STATUSES
 from certq.store.dashboard import HistoryFilter
-
-
-def _run_json(record: Any) -> dict[str, Any]:
-    metrics = record.metrics or {}
-    latency = (metrics.get("latencyMs") or {}).get("p50") if isinstance(metrics, dict) else None
-    return {
-        "id": str(record.id), "jobId": str(record.job_id), "modelId": str(record.model_id),
-        "modelName": record.model_name, "apiModelId": record.api_model_id, "region": record.region,
-        "status": record.status, "priority": record.priority, "attempts": record.attempts,
-        "attemptLog": record.attempt_log, "passed": record.passed, "score": record.score, "rating": record.rating,
-        "testResults": record.test_results, "metrics": record.metrics, "latencyP50Ms": latency,
-        "errorCategory": record.error_category, "errorMessage": record.error_message,
-        "durationMs": record.duration_ms, "createdAt": record.created_at.isoformat(),
-        "startedAt": record.started_at and record.started_at.isoformat(),
-        "completedAt": record.completed_at and record.completed_at.isoformat(),
-    }
 
 
 async def history(request: Request) -> Response:
@@ -55,7 +40,7 @@ async def history(request: Request) -> Response:
         until=time_param(request, "until"),
     )
     found = await queries_of(request).search_history(query, page=page, limit=limit)
-    return JSON({"items": [_run_json(r) for r in found.items], "total": found.total, "page": page, "limit": limit})
+    return JSON({"items": [run_json(r) for r in found.items], "total": found.total, "page": page, "limit": limit})
 
 
 async def matrix(request: Request) -> Response:
@@ -84,7 +69,7 @@ async def pair(request: Request) -> Response:
                                                                                        high=200))
     return JSON({"model": {"id": str(model.id), "name": model.name, "apiModelId": model.api_model_id,
                            "provider": model.provider},
-                 "region": region, "runs": [_run_json(r) for r in runs]})
+                 "region": region, "runs": [run_json(r) for r in runs]})
 
 
 class CertifyForm(BaseModel):

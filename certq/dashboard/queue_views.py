@@ -21,6 +21,8 @@ from certq.dashboard.web import (
     int_param,
     queries_of,
     queue_of,
+    run_json,
+    store_of,
 )
 
 STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
@@ -61,8 +63,11 @@ async def list_jobs(request: Request) -> Response:
     limit = int_param(request, "limit", 20, low=1, high=100)
     queue = queue_of(request)
     counts = await queue.counts()
-    # A paused queue keeps its jobs in the wait lists; "paused" lists them.
-    jobs = await queue.list("waiting" if state == "paused" else state, offset=(page - 1) * limit, limit=limit)
+    # A paused queue keeps its jobs in the wait lists; "paused" lists them while the queue is paused.
+    if state == "paused" and not await queue.is_paused():
+        jobs = []
+    else:
+        jobs = await queue.list("waiting" if state == "paused" else state, offset=(page - 1) * limit, limit=limit)
     items = await _with_models(request, [_job_json(job) for job in jobs])
     return JSON({"state": state, "page": page, "limit": limit, "total": int(counts.get(state, 0)), "items": items})
 
@@ -74,7 +79,7 @@ async def job_detail(request: Request) -> Response:
     store = deps(request).store
     if store is not None and await queries_of(request).certification_exists(job_id):
         record = await store.get_certification(job_id)
-        certification = None if record is None else record
+        certification = None if record is None else run_json(record)
     if job is None and certification is None:
         raise Problem(404, f"no job {job_id} in the queue or the history", "jobId")
     data = None if job is None else (await _with_models(request, [_job_json(job)]))[0]
@@ -134,12 +139,31 @@ async def promote_job(request: Request) -> Response:
     return await _act(request, "promote", job_id, "delayed job moved to waiting")
 
 
+async def _cancel_run(request: Request, job_id: str) -> bool:
+    """End a live certification run CANCELLED, so the reconciler does not enqueue it again."""
+    if deps(request).store is None or not await queries_of(request).certification_exists(job_id):
+        return False
+    return await store_of(request).mark_cancelled(job_id)
+
+
 async def remove_job(request: Request) -> Response:
     job_id, job = await _require_job(request)
     if _state(job) == "active":
         raise Problem(409, f"job {job_id} is running; cancel it instead of removing it", "jobId")
+    cancelled = await _cancel_run(request, job_id)
     await queue_of(request).remove(job_id)
-    return await _act(request, "remove", job_id, f"{_state(job)} job removed from the queue")
+    note = " (its certification is CANCELLED)" if cancelled else ""
+    return await _act(request, "remove", job_id, f"{_state(job)} job removed from the queue{note}")
+
+
+async def cancel_job(request: Request) -> Response:
+    job_id, job = await _require_job(request)
+    cancelled = await _cancel_run(request, job_id)
+    result = await queue_of(request).cancel(job_id)
+    outcome = {"removed": "job cancelled before it ran", "flagged": "running job asked to stop",
+               "finished": "job had already finished", "not_found": "job is gone"}.get(result, result)
+    note = " (its certification is CANCELLED)" if cancelled else ""
+    return await _act(request, "cancel", job_id, outcome + note, result=result)
 
 
 class CleanOrder(BaseModel):
@@ -189,6 +213,7 @@ routes = [
     Route("/api/jobs/{job_id}/retry", retry_job, methods=["POST"]),
     Route("/api/jobs/{job_id}/promote", promote_job, methods=["POST"]),
     Route("/api/jobs/{job_id}/remove", remove_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
     Route("/api/queue/clean", clean_state, methods=["POST"]),
     Route("/api/queue/pause", pause_queue, methods=["POST"]),
     Route("/api/queue/resume", resume_queue, methods=["POST"]),

@@ -76,6 +76,23 @@ def queries_of(request: Request) -> DashboardQueries:
     return DashboardQueries(store_of(request).pool)
 
 
+def run_json(record: Any) -> dict[str, Any]:
+    """A certification run (store record) as the dashboard's JSON: camelCase like the API."""
+    metrics = record.metrics or {}
+    latency = (metrics.get("latencyMs") or {}).get("p50") if isinstance(metrics, dict) else None
+    return {
+        "id": str(record.id), "jobId": str(record.job_id), "modelId": str(record.model_id),
+        "modelName": record.model_name, "apiModelId": record.api_model_id, "region": record.region,
+        "status": record.status, "priority": record.priority, "attempts": record.attempts,
+        "attemptLog": record.attempt_log, "passed": record.passed, "score": record.score, "rating": record.rating,
+        "testResults": record.test_results, "metrics": record.metrics, "latencyP50Ms": latency,
+        "errorCategory": record.error_category, "errorMessage": record.error_message,
+        "durationMs": record.duration_ms, "createdAt": record.created_at.isoformat(),
+        "startedAt": record.started_at and record.started_at.isoformat(),
+        "completedAt": record.completed_at and record.completed_at.isoformat(),
+    }
+
+
 def int_param(request: Request, name: str, default: int, *, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -238,6 +239,8 @@ async def test_history_search_runs_over_postgresql(page: Page, api: Api, make_mo
     await rows.first.locator("a").click()
     await expect(page.locator("main")).to_contain_text(str(failed))
     await expect(page.locator("main")).to_contain_text("QUALITY_BELOW_THRESHOLD")
+    await expect(page.locator("main")).to_contain_text("json-output")
+    await shots(page, "run")
 
 
 async def test_phone_width_keeps_counts_and_navigation_usable(browser: Browser, api: Api, shots: Any) -> None:
@@ -276,3 +279,31 @@ async def test_main_views_pass_axe_wcag_aa_checks(page: Page, api: Api, make_mod
         violations = results.response["violations"]
         found[view] = [f"{v['id']} ({v['impact']}): {v['nodes'][0]['target']}" for v in violations]
     assert all(not v for v in found.values()), found
+
+
+async def test_counts_and_workers_follow_the_real_worker_process(page: Page, api: Api, redis_url: str,
+                                                                 migrated_database_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CERTIFICATION_", "WORKER_", "LOG_", "BULL_"))}
+    env.update(REDIS_URL=redis_url, DATABASE_URL=migrated_database_url, BULL_QUEUE_PREFIX=api.settings.queue_prefix,
+               WORKER_HEALTH_HOST="127.0.0.1", WORKER_HEALTH_PORT="0", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    for n in range(4):
+        await api.queue.enqueue({"n": n, "sleep": 0.8})
+    await open_board(page, api)
+    await expect(page.locator("#count-waiting")).to_have_text("4")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "certq.worker", "--concurrency", "2", "--handler", "certq.worker.testing:scripted",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await expect(page.locator("#count-active")).to_have_text("2", timeout=20_000)
+        await page.click("nav >> text=Workers")
+        row = page.locator("main tbody tr").first
+        await expect(row).to_contain_text(str(process.pid))
+        await expect(row.locator("td").nth(3)).to_have_text("2")
+        assert (await row.locator("td").nth(5).inner_text()).isdigit(), "the worker's health port is shown"
+        await expect(page.locator("#count-completed")).to_have_text("4", timeout=20_000)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        async with asyncio.timeout(20):
+            await process.wait()

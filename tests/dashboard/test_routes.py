@@ -254,3 +254,33 @@ def test_board_queue_protocol_matches_the_queue(queue_type: type) -> None:
 
     missing = [name for name in dir(BoardQueue) if not name.startswith("_") and not hasattr(queue_type, name)]
     assert missing == []
+
+
+async def test_removing_or_cancelling_a_certification_job_cancels_its_run(
+    board: Board, store: Store, make_model: Any
+) -> None:
+    model = await make_model(regions=["local", "eu-west-1"])
+    created = await store.create_job(type="MULTIPLE_MODELS", pairs=[(model.id, "local"), (model.id, "eu-west-1")])
+    first, second = created.certifications  # type: ignore[union-attr]
+    for run in (first, second):
+        await board.queue.enqueue({"certificationId": str(run.id), "modelId": str(model.id), "region": run.region},
+                                  job_id=str(run.id))
+
+    removed = await board.post(f"api/jobs/{first.id}/remove")
+    assert "CANCELLED" in removed.json()["outcome"]
+    assert await board.queue.get(str(first.id)) is None
+    cancelled = await board.post(f"api/jobs/{second.id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["outcome"].startswith("job cancelled before it ran")
+    for run in (first, second):
+        record = await store.get_certification(run.id)
+        assert record is not None and record.status == "CANCELLED"
+    parent = await store.get_job(created.job.id)  # type: ignore[union-attr]
+    assert parent is not None and parent.status == "CANCELLED" and parent.cancelled_count == 2
+    detail = (await board.client.get(f"api/jobs/{second.id}")).json()
+    assert detail["certification"]["status"] == "CANCELLED" and detail["certification"]["modelName"] == model.name
+
+
+async def test_paused_list_is_empty_while_the_queue_runs(board: Board) -> None:
+    await board.queue.enqueue({"n": 1})
+    assert (await board.client.get("api/jobs", params={"state": "paused"})).json()["items"] == []
+    assert len((await board.client.get("api/jobs", params={"state": "waiting"})).json()["items"]) == 1

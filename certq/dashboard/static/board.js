@@ -5,7 +5,7 @@
 const STATES = ["waiting", "active", "delayed", "completed", "failed", "paused"];
 const CERT_STATUSES = ["PENDING", "QUEUED", "PROCESSING", "CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"];
 const ICONS = {
-  CERTIFIED: "\u2714", QUALITY_WARNING: "\u25B2", FAILED: "\u2716", CANCELLED: "\u25CB", PROCESSING: "\u21BB",
+  CERTIFIED: "\u2714", PASSED: "\u2714", QUALITY_WARNING: "\u25B2", FAILED: "\u2716", CANCELLED: "\u25CB", PROCESSING: "\u21BB",
   QUEUED: "\u2026", PENDING: "\u2026", completed: "\u2714", failed: "\u2716", active: "\u21BB",
   waiting: "\u2026", delayed: "\u23F1", paused: "\u23F8",
 };
@@ -193,6 +193,12 @@ function progressText(progress) {
   return typeof progress === "object" ? JSON.stringify(progress) : String(progress);
 }
 
+function progressBar(progress) {
+  if (!progress || typeof progress !== "object" || !progress.total) return null;
+  return h("progress", { class: "progress", max: progress.total, value: progress.done || 0,
+    "aria-label": `${progress.done || 0} of ${progress.total} done` });
+}
+
 function rowActions(job) {
   const id = encodeURIComponent(job.id);
   const out = [];
@@ -203,6 +209,11 @@ function rowActions(job) {
   if (job.state === "delayed") {
     out.push(h("button", { class: "btn", type: "button", "aria-label": `Promote job ${job.id}`,
       onclick: () => act(`api/jobs/${id}/promote`) }, "Promote"));
+  }
+  if (["waiting", "delayed", "active"].includes(job.state)) {
+    out.push(h("button", { class: "btn", type: "button", "aria-label": `Cancel job ${job.id}`,
+      onclick: () => act(`api/jobs/${id}/cancel`, {}, `Cancel job ${job.id}? It will not run (again).`) },
+    "Cancel"));
   }
   if (job.state !== "active") {
     out.push(h("button", { class: "btn", type: "button", "aria-label": `Remove job ${job.id}`,
@@ -259,7 +270,7 @@ function jobDetail(id, job, cert) {
         h("dt", {}, "Started"), h("dd", {}, fmtTime(job.processedAt)),
         h("dt", {}, "Finished"), h("dd", {}, fmtTime(job.finishedAt)),
         job.dueAt ? [h("dt", {}, "Due"), h("dd", {}, fmtTime(job.dueAt))] : null,
-        h("dt", {}, "Progress"), h("dd", {}, progressText(job.progress)),
+        h("dt", {}, "Progress"), h("dd", {}, progressBar(job.progress), " ", progressText(job.progress)),
         job.lastError ? [h("dt", {}, "Last error"), h("dd", {}, job.lastError)] : null,
         job.errorCategory ? [h("dt", {}, "Error category"), h("dd", {}, job.errorCategory)] : null),
       h("div", { class: "toolbar" }, rowActions(job))));
@@ -282,17 +293,17 @@ function jobDetail(id, job, cert) {
 function certificationDetail(c) {
   const out = [h("h3", {}, "Certification"), h("div", { class: "panel" }, h("dl", { class: "facts" },
     h("dt", {}, "Status"), h("dd", {}, statusBadge(c.status)),
-    h("dt", {}, "Model"), h("dd", {}, `${c.model_name || ""} (${c.api_model_id || c.model_id})`),
+    h("dt", {}, "Model"), h("dd", {}, `${c.modelName || ""} (${c.apiModelId || c.modelId})`),
     h("dt", {}, "Region"), h("dd", {}, c.region),
     h("dt", {}, "Score / rating"), h("dd", {}, c.score === null ? "–" : `${c.score} / ${c.rating}`),
-    h("dt", {}, "Request"), h("dd", {}, h("code", {}, c.job_id)),
-    c.error_category ? [h("dt", {}, "Error"), h("dd", {}, `${c.error_category}: ${c.error_message || ""}`)] : null))];
-  const log = (c.attempt_log || []).map((a) => h("tr", {}, h("td", { class: "num" }, a.attempt),
+    h("dt", {}, "Request"), h("dd", {}, h("code", {}, c.jobId)),
+    c.errorCategory ? [h("dt", {}, "Error"), h("dd", {}, `${c.errorCategory}: ${c.errorMessage || ""}`)] : null))];
+  const log = (c.attemptLog || []).map((a) => h("tr", {}, h("td", { class: "num" }, a.attempt),
     h("td", {}, a.outcome), h("td", {}, a.errorCategory || "–"), h("td", {}, a.errorMessage || ""),
     h("td", {}, fmtTime(a.startedAt)), h("td", {}, fmtTime(a.finishedAt))));
   out.push(h("h3", {}, "Attempts"),
     table([{ label: "#", cls: "num" }, "Outcome", "Category", "Message", "Started", "Finished"], log, "Attempts"));
-  if (c.test_results) out.push(h("h3", {}, "Probes"), probesTable(c.test_results));
+  if (c.testResults) out.push(h("h3", {}, "Probes"), probesTable(c.testResults));
   if (c.metrics) out.push(h("h3", {}, "Metrics"), h("pre", {}, JSON.stringify(c.metrics, null, 2)));
   return out;
 }
@@ -300,7 +311,7 @@ function certificationDetail(c) {
 function probesTable(results) {
   return table(["Probe", "Result", { label: "Score", cls: "num" }, { label: "Latency ms", cls: "num" }, "Detail"],
     results.map((p) => h("tr", {}, h("td", {}, p.name),
-      h("td", {}, statusBadge(p.passed ? "CERTIFIED" : "FAILED")),
+      h("td", {}, statusBadge(p.passed ? "PASSED" : "FAILED")),
       h("td", { class: "num" }, p.score ?? "–"), h("td", { class: "num" }, p.latencyMs ?? "–"),
       h("td", {}, typeof p.detail === "string" ? p.detail : JSON.stringify(p.detail ?? "")))), "Probe results");
 }
