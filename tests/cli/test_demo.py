@@ -26,6 +26,24 @@ def _demo_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _metrics_feed_the_alerts_and_the_autoscaler(output: str) -> None:
+    """The series the alert rules and KEDA read exist, with the labels they select on."""
+    import httpx
+
+    worker = re.search(r"metrics: (http://127.0.0.1:\d+/metrics)", output)
+    api = re.search(r"API +(http://127.0.0.1:\d+) ", output)
+    assert worker and api, output
+    text = httpx.get(worker.group(1), headers={"Accept": "text/plain"}, timeout=5).text
+    for series in ('certq_queue_jobs{queue="model-certification",state="waiting"}',
+                   'certq_queue_jobs{queue="model-certification",state="active"}',
+                   'certq_worker_concurrency{queue="model-certification"} 1.0',
+                   'certq_jobs_total{outcome="completed",queue="model-certification"} 1.0',
+                   "certq_redis_up 1.0", "certq_database_up 1.0"):
+        assert series in text, f"{series} missing from the worker's /metrics"
+    api_text = httpx.get(api.group(1) + "/metrics", timeout=5).text
+    assert "certq_api_requests_total" in api_text and "certq_api_certifications_enqueued_total 1.0" in api_text
+
+
 def _pids(output: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"\(pid (\d+)\)", output)]
 
@@ -69,7 +87,10 @@ def test_ctrl_c_stops_an_interactive_demo_cleanly(tmp_path: Path) -> None:
         if "press Ctrl-C to stop" in line or time.monotonic() > deadline:
             break
     assert any("press Ctrl-C to stop" in line for line in lines), "".join(lines)
-    process.send_signal(signal.SIGINT)
+    try:
+        _metrics_feed_the_alerts_and_the_autoscaler("".join(lines))
+    finally:
+        process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     out = "".join(lines) + rest
     assert process.returncode == 130, out
