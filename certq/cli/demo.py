@@ -29,6 +29,8 @@ FINAL = {"CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"}
 CI_TIMEOUT_S = 170.0
 INTERACTIVE_TIMEOUT_S = 900.0
 QUEUE_BASE = "/api/certification-queue"
+# REDIS_URL is set for the children; these would otherwise win over it.
+REDIS_TOPOLOGY = frozenset({"REDIS_SENTINELS", "REDIS_CLUSTER_NODES"})
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: f
         "BULL_BOARD_PASSWORD": board_password, "CERTQ_ENV": "development", "CERTIFICATION_SHUTDOWN_GRACE": "5",
         "BULL_QUEUE_PREFIX": settings.queue_prefix, "CERTIFICATION_QUEUE_NAME": settings.queue_name,
         "LOG_FORMAT": "text",
-    })
+    }, drop=REDIS_TOPOLOGY)
     api_url = f"http://127.0.0.1:{api_port}"
     worker_url = f"http://127.0.0.1:{worker_port}"
     api = stack.spawn("api", [sys.executable, "-m", "certq.api"], env)

@@ -106,9 +106,10 @@ def pick_port(preferred: int) -> int:
     return preferred if not port_answers("127.0.0.1", preferred) else free_port()
 
 
-def child_env(variables: dict[str, str]) -> dict[str, str]:
-    """This process's environment plus `variables` (children inherit provider credentials this way)."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", **variables}
+def child_env(variables: dict[str, str], drop: frozenset[str] = frozenset()) -> dict[str, str]:
+    """This process's environment without `drop`, plus `variables` (children inherit provider credentials)."""
+    inherited = {name: value for name, value in os.environ.items() if name not in drop}
+    return {**inherited, "PYTHONUNBUFFERED": "1", **variables}
 
 
 class Ticker:

@@ -70,3 +70,34 @@ def test_enqueue_of_an_unknown_model_exits_not_found(
 def test_enqueue_rejects_an_id_that_is_not_a_uuid(run_cli: Run) -> None:
     result = run_cli("enqueue", "gpt-4", "--region", "local")
     assert result.code == 2 and "is not a uuid" in result.err
+
+
+async def test_enqueue_through_the_api_queues_the_run_the_api_recorded(
+        cli_env: str, run_cli: Run, api_server: Any, redis_client: Any) -> None:
+    import httpx
+
+    from certq.queue import QueueConfig
+
+    async with httpx.AsyncClient(base_url=api_server.url, headers=api_server.headers) as http:
+        created = await http.post("/api/models", json={"name": "via-api", "provider": "openai", "apiModelId": "tiny",
+                                                       "baseUrl": "http://127.0.0.1:9/v1", "regions": ["local"]})
+    assert created.status_code == 201, created.text
+    model_id = created.json()["id"]
+    result = await asyncio.to_thread(run_cli, "enqueue", model_id, "--region", "local", "--api-url", api_server.url,
+                                     "--token", api_server.token, "--json")
+    assert result.code == 0, result.err
+    answer = result.json()
+    job = await Queue(redis_client, QueueConfig(prefix=cli_env)).get(answer["certificationId"])
+    assert job is not None and job.payload["modelId"] == model_id
+
+    refused = await asyncio.to_thread(run_cli, "enqueue", model_id, "--region", "local", "--api-url", api_server.url,
+                                      "--token", "wrong")
+    assert refused.code == 1 and "the API refused (401)" in refused.err
+
+
+def test_enqueue_through_an_unreachable_api_exits_unavailable(run_cli: Run) -> None:
+    from certq.embedded import free_port
+
+    result = run_cli("enqueue", str(uuid.uuid4()), "--region", "local", "--api-url",
+                     f"http://127.0.0.1:{free_port()}", "--token", "t")
+    assert result.code == 5 and "no answer from the API" in result.err
