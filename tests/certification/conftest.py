@@ -28,10 +28,10 @@ def sleeps() -> SleepLog:
 @pytest.fixture
 def fast_config(sleeps: SleepLog) -> RunConfig:
     return RunConfig(
-        connect_timeout_s=1.0,
-        read_timeout_s=1.0,
-        stream_idle_timeout_s=1.0,
-        request_deadline_s=3.0,
+        connect_timeout_s=5.0,
+        read_timeout_s=5.0,
+        stream_idle_timeout_s=5.0,
+        request_deadline_s=10.0,
         sleep=sleeps,
         rng=random.Random(7),
     )

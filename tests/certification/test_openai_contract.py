@@ -245,8 +245,9 @@ async def test_cancelling_a_run_leaves_nothing_running_and_closes_the_client(
 
 
 async def test_a_run_past_its_deadline_ends_as_a_retryable_timeout(fast_config: RunConfig) -> None:
-    config = RunConfig(run_deadline_s=0.5, sleep=fast_config.sleep)
-    with serve(OpenAIHandler, delay_s=0.2) as (root, _):
+    # Connectivity (0.3 s) fits in the deadline; the performance probe's 6 sequential requests (1.8 s) do not.
+    config = RunConfig(run_deadline_s=1.5, sleep=fast_config.sleep)
+    with serve(OpenAIHandler, delay_s=0.3) as (root, _):
         verdict = await run_certification(endpoint(root), config=config)
     results = {p["name"]: p for p in verdict.test_results}
     assert verdict.error_category == "TIMEOUT" and verdict.retryable and verdict.score == 0
