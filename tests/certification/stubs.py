@@ -309,6 +309,9 @@ class OpenAIHandler(_Base):
             self._chunk(b"data: {not json\n\n")
         elif behaviour == "sse-error":
             event({"error": {"message": "model crashed", "type": "server_error"}})
+        elif behaviour == "sse-stall":
+            self._hang()
+            return
         elif behaviour == "sse-reset":
             self.wfile.write(b'ff\r\ndata: {"partial')  # announce 255 bytes, send a few, hang up
             self.wfile.flush()

@@ -125,3 +125,41 @@ async def test_a_bedrock_api_key_is_sent_as_a_bearer_token(fast_config: RunConfi
 async def test_a_region_that_is_not_an_aws_region_is_a_config_error(fast_config: RunConfig) -> None:
     verdict = await run_certification(ModelEndpoint("bedrock", "ok", "local"), config=fast_config)
     assert verdict.error_category == "CONFIG_ERROR"
+
+
+def test_the_stand_in_speaks_the_protocol_botocores_own_client_expects() -> None:
+    """The real botocore client (its serializer, signer, parsers and retries off) against the stand-in."""
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import ClientError, EventStreamError
+
+    session = botocore.session.get_session()
+    with serve(BedrockHandler) as (root, stub):
+        client = session.create_client(
+            "bedrock-runtime",
+            region_name="us-east-1",
+            endpoint_url=root,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+        )
+        messages = [{"role": "user", "content": [{"text": "Reply with exactly the word: pong"}]}]
+        answer = client.converse(modelId="ok:0", messages=messages)
+        assert answer["output"]["message"]["content"][0]["text"] == "pong"
+        assert answer["stopReason"] == "end_turn" and answer["usage"]["totalTokens"] == 21
+        events = list(client.converse_stream(modelId="ok:0", messages=messages)["stream"])
+        assert [next(iter(e)) for e in events] == [
+            "messageStart",
+            "contentBlockDelta",
+            "contentBlockStop",
+            "messageStop",
+            "metadata",
+        ]
+        with pytest.raises(ClientError) as error:
+            client.converse(modelId="notready", messages=messages)
+        assert error.value.response["Error"]["Code"] == "ModelNotReadyException"
+        with pytest.raises(EventStreamError) as stream_error:
+            list(client.converse_stream(modelId="stream-error", messages=messages)["stream"])
+        assert stream_error.value.response["Error"]["Code"] == "modelStreamErrorException"
+        client.close()
+    assert len(stub.requests) == 4  # signatures verified by the stand-in; no SDK retries

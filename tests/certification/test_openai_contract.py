@@ -178,13 +178,13 @@ async def test_transient_errors_are_retried_and_the_run_still_certifies(
         ("sse-no-end", "PROTOCOL_ERROR"),
         ("sse-error", "SERVER_ERROR"),
         ("sse-reset", "CONNECTION_ERROR"),
+        ("sse-stall", "TIMEOUT"),
     ],
 )
-async def test_broken_streams_fail_the_run_not_the_answers(
-    behaviour: str, category: str, fast_config: RunConfig
-) -> None:
+async def test_broken_streams_fail_the_run_not_the_answers(behaviour: str, category: str, sleeps: SleepLog) -> None:
+    config = RunConfig(stream_idle_timeout_s=0.3, sleep=sleeps)
     with serve(OpenAIHandler, behaviour) as (root, _):
-        verdict = await run_certification(endpoint(root), config=fast_config)
+        verdict = await run_certification(endpoint(root), config=config)
     results = {p["name"]: p for p in verdict.test_results}
     assert verdict.error_category == category, verdict.error_message
     assert results["connectivity"]["outcome"] == "scored" and results["connectivity"]["passed"]
