@@ -6,6 +6,8 @@ import html
 from importlib import resources
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -64,6 +66,7 @@ def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
             Mount("/static", StaticFiles(packages=[(STATIC, "static")]), name="static"),
         ],
         exception_handlers={Problem: _problem, QueueError: _queue_error},
+        middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
     )
     app.state.board_deps = deps
     return BoardGuard(app, username=settings.board_username, password=settings.board_password)

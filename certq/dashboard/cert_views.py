@@ -14,6 +14,7 @@ from certq.dashboard.web import (
     JSON,
     Problem,
     audit,
+    audited,
     body_as,
     choice_param,
     deps,
@@ -91,12 +92,13 @@ async def certify(request: Request) -> Response:
     order = CertifyOrder(mode=form.mode, model_ids=[] if form.mode == "all" else form.model_ids,
                          regions=form.regions, priority=form.priority)
     status, body = await run(order)
+    detail = {"mode": form.mode, "modelIds": order.model_ids, "regions": form.regions}
     if status >= 400:
+        await audit(request, "certify", None, f"refused ({status}): {body.get('detail')}", detail)
         return JSON(body, status_code=status, media_type="application/problem+json")
     total = body.get("totalJobs", 1)
     outcome = f"{form.mode}: {total} certification(s) requested in {', '.join(form.regions)}"
-    entry = await audit(request, "certify", body.get("jobId"), outcome,
-                        {"mode": form.mode, "modelIds": order.model_ids, "regions": form.regions})
+    entry = await audit(request, "certify", body.get("jobId"), outcome, detail)
     return JSON({"ok": True, "outcome": outcome, "result": body, "audit": entry}, status_code=status)
 
 
@@ -104,5 +106,5 @@ routes = [
     Route("/api/history", history),
     Route("/api/certifications/matrix", matrix),
     Route("/api/certifications/pair", pair),
-    Route("/api/certify", certify, methods=["POST"]),
+    Route("/api/certify", audited("certify", certify), methods=["POST"]),
 ]

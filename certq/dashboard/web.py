@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from certq.dashboard.ports import BoardDeps, BoardQueue
+from certq.queue.errors import QueueError
 from certq.store import Store
 from certq.store.dashboard import DashboardQueries
 
@@ -160,3 +162,22 @@ async def audit(
     )
     return {"id": entry.id, "at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action,
             "target": entry.target, "outcome": entry.outcome, "detail": entry.detail}
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def audited(action: str, endpoint: Endpoint) -> Endpoint:
+    """Also record an action that was refused (bad input, wrong state): who tried what is worth keeping."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except (Problem, QueueError) as exc:
+            status = exc.status if isinstance(exc, Problem) else 409
+            detail = exc.detail if isinstance(exc, Problem) else str(exc)
+            if status != 503 and deps(request).store is not None:
+                await audit(request, action, request.path_params.get("job_id"), f"refused ({status}): {detail}")
+            raise
+
+    return run

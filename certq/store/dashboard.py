@@ -32,13 +32,22 @@ class HistoryFilter:
     """Search over every certification run PostgreSQL holds (not only what Redis still keeps)."""
 
     job_id: str | None = None
-    """A run id (= the queue job id) or a request's job id; a prefix of at least 4 characters also matches."""
+    """A run id (= the queue job id) or a request's job id, or the start of one."""
     model: str | None = None
     """Part of a model's name or apiModelId, or its exact id."""
     region: str | None = None
     status: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+def id_bounds(text: str) -> tuple[UUID, UUID] | None:
+    """The UUID range a (prefix of a) UUID names, so the search uses the primary key and job index; None
+    when `text` cannot start a UUID."""
+    digits = text.strip().replace("-", "").lower()
+    if not 1 <= len(digits) <= 32 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return UUID(digits.ljust(32, "0")), UUID(digits.ljust(32, "f"))
 
 
 def _like(text: str) -> str:
@@ -89,26 +98,28 @@ class DashboardQueries:
 
     async def search_history(self, query: HistoryFilter, *, page: int = 1, limit: int = 25) -> Page:
         """Certification runs matching every given field, newest first, with their model's name."""
-        job = query.job_id.strip().lower() if query.job_id else None
+        bounds = id_bounds(query.job_id) if query.job_id else None
+        if query.job_id and bounds is None:
+            return Page(items=[], total=0, page=page, limit=limit)
         where = """
-            ($1::text IS NULL OR c.id::text = $1 OR c.job_id::text = $1
-                OR (length($1) >= 4 AND (c.id::text LIKE $1 || '%' OR c.job_id::text LIKE $1 || '%')))
-            AND ($2::text IS NULL OR m.name ILIKE $2 OR m.api_model_id ILIKE $2 OR m.id::text = $3)
-            AND ($4::text IS NULL OR c.region = $4)
-            AND ($5::text IS NULL OR c.status = $5)
-            AND ($6::timestamptz IS NULL OR c.created_at >= $6)
-            AND ($7::timestamptz IS NULL OR c.created_at <= $7)
+            ($1::uuid IS NULL OR c.id BETWEEN $1 AND $2 OR c.job_id BETWEEN $1 AND $2)
+            AND ($3::text IS NULL OR m.name ILIKE $3 OR m.api_model_id ILIKE $3 OR m.id::text = $4)
+            AND ($5::text IS NULL OR c.region = $5)
+            AND ($6::text IS NULL OR c.status = $6)
+            AND ($7::timestamptz IS NULL OR c.created_at >= $7)
+            AND ($8::timestamptz IS NULL OR c.created_at <= $8)
         """
         model = query.model.strip() if query.model else None
+        low, high = bounds if bounds is not None else (None, None)
         args = (
-            job, None if model is None else _like(model), model, query.region or None, query.status or None,
+            low, high, None if model is None else _like(model), model, query.region or None, query.status or None,
             query.since, query.until,
         )
         rows = await self._pool.fetch(
             f"""
             SELECT {CERTIFICATION_COLUMNS}, count(*) OVER () AS total
             FROM certifications c JOIN models m ON m.id = c.model_id WHERE {where}
-            ORDER BY c.created_at DESC, c.id LIMIT $8 OFFSET $9
+            ORDER BY c.created_at DESC, c.id LIMIT $9 OFFSET $10
             """,
             *args, limit, (page - 1) * limit,
         )

@@ -49,3 +49,5 @@ async def test_certify_refusals_from_the_api_logic_reach_the_board(api: Api, mak
                                                        "regions": ["local"]})
     assert bad_id.status_code == 400 and bad_id.json()["field"] == "modelIds[0]"
     assert (await api.queue.counts())["waiting"] == 0
+    audit = [e for e in (await DashboardQueries(api.store.pool).list_audit()).items if e.actor == api.user]
+    assert [(e.action, e.outcome[:13]) for e in audit] == [("certify", "refused (400)"), ("certify", "refused (422)")]

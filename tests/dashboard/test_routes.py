@@ -142,8 +142,10 @@ async def test_promote_remove_and_clean_change_redis(board: Board) -> None:
     cleaned = (await board.post("api/queue/clean", {"state": "failed", "olderThanMinutes": 0})).json()
     assert cleaned["outcome"].startswith("2 failed")
     assert [await board.queue.get(i) for i in failed] == [None, None]
-    actions = [a for a, _, _ in await audit_actions(board)]
-    assert actions == ["clean", "clean", "remove", "promote"]
+    entries = (await DashboardQueries(board.store.pool).list_audit(limit=100)).items
+    mine = [(e.action, e.outcome.split(" ")[0]) for e in entries if e.actor == board.user]
+    assert mine == [("clean", "2"), ("clean", "0"), ("remove", "refused"), ("remove", "waiting"),
+                    ("promote", "refused"), ("promote", "delayed")]
 
 
 async def test_bad_input_gets_a_problem_naming_the_field(board: Board) -> None:
@@ -284,3 +286,20 @@ async def test_paused_list_is_empty_while_the_queue_runs(board: Board) -> None:
     await board.queue.enqueue({"n": 1})
     assert (await board.client.get("api/jobs", params={"state": "paused"})).json()["items"] == []
     assert len((await board.client.get("api/jobs", params={"state": "waiting"})).json()["items"]) == 1
+
+
+def test_id_bounds_cover_exactly_the_uuids_starting_with_the_prefix() -> None:
+    from certq.store.dashboard import id_bounds
+
+    run = uuid.UUID("586c4254-7009-498d-a673-e7d929594e2f")
+    low, high = id_bounds("586C4254-70")  # type: ignore[misc]
+    assert low <= run <= high
+    assert str(low) == "586c4254-7000-0000-0000-000000000000" and str(high) == "586c4254-70ff-ffff-ffff-ffffffffffff"
+    assert id_bounds(str(run)) == (run, run)
+    assert id_bounds("xyz") is None and id_bounds("") is None and id_bounds("0" * 33) is None
+
+
+async def test_static_files_are_compressed_for_browsers_that_accept_it(board: Board) -> None:
+    response = await board.client.get("static/board.js", headers={"Accept-Encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    assert int(response.headers["content-length"]) < len(response.content) / 2
