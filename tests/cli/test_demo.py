@@ -96,3 +96,40 @@ def test_ctrl_c_stops_an_interactive_demo_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 130, out
     assert "stopped everything it started" in out
     assert [pid for pid in _pids(out) if _alive(pid)] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_demo_certifies_the_endpoint_named_by_openai_base_url(tmp_path: Path) -> None:
+    from certq.certification.localmodel import start_tiny_model_server, stop_llama_server
+
+    base_url, server, _ = start_tiny_model_server(tmp_path, "scripted")
+    try:
+        env = _demo_env(tmp_path) | {"OPENAI_BASE_URL": base_url, "CERTQ_DEMO_MODEL": "tiny-scripted"}
+        done = subprocess.run([sys.executable, "-m", "certq", "demo", "--ci", "--timeout", "120"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=170)
+    finally:
+        stop_llama_server(server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"certifying the OpenAI-compatible endpoint OPENAI_BASE_URL={base_url} (model tiny-scripted)" in done.stdout
+    assert "generating a tiny model" not in done.stdout
+    assert re.search(r"Verdict: CERTIFIED .* rating [AB]", done.stdout), done.stdout
+
+
+def test_demo_picks_bedrock_when_aws_credentials_are_configured(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from certq.cli.demo import _target
+    from certq.cli.stack import Stack
+    from certq.settings import load_settings
+
+    for name, value in _demo_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    stack = Stack(workdir=tmp_path)
+    target = _target(load_settings(), stack)
+    stack.close()
+    assert (target.provider, target.region, target.api_model_id) == ("bedrock", "eu-west-1", "amazon.nova-micro-v1:0")
+    assert "AWS credentials found" in target.description
