@@ -58,6 +58,7 @@ class OpenAICompatProvider:
         self._endpoint = endpoint
         self._recorder = recorder
         self._redact = redact
+        redact.add(base.password)  # credentials in the URL itself (https://user:secret@host/v1)
         self._config = config
         self._quirks: set[str] = set()
         headers = {"Accept": "application/json", "User-Agent": "certq-certifier"}

@@ -293,8 +293,12 @@ async def robustness(run: ProbeRun) -> list[Check]:
     )
     answered = sum(1 for r in burst if r.text.strip())
     run.note(invalid.detail)
+    if invalid.status is None:
+        summary = invalid.detail
+    else:
+        summary = f"HTTP {invalid.status} " + ("with an error body" if invalid.json_error else "without an error body")
     return [
-        Check("invalid request gets a 4xx error body", credit >= 1.0, invalid.detail, required=False, credit=credit),
+        Check("invalid request gets a 4xx error body", credit >= 1.0, summary, required=False, credit=credit),
         Check(
             f"burst of {len(burst)} concurrent requests all answered",
             answered == len(burst),
