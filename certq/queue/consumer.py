@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -16,13 +17,14 @@ from redis.exceptions import ResponseError
 from certq.queue.backoff import retry_delay
 from certq.queue.config import QueueConfig
 from certq.queue.errors import LeaseLost
-from certq.queue.job import CorruptJob, Job, JobState, encode_json
+from certq.queue.job import CorruptJob, Job, JobState, Priority, encode_json
 from certq.queue.queue import Clock, wall_clock_ms
 from certq.queue.scripts import AnyRedis, Scripts, text
 
 log = logging.getLogger("certq.queue")
 
 LEASE_LOST, LEASE_RENEWED, LEASE_CANCELLED = 0, 1, 2
+_PRIORITY: dict[bytes | str | None, Priority] = {b"high": "high", b"low": "low", "high": "high", "low": "low"}
 
 
 @dataclass(slots=True)
@@ -62,12 +64,15 @@ class Consumer:
         self.scripts = Scripts(redis, self.keys, self.config.events_maxlen)
         self._limits = _rate_limit_arg(self.config)
         self._blmove: bool | None = None
+        self._calls = itertools.count(1)
+        self._token_base = f"{self.id}:{uuid.uuid4().hex[:8]}"
 
     def __repr__(self) -> str:
         return f"Consumer({self.id!r}, {self.keys.base!r})"
 
     def _token_prefix(self) -> str:
-        return f"{self.id}:{uuid.uuid4().hex[:12]}"
+        # Random bits per Consumer object plus a counter: fresh tokens even if two processes share an id.
+        return f"{self._token_base}:{next(self._calls)}"
 
     async def claim(self, count: int = 1) -> Claim:
         """Claim up to `count` waiting jobs (high, then normal, then low) without blocking."""
@@ -78,23 +83,41 @@ class Consumer:
                                  ) -> tuple[list[bool], list[Lease], bool]:
         """Complete `done` (lease, result) pairs and claim up to `claim` more, in one script call.
         Returns (per completion: True if done, False if the lease was lost; new leases; paused)."""
-        args: list[str] = [str(self.clock()), str(self.config.lease_ms), self.id, self._token_prefix(), str(claim),
-                           str(self.config.keep_completed), self._limits, str(len(done))]
+        packed: list[str] = []
         for lease, result in done:
-            args += [lease.job.id, lease.token, encode_json(result, "result")]
+            packed += [lease.job.id, lease.token, encode_json(result, "result"), lease.job.dedupe_key or ""]
+        args = [str(self.clock()), str(self.config.lease_ms), self.id, self._token_prefix(), str(claim),
+                str(self.config.keep_completed), self._limits, str(len(done)), "\0".join(packed)]
         statuses, claimed, paused = await self.scripts.run("complete", args)
-        leases = [lease for lease in [await self._lease(item) for item in claimed] if lease is not None]
-        return [bool(int(s)) for s in statuses], leases, bool(int(paused))
+        leases: list[Lease] = []
+        for item in claimed:
+            taken = self._lease(item)
+            if isinstance(taken, Lease):
+                leases.append(taken)
+            else:
+                await self._fail(text(item[0]), text(item[1]), f"corrupt job: {taken}", "CORRUPT_JOB", final=True,
+                                 delay_ms=0)
+        return [bool(s) for s in statuses], leases, bool(paused)
 
-    async def _lease(self, item: list[Any]) -> Lease | None:
-        job_id, token, flat = text(item[0]), text(item[1]), item[2]
-        raw = {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+    def _lease(self, item: list[Any]) -> Lease | CorruptJob:
+        """A Lease from a script's claimed_reply (see lua/includes/start.lua), or why the job is unreadable."""
+        (job_id, token, payload, attempts, max_attempts, attempts_base, priority, group, timeout_ms, created_at,
+         stalls, dedupe_key, progress) = item
         try:
-            return Lease(Job.from_hash(raw), token)
-        except CorruptJob as exc:
-            log.warning("job %s is corrupt (%s): moved to failed", job_id, exc)
-            await self._fail(job_id, token, f"corrupt job: {exc}", "CORRUPT_JOB", final=True, delay_ms=0)
-            return None
+            data = orjson.loads(payload)
+            if not isinstance(data, dict):
+                raise CorruptJob("payload is not a JSON object")
+            job = Job(id=text(job_id), payload=data, state=JobState.ACTIVE, attempts=int(attempts),
+                      max_attempts=int(max_attempts or 1), attempts_base=int(attempts_base or 0),
+                      priority=_PRIORITY.get(priority, "normal"), group=None if group is None else text(group),
+                      timeout_ms=None if timeout_ms is None else int(timeout_ms), created_at=int(created_at or 0),
+                      processed_at=self.clock(), stalls=int(stalls or 0),
+                      dedupe_key=None if dedupe_key is None else text(dedupe_key),
+                      progress=None if progress is None else orjson.loads(progress))
+        except (ValueError, orjson.JSONDecodeError, CorruptJob) as exc:
+            log.warning("job %s is corrupt (%s): moved to failed", text(job_id), exc)
+            return exc if isinstance(exc, CorruptJob) else CorruptJob(f"unreadable job data: {exc}")
+        return Lease(job, text(token))
 
     async def claim_blocking(self, timeout_ms: int | None = None) -> Lease | str | None:
         """Block up to `timeout_ms` on BLMOVE wait->active (normal priority), then take the lease.
@@ -107,9 +130,13 @@ class Consumer:
                 self._limits]
         reply = await self.scripts.run("start", args)
         status = text(reply[0])
-        if status == "ok":
-            return await self._lease([job_id, args[3], reply[1]])
-        return "paused" if status == "paused" else None
+        if status != "ok":
+            return "paused" if status == "paused" else None
+        lease = self._lease(reply[1])
+        if isinstance(lease, Lease):
+            return lease
+        await self._fail(job_id, args[3], f"corrupt job: {lease}", "CORRUPT_JOB", final=True, delay_ms=0)
+        return None
 
     async def _block_move(self, timeout_s: float) -> str | None:
         k = self.keys

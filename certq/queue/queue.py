@@ -87,6 +87,7 @@ class Queue:
         return out
 
     def _prepare(self, spec: JobSpec) -> tuple[Job, list[str]]:
+        """Validate one spec; returns the Job as it will be stored and the script's 8 values for it."""
         if not isinstance(spec.payload, dict):
             raise InvalidJob("payload", "must be a JSON object (dict)")
         try:
@@ -102,8 +103,8 @@ class Queue:
             _check_int("timeout_ms", spec.timeout_ms, minimum=1)
         job_id = spec.job_id if spec.job_id is not None else str(uuid.uuid4())
         for field, value in (("job_id", job_id), ("dedupe_key", spec.dedupe_key), ("group", spec.group)):
-            if value is not None and (not isinstance(value, str) or not value or len(value) > 512):
-                raise InvalidJob(field, "must be a non-empty string of at most 512 characters")
+            if value is not None and (not isinstance(value, str) or not value or len(value) > 512 or "\0" in value):
+                raise InvalidJob(field, "must be a non-empty string of at most 512 characters, without NUL")
         job = Job(id=job_id, payload=spec.payload, state=JobState.DELAYED if spec.delay_ms > 0 else JobState.WAITING,
                   max_attempts=max_attempts, priority=spec.priority, group=spec.group, timeout_ms=spec.timeout_ms,
                   dedupe_key=spec.dedupe_key)
@@ -114,8 +115,7 @@ class Queue:
     async def _enqueue_batch(self, batch: list[tuple[Job, list[str]]]) -> list[Job]:
         now = self.clock()
         args: list[str] = [str(now)]
-        for _, job_args in batch:
-            args.extend(job_args)
+        args.extend("\0".join(job_args) for _, job_args in batch)
         replies = await self.scripts.run("enqueue", args)
         out: list[Job] = []
         for (job, job_args), (added, job_id) in zip(batch, replies, strict=True):

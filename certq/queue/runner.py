@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -71,6 +71,17 @@ class RunnerHooks:
     def on_redis_error(self, where: str, error: BaseException) -> None: ...
 
 
+@dataclass(eq=False, slots=True)
+class _Lane:
+    """A share of the runner's slots with its own claim loop, so one lane's Redis round trip overlaps
+    another lane's Python work."""
+
+    size: int
+    running: int = 0
+    acks: list[tuple[Lease, Any, float]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass(slots=True)
 class RunnerStats:
     claimed: int = 0
@@ -99,9 +110,11 @@ class Runner:
     def __init__(self, redis: AnyRedis, config: QueueConfig, handler: Handler, *, concurrency: int = 3,
                  job_timeout_ms: int | None = None, consumer_id: str | None = None, hooks: RunnerHooks | None = None,
                  grace_ms: int = 30_000, burst: bool = False, info: dict[str, Any] | None = None,
-                 clock: Clock = wall_clock_ms) -> None:
+                 lanes: int = 1, clock: Clock = wall_clock_ms) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if not 1 <= lanes <= concurrency:
+            raise ValueError("lanes must be between 1 and concurrency")
         self.config = config
         self.consumer = Consumer(redis, config, consumer_id=consumer_id, clock=clock)
         self.handler = handler
@@ -122,8 +135,7 @@ class Runner:
         self.draining = False
         self._tasks: dict[str, tuple[asyncio.Task[None], ActiveJob]] = {}
         self._held: dict[str, Lease] = {}
-        self._acks: list[tuple[Lease, Any, float]] = []
-        self._wake = asyncio.Event()
+        self._lanes = [_Lane(concurrency // lanes + (1 if i < concurrency % lanes else 0)) for i in range(lanes)]
         self._started_at = wall_clock_ms()
 
     @property
@@ -147,7 +159,7 @@ class Runner:
                       for name, fn in (("heartbeat", self._heartbeat), ("promote", self._promote),
                                        ("stalled", self._recover_stalled), ("retention", self._retention))]
         try:
-            await self._claim_loop(stop)
+            await asyncio.gather(*(self._claim_loop(lane, stop) for lane in self._lanes))
             self.draining = True
             await self._drain(force_event)
         finally:
@@ -164,29 +176,27 @@ class Runner:
 
     # -- claiming -------------------------------------------------------------------------------------
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
+    async def _claim_loop(self, lane: _Lane, stop: asyncio.Event) -> None:
         errors = 0
         while not stop.is_set():
             self.last_claim_loop_at = time.monotonic()
-            free = self.concurrency - len(self._tasks)
-            if not self._acks and free <= 0:
-                self._wake.clear()
-                await _wait_any(self._wake, stop, seconds=1.0)
+            free = lane.size - lane.running
+            if not lane.acks and free <= 0:
+                lane.wake.clear()
+                await _wait_any(lane.wake, stop, seconds=1.0)
                 continue
             try:
-                leases, paused = await self._settle_and_claim(max(free, 0))
-                if not leases and not paused and free > 0 and not self._acks:
+                leases, paused = await self._settle_and_claim(lane, max(free, 0))
+                if not leases and not paused and free > 0 and not lane.acks:
                     if self.burst:
-                        if not self._tasks:
+                        if not lane.running:
                             return
-                        self._wake.clear()
-                        await _wait_any(self._wake, stop, seconds=1.0)
+                        lane.wake.clear()
+                        await _wait_any(lane.wake, stop, seconds=1.0)
                         continue
                     blocked = await self.consumer.claim_blocking(self.config.block_ms)
                     if isinstance(blocked, Lease):
-                        self._start(blocked)
-                        if stop.is_set():
-                            break
+                        self._start(blocked, lane)
                     paused = blocked == "paused"
                 errors = 0
             except TRANSIENT as exc:
@@ -197,13 +207,13 @@ class Runner:
             if paused:
                 await _wait_any(stop, seconds=self.config.block_ms / 1000 * 2)
 
-    async def _settle_and_claim(self, want: int) -> tuple[list[Lease], bool]:
-        acks, self._acks = self._acks, []
+    async def _settle_and_claim(self, lane: _Lane, want: int) -> tuple[list[Lease], bool]:
+        acks, lane.acks = lane.acks, []
         try:
             done = [(lease, result) for lease, result, _ in acks]
             statuses, leases, paused = await self.consumer.complete_and_claim(done, want)
         except BaseException:
-            self._acks = acks + self._acks
+            lane.acks = acks + lane.acks
             raise
         for (lease, _, seconds), completed in zip(acks, statuses, strict=True):
             self._held.pop(lease.job.id, None)
@@ -214,26 +224,30 @@ class Runner:
                 self.stats.lease_lost += 1
                 self._hook("on_lease_lost", lease.job)
         for lease in leases:
-            self._start(lease)
+            self._start(lease, lane)
         return leases, paused
 
-    def _start(self, lease: Lease) -> None:
+    def _start(self, lease: Lease, lane: _Lane) -> None:
         self.stats.claimed += 1
         self._held[lease.job.id] = lease
+        lane.running += 1
         active = ActiveJob(lease, self.consumer)
-        task = asyncio.create_task(self._execute(active), name=f"certq-job-{lease.job.id}")
+        task = asyncio.create_task(self._execute(active, lane), name=f"certq-job-{lease.job.id}")
         self._tasks[lease.job.id] = (task, active)
         self._hook("on_claim", lease.job)
 
     # -- one job ----------------------------------------------------------------------------------------
 
-    async def _execute(self, active: ActiveJob) -> None:
+    async def _execute(self, active: ActiveJob, lane: _Lane) -> None:
         lease = active.lease
         started = time.monotonic()
         timeout_ms = lease.job.timeout_ms or self.job_timeout_ms
         try:
             try:
-                async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
+                if timeout_ms:
+                    async with asyncio.timeout(timeout_ms / 1000):
+                        result = await self.handler(active)
+                else:
                     result = await self.handler(active)
             except asyncio.CancelledError:
                 if active.stop_reason is None:
@@ -255,10 +269,11 @@ class Runner:
                 log.warning("job %s attempt %s raised %r", lease.job.id, active.attempt, exc, exc_info=exc)
                 await self._failed(active, f"{type(exc).__name__}: {exc}", None, False, started)
                 return
-            self._acks.append((lease, result, time.monotonic() - started))
+            lane.acks.append((lease, result, time.monotonic() - started))
         finally:
             self._tasks.pop(lease.job.id, None)
-            self._wake.set()
+            lane.running -= 1
+            lane.wake.set()
 
     async def _failed(self, active: ActiveJob, message: str, category: str | None, final: bool,
                       started: float) -> None:
@@ -366,14 +381,15 @@ class Runner:
             for waiter in waiters:
                 waiter.cancel()
         await self._cancel_all("shutdown")
-        for attempt in range(20):
-            if not self._acks:
-                break
-            try:
-                await self._settle_and_claim(0)
-            except TRANSIENT as exc:
-                self._redis_error("drain", exc)
-                await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+        for lane in self._lanes:
+            for attempt in range(20):
+                if not lane.acks:
+                    break
+                try:
+                    await self._settle_and_claim(lane, 0)
+                except TRANSIENT as exc:
+                    self._redis_error("drain", exc)
+                    await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
 
     async def _cancel_all(self, reason: str) -> None:
         entries = list(self._tasks.values())

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -19,7 +19,7 @@ from redis.commands.core import AsyncScript
 
 from certq.queue.keys import QueueKeys
 
-AnyRedis = Redis | RedisCluster
+AnyRedis: TypeAlias = Redis | RedisCluster
 _KEY_LINE = re.compile(r"^\s*KEYS\[(\d+)\]\s+(\w+)", re.MULTILINE)
 _INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
 

@@ -48,7 +48,8 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(priority=st.sampled_from(["high", "normal", "low"]), delay=st.sampled_from([0, 0, 1_000]),
           group=st.sampled_from([None, None, "limited"]), max_attempts=st.integers(1, 3))
     def enqueue(self, priority: Any, delay: int, group: str | None, max_attempts: int) -> None:
-        job = self.run(self.queue.enqueue({"n": len(self.ids)}, priority=priority, delay_ms=delay, group=group,
+        job = self.run(self.queue.enqueue({"n": len(self.ids)}, job_id=f"j{len(self.ids)}", priority=priority,
+                                          delay_ms=delay, group=group,
                                           max_attempts=max_attempts))
         self.ids.add(job.id)
 

@@ -20,8 +20,10 @@
   ARGV[7] jobs to claim
   ARGV[8] completed jobs to keep (-1 keeps all)
   ARGV[9] rate limits "group=tokens/period_ms;..."
-  ARGV[10] number of completions, then (job id, lease token, result JSON) per completion
-  Returns {ack statuses (1 done, 0 lease lost), claimed {id, token, HGETALL}..., paused (0|1)}
+  ARGV[10] number of completions
+  ARGV[11] per completion, NUL-separated: job id, lease token, result JSON, dedupe key or ''
+
+  Returns {ack statuses (1 done, 0 lease lost), claimed jobs (claimed_reply)..., paused (0|1)}
   Events: completed, active, failed (corrupt/cancelled), rate-limited
 ]]
 -- @include common
@@ -36,17 +38,20 @@ local limits = ARGV[9]
 local acks = tonumber(ARGV[10])
 
 local statuses = {}
+local v = {}
+if acks > 0 then v = unpack_nul(ARGV[11]) end
 for i = 0, acks - 1 do
-  local id, token, result = ARGV[11 + i * 3], ARGV[12 + i * 3], ARGV[13 + i * 3]
+  local id, token, result, dedupe = v[1 + i * 4], v[2 + i * 4], v[3 + i * 4], v[4 + i * 4]
   local lk = lock_key(id)
   if redis.call('GET', lk) == token then
-    local jk = job_key(id)
     redis.call('LREM', K.active, 1, id)
     redis.call('DEL', lk)
     redis.call('LPUSH', K.completed, id)
-    redis.call('HSET', jk, 'state', 'completed', 'result', result, 'finished_at', now)
-    redis.call('HDEL', jk, 'token')
-    clear_dedupe(jk, id)
+    redis.call('HSET', job_key(id), 'state', 'completed', 'result', result, 'finished_at', now)
+    if dedupe ~= '' then
+      local dk = base .. 'dedupe:' .. dedupe
+      if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+    end
     emit('completed', id)
     statuses[#statuses + 1] = 1
   else
@@ -78,9 +83,8 @@ if want > 0 then
       else
         budget = budget - 1
         local token = token_prefix .. ':' .. (#claimed + 1)
-        if start_job(id, false, now, lease_ms, token, consumer, limits) == 'ok' then
-          claimed[#claimed + 1] = {id, token, redis.call('HGETALL', job_key(id))}
-        end
+        local status, f = start_job(id, false, now, lease_ms, token, consumer, limits)
+        if status == 'ok' then claimed[#claimed + 1] = claimed_reply(id, token, f) end
       end
     end
   end

@@ -10,16 +10,17 @@
   ARGV[1] key base
   ARGV[2] events maxlen
   ARGV[3] now, epoch ms
-  ARGV[4..] per job, 8 values: id, payload JSON, priority, delay ms, max attempts, timeout ms ('' none),
-            dedupe key ('' none), group ('' none)
+  ARGV[4..] one per job, 8 NUL-separated values: id, payload JSON, priority, delay ms, max attempts,
+            timeout ms ('' none), dedupe key ('' none), group ('' none)
   Returns per job {1 added | 0 existing, job id}
 ]]
 -- @include common
 local now = ARGV[3]
 local out = {}
-for i = 4, #ARGV, 8 do
-  local id, payload, priority, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local dedupe, group, timeout = ARGV[i + 6], ARGV[i + 7], ARGV[i + 5]
+for i = 4, #ARGV do
+  local v = unpack_nul(ARGV[i])
+  local id, payload, priority, delay = v[1], v[2], v[3], tonumber(v[4])
+  local dedupe, group, timeout = v[7], v[8], v[6]
   local existing
   if dedupe ~= '' then
     local other = redis.call('GET', base .. 'dedupe:' .. dedupe)
@@ -29,12 +30,12 @@ for i = 4, #ARGV, 8 do
     end
   end
   local jk = job_key(id)
-  if not existing and redis.call('EXISTS', jk) == 1 then existing = id end
+  if not existing and redis.call('HSETNX', jk, 'id', id) == 0 then existing = id end
   if existing then
     out[#out + 1] = {0, existing}
   else
-    redis.call('HSET', jk, 'id', id, 'payload', payload, 'priority', priority, 'attempts', 0,
-      'max_attempts', ARGV[i + 4], 'attempts_base', 0, 'created_at', now, 'stalls', 0)
+    redis.call('HSET', jk, 'payload', payload, 'priority', priority, 'attempts', 0,
+      'max_attempts', v[5], 'attempts_base', 0, 'created_at', now, 'stalls', 0)
     if timeout ~= '' then redis.call('HSET', jk, 'timeout_ms', timeout) end
     if group ~= '' then redis.call('HSET', jk, 'group', group) end
     if dedupe ~= '' then

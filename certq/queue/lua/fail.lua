@@ -40,6 +40,5 @@ local due = tonumber(now) + tonumber(ARGV[10])
 redis.call('ZADD', K.delayed, due, id)
 redis.call('HSET', jk, 'state', 'delayed', 'due_at', string.format('%d', due), 'last_error', ARGV[6],
   'category', ARGV[7])
-redis.call('HDEL', jk, 'token')
 emit('retrying', id, 'dueAt', string.format('%d', due), 'reason', ARGV[6])
 return 'delayed'

@@ -40,7 +40,6 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
       redis.call('HINCRBY', jk, 'attempts_base', 1)
       redis.call('RPUSH', wait_key(f[2]), id)
       redis.call('HSET', jk, 'state', 'waiting')
-      redis.call('HDEL', jk, 'token')
       emit('stalled', id, 'stalls', stalls)
       recovered[#recovered + 1] = id
     end

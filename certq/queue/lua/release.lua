@@ -22,6 +22,5 @@ redis.call('DEL', lk)
 redis.call('HINCRBY', jk, 'attempts_base', 1)
 redis.call('RPUSH', wait_key(redis.call('HGET', jk, 'priority')), id)
 redis.call('HSET', jk, 'state', 'waiting')
-redis.call('HDEL', jk, 'token')
 emit('released', id)
 return 1

@@ -16,7 +16,7 @@ local function replay(id)
   local jk = job_key(id)
   local f = redis.call('HMGET', jk, 'attempts', 'priority', 'dedupe_key')
   redis.call('HSET', jk, 'state', 'waiting', 'attempts_base', f[1] or 0, 'stalls', 0)
-  redis.call('HDEL', jk, 'cancel', 'finished_at', 'token')
+  redis.call('HDEL', jk, 'cancel', 'finished_at')
   if f[3] then redis.call('SET', base .. 'dedupe:' .. f[3], id, 'NX') end
   redis.call('LPUSH', wait_key(f[2]), id)
   emit('retried', id)

@@ -17,7 +17,7 @@
   ARGV[6] lease token
   ARGV[7] consumer id
   ARGV[8] rate limits "group=tokens/period_ms;..."
-  Returns {'ok', HGETALL} | {'gone'} | {'paused'} | {'corrupt'} | {'cancelled'} | {'limited'}
+  Returns {'ok', claimed_reply} | {'gone'} | {'paused'} | {'corrupt'} | {'cancelled'} | {'limited'}
 ]]
 -- @include common
 -- @include start
@@ -30,6 +30,6 @@ if redis.call('HGET', K.meta, 'paused') == '1' then
   redis.call('RPUSH', K.wait, id)
   return {'paused'}
 end
-local status = start_job(id, true, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-if status == 'ok' then return {'ok', redis.call('HGETALL', job_key(id))} end
+local status, f = start_job(id, true, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+if status == 'ok' then return {'ok', claimed_reply(id, ARGV[6], f)} end
 return {status}

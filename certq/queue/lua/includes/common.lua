@@ -43,9 +43,24 @@ end
 local function to_failed(jk, id, now, reason, category)
   redis.call('LPUSH', K.failed, id)
   redis.call('HSET', jk, 'state', 'failed', 'finished_at', now, 'last_error', reason, 'category', category)
-  redis.call('HDEL', jk, 'token', 'due_at')
+  redis.call('HDEL', jk, 'due_at')
   clear_dedupe(jk, id)
   emit('failed', id, 'reason', reason)
+end
+
+-- Values packed by the caller into one ARGV, separated by NUL (JSON text never holds a raw NUL and ids are
+-- checked for it), which saves the client encoding many small arguments.
+local function unpack_nul(text)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(text, '\0', start, true)
+    if not i then
+      out[#out + 1] = string.sub(text, start)
+      return out
+    end
+    out[#out + 1] = string.sub(text, start, i - 1)
+    start = i + 1
+  end
 end
 
 local function push_chunked(command, key, items)
