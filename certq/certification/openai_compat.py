@@ -260,10 +260,12 @@ class OpenAICompatProvider:
                 self._apply_chunk(result, event.data, event.event, now, parts)
             result.text = "".join(parts)
             result.latency_s = time.perf_counter() - started
-        if result.raw_finish_reason is None and not result.done_marker:
+        if result.raw_finish_reason is None:
+            # e.g. llama-cpp-python cutting a stream short when another request interrupts it
             raise ProviderError(
                 ErrorCategory.PROTOCOL_ERROR,
-                f"stream ended after {result.chunks} chunks without finish_reason or [DONE]",
+                f"stream ended after {result.chunks} chunks without a finish_reason"
+                + ("" if result.done_marker else " or [DONE]"),
                 status=result.status,
             )
         _raise_if_filtered(result)

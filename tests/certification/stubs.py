@@ -317,6 +317,8 @@ class OpenAIHandler(_Base):
             self.wfile.flush()
             self.close_connection = True
             return
+        elif behaviour == "sse-done-no-finish":
+            self._chunk(b"data: [DONE]\n\n")
         elif behaviour != "sse-no-end":
             event(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
             if include_usage:

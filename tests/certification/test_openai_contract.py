@@ -179,6 +179,7 @@ async def test_transient_errors_are_retried_and_the_run_still_certifies(
         ("sse-error", "SERVER_ERROR"),
         ("sse-reset", "CONNECTION_ERROR"),
         ("sse-stall", "TIMEOUT"),
+        ("sse-done-no-finish", "PROTOCOL_ERROR"),
     ],
 )
 async def test_broken_streams_fail_the_run_not_the_answers(behaviour: str, category: str, sleeps: SleepLog) -> None:
