@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,6 +60,15 @@ def register(subparsers: Any) -> None:
                     "exit 0 when either answers 200, 5 otherwise.")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds per request (default 2)")
     health.set_defaults(run=run_healthcheck)
+
+    wait = subparsers.add_parser(
+        "schema-wait", help="wait until the database schema is the one this certq needs (init containers)",
+        description="Block until DATABASE_URL answers and its schema version is this certq's (run `certq migrate` "
+                    "elsewhere, e.g. the migrate Job). For Kubernetes initContainers: pods of a new release do not "
+                    "start on an old schema. Exit 0 when the schema is current, 1 on timeout, 3 on bad configuration.")
+    wait.add_argument("--timeout", type=float, default=300.0, metavar="S", help="give up after S seconds (300)")
+    wait.add_argument("--database-url", metavar="URL", help="PostgreSQL to use instead of DATABASE_URL")
+    wait.set_defaults(run=run_schema_wait)
 
 
 def run_doctor(args: argparse.Namespace) -> int:
@@ -221,3 +232,28 @@ def run_healthcheck(args: argparse.Namespace) -> int:
         except httpx.HTTPError:
             continue
     return EXIT_UNAVAILABLE
+
+
+def run_schema_wait(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    deadline = time.monotonic() + args.timeout
+
+    async def go() -> str:
+        last = ""
+        while True:
+            findings = await _check_postgres(settings)
+            failed = [f.message for f in findings if f.level == "FAIL"]
+            if not failed:
+                return ""
+            if failed[0] != last:
+                last = failed[0]
+                print(f"certq: waiting: {last}", file=sys.stderr, flush=True)
+            if time.monotonic() >= deadline:
+                return last
+            await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+    problem = asyncio.run(go())
+    if problem:
+        raise CommandError(f"schema not ready after {args.timeout:g}s: {problem}", EXIT_FAILURE)
+    print(f"certq: schema version {SCHEMA_VERSION} is in place")
+    return EXIT_OK

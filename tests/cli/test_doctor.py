@@ -96,3 +96,14 @@ def test_healthcheck_passes_when_the_worker_port_answers_live(
     monkeypatch.setenv("WORKER_HEALTH_PORT", str(fake_health.port))
     monkeypatch.setenv("API_PORT", str(free_port()))
     assert run_cli("healthcheck").code == 0
+
+
+def test_schema_wait_returns_at_once_when_the_schema_is_current(run_cli: Run, migrated_database_url: str) -> None:
+    result = run_cli("schema-wait", "--database-url", migrated_database_url, "--timeout", "5")
+    assert result.code == 0 and "is in place" in result.out
+
+
+def test_schema_wait_gives_up_on_a_database_without_schema(run_cli: Run, empty_database_url: str) -> None:
+    result = run_cli("schema-wait", "--database-url", empty_database_url, "--timeout", "0.5")
+    assert result.code == 1
+    assert "schema not ready after 0.5s" in result.err and "run `certq migrate`" in result.err

@@ -206,3 +206,16 @@ def test_kustomize_renders_the_manifests_with_the_release_image() -> None:
               for c in o["spec"]["template"]["spec"]["containers"]}
     assert len(images) == 1 and next(iter(images)).startswith("ghcr.io/")
     assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "certq" for o in objects)
+
+
+def test_pods_wait_for_the_schema_with_a_real_cli_command() -> None:
+    from certq.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert commands is not None
+    for name in ("certq-api", "certq-worker"):
+        init = find(OBJECTS, "Deployment", name)["spec"]["template"]["spec"]["initContainers"]
+        assert init[0]["command"][:2] == ["certq", "schema-wait"]
+        assert init[0]["command"][1] in commands
+    job = find(OBJECTS, "Job", "certq-migrate")["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"] == ["certq", "migrate"] and "migrate" in commands
