@@ -41,21 +41,19 @@ async def history(request: Request) -> Response:
         until=time_param(request, "until"),
     )
     found = await queries_of(request).search_history(query, page=page, limit=limit)
-    return JSON({"items": [run_json(r) for r in found.items], "total": found.total, "page": page, "limit": limit})
+    return JSON({"items": [run_json(r) for r in found.items], "total": found.total, "capped": found.capped,
+                 "page": page, "limit": limit})
 
 
 async def matrix(request: Request) -> Response:
-    store = store_of(request)
-    models = await store.active_models()
-    verdicts = await store.latest_verdicts()
-    regions = sorted({region for model in models for region in model.regions} | {v.region for v in verdicts})
-    known = {model.id for model in models}
+    models = await store_of(request).active_models()
+    cells = await queries_of(request).latest_matrix()
+    regions = sorted({region for model in models for region in model.regions})
     rows = [{"id": str(m.id), "name": m.name, "apiModelId": m.api_model_id, "provider": m.provider,
              "regions": m.regions} for m in models]
-    cells = [{"modelId": str(v.model_id), "region": v.region, "id": str(v.id), "status": v.status,
-              "rating": v.rating, "score": v.score, "completedAt": v.completed_at and v.completed_at.isoformat()}
-             for v in verdicts if v.model_id in known]
-    return JSON({"models": rows, "regions": regions, "cells": cells})
+    out = [{"modelId": str(c.model_id), "region": c.region, "id": str(c.id), "status": c.status, "rating": c.rating,
+            "score": c.score, "completedAt": c.completed_at and c.completed_at.isoformat()} for c in cells]
+    return JSON({"models": rows, "regions": regions, "cells": out})
 
 
 async def pair(request: Request) -> Response:

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from certq.store.base import CERTIFICATION_COLUMNS, certification_record
-from certq.store.records import Page
+from certq.store.records import CertificationRecord, Page
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,33 @@ class HistoryFilter:
     status: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    """The latest verdict of one model in one region."""
+
+    model_id: UUID
+    region: str
+    id: UUID
+    status: str
+    rating: str | None
+    score: float | None
+    completed_at: datetime | None
+
+
+COUNT_CAP = 10_000
+"""History totals are exact up to this many matches, then shown as "10000+"."""
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    items: list[CertificationRecord]
+    total: int
+    capped: bool
+    """More than `total` runs match (the count stopped at COUNT_CAP)."""
+    page: int
+    limit: int
 
 
 def id_bounds(text: str) -> tuple[UUID, UUID] | None:
@@ -96,41 +123,52 @@ class DashboardQueries:
         items = [AuditEntry(**{k: v for k, v in dict(r).items() if k != "total"}) for r in rows]
         return Page(items=items, total=int(total), page=page, limit=limit)
 
-    async def search_history(self, query: HistoryFilter, *, page: int = 1, limit: int = 25) -> Page:
-        """Certification runs matching every given field, newest first, with their model's name."""
-        bounds = id_bounds(query.job_id) if query.job_id else None
-        if query.job_id and bounds is None:
-            return Page(items=[], total=0, page=page, limit=limit)
-        where = """
-            ($1::uuid IS NULL OR c.id BETWEEN $1 AND $2 OR c.job_id BETWEEN $1 AND $2)
-            AND ($3::text IS NULL OR m.name ILIKE $3 OR m.api_model_id ILIKE $3 OR m.id::text = $4)
-            AND ($5::text IS NULL OR c.region = $5)
-            AND ($6::text IS NULL OR c.status = $6)
-            AND ($7::timestamptz IS NULL OR c.created_at >= $7)
-            AND ($8::timestamptz IS NULL OR c.created_at <= $8)
+    async def search_history(self, query: HistoryFilter, *, page: int = 1, limit: int = 25) -> HistoryPage:
+        """Certification runs matching every given field, newest first, with their model's name.
+
+        Only the given filters enter the SQL, so each search gets a plan for its own shape (a catch-all
+        `$1 IS NULL OR ...` statement would be planned once, generically, and scan). The total is
+        counted up to COUNT_CAP: an exact count of a million rows would cost more than the page.
         """
-        model = query.model.strip() if query.model else None
-        low, high = bounds if bounds is not None else (None, None)
-        args = (
-            low, high, None if model is None else _like(model), model, query.region or None, query.status or None,
-            query.since, query.until,
-        )
-        rows = await self._pool.fetch(
-            f"""
-            SELECT {CERTIFICATION_COLUMNS}, count(*) OVER () AS total
-            FROM certifications c JOIN models m ON m.id = c.model_id WHERE {where}
-            ORDER BY c.created_at DESC, c.id LIMIT $9 OFFSET $10
-            """,
-            *args, limit, (page - 1) * limit,
-        )
-        if rows:
-            total = rows[0]["total"]
-        else:
-            total = await self._pool.fetchval(
-                f"SELECT count(*) FROM certifications c JOIN models m ON m.id = c.model_id WHERE {where}", *args
+        clauses: list[str] = []
+        args: list[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.job_id:
+            bounds = id_bounds(query.job_id)
+            if bounds is None:
+                return HistoryPage(items=[], total=0, capped=False, page=page, limit=limit)
+            low, high = arg(bounds[0]), arg(bounds[1])
+            clauses.append(f"(c.id BETWEEN {low} AND {high} OR c.job_id BETWEEN {low} AND {high})")
+        if query.model and query.model.strip():
+            model = query.model.strip()
+            like, exact = arg(_like(model)), arg(model)
+            clauses.append(f"(m.name ILIKE {like} OR m.api_model_id ILIKE {like} OR m.id::text = {exact})")
+        if query.region:
+            clauses.append(f"c.region = {arg(query.region)}")
+        if query.status:
+            clauses.append(f"c.status = {arg(query.status)}")
+        if query.since is not None:
+            clauses.append(f"c.created_at >= {arg(query.since)}")
+        if query.until is not None:
+            clauses.append(f"c.created_at <= {arg(query.until)}")
+        where = " AND ".join(clauses) or "true"
+        source = f"certifications c JOIN models m ON m.id = c.model_id WHERE {where}"
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {CERTIFICATION_COLUMNS} FROM {source} ORDER BY c.created_at DESC, c.id "
+                f"LIMIT {arg(limit)} OFFSET {arg((page - 1) * limit)}",
+                *args,
             )
-        items = [certification_record({k: v for k, v in dict(r).items() if k != "total"}) for r in rows]
-        return Page(items=items, total=int(total), page=page, limit=limit)
+            counted = await conn.fetchval(
+                f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT {COUNT_CAP + 1}) AS matches", *args[:-2]
+            )
+        total = min(int(counted), COUNT_CAP)
+        return HistoryPage(items=[certification_record(r) for r in rows], total=total,
+                           capped=int(counted) > COUNT_CAP, page=page, limit=limit)
 
     async def reopen_failed(self, certification_id: UUID | str) -> bool:
         """Put a FAILED run back to QUEUED so a retried queue job runs it again; True when it changed.
@@ -165,6 +203,25 @@ class DashboardQueries:
         except ValueError:
             return False
         return bool(await self._pool.fetchval("SELECT EXISTS (SELECT 1 FROM certifications WHERE id = $1)", cid))
+
+    async def latest_matrix(self) -> list[MatrixCell]:
+        """The newest verdict of every active model in every region it offers (pairs never certified are
+        left out). One index probe per pair (certifications_verdict_idx), so it costs models x regions,
+        not the size of the history."""
+        rows = await self._pool.fetch(
+            """
+            SELECT m.id AS model_id, r.region, v.id, v.status, v.rating, v.score, v.completed_at
+            FROM models m CROSS JOIN LATERAL unnest(m.regions) AS r(region)
+            JOIN LATERAL (
+                SELECT c.id, c.status, c.rating, c.score, c.completed_at FROM certifications c
+                WHERE c.model_id = m.id AND c.region = r.region
+                    AND c.status IN ('CERTIFIED', 'QUALITY_WARNING', 'FAILED')
+                ORDER BY c.completed_at DESC LIMIT 1
+            ) v ON true
+            WHERE m.is_active
+            """
+        )
+        return [MatrixCell(**dict(r)) for r in rows]
 
     async def pair_history(self, model_id: UUID, region: str, *, limit: int = 50) -> list[Any]:
         """Finished runs of one model+region, oldest first (the order a chart reads)."""

@@ -111,12 +111,14 @@ function table(headers, rows, caption) {
       h("tr", {}, h("td", { colspan: headers.length, class: "empty" }, "Nothing here.")))));
 }
 
-function pager(page, limit, total, go) {
+function pager(page, limit, total, go, capped) {
   const pages = Math.max(1, Math.ceil(total / limit));
+  const more = capped ? "+" : "";
   return h("div", { class: "pager" },
     h("button", { class: "btn", type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "\u2190 Previous"),
-    h("span", {}, `Page ${page} of ${pages} (${total} total)`),
-    h("button", { class: "btn", type: "button", disabled: page >= pages, onclick: () => go(page + 1) }, "Next \u2192"));
+    h("span", {}, `Page ${page} of ${pages}${more} (${total}${more} total)`),
+    h("button", { class: "btn", type: "button", disabled: page >= pages && !capped, onclick: () => go(page + 1) },
+      "Next \u2192"));
 }
 
 // Live refreshes redraw only when the data changed, so keyboard focus is not lost every poll.
@@ -345,7 +347,7 @@ views.history = async (main) => {
         h("td", { class: "num" }, r.score === null ? "–" : `${r.score} (${r.rating})`),
         h("td", { class: "num" }, r.attempts), h("td", {}, fmtTime(r.createdAt)),
         h("td", {}, r.errorCategory || ""))), "Certification history"),
-      pager(page, data.limit, data.total, (p) => { page = p; load(); }));
+      pager(page, data.limit, data.total, (p) => { page = p; load(); }, data.capped));
     } catch (err) {
       results.replaceChildren(h("p", { class: "notice error" }, err.message));
     }
