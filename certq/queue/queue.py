@@ -264,10 +264,10 @@ class Queue:
         return out
 
     async def workers(self) -> builtins.list[dict[str, Any]]:
-        """Live consumers (heartbeat within `worker_ttl_ms`): the info each one publishes (id, host, pid,
-        concurrency, active, started_at, last_seen and whatever its owner added, e.g. health_port)."""
-        since = self.clock() - self.config.worker_ttl_ms
-        ids = [text(i) for i in await self.redis.zrangebyscore(self.keys.workers, since, "+inf")]
+        """Live consumers: the info each one publishes with its heartbeat (id, host, pid, queue, concurrency,
+        active, draining, started_at, last_seen and whatever its owner added, e.g. health_port). A consumer
+        is live while its registry key has not expired (Redis TTL), so clocks of other hosts do not matter."""
+        ids = [text(i) for i in await self.redis.zrange(self.keys.workers, 0, -1)]
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)

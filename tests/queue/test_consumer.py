@@ -256,3 +256,13 @@ async def test_complete_and_claim_settles_and_claims_in_one_call(queue: Queue, c
     assert [lease.job.id for lease in more] == ["b3", "b4", "b5"]
     job = await queue.get("b0")
     assert job is not None and orjson.dumps(job.result) == b'{"n":1}'
+
+
+async def test_job_lost_in_the_claim_lease_gap_is_recovered_with_its_attempts_intact(
+        queue: Queue, consumer: Consumer, backend: aioredis.Redis) -> None:
+    await queue.enqueue({}, job_id="gap", max_attempts=2)
+    await backend.lmove(queue.keys.wait, queue.keys.active, "RIGHT", "LEFT")  # the consumer died right after BLMOVE
+    await stalled_pass(consumer)
+    assert await stalled_pass(consumer) == (["gap"], [])
+    [lease] = (await consumer.claim(1)).leases
+    assert (lease.attempt, lease.job.attempts_counted, lease.job.stalls) == (1, 1, 1)

@@ -28,7 +28,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
   if redis.call('EXISTS', lock_key(id)) == 0 and redis.call('LREM', K.active, 1, id) == 1 then
     local jk = job_key(id)
     local stalls = redis.call('HINCRBY', jk, 'stalls', 1)
-    local f = redis.call('HMGET', jk, 'cancel', 'priority')
+    local f = redis.call('HMGET', jk, 'cancel', 'priority', 'state')
     if f[1] == '1' then
       to_failed(jk, id, now, 'cancelled', 'CANCELLED')
       failed[#failed + 1] = id
@@ -37,7 +37,8 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
         'STALLED')
       failed[#failed + 1] = id
     else
-      redis.call('HINCRBY', jk, 'attempts_base', 1)
+      -- A stall does not use up an attempt; a job lost in the BLMOVE->lease gap never started one.
+      if f[3] == 'active' then redis.call('HINCRBY', jk, 'attempts_base', 1) end
       redis.call('RPUSH', wait_key(f[2]), id)
       redis.call('HSET', jk, 'state', 'waiting')
       emit('stalled', id, 'stalls', stalls)
