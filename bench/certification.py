@@ -1,7 +1,7 @@
 """Wall time and requests per certification against a real local model server (and a slow loopback stub).
 
-    .venv/bin/python bench/certification.py --runs 10
-    .venv/bin/python bench/certification.py --target stub --stub-delay-ms 100 --runs 3
+    .venv/bin/python -m bench.certification --runs 10
+    .venv/bin/python -m bench.certification --target stub --stub-delay-ms 100 --runs 3
 
 For each run it reports the wall time, the requests sent, the sum of all probe latencies (what a purely
 sequential suite would take) and the slowest probe chain (gate probe + slowest concurrent probe + the final
@@ -10,16 +10,19 @@ stress probe), whose difference from the wall time is the engine's overhead.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, bench/ would come first on sys.path and bench/queue.py would shadow the stdlib's queue.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in (_HERE, "")] + [str(Path(_HERE).parent)]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 from certq.certification import ModelEndpoint, Verdict, run_certification  # noqa: E402
 from certq.certification.localmodel import start_tiny_model_server, stop_llama_server  # noqa: E402
