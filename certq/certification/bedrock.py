@@ -98,8 +98,9 @@ class BedrockProvider:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": accept}
+    async def _signed_headers(self, url: str, body: bytes) -> dict[str, str]:
+        # The headers botocore's own client sends (no Accept; identity encoding keeps event frames raw).
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if self._endpoint.api_key:  # a Bedrock API key (bearer auth) instead of IAM credentials
             return headers | {"Authorization": f"Bearer {self._endpoint.api_key}"}
         async with self._credentials_lock:
@@ -151,9 +152,7 @@ class BedrockProvider:
     async def _once(self, request: ChatRequest, stream: bool) -> ChatResult:
         body = orjson.dumps(self._body(request))
         url = self._url("converse-stream" if stream else "converse")
-        headers = await self._signed_headers(
-            url, body, "application/vnd.amazon.eventstream" if stream else "application/json"
-        )
+        headers = await self._signed_headers(url, body)
         started = time.perf_counter()
         self._recorder.on_request()
         try:
@@ -341,7 +340,7 @@ class BedrockProvider:
             }
         )
         url = self._url("converse")
-        headers = await self._signed_headers(url, body, "application/json")
+        headers = await self._signed_headers(url, body)
         self._recorder.on_request()
         try:
             async with asyncio.timeout(self._config.request_deadline_s):
