@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from certq.store.base import (
@@ -52,38 +54,16 @@ class JobsMixin(StoreBase):
         regions = list(dict.fromkeys(r for _, r in unique_pairs))
 
         async def work(conn: Conn) -> JobCreated:
-            job_id = await conn.fetchval(
-                """
-                INSERT INTO certification_jobs (type, priority, regions, model_ids, total_models)
-                VALUES ($1, $2, $3, $4, $5) RETURNING id
-                """,
-                type, priority, regions, model_ids, len(unique_pairs),
-            )
-            inserted = await conn.fetch(
-                f"""
-                INSERT INTO certifications (job_id, model_id, region, priority)
-                SELECT $1, p.model_id, p.region, $4 FROM unnest($2::uuid[], $3::text[]) AS p(model_id, region)
-                ON CONFLICT DO NOTHING
-                RETURNING {REF_COLUMNS}
-                """,
-                job_id, [m for m, _ in unique_pairs], [r for _, r in unique_pairs], priority,
-            )
-            refs = [ref_record(row) for row in inserted]
-            skipped: list[SkippedPair] = []
-            if len(refs) < len(unique_pairs):
-                created = {(ref.model_id, ref.region) for ref in refs}
-                missing = [pair for pair in unique_pairs if pair not in created]
-                skipped = await _live_runs(conn, missing)
-                if not refs:
-                    await conn.execute("DELETE FROM certification_jobs WHERE id = $1", job_id)
-                    return JobCreated(job=None, certifications=[], skipped=skipped)
-                await conn.execute(
-                    "UPDATE certification_jobs SET total_models = $2 WHERE id = $1", job_id, len(refs)
-                )
-            row = await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM certification_jobs WHERE id = $1", job_id)
-            assert row is not None
-            return JobCreated(job=job_record(row), certifications=refs, skipped=skipped)
+            for _ in range(5):
+                created = await _insert_job(conn, type, priority, regions, model_ids, unique_pairs)
+                if created is not None:
+                    return created
+            raise RuntimeError("certifications kept finishing while being reported as live; try again")
 
+        if idempotency is None:
+            # Without a key, the usual case is one atomic statement: no transaction round trips.
+            async with self._pool.acquire() as conn:
+                return await work(conn)
         return await self._transact(work, idempotency, render)
 
     async def get_job(self, job_id: UUID | str) -> JobRecord | None:
@@ -150,6 +130,81 @@ class JobsMixin(StoreBase):
             finished = not rows and row["status"] != "CANCELLED"
             cancelled = [ref_record(r) for r in rows]
             return CancelOutcome(job=job_record(row), cancelled=cancelled, already_finished=finished)
+
+
+async def _insert_job(
+    conn: Conn, type: JobType, priority: Priority, regions: list[str], model_ids: list[UUID],
+    pairs: list[tuple[UUID, str]],
+) -> JobCreated | None:
+    """Insert the job and a run per pair that has no live run; None when the answer raced with runs
+    finishing (the caller tries again)."""
+    row = await conn.fetchrow(
+        f"""
+        WITH pairs AS (
+            SELECT p.model_id, p.region, p.n
+            FROM unnest($5::uuid[], $6::text[]) WITH ORDINALITY AS p(model_id, region, n)
+            WHERE NOT EXISTS (SELECT 1 FROM certifications c WHERE c.model_id = p.model_id AND c.region = p.region
+                              AND c.status IN {_LIVE})
+        ), job AS (
+            INSERT INTO certification_jobs (type, priority, regions, model_ids, total_models)
+            SELECT $1, $2, $3, $4, count(*) FROM pairs HAVING count(*) > 0
+            RETURNING {JOB_COLUMNS}
+        ), runs AS (
+            INSERT INTO certifications (job_id, model_id, region, priority)
+            SELECT job.id, p.model_id, p.region, $2 FROM job, pairs p ORDER BY p.n
+            ON CONFLICT DO NOTHING
+            RETURNING {REF_COLUMNS}
+        )
+        SELECT (SELECT row_to_json(job) FROM job) AS job, (SELECT coalesce(json_agg(runs), '[]') FROM runs) AS runs
+        """,
+        type, priority, regions, model_ids, [m for m, _ in pairs], [r for _, r in pairs],
+    )
+    assert row is not None
+    order = {pair: index for index, pair in enumerate(pairs)}
+    refs = sorted((ref_record(_from_json(r)) for r in row["runs"]), key=lambda r: order[(r.model_id, r.region)])
+    job = None if row["job"] is None else job_record(_from_json(row["job"]))
+    created = {(ref.model_id, ref.region) for ref in refs}
+    missing = [pair for pair in pairs if pair not in created]
+    skipped = await _live_runs(conn, missing) if missing else []
+    if job is not None and len(refs) < job.total_models:
+        # A concurrent request created some of these runs after the check above.
+        if not refs:
+            await conn.execute("DELETE FROM certification_jobs WHERE id = $1", job.id)
+            job = None
+        else:
+            updated = await conn.fetchrow(
+                f"""
+                UPDATE certification_jobs SET total_models = $2,
+                    status = CASE WHEN processed_models < $2 OR status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+                                  THEN status
+                                  WHEN failure_count = $2 THEN 'FAILED' WHEN cancelled_count = $2 THEN 'CANCELLED'
+                                  ELSE 'COMPLETED' END,
+                    completed_at = CASE WHEN processed_models >= $2 THEN COALESCE(completed_at, now())
+                                        ELSE completed_at END
+                WHERE id = $1 RETURNING {JOB_COLUMNS}
+                """,
+                job.id, len(refs),
+            )
+            assert updated is not None
+            job = job_record(updated)
+    if job is None and not skipped:
+        return None
+    return JobCreated(job=job, certifications=refs if job is not None else [], skipped=skipped)
+
+
+def _from_json(values: dict[str, Any]) -> dict[str, Any]:
+    """A row that came back through row_to_json: uuids, timestamps and uuid[] as Python types again."""
+    out = dict(values)
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in ("id", "job_id", "model_id"):
+            out[key] = UUID(value)
+        elif key == "model_ids":
+            out[key] = [UUID(v) for v in value]
+        elif key.endswith("_at"):
+            out[key] = datetime.fromisoformat(value)
+    return out
 
 
 async def _live_runs(conn: Conn, pairs: Sequence[tuple[UUID, str]]) -> list[SkippedPair]:
