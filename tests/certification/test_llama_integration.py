@@ -71,3 +71,22 @@ def test_the_cli_certifies_the_scripted_model_as_json(
     body = orjson.loads(out)
     assert body["status"] == "CERTIFIED" and body["region"] == "local"
     assert LLAMA_API_KEY not in out
+
+
+async def test_the_scripted_model_answers_the_same_at_any_temperature(scripted_llama: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {LLAMA_API_KEY}"}, timeout=30) as client:
+        texts = set()
+        for temperature in (0.0, 0.7, 1.5):
+            response = await client.post(
+                f"{scripted_llama}/chat/completions",
+                json={
+                    "model": "tiny-scripted",
+                    "temperature": temperature,
+                    "max_tokens": 16,
+                    "messages": [{"role": "user", "content": "What is the capital of France? Reply with one word."}],
+                },
+            )
+            texts.add(response.json()["choices"][0]["message"]["content"])
+    assert texts == {"Paris"}

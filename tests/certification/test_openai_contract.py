@@ -266,3 +266,22 @@ async def test_an_error_in_the_progress_callback_propagates_unchanged(fast_confi
     with serve(OpenAIHandler) as (root, _), pytest.raises(LeaseLost):
         await run_certification(endpoint(root), on_progress, config=fast_config)
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_bug_in_a_probe_is_an_internal_error_not_a_verdict_on_the_model(
+    monkeypatch: pytest.MonkeyPatch, fast_config: RunConfig
+) -> None:
+    import dataclasses
+
+    from certq.certification import runner
+
+    async def broken(run: object) -> list[object]:
+        raise KeyError("bug")
+
+    suite = tuple(dataclasses.replace(s, run=broken) if s.name == "json_output" else s for s in runner.SUITE)
+    monkeypatch.setattr(runner, "SUITE", suite)
+    with serve(OpenAIHandler) as (root, _):
+        verdict = await run_certification(endpoint(root), config=fast_config)
+    assert verdict.error_category == "INTERNAL_ERROR" and not verdict.retryable
+    assert verdict.error_message == "the certifier failed; see the worker log"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
