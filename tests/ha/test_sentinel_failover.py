@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from certq.chaos.drill import DrillState, run_drill
@@ -26,7 +24,7 @@ async def test_runners_follow_the_promoted_replica_and_finish_every_job_still_in
     config = QueueConfig(prefix="{ha}", name="failover", lease_ms=2_000, heartbeat_ms=400, stalled_check_ms=500)
 
     async def kill_master(state: DrillState) -> None:
-        old, new, seconds = await asyncio.to_thread(sentinel_group.kill_master)
+        old, new, seconds = await sentinel_group.kill_master()
         state.notes |= {"promoted": new.address, "promotion_s": round(seconds, 2)}
 
     def client() -> AnyRedis:

@@ -1,0 +1,62 @@
+"""Redis Cluster: queues on different shards keep every job through a node restart and a live slot migration."""
+
+from __future__ import annotations
+
+import pytest
+
+from certq.chaos.drill import DrillState, run_drill
+from certq.chaos.servers import ClusterServers
+from certq.connections import AnyRedis, connect_redis
+from certq.queue import Queue, QueueConfig
+from certq.settings import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+
+def cluster_settings(cluster: ClusterServers, prefix: str) -> Settings:
+    return Settings.model_validate({"REDIS_CLUSTER_NODES": cluster.startup_nodes, "BULL_QUEUE_PREFIX": prefix})
+
+
+def config(prefix: str, name: str) -> QueueConfig:
+    return QueueConfig(prefix=prefix, name=name, lease_ms=2_000, heartbeat_ms=400, stalled_check_ms=500)
+
+
+async def test_queue_keys_of_one_prefix_share_the_prefix_slot(redis_cluster: ClusterServers) -> None:
+    prefix = redis_cluster.tags_on_different_masters(1, stem="slot")[0]
+    client = connect_redis(cluster_settings(redis_cluster, prefix))
+    try:
+        queue = Queue(client, config(prefix, "model-certification"))
+        job = await queue.enqueue({"x": 1}, dedupe_key="m:r", group="us-east-1")
+        slots = {redis_cluster.keyslot(key) for key in [*queue.keys.all_fixed(), queue.keys.job(job.id)]}
+        assert slots == {redis_cluster.keyslot(prefix)}
+        assert (await queue.get(job.id)) is not None
+    finally:
+        await client.aclose()
+
+
+async def test_two_queues_on_different_masters_survive_a_master_restart_and_a_slot_migration(
+        redis_cluster: ClusterServers) -> None:
+    east, west = redis_cluster.tags_on_different_masters(2, stem="region")
+    east_slot, west_slot = redis_cluster.keyslot(east), redis_cluster.keyslot(west)
+    assert redis_cluster.owner(east_slot) is not redis_cluster.owner(west_slot)
+    settings = cluster_settings(redis_cluster, east)
+
+    async def restart_then_migrate(state: DrillState) -> None:
+        restarted = redis_cluster.owner(east_slot)
+        state.notes["restart_s"] = round(await redis_cluster.restart(restarted), 2)
+        await state.wait_finished(state.finished_count() + 10, within_s=30)
+        source = redis_cluster.owner(west_slot)
+        target = next(node for node in redis_cluster.masters() if node is not source)
+        state.notes["migrated_keys"] = await redis_cluster.migrate_slot(west_slot, target)
+        assert redis_cluster.owner(west_slot) is target
+
+    def client() -> AnyRedis:
+        return connect_redis(settings)
+
+    ledger = await run_drill("cluster restart + slot migration (queue)", client,
+                             [config(east, "certification"), config(west, "certification")], n=160,
+                             fault=restart_then_migrate, concurrency=4, work_s=0.05, enqueue_every_s=0.02,
+                             timeout_s=100)
+    print(ledger.row(), ledger.notes)
+    assert ledger.notes["migrated_keys"] > 0
+    assert (ledger.accepted, ledger.finished, ledger.lost, ledger.stuck, ledger.finished_twice) == (160, 160, 0, 0, 0)
