@@ -83,7 +83,7 @@ async def main() -> None:
     if args.target in ("llama", "both"):
         with tempfile.TemporaryDirectory() as directory:
             for mode in ("scripted", "random"):
-                url, process, _ = start_tiny_model_server(directory, mode)  # type: ignore[arg-type]
+                url, process, _ = start_tiny_model_server(directory, mode)
                 try:
                     row = await bench(ModelEndpoint("openai", f"tiny-{mode}", "local", url), args.runs)
                 finally:

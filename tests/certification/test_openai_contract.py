@@ -274,11 +274,13 @@ async def test_a_bug_in_a_probe_is_an_internal_error_not_a_verdict_on_the_model(
     import dataclasses
 
     from certq.certification import runner
+    from certq.certification.chat import Check
+    from certq.certification.probes import SUITE, ProbeRun
 
-    async def broken(run: object) -> list[object]:
+    async def broken(run: ProbeRun) -> list[Check]:
         raise KeyError("bug")
 
-    suite = tuple(dataclasses.replace(s, run=broken) if s.name == "json_output" else s for s in runner.SUITE)
+    suite = tuple(dataclasses.replace(s, run=broken) if s.name == "json_output" else s for s in SUITE)
     monkeypatch.setattr(runner, "SUITE", suite)
     with serve(OpenAIHandler) as (root, _):
         verdict = await run_certification(endpoint(root), config=fast_config)
