@@ -66,28 +66,34 @@ async def reconcile(
 ) -> ReconcileReport:
     """One pass over live runs untouched for `older_than_s` (younger ones may be being enqueued right now)."""
     report = ReconcileReport()
-    for ref in await store.unfinished_certifications(older_than_s=older_than_s, limit=limit):
-        report.checked += 1
-        job = await queue.get(str(ref.id))
-        if job is None:
-            fresh = await store.requeue_certification(ref.id)
-            if fresh is not None:
-                await enqueue_runs(queue, settings, [fresh])
-                report.requeued += 1
-                log.warning("re-enqueued certification %s (%s in %s): its queue job was missing",
-                            ref.id, ref.model_id, ref.region)
-            continue
-        state = str(job.state.value)
-        settled = job.finished_at is not None and job.finished_at < (time.time() - older_than_s) * 1000
-        if state in ("completed", "failed") and settled and await _close(store, ref.id, job, state):
-            report.closed += 1
+    refs = await store.unfinished_certifications(older_than_s=older_than_s, limit=limit)
+    for start in range(0, len(refs), 500):
+        batch = refs[start: start + 500]
+        found = {job.id: job for job in await queue.get_many([str(ref.id) for ref in batch])}
+        missing: list[CertificationRef] = []
+        for ref in batch:
+            report.checked += 1
+            job = found.get(str(ref.id))
+            if job is None:
+                fresh = await store.requeue_certification(ref.id)
+                if fresh is not None:
+                    missing.append(fresh)
+                continue
+            settled = job.finished_at is not None and job.finished_at < (time.time() - older_than_s) * 1000
+            if job.state.value in ("completed", "failed") and settled and await _close(store, ref.id, job):
+                report.closed += 1
+        if missing:
+            await enqueue_runs(queue, settings, missing)
+            report.requeued += len(missing)
+            log.warning("re-enqueued %d certifications whose queue jobs were missing: %s", len(missing),
+                        ", ".join(str(ref.id) for ref in missing[:20]))
     return report
 
 
-async def _close(store: Store, certification_id: UUID, job: Job, state: str) -> bool:
+async def _close(store: Store, certification_id: UUID, job: Job) -> bool:
     if job.cancelled:
         return await store.mark_cancelled(certification_id)
-    if state == "failed":
+    if job.state.value == "failed":
         message = job.last_error or "the queue job failed without a recorded outcome"
         return await store.close_certification(certification_id, job.error_category or "INTERNAL_ERROR", message)
     return await store.close_certification(

@@ -10,7 +10,8 @@ import httpx
 from conftest import unlink_prefix
 
 from api.conftest import CreateModel
-from certq.reconcile import reconcile
+from certq.queue.consumer import Consumer
+from certq.reconcile import queue_config, reconcile
 
 BASE = "/api/certification-queue"
 
@@ -63,3 +64,29 @@ def test_reconcile_command_reports_and_exits_zero(migrated_database_url: str, re
     )
     assert result.returncode == 0, result.stderr
     assert "re-enqueued" in result.stdout
+
+
+async def test_a_run_whose_queue_job_failed_without_an_outcome_is_closed_once(
+    client: httpx.AsyncClient, create_model: CreateModel, api_server: Any
+) -> None:
+    services = api_server.services
+    model = await create_model(regions=["local"])
+    created = (await client.post(f"{BASE}/certify-model", json={"modelId": model["id"], "region": "local"})).json()
+    consumer = Consumer(services.redis, queue_config(api_server.settings))
+    [lease] = (await consumer.claim()).leases
+    assert await services.store.begin_attempt(created["certificationId"], lease.attempt)
+    # The worker died after its queue job was failed for good (e.g. too many stalls), before writing PostgreSQL.
+    await consumer.fail(lease, "stalled too often", final=True, category="TIMEOUT")
+    job = await services.queue.get(created["certificationId"])
+    assert job is not None and job.state.value == "failed"
+
+    # older_than_s=-1: everything counts as settled, even a job that failed in this very millisecond.
+    report = await reconcile(services.store, services.queue, api_server.settings, older_than_s=-1)
+    assert report.closed >= 1
+    detail = (await client.get(f"{BASE}/jobs/{created['jobId']}")).json()
+    assert detail["status"] == "FAILED" and detail["failureCount"] == 1 and detail["processedModels"] == 1
+    [run] = detail["certifications"]
+    assert run["status"] == "FAILED" and run["errorCategory"] == "TIMEOUT" and run["passed"] is False
+    await reconcile(services.store, services.queue, api_server.settings, older_than_s=-1)
+    again = (await client.get(f"{BASE}/jobs/{created['jobId']}")).json()
+    assert again["processedModels"] == 1
