@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +52,9 @@ class Queue:
         self.keys = self.config.keys
         self.clock = clock
         self.scripts = Scripts(redis, self.keys, self.config.events_maxlen)
+        # Default job ids: 128 random bits per Queue object plus a counter (unique, and cheap in bulk).
+        self._id_base = uuid.uuid4().hex
+        self._id_counter = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"Queue({self.keys.base!r})"
@@ -101,7 +105,7 @@ class Queue:
         _check_int("delay_ms", spec.delay_ms, minimum=0)
         if spec.timeout_ms is not None:
             _check_int("timeout_ms", spec.timeout_ms, minimum=1)
-        job_id = spec.job_id if spec.job_id is not None else str(uuid.uuid4())
+        job_id = spec.job_id if spec.job_id is not None else f"{self._id_base}-{next(self._id_counter)}"
         for field, value in (("job_id", job_id), ("dedupe_key", spec.dedupe_key), ("group", spec.group)):
             if value is not None and (not isinstance(value, str) or not value or len(value) > 512 or "\0" in value):
                 raise InvalidJob(field, "must be a non-empty string of at most 512 characters, without NUL")

@@ -158,12 +158,14 @@ class Runner:
         background = [asyncio.create_task(self._poll(name, fn, upkeep_stop), name=f"certq-{name}")
                       for name, fn in (("heartbeat", self._heartbeat), ("promote", self._promote),
                                        ("stalled", self._recover_stalled), ("retention", self._retention))]
+        stop_watch = asyncio.create_task(self._wake_on(stop), name="certq-stop-watch")
         try:
             await asyncio.gather(*(self._claim_loop(lane, stop) for lane in self._lanes))
             self.draining = True
             await self._drain(force_event)
         finally:
             upkeep_stop.set()
+            stop_watch.cancel()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -183,7 +185,7 @@ class Runner:
             free = lane.size - lane.running
             if not lane.acks and free <= 0:
                 lane.wake.clear()
-                await _wait_any(lane.wake, stop, seconds=1.0)
+                await lane.wake.wait()  # a handler finished, a heartbeat ticked, or stop was set
                 continue
             try:
                 leases, paused = await self._settle_and_claim(lane, max(free, 0))
@@ -192,7 +194,7 @@ class Runner:
                         if not lane.running:
                             return
                         lane.wake.clear()
-                        await _wait_any(lane.wake, stop, seconds=1.0)
+                        await lane.wake.wait()
                         continue
                     blocked = await self.consumer.claim_blocking(self.config.block_ms)
                     if isinstance(blocked, Lease):
@@ -235,6 +237,14 @@ class Runner:
         task = asyncio.create_task(self._execute(active, lane), name=f"certq-job-{lease.job.id}")
         self._tasks[lease.job.id] = (task, active)
         self._hook("on_claim", lease.job)
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake_lanes()
+
+    def _wake_lanes(self) -> None:
+        for lane in self._lanes:
+            lane.wake.set()
 
     # -- one job ----------------------------------------------------------------------------------------
 
@@ -347,6 +357,7 @@ class Runner:
                 "draining": self.draining, **self.info}
         statuses = await self.consumer.heartbeat(leases, info)
         self._hook("on_heartbeat", len(leases))
+        self._wake_lanes()  # so a claim loop whose slots are all busy still turns (readiness reads its time)
         for lease, status in zip(leases, statuses, strict=True):
             entry = self._tasks.get(lease.job.id)
             if entry is None or status not in (LEASE_LOST, LEASE_CANCELLED):
