@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from certq.certification.scoring import Status
@@ -29,7 +29,6 @@ class Verdict:
     api_model_id: str
     region: str
     retry_after_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """camelCase, as the contract's certification fields; no secrets are ever part of a verdict."""
