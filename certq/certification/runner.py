@@ -218,8 +218,11 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
         if status != "CERTIFIED":
             category = ErrorCategory.QUALITY_BELOW_THRESHOLD.value
             reasons = [f"score {score} < {run.config.certify_score}"] if score < run.config.certify_score else []
-            if summary.critical_failures:
-                reasons.append("critical probe failed: " + ", ".join(summary.critical_failures))
+            probes = [name for name in summary.critical_failures if name != "answer_quality"]
+            if probes:
+                reasons.append("critical probe failed: " + ", ".join(probes))
+            if "answer_quality" in summary.critical_failures:
+                reasons.append("answer-quality probes average below 50%")
             if summary.failed_probes:
                 reasons.append("failed: " + ", ".join(summary.failed_probes))
             message = "; ".join(reasons)
