@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,7 +23,13 @@ from certq.api import model_routes, queue_routes
 from certq.api.auth import BearerAuth
 from certq.api.board import board_route
 from certq.api.openapi import Endpoint, build_openapi
-from certq.api.problems import Problem, http_exception_handler, problem_handler, unexpected_handler
+from certq.api.problems import (
+    Problem,
+    http_exception_handler,
+    problem_handler,
+    unavailable_handler,
+    unexpected_handler,
+)
 from certq.api.services import ApiMetrics, Services, token_set
 from certq.connections import connect_redis
 from certq.health import Check, HealthProbes, build_health_app
@@ -32,6 +40,12 @@ from certq.settings import Settings
 from certq.store import Store
 
 ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS]
+
+# A backing service that went away is a 503 to retry, not a 500.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.UndefinedTableError,
+    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, RedisError,
+)
 
 
 def create_app(
@@ -78,7 +92,7 @@ def create_app(
         middleware=[Middleware(RequestMetrics, metrics=services.metrics),
                     Middleware(BearerAuth, tokens=services.tokens, prefix="/api")],
         exception_handlers={Problem: problem_handler, HTTPException: http_exception_handler,
-                            Exception: unexpected_handler},
+                            **{kind: unavailable_handler for kind in UNAVAILABLE}, Exception: unexpected_handler},
         lifespan=lifespan,
     )
     app.state.services = services
@@ -88,7 +102,8 @@ def create_app(
 async def _open(services: Services) -> None:
     settings = services.settings
     if services.store is None:
-        services.store = await Store.connect(settings.database_url, min_size=1, max_size=20)
+        # min_size=0: the API starts (and /ready says 503) while PostgreSQL is still coming up.
+        services.store = await Store.connect(settings.database_url, min_size=0, max_size=20)
         services.owned.append("store")
     if services.queue is None:
         if services.redis is None:

@@ -160,6 +160,20 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
                    headers=dict(exc.headers or {})).response(request.url.path)
 
 
+async def unavailable_handler(request: Request, exc: Exception) -> Response:
+    """PostgreSQL or Redis went away mid-request: 503 (retry later), not a 500."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        detail = "the database has no certq schema: run `python -m certq migrate`"
+    elif isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        detail = "PostgreSQL is not available right now; retry later"
+    else:
+        detail = f"a backing service is not available right now ({type(exc).__name__}); retry later"
+    log.warning("503 on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return Problem(503, detail, kind="unavailable", headers={"Retry-After": "5"}).response(request.url.path)
+
+
 async def unexpected_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Problem(500, "internal error; the server log has the details", kind="internal").response(request.url.path)

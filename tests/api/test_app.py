@@ -53,3 +53,39 @@ def test_api_refuses_to_start_with_unsafe_or_invalid_configuration(env: dict[str
                             text=True, timeout=60, cwd=tempfile.gettempdir())
     assert result.returncode == 3
     assert variable in result.stderr and "Traceback" not in result.stderr
+
+
+def test_api_refuses_to_start_on_an_unmigrated_database(postgres_server_url: str) -> None:
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    name = f"certq_empty_{uuid.uuid4().hex[:8]}"
+
+    async def sql(statement: str) -> None:
+        conn = await asyncpg.connect(postgres_server_url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
+    try:
+        empty = postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+        result = subprocess.run([sys.executable, "-m", "certq.api"], env={**os.environ, "DATABASE_URL": empty},
+                                capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir())
+    finally:
+        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    assert result.returncode == 3
+    assert "python -m certq migrate" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_lost_database_is_a_503_not_a_500(api_server: Any) -> None:
+    await api_server.services.store.close()  # PostgreSQL went away under the running API
+    async with httpx.AsyncClient(base_url=api_server.url, headers=api_server.headers) as http:
+        listing = await http.get("/api/models")
+        ready = await http.get("/ready")
+    assert listing.status_code == 503 and listing.headers["retry-after"] == "5"
+    assert listing.headers["content-type"] == "application/problem+json"
+    assert ready.status_code == 503
