@@ -95,11 +95,15 @@ async def main(runs: int, models: int, repeat: int) -> None:
         try:
             await store.migrate()
             started = time.perf_counter()
-            async with store.pool.acquire() as conn:
+            # Its own connection: filling a million rows takes longer than the pool's command timeout.
+            conn = await asyncpg.connect(_with_database(DATABASE, name))
+            try:
                 await fill(conn, runs, models)
                 total = await conn.fetchval("SELECT count(*) FROM certifications")
                 some = await conn.fetchrow("SELECT id, job_id, model_id, region FROM certifications OFFSET $1 LIMIT 1",
                                            total // 2)
+            finally:
+                await conn.close()
             print(f"filled {total} runs, {models} models x {len(REGIONS)} regions in "
                   f"{time.perf_counter() - started:.1f}s")
             queries = DashboardQueries(store.pool)
