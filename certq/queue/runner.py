@@ -199,6 +199,7 @@ class Runner:
                     blocked = await self.consumer.claim_blocking(self.config.block_ms)
                     if isinstance(blocked, Lease):
                         self._start(blocked, lane)
+                        await asyncio.sleep(0)  # let the handler start before this loop's next send()
                     paused = blocked == "paused"
                 errors = 0
             except TRANSIENT as exc:
