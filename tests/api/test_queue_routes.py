@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -212,3 +213,14 @@ async def test_unknown_routes_and_methods_are_problems(client: httpx.AsyncClient
     assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
     response = await client.put(f"{BASE}/certify-model", json={})
     assert response.status_code == 405 and response.headers["content-type"] == "application/problem+json"
+
+
+async def test_racing_certify_requests_create_one_certification(
+    client: httpx.AsyncClient, create_model: CreateModel, api_server: Any
+) -> None:
+    model = await create_model(regions=["local"])
+    body = {"modelId": model["id"], "region": "local"}
+    responses = await asyncio.gather(*(client.post(f"{BASE}/certify-model", json=body) for _ in range(12)))
+    assert sorted(r.status_code for r in responses) == [200] * 11 + [201]
+    assert len({r.json()["certificationId"] for r in responses}) == 1
+    assert (await api_server.services.queue.counts())["waiting"] == 1
