@@ -293,3 +293,46 @@ async def test_runner_survives_redis_being_unreachable(fast_config: QueueConfig)
     async with asyncio.timeout(10):
         await task
     await client.aclose()
+
+
+@pytest.mark.slow
+async def test_runner_rides_out_a_redis_restart(key_prefix: str) -> None:
+    from certq.embedded import start_redis
+
+    server = start_redis()
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    client = aioredis.from_url(server.url, socket_connect_timeout=0.5)
+    config = QueueConfig(prefix=key_prefix, name="restart", heartbeat_ms=100, block_ms=100)
+    done: list[str] = []
+    finished = asyncio.Event()
+
+    async def handler(active: ActiveJob) -> None:
+        done.append(active.job.id)
+        finished.set()
+
+    hooks = Recorder()
+    stop = asyncio.Event()
+    task = asyncio.create_task(Runner(client, config, handler, hooks=hooks).run(stop))
+    try:
+        await Queue(client, config).enqueue({}, job_id="before")
+        async with asyncio.timeout(10):
+            await finished.wait()
+        server.stop()
+        await hooks.until(lambda: hooks.redis_errors >= 3)
+        server = start_redis(port=port)
+        finished.clear()
+        async with asyncio.timeout(20):
+            while True:  # the producer retries too until Redis answers again
+                try:
+                    await Queue(client, config).enqueue({}, job_id="after")
+                    break
+                except (aioredis.ConnectionError, OSError):
+                    await asyncio.sleep(0.1)
+            await finished.wait()
+        assert done == ["before", "after"] and not task.done()
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+        await client.aclose()
+        server.stop()
