@@ -136,6 +136,11 @@ def print_json(value: Any, out: IO[str] | None = None) -> None:
     (out or sys.stdout).write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
 
 
+def print_json_line(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value).decode() + "\n")
+    sys.stdout.flush()
+
+
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
     """A plain left-aligned text table."""
     cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]

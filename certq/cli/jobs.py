@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 from typing import Any
 
 from certq.cli import EXIT_FAILURE, EXIT_OK, CommandError
 from certq.cli.common import (
+    EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     ProgressBar,
     add_connection_options,
     format_ms,
     parse_duration_ms,
     print_json,
+    print_json_line,
     redis_connection,
     run_async,
     settings_from,
@@ -86,6 +90,16 @@ def register(subparsers: Any) -> None:
                     "enqueueing still works.", formatter_class=fmt)
     add_connection_options(pause)
     pause.set_defaults(run=lambda args: _set_paused(args, True))
+
+    events = subparsers.add_parser(
+        "events", help="show the queue's state changes (added, active, completed, failed, stalled...)",
+        description="Print the queue's recent state changes, oldest first, one line each; with --follow keep "
+                    "printing new ones until Ctrl-C. Replaces watching `redis-cli MONITOR`.", formatter_class=fmt)
+    events.add_argument("--last", type=_positive_int, default=20, metavar="N", help="start with the last N (20)")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_connection_options(events)
+    events.set_defaults(run=run_events)
 
     resume = subparsers.add_parser("resume", help="let workers claim jobs again",
                                    description="Resume a paused queue.", formatter_class=fmt)
@@ -248,6 +262,46 @@ def run_clean(args: argparse.Namespace) -> int:
     removed = run_async(go)
     print(f"removed {removed} {args.state} job(s) older than {args.older_than / 1000:g}s")
     return EXIT_OK
+
+
+def run_events(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> int:
+        # Ctrl-C sets a flag checked between short reads instead of cancelling a Redis call: redis-py
+        # can swallow that cancellation, and the command would then never end.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with redis_connection(settings) as client:
+            queue = Queue(client, queue_config(settings))
+            recent = await client.xrevrange(queue.keys.events, count=args.last)
+            for entry_id, fields in reversed(recent):
+                _print_event(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}, args.json)
+            if not args.follow:
+                return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
+            last = _text(recent[0][0]) if recent else "$"
+            while not stop.is_set():
+                for entry_id, fields in await queue.events(last, count=100, block_ms=300):
+                    _print_event(entry_id, fields, args.json)
+                    last = entry_id
+            return EXIT_INTERRUPTED
+
+    return run_async(go)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _print_event(entry_id: str, fields: dict[str, str], as_json: bool) -> None:
+    if as_json:
+        print_json_line({"id": entry_id, **fields})
+        return
+    at = format_ms(int(entry_id.split("-")[0]))
+    extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("event", "jobId"))
+    print(f"{at}  {fields.get('event', '?'):<16} {fields.get('jobId', '')}  {extra}".rstrip(), flush=True)
 
 
 def _set_paused(args: argparse.Namespace, paused: bool) -> int:

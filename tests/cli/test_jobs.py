@@ -146,3 +146,49 @@ def test_invalid_configuration_exits_3_naming_the_variable(run_cli: Run, monkeyp
                                           ("1.5h", 5_400_000), ("250ms", 250), ("2w", 1_209_600_000)])
 def test_durations_read_like_operators_write_them(text: str, ms: int) -> None:
     assert parse_duration_ms(text) == ms
+
+
+def test_events_shows_a_jobs_life_oldest_first(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    on_queue(_one_completed_one_failed)
+    result = run_cli("events", "--json", "--last", "50")
+    assert result.code == 0
+    import json
+
+    events = [json.loads(line) for line in result.out.splitlines()]
+    done = [e["event"] for e in events if e["jobId"] == "done-1"]
+    assert done[0] == "added" and done[-1] == "completed" and "active" in done
+    assert [e for e in events if e["jobId"] == "bad-2"][-1]["event"] == "failed"
+
+
+def test_events_follow_prints_new_events_until_interrupted(
+        cli_env: str, redis_url: str, on_queue: OnQueue) -> None:
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": cli_env}
+    follower = subprocess.Popen([sys.executable, "-m", "certq", "events", "--follow"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follower.stdout is not None
+        deadline = time.monotonic() + 20
+        seen = ""
+        count = 0
+        while "late-" not in seen and time.monotonic() < deadline:
+            count += 1
+
+            async def add(queue: Queue, consumer: Consumer, n: int = count) -> None:
+                await queue.enqueue(_payload(n), job_id=f"late-{n}")
+
+            on_queue(add)
+            ready, _, _ = select.select([follower.stdout], [], [], 0.5)
+            if ready:
+                seen += follower.stdout.readline()
+        assert "added" in seen and "late-" in seen
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(10)
+    assert follower.returncode == 130
