@@ -185,7 +185,8 @@ class Runner:
             free = lane.size - lane.running
             if not lane.acks and free <= 0:
                 lane.wake.clear()
-                await lane.wake.wait()  # a handler finished, a heartbeat ticked, or stop was set
+                if not stop.is_set():
+                    await lane.wake.wait()  # a handler finished, a heartbeat ticked, or stop was set
                 continue
             try:
                 leases, paused = await self._settle_and_claim(lane, max(free, 0))
@@ -194,7 +195,8 @@ class Runner:
                         if not lane.running:
                             return
                         lane.wake.clear()
-                        await lane.wake.wait()
+                        if not stop.is_set():
+                            await lane.wake.wait()
                         continue
                     blocked = await self.consumer.claim_blocking(self.config.block_ms)
                     if isinstance(blocked, Lease):
@@ -281,6 +283,10 @@ class Runner:
                 await self._failed(active, f"{type(exc).__name__}: {exc}", None, False, started)
                 return
             lane.acks.append((lease, result, time.monotonic() - started))
+        except BaseException:
+            # SystemExit and the like: stop renewing the lease, so the stalled check gives the job back.
+            self._held.pop(lease.job.id, None)
+            raise
         finally:
             self._tasks.pop(lease.job.id, None)
             lane.running -= 1
