@@ -16,7 +16,8 @@ class QueueKeys:
 
     `wait` (normal priority), `wait:high` and `wait:low` are LISTs consumed from the right; `active`,
     `completed` and `failed` are LISTs (newest on the left); `delayed` is a ZSET scored by due time (ms).
-    Per job: a HASH `job:<id>` and a lease STRING `lock:<id>` whose TTL is the lease.
+    Per job: a HASH `job:<id>` (payload, state, attempts, priority, timestamps, errors, result, the current
+    lease token) and a lease STRING `lock:<id>` holding the token, whose TTL is the lease.
     A hash-tagged prefix (`{myia}`) keeps all of them in one Redis Cluster slot.
     """
 

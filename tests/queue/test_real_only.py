@@ -97,3 +97,14 @@ async def test_large_batches_stay_under_lua_unpack_limits(redis_client: aioredis
     await pipe.execute()
     assert await queue.retry_all_failed() == 9_000
     await assert_each_in_one_place(redis_client, config.keys, {job.id for job in jobs})
+
+
+async def test_brpoplpush_fallback_claims_like_blmove(redis_client: aioredis.Redis, config: QueueConfig) -> None:
+    consumer = Consumer(redis_client, config)
+    consumer._blmove = False  # as on a Redis older than 6.2
+    await Queue(redis_client, config).enqueue({}, job_id="old")
+    lease = await consumer.claim_blocking(1_000)
+    assert isinstance(lease, Lease) and lease.job.id == "old"
+    assert await redis_client.hget(config.keys.job("old"), "token") == lease.token.encode()
+    await consumer.complete(lease, None)
+    assert await redis_client.hget(config.keys.job("old"), "token") == b""

@@ -47,7 +47,7 @@ for i = 0, acks - 1 do
     redis.call('LREM', K.active, 1, id)
     redis.call('DEL', lk)
     redis.call('LPUSH', K.completed, id)
-    redis.call('HSET', job_key(id), 'state', 'completed', 'result', result, 'finished_at', now)
+    redis.call('HSET', job_key(id), 'state', 'completed', 'result', result, 'finished_at', now, 'token', '')
     if dedupe ~= '' then
       local dk = base .. 'dedupe:' .. dedupe
       if redis.call('GET', dk) == id then redis.call('DEL', dk) end

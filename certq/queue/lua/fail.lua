@@ -38,7 +38,7 @@ if ARGV[9] == '1' or spent then
 end
 local due = tonumber(now) + tonumber(ARGV[10])
 redis.call('ZADD', K.delayed, due, id)
-redis.call('HSET', jk, 'state', 'delayed', 'due_at', string.format('%d', due), 'last_error', ARGV[6],
+redis.call('HSET', jk, 'state', 'delayed', 'token', '', 'due_at', string.format('%d', due), 'last_error', ARGV[6],
   'category', ARGV[7])
 emit('retrying', id, 'dueAt', string.format('%d', due), 'reason', ARGV[6])
 return 'delayed'

@@ -40,7 +40,7 @@ for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
       -- A stall does not use up an attempt; a job lost in the BLMOVE->lease gap never started one.
       if f[3] == 'active' then redis.call('HINCRBY', jk, 'attempts_base', 1) end
       redis.call('RPUSH', wait_key(f[2]), id)
-      redis.call('HSET', jk, 'state', 'waiting')
+      redis.call('HSET', jk, 'state', 'waiting', 'token', '')
       emit('stalled', id, 'stalls', stalls)
       recovered[#recovered + 1] = id
     end

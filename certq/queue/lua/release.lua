@@ -21,6 +21,6 @@ redis.call('LREM', K.active, 1, id)
 redis.call('DEL', lk)
 redis.call('HINCRBY', jk, 'attempts_base', 1)
 redis.call('RPUSH', wait_key(redis.call('HGET', jk, 'priority')), id)
-redis.call('HSET', jk, 'state', 'waiting')
+redis.call('HSET', jk, 'state', 'waiting', 'token', '')
 emit('released', id)
 return 1

@@ -42,7 +42,7 @@ end
 -- The dead-letter move. The caller has already taken the id out of its previous structure.
 local function to_failed(jk, id, now, reason, category)
   redis.call('LPUSH', K.failed, id)
-  redis.call('HSET', jk, 'state', 'failed', 'finished_at', now, 'last_error', reason, 'category', category)
+  redis.call('HSET', jk, 'state', 'failed', 'token', '', 'finished_at', now, 'last_error', reason, 'category', category)
   redis.call('HDEL', jk, 'due_at')
   clear_dedupe(jk, id)
   emit('failed', id, 'reason', reason)

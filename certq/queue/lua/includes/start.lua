@@ -68,7 +68,8 @@ local function start_job(id, in_active, now, lease_ms, token, consumer, limits)
   if not in_active then redis.call('LPUSH', K.active, id) end
   redis.call('SET', lock_key(id), token, 'PX', lease_ms)
   local attempts = (tonumber(f[6]) or 0) + 1
-  redis.call('HSET', jk, 'attempts', attempts, 'state', 'active', 'processed_at', now, 'consumer', consumer)
+  redis.call('HSET', jk, 'attempts', attempts, 'state', 'active', 'processed_at', now, 'consumer', consumer,
+    'token', token)
   if f[5] then redis.call('HDEL', jk, 'rl_until') end
   emit('active', id, 'attempt', attempts)
   f[6] = attempts
