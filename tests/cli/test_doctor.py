@@ -107,3 +107,22 @@ def test_schema_wait_gives_up_on_a_database_without_schema(run_cli: Run, empty_d
     result = run_cli("schema-wait", "--database-url", empty_database_url, "--timeout", "0.5")
     assert result.code == 1
     assert "schema not ready after 0.5s" in result.err and "run `certq migrate`" in result.err
+
+
+def test_doctor_fails_a_redis_that_may_evict_jobs_or_lose_them_on_restart(
+        run_cli: Run, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from certq.embedded import start_redis
+
+    server = start_redis(extra_args=["--maxmemory-policy", "allkeys-lru"])
+    try:
+        monkeypatch.setenv("REDIS_URL", server.url)
+        monkeypatch.setenv("CERTQ_ENV", "production")
+        monkeypatch.setenv("API_TOKENS", "t")
+        monkeypatch.setenv("BULL_BOARD_PASSWORD", "not-the-default")
+        result = run_cli("doctor", "--json", "--database-url", migrated_database_url)
+    finally:
+        server.stop()
+    assert result.code == 1
+    redis_failures = [f["message"] for f in result.json() if f["level"] == "FAIL" and f["area"] == "redis"]
+    assert any("maxmemory-policy is allkeys-lru" in m for m in redis_failures)
+    assert any("AOF persistence is off" in m for m in redis_failures)
