@@ -307,3 +307,12 @@ async def test_counts_and_workers_follow_the_real_worker_process(page: Page, api
             process.terminate()
         async with asyncio.timeout(20):
             await process.wait()
+
+
+async def test_a_job_is_opened_by_its_id_from_the_queue_view(page: Page, api: Api) -> None:
+    job = await api.queue.enqueue({"n": 7}, job_id=f"nightly-{uuid.uuid4().hex[:6]}")
+    await open_board(page, api)
+    await page.fill("#goto-job", job.id)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main h2")).to_contain_text(job.id)
+    await expect(page.locator("#job-state")).to_contain_text("Waiting")

@@ -161,7 +161,12 @@ const views = {};
 views.queue = async (main, [state = "waiting"]) => {
   let page = 1;
   const body = h("div");
+  const goto = h("input", { id: "goto-job", type: "search", placeholder: "job id", autocomplete: "off" });
   const toolbar = h("div", { class: "toolbar" },
+    h("form", { class: "toolbar", role: "search", "aria-label": "Open a job by id", onsubmit: (ev) => {
+      ev.preventDefault();
+      if (goto.value.trim()) location.hash = `#/job/${encodeURIComponent(goto.value.trim())}`;
+    } }, h("label", { for: "goto-job" }, "Open job", goto), h("button", { class: "btn", type: "submit" }, "Open")),
     h("button", { class: "btn", type: "button", id: "retry-all",
       onclick: () => act("api/jobs/retry-failed", {}, "Move every failed job back to waiting?") }, "Retry all failed"),
     cleanForm(state));
