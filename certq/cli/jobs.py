@@ -173,10 +173,18 @@ def run_jobs(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(table([[job.id, job.payload.get("modelId", "-"), job.group or "-", job.priority,
                   f"{job.attempts}/{job.max_attempts}",
-                  format_ms(job.finished_at or job.processed_at or job.created_at),
+                  _when(job),
                   (job.last_error or "")[:60]] for job in found],
-                ["id", "model", "region", "priority", "attempts", "updated", "last error"]))
+                ["id", "model", "region", "priority", "attempts", "due" if args.state == "delayed" else "updated",
+                 "last error"]))
     return EXIT_OK
+
+
+def _when(job: Job) -> str:
+    """A delayed job's due time; otherwise its latest change."""
+    if job.state is JobState.DELAYED and job.due_at:
+        return format_ms(job.due_at)
+    return format_ms(job.finished_at or job.processed_at or job.created_at)
 
 
 def run_job(args: argparse.Namespace) -> int:
@@ -198,7 +206,8 @@ def run_job(args: argparse.Namespace) -> int:
     for label, value in (("payload", job.payload), ("priority", job.priority), ("group", job.group),
                          ("attempts", f"{job.attempts} of {job.max_attempts}"), ("stalls", job.stalls),
                          ("created", format_ms(job.created_at)), ("started", format_ms(job.processed_at)),
-                         ("finished", format_ms(job.finished_at)), ("progress", job.progress),
+                         ("finished", format_ms(job.finished_at)), ("due", format_ms(job.due_at)),
+                         ("progress", job.progress),
                          ("result", job.result), ("last error", job.last_error),
                          ("category", job.error_category)):
         if value not in (None, "", "-"):

@@ -192,3 +192,15 @@ def test_events_follow_prints_new_events_until_interrupted(
         follower.send_signal(signal.SIGINT)
         follower.wait(10)
     assert follower.returncode == 130
+
+
+def test_delayed_jobs_are_listed_with_their_due_time(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    async def later(queue: Queue, consumer: Consumer) -> None:
+        await queue.enqueue(_payload(9), job_id="later-9", delay_ms=3_600_000)
+
+    on_queue(later)
+    result = run_cli("jobs", "--state", "delayed")
+    assert result.code == 0
+    header, _, row = result.out.splitlines()[:3]
+    assert "due" in header.split() and row.startswith("later-9")
+    assert "  due        " in run_cli("job", "later-9").out
