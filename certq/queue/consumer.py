@@ -79,13 +79,15 @@ class Consumer:
         statuses, leases, paused = await self.complete_and_claim([], count)
         return Claim(leases, paused)
 
-    async def complete_and_claim(self, done: list[tuple[Lease, Any]], claim: int
+    async def complete_and_claim(self, done: list[tuple[Lease, Any]], claim: int, *, results_encoded: bool = False
                                  ) -> tuple[list[bool], list[Lease], bool]:
         """Complete `done` (lease, result) pairs and claim up to `claim` more, in one script call.
+        Results are JSON-encoded here unless `results_encoded` (then each result is JSON text already).
         Returns (per completion: True if done, False if the lease was lost; new leases; paused)."""
         packed: list[str] = []
         for lease, result in done:
-            packed += [lease.job.id, lease.token, encode_json(result, "result"), lease.job.dedupe_key or ""]
+            text_result = result if results_encoded else encode_json(result, "result")
+            packed += [lease.job.id, lease.token, text_result, lease.job.dedupe_key or ""]
         args = [str(self.clock()), str(self.config.lease_ms), self.id, self._token_prefix(), str(claim),
                 str(self.config.keep_completed), self._limits, str(len(done)), "\0".join(packed)]
         statuses, claimed, paused = await self.scripts.run("complete", args)

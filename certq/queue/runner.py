@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from certq.queue.config import QueueConfig
 from certq.queue.consumer import LEASE_CANCELLED, LEASE_LOST, Consumer, Lease
 from certq.queue.errors import JobFailed, LeaseLost
-from certq.queue.job import Job, JobState
+from certq.queue.job import Job, JobState, encode_json
 from certq.queue.queue import Clock, wall_clock_ms
 from certq.queue.scripts import AnyRedis
 
@@ -78,7 +78,7 @@ class _Lane:
 
     size: int
     running: int = 0
-    acks: list[tuple[Lease, Any, float]] = field(default_factory=list)
+    acks: list[tuple[Lease, str, float]] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -209,14 +209,19 @@ class Runner:
                 self._redis_error("claim", exc)
                 await _wait_any(stop, seconds=min(2.0, 0.05 * 2**errors))
                 continue
+            except Exception:  # noqa: BLE001 - a bug here must not stop the worker; the leases will expire
+                errors += 1
+                log.exception("claim loop error")
+                await _wait_any(stop, seconds=min(2.0, 0.05 * 2**errors))
+                continue
             if paused:
                 await _wait_any(stop, seconds=self.config.block_ms / 1000 * 2)
 
     async def _settle_and_claim(self, lane: _Lane, want: int) -> tuple[list[Lease], bool]:
-        acks, lane.acks = lane.acks, []
+        acks, lane.acks = lane.acks, []  # results already JSON text (encoded in the handler's task)
         try:
             done = [(lease, result) for lease, result, _ in acks]
-            statuses, leases, paused = await self.consumer.complete_and_claim(done, want)
+            statuses, leases, paused = await self.consumer.complete_and_claim(done, want, results_encoded=True)
         except BaseException:
             lane.acks = acks + lane.acks
             raise
@@ -282,7 +287,12 @@ class Runner:
                 log.warning("job %s attempt %s raised %r", lease.job.id, active.attempt, exc, exc_info=exc)
                 await self._failed(active, f"{type(exc).__name__}: {exc}", None, False, started)
                 return
-            lane.acks.append((lease, result, time.monotonic() - started))
+            try:
+                encoded = encode_json(result, "the handler's result")
+            except TypeError as exc:
+                await self._failed(active, str(exc), "INTERNAL_ERROR", True, started)
+                return
+            lane.acks.append((lease, encoded, time.monotonic() - started))
         except BaseException:
             # SystemExit and the like: stop renewing the lease, so the stalled check gives the job back.
             self._held.pop(lease.job.id, None)
@@ -354,6 +364,10 @@ class Runner:
             except TRANSIENT as exc:
                 errors += 1
                 self._redis_error(name, exc)
+                delay = min(2.0, self.periods[name] * 2**errors)
+            except Exception:  # noqa: BLE001 - keep the upkeep loop alive; the next turn may succeed
+                errors += 1
+                log.exception("%s loop error", name)
                 delay = min(2.0, self.periods[name] * 2**errors)
             await _wait_any(stop, seconds=delay)
 

@@ -336,3 +336,18 @@ async def test_runner_rides_out_a_redis_restart(key_prefix: str) -> None:
             await task
         await client.aclose()
         server.stop()
+
+
+async def test_unserializable_result_fails_the_job_and_the_runner_goes_on(
+        redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig) -> None:
+    await queue.enqueue_many([JobSpec({"bad": True}, job_id="bad"), JobSpec({"bad": False}, job_id="good")])
+
+    async def handler(active: ActiveJob) -> object:
+        return object() if active.job.payload["bad"] else {"ok": 1}
+
+    runner = Runner(redis_client, fast_config, handler, concurrency=1, burst=True)
+    await runner.run()
+    bad, good = await queue.get("bad"), await queue.get("good")
+    assert bad is not None and (bad.state, bad.error_category) == (JobState.FAILED, "INTERNAL_ERROR")
+    assert "not JSON-serializable" in (bad.last_error or "")
+    assert good is not None and good.state is JobState.COMPLETED
