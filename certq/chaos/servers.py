@@ -246,10 +246,26 @@ class SentinelGroup:
                 return node
         raise TopologyError(f"no node of this group listens on the announced master port {port}")
 
-    async def kill_master(self, within_s: float = 30.0) -> tuple[RedisNode, RedisNode, float]:
-        """SIGKILL the master; return (old, promoted, seconds until the Sentinels announced the promotion)."""
+    async def kill_master(self, within_s: float = 30.0, *,
+                          unreplicated: Callable[[], Awaitable[None]] | None = None
+                          ) -> tuple[RedisNode, RedisNode, float]:
+        """SIGKILL the master; return (old, promoted, seconds until the Sentinels announced the promotion).
+
+        With `unreplicated`, the replica is frozen while it runs: whatever it writes is acknowledged by the
+        master only, and is lost by the failover, as asynchronous replication allows.
+        """
         old = await self.current_master()
         new = self.replica if old is self.master else self.master
+        if unreplicated is not None:
+            new.freeze()
+            # Cut the replication link too: bytes already in the frozen replica's socket would still arrive.
+            async with old.aclient() as client:
+                await _command(client, "CLIENT", "KILL", "TYPE", "replica")
+            try:
+                await unreplicated()
+            finally:
+                old.kill()
+                new.thaw()
         started = time.monotonic()
         old.kill()
 
