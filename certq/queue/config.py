@@ -50,6 +50,8 @@ class QueueConfig:
         for group, (count, period) in self.rate_limits.items():
             if count <= 0 or period <= 0:
                 raise ValueError(f"rate limit for {group!r} must be positive")
+            if not group or ";" in group or "=" in group:
+                raise ValueError(f"rate limit group {group!r} must be non-empty, without ';' or '='")
 
     @property
     def keys(self) -> QueueKeys:

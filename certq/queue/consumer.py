@@ -29,7 +29,10 @@ _PRIORITY: dict[bytes | str | None, Priority] = {b"high": "high", b"low": "low",
 
 @dataclass(slots=True)
 class Lease:
-    """A claimed job and the token of this attempt's lease (needed to complete, fail or release it)."""
+    """A claimed job and the token of this attempt's lease (needed to complete, fail or release it).
+
+    `job` carries what a handler needs (payload, attempts, priority, group, timeout, progress); the
+    history of earlier attempts (`errors`, `result`) is left out: `Queue.get` has it."""
 
     job: Job
     token: str
@@ -41,6 +44,8 @@ class Lease:
 
 @dataclass(slots=True)
 class Claim:
+    """What a non-blocking claim got; `paused` means the queue is paused (nothing was taken)."""
+
     leases: list[Lease]
     paused: bool = False
 
