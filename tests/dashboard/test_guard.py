@@ -1,0 +1,41 @@
+"""The dashboard's gate without a server: credentials, cross-site checks, production settings."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.datastructures import Headers
+
+from certq.dashboard.guard import CSRF_HEADER, check_credentials, cross_site_reason
+from certq.settings import SettingsError, load_settings
+from tests.dashboard.conftest import basic
+
+
+def test_credentials_must_match_both_user_and_password() -> None:
+    assert check_credentials(basic("ops", "s3cret"), "ops", "s3cret") == "ops"
+    assert check_credentials(basic("ops", "s3cret:with:colons"), "ops", "s3cret:with:colons") == "ops"
+    for header in (basic("ops", "wrong"), basic("other", "s3cret"), basic("ops", ""), "Bearer s3cret",
+                   "Basic not-base64!", "Basic " + "b3Bz", None, ""):
+        assert check_credentials(header, "ops", "s3cret") is None, header
+
+
+def test_only_same_origin_requests_with_the_header_may_change_state() -> None:
+    def reason(method: str, **headers: str) -> str | None:
+        return cross_site_reason(method, Headers(headers), "http")
+
+    host = {"host": "board.example:3001"}
+    assert reason("GET", **host) is None
+    assert reason("POST", **host) is not None
+    assert reason("POST", **host, **{CSRF_HEADER: "1"}) is None
+    assert reason("POST", **host, **{CSRF_HEADER: "1", "origin": "http://board.example:3001"}) is None
+    assert reason("POST", **host, **{CSRF_HEADER: "1", "origin": "https://board.example:3001"}) is None
+    assert reason("POST", **host, **{CSRF_HEADER: "1", "origin": "http://evil.example"}) is not None
+    assert reason("POST", **host, **{CSRF_HEADER: "1", "origin": "null"}) is not None
+    assert reason("DELETE", **host, **{CSRF_HEADER: "1", "sec-fetch-site": "same-site"}) is not None
+
+
+@pytest.mark.parametrize("password", ["", "admin123"])
+def test_production_refuses_default_or_empty_dashboard_credentials(password: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(env="production", api_tokens="t0ken", board_password=password)
+    assert refused.value.variable == "BULL_BOARD_PASSWORD"
+    assert load_settings(env="production", api_tokens="t0ken", board_password="long random").env == "production"
