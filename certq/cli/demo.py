@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import shlex
 import signal
 import sys
 import time
@@ -143,8 +144,9 @@ def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: f
     print()
     print(render_verdict(outcome))
     print()
+    cli = f"REDIS_URL={shlex.quote(redis_url)} DATABASE_URL={shlex.quote(database_url)} python -m certq"
     print(render_next_steps(api_url, worker_url, token, board_password, str(outcome.get("jobId", "")), stack,
-                            args.ci))
+                            None if args.ci else cli))
     return EXIT_OK
 
 
@@ -296,7 +298,12 @@ def _expect(response: httpx.Response, what: str) -> dict[str, Any]:
 
 
 def render_next_steps(api_url: str, worker_url: str, token: str, board_password: str, job_id: str,
-                      stack: Stack, ci: bool) -> str:
+                      stack: Stack, cli: str | None) -> str:
+    """What to open next; `cli` (the admin CLI pointed at the demo's servers) only while they keep running."""
+    running = [] if cli is None else [
+        f"  admin CLI       {cli} stats   (or doctor, jobs --state completed, events)",
+        f"  logs            {stack.workdir}/api.log, {stack.workdir}/worker.log",
+    ]
     return "\n".join([
         "Where to look next:",
         f"  API             {api_url}   (bearer token: {token})",
@@ -304,7 +311,7 @@ def render_next_steps(api_url: str, worker_url: str, token: str, board_password:
         f"  API reference   {api_url}/openapi.json",
         f"  dashboard       {api_url}/admin/queues   (user admin, password {board_password})",
         f"  worker          {worker_url}/health   metrics: {worker_url}/metrics",
-    ] + ([] if ci else [f"  logs            {stack.workdir}/api.log, {stack.workdir}/worker.log"]))
+    ] + running)
 
 
 def _wait_for_interrupt(stack: Stack) -> None:

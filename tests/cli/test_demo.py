@@ -44,6 +44,20 @@ def _metrics_feed_the_alerts_and_the_autoscaler(output: str) -> None:
     assert "certq_api_requests_total" in api_text and "certq_api_certifications_enqueued_total 1.0" in api_text
 
 
+def _doctor_finds_the_running_demo_healthy(output: str, tmp_path: Path) -> None:
+    """The "admin CLI" line the demo prints works: doctor sees its servers, schema and live worker."""
+    import shlex
+
+    line = re.search(r"admin CLI +(.+) stats ", output)
+    assert line, output
+    words = shlex.split(line.group(1))
+    env = _demo_env(tmp_path) | dict(w.split("=", 1) for w in words if "=" in w.split(" ")[0])
+    doctor = subprocess.run([sys.executable, "-m", "certq", "doctor"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "1 alive (heartbeats)" in doctor.stdout and "ok    schema" in doctor.stdout
+
+
 def _pids(output: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"\(pid (\d+)\)", output)]
 
@@ -89,6 +103,7 @@ def test_ctrl_c_stops_an_interactive_demo_cleanly(tmp_path: Path) -> None:
     assert any("press Ctrl-C to stop" in line for line in lines), "".join(lines)
     try:
         _metrics_feed_the_alerts_and_the_autoscaler("".join(lines))
+        _doctor_finds_the_running_demo_healthy("".join(lines), tmp_path)
     finally:
         process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
