@@ -22,7 +22,7 @@ import certq
 from certq.api import model_routes, queue_routes
 from certq.api.auth import BearerAuth
 from certq.api.board import board_route
-from certq.api.openapi import Endpoint, build_openapi
+from certq.api.openapi import Endpoint, Handler, build_openapi
 from certq.api.problems import (
     Problem,
     http_exception_handler,
@@ -72,8 +72,7 @@ def create_app(
 
         return answer(200, openapi)
 
-    routes: list[BaseRoute] = [Route(e.path, e.handler, methods=[e.method], name=e.handler.__name__)
-                               for e in ENDPOINTS]
+    routes: list[BaseRoute] = route_table(ENDPOINTS)
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     routes.extend(build_health_app(_probes(services)).routes)
     routes.append(board_route(services))
@@ -97,6 +96,31 @@ def create_app(
     )
     app.state.services = services
     return app
+
+
+def route_table(endpoints: list[Endpoint]) -> list[BaseRoute]:
+    """One Route per path, so a 405 names every method the path allows (its Allow header)."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint
+    routes: list[BaseRoute] = []
+    for path, methods in by_path.items():
+        if len(methods) == 1:
+            [only] = methods.values()
+            routes.append(Route(path, only.handler, methods=[only.method], name=only.handler.__name__))
+            continue
+
+        def dispatcher(table: dict[str, Endpoint]) -> Handler:
+            async def dispatch(request: Request) -> Response:
+                handler = table["GET" if request.method == "HEAD" else request.method].handler
+                request.scope["endpoint"] = handler  # metrics label the route by its handler's name
+                response: Response = await handler(request)
+                return response
+
+            return dispatch
+
+        routes.append(Route(path, dispatcher(methods), methods=list(methods)))
+    return routes
 
 
 async def _open(services: Services) -> None:

@@ -21,8 +21,8 @@ Answer = tuple[int, dict[str, Any]]
 def idempotency_key(header: str | None, scope: str, fingerprint_source: bytes) -> IdempotencyKey | None:
     if header is None:
         return None
-    if not 1 <= len(header) <= 255 or not header.isprintable():
-        raise Problem(400, "Idempotency-Key must be 1-255 printable characters", field="Idempotency-Key")
+    if not 1 <= len(header) <= 255 or not all(" " <= c <= "~" for c in header):
+        raise Problem(400, "Idempotency-Key must be 1-255 printable ASCII characters", field="Idempotency-Key")
     return IdempotencyKey(scope=scope, key=header, fingerprint=hashlib.sha256(fingerprint_source).hexdigest())
 
 

@@ -57,7 +57,8 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
                 parameters.append({"name": name, "in": "query", "required": False, "schema": prop})
         if e.idempotent_post:
             parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                               "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
+                               "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                          "pattern": "^[ -~]+$"}})
         if parameters:
             operation["parameters"] = parameters
         if e.body is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,14 +18,8 @@ CertificationStatus = Literal["PENDING", "QUEUED", "PROCESSING", "CERTIFIED", "Q
 Priority = Literal["high", "normal", "low"]
 Provider = Literal["openai", "bedrock"]
 
-_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+REGION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 MAX_LIMIT = 100
-
-
-def _region(value: str) -> str:
-    if not _REGION.match(value):
-        raise ValueError("a region is letters, digits and . _ : - (e.g. us-east-1 or local)")
-    return value
 
 
 def _unique(values: list[Any]) -> list[Any]:
@@ -35,11 +28,15 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
-Region = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_region)]
-Regions = Annotated[list[Region], Field(min_length=1, max_length=50), AfterValidator(_unique)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-ApiModelId = Annotated[str, Field(min_length=1, max_length=300)]
-BaseUrl = Annotated[str, Field(min_length=1, max_length=2000)]
+Region = Annotated[str, Field(min_length=1, max_length=64, pattern=REGION_PATTERN,
+                               description="letters, digits and . _ : - (e.g. us-east-1, or local)")]
+Regions = Annotated[list[Region], Field(min_length=1, max_length=50, json_schema_extra={"uniqueItems": True}),
+                    AfterValidator(_unique)]
+# No control characters (PostgreSQL text cannot hold NUL; the others are never meant).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
+ApiModelId = Annotated[str, Field(min_length=1, max_length=300, pattern=TEXT_PATTERN)]
+BaseUrl = Annotated[str, Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN)]
 KeyEnv = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
 
 
@@ -148,7 +145,8 @@ class CertifyBody(Body):
 
 
 class CertifyMultipleBody(Body):
-    model_ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_LIMIT), AfterValidator(_unique)]
+    model_ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_LIMIT, json_schema_extra={"uniqueItems": True}),
+                         AfterValidator(_unique)]
     regions: Regions
     priority: Priority = "normal"
 
@@ -270,7 +268,7 @@ class CertificationsQuery(Query):
     page: int = Field(1, ge=1, le=1_000_000)
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
     model_id: UUID | None = None
-    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    region: Region | None = None
     status: CertificationStatus | None = None
 
 

@@ -57,6 +57,17 @@ RETURNING j.id
 """
 
 
+def _clean(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL: a model's answer quoted in a probe detail may."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
 def _category(category: str | None) -> str | None:
     if category is None or category in ERROR_CATEGORIES:
         return category
@@ -64,7 +75,7 @@ def _category(category: str | None) -> str | None:
 
 
 def _message(message: str | None) -> str | None:
-    return None if message is None else message[:4000]
+    return None if message is None else _clean(message[:4000])
 
 
 class RunsMixin(StoreBase):
@@ -191,8 +202,8 @@ class RunsMixin(StoreBase):
                 status == "CERTIFIED" and bool(verdict.get("passed", True)),
                 None if score is None else max(0.0, min(100.0, float(score))),
                 verdict.get("rating"),
-                list(verdict.get("testResults") or []),
-                dict(verdict.get("metrics") or {}),
+                _clean(list(verdict.get("testResults") or [])),
+                _clean(dict(verdict.get("metrics") or {})),
                 None if duration is None else max(0, int(duration)),
             )
             if changed:

@@ -72,6 +72,8 @@ VALID = {"name": "m", "provider": "openai", "apiModelId": "x", "baseUrl": "http:
     ({**VALID, "regions": "local"}, "regions"),
     ({**VALID, "name": ""}, "name"),
     ({**VALID, "name": 5}, "name"),
+    ({**VALID, "name": "nul\u0000inside"}, "name"),
+    ({**VALID, "apiModelId": "tab\tinside"}, "apiModelId"),
     ({**VALID, "isActive": "yes"}, "isActive"),
     ({**VALID, "apiKeyEnv": "sk-secret value"}, "apiKeyEnv"),
     ({**VALID, "apiKey": "sk-123"}, "apiKey"),

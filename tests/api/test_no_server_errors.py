@@ -24,7 +24,7 @@ FIELDS = ["name", "provider", "apiModelId", "baseUrl", "apiKeyEnv", "regions", "
           "region", "priority", "extra"]
 QUERY = ["page", "limit", "status", "type", "modelId", "region", "active"]
 
-WORDS = ["openai", "bedrock", "local", "us-east-1", "high", "QUEUED", "http://h:1/v1"]
+WORDS = ["openai", "bedrock", "local", "us-east-1", "high", "QUEUED", "http://h:1/v1", "nul\x00"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30) | st.uuids().map(str)
@@ -46,7 +46,8 @@ paths = st.one_of(
     segment.map(lambda s: f"{BASE}/jobs/{s}"),
     segment.map(lambda s: f"/api/{s}"),
 )
-queries = st.dictionaries(st.sampled_from(QUERY), st.text(max_size=20) | st.integers().map(str), max_size=3)
+queries = st.dictionaries(st.sampled_from(QUERY), st.text(max_size=20) | st.integers().map(str)
+                          | st.sampled_from(WORDS), max_size=3)
 headers = st.fixed_dictionaries({}, optional={
     "Idempotency-Key": st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300)
     .map(lambda s: s.strip() or "k"),

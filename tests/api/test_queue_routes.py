@@ -146,6 +146,8 @@ async def test_regions_lists_aws_defaults_and_regions_in_use(
     (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "local", "priority": "urgent"}',
      "priority", 400),
     (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "local"}', "modelId", 404),
+    (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "lo\\u0000cal"}', "region", 400),
+    (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "\\ud800"}', "body", 400),
 ])
 async def test_bad_certify_bodies_are_problems_naming_the_field(
     client: httpx.AsyncClient, raw: bytes, field: str, status: int
@@ -191,6 +193,7 @@ async def test_oversized_and_non_json_bodies_are_refused(client: httpx.AsyncClie
     ("certifications", {"limit": "1000"}, "limit"),
     ("certifications", {"modelId": "abc"}, "modelId"),
     ("certifications", {"status": "COMPLETED"}, "status"),
+    ("certifications", {"region": "us\x00east"}, "region"),
 ])
 async def test_bad_query_parameters_name_the_parameter(
     client: httpx.AsyncClient, path: str, params: dict[str, str], field: str

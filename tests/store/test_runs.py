@@ -153,3 +153,14 @@ async def test_latest_verdict_is_the_newest_finished_run(store: Store, make_mode
         await store.finish_certification(run.id, 1, verdict)
     [latest] = await store.latest_verdicts(model.id)
     assert latest.status == "QUALITY_WARNING" and latest.model_name == model.name
+
+
+async def test_nul_characters_from_a_model_answer_are_stored_replaced(store: Store, make_model: MakeModel) -> None:
+    _, [run] = await _job(store, make_model, ["local"])
+    await store.begin_attempt(run.id, 1)
+    verdict = {**CERTIFIED, "testResults": [{"name": "basic", "detail": "said a\x00b"}],
+               "metrics": {"sample\x00": "x\x00"}, "errorMessage": "nul\x00here"}
+    assert await store.finish_certification(run.id, 1, verdict)
+    record = await store.get_certification(run.id)
+    assert record is not None and record.test_results == [{"name": "basic", "detail": "said a\ufffdb"}]
+    assert record.metrics == {"sample\ufffd": "x\ufffd"} and record.error_message == "nul\ufffdhere"
