@@ -136,3 +136,43 @@ def _cli_commands() -> set[str]:
     parser = build_parser()
     actions = [a for a in parser._actions if a.dest == "command"]
     return set(actions[0].choices) if actions else set()  # type: ignore[arg-type]
+
+
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::([?-])([^}]*))?\}")
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """compose's `${VAR}`, `${VAR:-default}` and `${VAR:?message}` (the forms compose.yaml uses)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, kind, rest = match.groups()
+        if env.get(name):
+            return env[name]
+        assert kind != "?", f"compose would refuse to start: {rest}"
+        return rest if kind == "-" else ""
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+def test_compose_environment_passes_production_validation_and_the_flags_parse() -> None:
+    from certq.settings import Settings
+    from certq.worker.cli import build_parser as worker_parser
+
+    secrets = {"REDIS_PASSWORD": "r", "POSTGRES_PASSWORD": "p", "API_TOKENS": "t1,t2", "BULL_BOARD_PASSWORD": "b"}
+    for service in CERTQ_SERVICES:
+        env = {k: _interpolate(str(v), secrets) for k, v in SERVICES[service]["environment"].items()}
+        settings = Settings.model_validate(env)
+        assert settings.env == "production" and settings.tokens == ["t1", "t2"]
+        assert settings.redis_dsn == "redis://:r@redis:6379/0"
+        assert settings.database_url == "postgresql://certq:p@postgres:5432/certq"
+        command = _command(service)
+        if command[0] == "certq-worker":
+            args = worker_parser().parse_args(command[1:])
+            assert args.health_port == settings.worker_health_port
+
+
+def test_compose_refuses_to_start_without_its_secrets() -> None:
+    import pytest
+
+    with pytest.raises(AssertionError, match="set REDIS_PASSWORD"):
+        _interpolate(SERVICES["api"]["environment"]["REDIS_PASSWORD"], {})
