@@ -21,6 +21,9 @@ from certq.store import CertificationRef, Store
 
 log = logging.getLogger("certq.reconcile")
 
+IDEMPOTENCY_KEY_TTL_S = 24 * 3600.0
+"""An Idempotency-Key is honoured for a day (clients retry within minutes); older ones are deleted."""
+
 
 def job_payload(ref: CertificationRef) -> dict[str, str]:
     """The queue payload of a run: the one identity of each thing, as strings."""
@@ -56,9 +59,11 @@ class ReconcileReport:
     checked: int = 0
     requeued: int = 0
     closed: int = 0
+    expired_keys: int = 0
 
     def __str__(self) -> str:
-        return f"checked {self.checked} live certifications: {self.requeued} re-enqueued, {self.closed} closed"
+        return (f"checked {self.checked} live certifications: {self.requeued} re-enqueued, {self.closed} closed; "
+                f"{self.expired_keys} idempotency keys expired")
 
 
 async def reconcile(
@@ -87,6 +92,7 @@ async def reconcile(
             report.requeued += len(missing)
             log.warning("re-enqueued %d certifications whose queue jobs were missing: %s", len(missing),
                         ", ".join(str(ref.id) for ref in missing[:20]))
+    report.expired_keys = await store.purge_idempotency_keys(IDEMPOTENCY_KEY_TTL_S)
     return report
 
 

@@ -129,3 +129,16 @@ async def test_history_pages_newest_first_with_filters(store: Store, make_model:
     assert [j.id for j in page.items] == ids[::-1][:2]
     certs = await store.list_certifications(model_id=model.id, region="b")
     assert certs.total == 1 and certs.items[0].api_model_id == model.api_model_id
+
+
+async def test_idempotency_keys_older_than_the_ttl_are_purged(store: Store, make_model: MakeModel) -> None:
+    model = await make_model(regions=["a", "b"])
+    old = IdempotencyKey(scope="test", key=f"old-{model.id}", fingerprint="f")
+    fresh = IdempotencyKey(scope="test", key=f"fresh-{model.id}", fingerprint="f")
+    await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "a")], idempotency=old, render=_render)
+    await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "b")], idempotency=fresh, render=_render)
+    await store.pool.execute("UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = $1",
+                             old.key)
+    assert await store.purge_idempotency_keys(86_400) >= 1
+    keys = {r["key"] for r in await store.pool.fetch("SELECT key FROM idempotency_keys WHERE scope = 'test'")}
+    assert old.key not in keys and fresh.key in keys
