@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
     wait = subparsers.add_parser(
         "schema-wait", help="wait until the database schema is the one this certq needs (init containers)",
         description="Block until DATABASE_URL answers and its schema version is this certq's (run `certq migrate` "
-                    "elsewhere, e.g. the migrate Job). For Kubernetes initContainers: pods of a new release do not "
+                    "elsewhere, e.g. in the API pods). For Kubernetes initContainers: pods of a new release do not "
                     "start on an old schema. Exit 0 when the schema is current, 1 on timeout, 3 on bad configuration.")
     wait.add_argument("--timeout", type=float, default=300.0, metavar="S", help="give up after S seconds (300)")
     wait.add_argument("--database-url", metavar="URL", help="PostgreSQL to use instead of DATABASE_URL")
