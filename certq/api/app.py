@@ -59,8 +59,9 @@ def create_app(
 ) -> Starlette:
     """The HTTP API. Dependencies not given are opened in the lifespan from `settings` (and closed after).
 
-    `mounts` are extra routes/sub-apps (e.g. `Mount(settings.board_path, app=board)`); they see the
-    same `Services` as `app.state.services`, which the lifespan fills in before the first request.
+    The dashboard is mounted at BULL_BOARD_PATH (certq.api.board). `mounts` are further routes or
+    sub-apps; they can reach the same `Services` (`app.state.services`), filled in by the lifespan
+    before the first request.
     """
     services = Services(settings=settings, tokens=token_set(settings),
                         metrics=ApiMetrics(metrics if metrics is not None else Metrics(process=True)),
