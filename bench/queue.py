@@ -56,7 +56,8 @@ async def enqueue_one_by_one(client: aioredis.Redis, jobs: int) -> float:
     return rate
 
 
-async def enqueue_bulk_and_drain(client: aioredis.Redis, jobs: int, concurrency: int) -> tuple[float, float]:
+async def enqueue_bulk_and_drain(client: aioredis.Redis, jobs: int, concurrency: int
+                                 ) -> tuple[float, float, float]:
     prefix = f"{{bench{uuid.uuid4().hex[:8]}}}"
     config = config_for(prefix)
     queue = Queue(client, config)
@@ -68,13 +69,14 @@ async def enqueue_bulk_and_drain(client: aioredis.Redis, jobs: int, concurrency:
         return None
 
     runner = Runner(client, config, noop, concurrency=concurrency, burst=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await runner.run()
     drain_rate = runner.stats.completed / (time.perf_counter() - started)
+    drain_cpu_us = (time.process_time() - cpu_started) * 1e6 / max(1, runner.stats.completed)
     counts = await queue.counts()
     assert runner.stats.completed == jobs and counts["waiting"] == 0 and counts["active"] == 0, (runner, counts)
     await cleanup(client, prefix)
-    return bulk_rate, drain_rate
+    return bulk_rate, drain_rate, drain_cpu_us
 
 
 async def pickup_latency(client: aioredis.Redis, url: str, jobs: int, gap_s: float) -> tuple[float, float]:
@@ -97,7 +99,7 @@ async def pickup_latency(client: aioredis.Redis, url: str, jobs: int, gap_s: flo
         await process.wait()
         await cleanup(client, prefix)
     latencies.sort()
-    return statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
+    return statistics.median(latencies), latencies[max(0, int(len(latencies) * 0.99) - 1)]
 
 
 async def consumer_process(url: str, prefix: str, seen_key: str) -> None:
@@ -128,15 +130,17 @@ async def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     client = aioredis.from_url(args.redis_url)
     results: dict[str, list[float]] = {"enqueue one by one (jobs/s)": [], "enqueue bulk (jobs/s)": [],
-                                       "drain, concurrency 10 (jobs/s)": [], "pickup p50 (ms)": [],
+                                       "drain, concurrency 10 (jobs/s)": [], "drain CPU of this process (us/job)": [],
+                                       "pickup p50 (ms)": [],
                                        "pickup p99 (ms)": []}
     for run in range(args.runs):
         row: dict[str, Any] = {}
         if "single" not in args.skip:
             row["enqueue one by one (jobs/s)"] = await enqueue_one_by_one(client, args.jobs)
         if "drain" not in args.skip:
-            bulk, drain = await enqueue_bulk_and_drain(client, args.jobs, args.concurrency)
+            bulk, drain, cpu = await enqueue_bulk_and_drain(client, args.jobs, args.concurrency)
             row["enqueue bulk (jobs/s)"], row["drain, concurrency 10 (jobs/s)"] = bulk, drain
+            row["drain CPU of this process (us/job)"] = cpu
         if "pickup" not in args.skip:
             p50, p99 = await pickup_latency(client, args.redis_url, args.pickup_jobs, 0.005)
             row["pickup p50 (ms)"], row["pickup p99 (ms)"] = p50, p99
