@@ -102,6 +102,20 @@ class Settings(BaseSettings):
         parse_rate_limits(value)
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (e.g. postgresql://user:password@host:5432/certq)")
+        return value
+
     @field_validator("board_path")
     @classmethod
     def _absolute_path(cls, value: str) -> str:

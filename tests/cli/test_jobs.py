@@ -204,3 +204,12 @@ def test_delayed_jobs_are_listed_with_their_due_time(cli_env: str, run_cli: Run,
     header, _, row = result.out.splitlines()[:3]
     assert "due" in header.split() and row.startswith("later-9")
     assert "  due        " in run_cli("job", "later-9").out
+
+
+@pytest.mark.parametrize(("variable", "value"), [("REDIS_URL", "localhost:6379"), ("DATABASE_URL", "certq")])
+def test_a_url_without_its_scheme_is_a_configuration_error(
+        run_cli: Run, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    result = run_cli("doctor")
+    assert result.code == 3
+    assert variable in result.err and "must start with" in result.err and "Traceback" not in result.err
