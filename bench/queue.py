@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/queue.py [--redis-url redis://127.0.0.1:6379/0] [--jobs 20000] [--runs 3]
 
-Every run uses its own key prefix and deletes it afterwards. The drain is one consumer process (this
-one) running certq's Runner with a no-op handler: the full reliable lifecycle (claim with a lease,
-complete, events, retention). Pickup latency: a separate idle consumer process; 500 jobs enqueued
-5 ms apart; latency = handler start minus the enqueue call's start (same host clock).
+Without --redis-url it starts a private redis-server (certq.embedded: the same binary as the suite's) so
+other users of a shared Redis do not skew the numbers. Every run uses its own key prefix and deletes it.
+The drain is one consumer process (this one) running certq's Runner with a no-op handler: the full
+reliable lifecycle (claim with a lease, complete, events, retention). Pickup latency: a separate idle
+consumer process; 500 jobs enqueued 5 ms apart; latency = handler start minus the enqueue call's start
+(same host clock).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any  # noqa: E402
 
 import redis.asyncio as aioredis  # noqa: E402
 
+from certq.embedded import start_redis  # noqa: E402
 from certq.queue import ActiveJob, JobSpec, Queue, QueueConfig, Runner  # noqa: E402
 
 SCRIPT = str(Path(__file__).resolve())
@@ -121,14 +124,24 @@ async def main(argv: list[str]) -> None:
         await consumer_process(*argv[1:4])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis-url", default=None, help="an existing Redis (default: start a private one)")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pickup-jobs", type=int, default=500)
     parser.add_argument("--skip", nargs="*", default=[], choices=["single", "drain", "pickup"])
     args = parser.parse_args(argv)
-    client = aioredis.from_url(args.redis_url)
+    server = None if args.redis_url else start_redis()
+    url = args.redis_url or (server.url if server else "")
+    try:
+        await run_all(args, url)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+async def run_all(args: argparse.Namespace, url: str) -> None:
+    client = aioredis.from_url(url)
     results: dict[str, list[float]] = {"enqueue one by one (jobs/s)": [], "enqueue bulk (jobs/s)": [],
                                        "drain, concurrency 10 (jobs/s)": [], "drain CPU of this process (us/job)": [],
                                        "pickup p50 (ms)": [],
@@ -142,7 +155,7 @@ async def main(argv: list[str]) -> None:
             row["enqueue bulk (jobs/s)"], row["drain, concurrency 10 (jobs/s)"] = bulk, drain
             row["drain CPU of this process (us/job)"] = cpu
         if "pickup" not in args.skip:
-            p50, p99 = await pickup_latency(client, args.redis_url, args.pickup_jobs, 0.005)
+            p50, p99 = await pickup_latency(client, url, args.pickup_jobs, 0.005)
             row["pickup p50 (ms)"], row["pickup p99 (ms)"] = p50, p99
         for name, value in row.items():
             results[name].append(value)
