@@ -192,12 +192,13 @@ async def test_certification_matrix_pair_history_and_certify_form(
     page: Page, api: Api, make_model: Any, finished_run: VerdictMaker, shots: Any
 ) -> None:
     tag = uuid.uuid4().hex[:6]
-    good = await make_model(name=f"llama-{tag}", regions=["eu-west-1", "us-east-1"])
+    zone = f"zone-{tag}"  # offered by this test's model only, so "all models" here means exactly one
+    good = await make_model(name=f"llama-{tag}", regions=["eu-west-1", zone])
     weak = await make_model(name=f"tiny-{tag}", regions=["eu-west-1"])
     for score, latency in ((78, 420), (86, 310), (93, 240)):
         await finished_run(good, "eu-west-1", status="CERTIFIED" if score >= 80 else "QUALITY_WARNING",
                            score=score, latency_ms=latency)
-    await finished_run(good, "us-east-1", status="QUALITY_WARNING", score=72)
+    await finished_run(good, zone, status="QUALITY_WARNING", score=72)
     await finished_run(weak, "eu-west-1", status="FAILED", score=35, category="QUALITY_BELOW_THRESHOLD")
 
     await open_board(page, api, "certifications")
@@ -220,6 +221,14 @@ async def test_certification_matrix_pair_history_and_certify_form(
     await page.get_by_role("button", name="Certify", exact=True).click()
     await expect(page.locator("#notice")).to_contain_text("1 certification(s) requested in eu-west-1")
     await expect(page.locator("#count-waiting")).to_have_text("1")
+
+    await page.select_option("#cf-mode", "all")
+    assert await page.is_disabled(f"label:has-text('tiny-{tag}') input")
+    await page.uncheck("label:has-text('eu-west-1') input")
+    await page.check(f"label:has-text('{zone}') input")
+    await page.get_by_role("button", name="Certify", exact=True).click()
+    await expect(page.locator("#notice")).to_contain_text(f"all: 1 certification(s) requested in {zone}")
+    await expect(page.locator("#count-waiting")).to_have_text("2")
 
 
 async def test_history_search_runs_over_postgresql(page: Page, api: Api, make_model: Any,

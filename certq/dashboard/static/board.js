@@ -434,6 +434,9 @@ function certifyForm(data) {
   const modelBoxes = data.models.map((m) => h("input", { type: "checkbox", value: m.id, id: `cf-m-${m.id}` }));
   const regionBoxes = data.regions.map((r, i) => h("input", { type: "checkbox", value: r, id: `cf-r-${i}` }));
   const priority = h("select", { id: "cf-priority" }, ["normal", "high", "low"].map((p) => h("option", { value: p }, p)));
+  const modelSet = h("fieldset", {}, h("legend", {}, "Models"), h("div", { class: "checks" }, data.models.map((m, i) =>
+    h("label", { for: modelBoxes[i].id }, modelBoxes[i], m.name))));
+  mode.addEventListener("change", () => { modelSet.disabled = mode.value === "all"; });
   const form = h("form", { class: "panel", "aria-labelledby": "cf-title", onsubmit: async (ev) => {
     ev.preventDefault();
     const chosen = (boxes) => boxes.filter((b) => b.checked).map((b) => b.value);
@@ -443,8 +446,7 @@ function certifyForm(data) {
   } },
   h("h2", { id: "cf-title" }, "Certify"),
   h("label", { for: "cf-mode" }, "What", mode),
-  h("fieldset", {}, h("legend", {}, "Models"), h("div", { class: "checks" }, data.models.map((m, i) =>
-    h("label", { for: modelBoxes[i].id }, modelBoxes[i], m.name)))),
+  modelSet,
   h("fieldset", {}, h("legend", {}, "Regions"), h("div", { class: "checks" }, data.regions.map((r, i) =>
     h("label", { for: regionBoxes[i].id }, regionBoxes[i], r)))),
   h("label", { for: "cf-priority" }, "Priority", priority),
@@ -529,6 +531,9 @@ async function route(event) {
     if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   });
   if (name !== "queue") document.querySelectorAll("#counts a").forEach((a) => a.removeAttribute("aria-current"));
+  const titles = { queue: "Queue", job: "Job", history: "History", workers: "Workers",
+    certifications: "Certifications", pair: "Run history", audit: "Audit log" };
+  document.title = `${titles[name]} \u00B7 certq dashboard`;
   const main = $("#main");
   main.replaceChildren();
   refreshView = null;
