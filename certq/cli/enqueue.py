@@ -8,6 +8,7 @@ import time
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import httpx
 
 from certq.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
@@ -63,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
     if args.api_url:
         answer = _through_api(args, settings, model_id)
         return _finish(args, answer, lambda: _wait_api(args, settings, answer))
-    answer = asyncio.run(_directly(settings, model_id, args.region, args.priority))
+    try:
+        answer = asyncio.run(_directly(settings, model_id, args.region, args.priority))
+    except asyncpg.UndefinedTableError:
+        raise CommandError(f"the database at {redact_url(settings.database_url)} has no certq schema: run "
+                           "`certq migrate`", EXIT_FAILURE) from None
+    except asyncpg.PostgresError as exc:
+        raise CommandError(f"PostgreSQL refused: {exc}", EXIT_FAILURE) from None
     return _finish(args, answer, lambda: asyncio.run(_wait_store(settings, answer, args.timeout)))
 
 

@@ -101,3 +101,9 @@ def test_enqueue_through_an_unreachable_api_exits_unavailable(run_cli: Run) -> N
     result = run_cli("enqueue", str(uuid.uuid4()), "--region", "local", "--api-url",
                      f"http://127.0.0.1:{free_port()}", "--token", "t")
     assert result.code == 5 and "no answer from the API" in result.err
+
+
+def test_enqueue_into_a_database_without_schema_says_to_migrate(
+        cli_env: str, run_cli: Run, empty_database_url: str) -> None:
+    result = run_cli("enqueue", str(uuid.uuid4()), "--region", "local", "--database-url", empty_database_url)
+    assert result.code == 1 and "run `certq migrate`" in result.err and "Traceback" not in result.err
