@@ -91,6 +91,11 @@ def register(subparsers: Any) -> None:
     add_connection_options(pause)
     pause.set_defaults(run=lambda args: _set_paused(args, True))
 
+    resume = subparsers.add_parser("resume", help="let workers claim jobs again",
+                                   description="Resume a paused queue.", formatter_class=fmt)
+    add_connection_options(resume)
+    resume.set_defaults(run=lambda args: _set_paused(args, False))
+
     events = subparsers.add_parser(
         "events", help="show the queue's state changes (added, active, completed, failed, stalled...)",
         description="Print the queue's recent state changes, oldest first, one line each; with --follow keep "
@@ -100,11 +105,6 @@ def register(subparsers: Any) -> None:
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     add_connection_options(events)
     events.set_defaults(run=run_events)
-
-    resume = subparsers.add_parser("resume", help="let workers claim jobs again",
-                                   description="Resume a paused queue.", formatter_class=fmt)
-    add_connection_options(resume)
-    resume.set_defaults(run=lambda args: _set_paused(args, False))
 
 
 def _positive_int(text: str) -> int:
