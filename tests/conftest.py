@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,25 +192,23 @@ class ApiServer:
         return self.app.state.services
 
 
-@pytest.fixture
-async def api_server(
-    migrated_database_url: str, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
-) -> AsyncIterator[ApiServer]:
-    """The API served by uvicorn on a free loopback port in this event loop; queue keys under `key_prefix`."""
+def api_settings(database_url: str, redis_url: str, prefix: str, token: str, **extra: Any) -> Any:
+    """certq Settings for a test API (aliases as keys: `api_settings(..., CERTIFICATION_MAX_RETRIES=0)`)."""
+    from certq.settings import Settings
+
+    return Settings.model_validate({
+        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": prefix, "API_TOKENS": token,
+        "CERTQ_ENV": "development", "API_HOST": "127.0.0.1", "API_PORT": 0, **extra,
+    })
+
+
+@asynccontextmanager
+async def serve_app(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app (lifespan on) with uvicorn on a free loopback port in this event loop; yields its URL."""
     import contextlib
     import socket
 
     import uvicorn
-
-    from certq.api import create_app
-    from certq.settings import Settings
-
-    token = f"test-{uuid.uuid4().hex}"
-    settings = Settings.model_validate({
-        "DATABASE_URL": migrated_database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": key_prefix,
-        "API_TOKENS": token, "CERTQ_ENV": "development", "API_HOST": "127.0.0.1", "API_PORT": 0,
-    })
-    app = create_app(settings)
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -226,11 +225,25 @@ async def api_server(
             while not server.started:
                 if task.done():
                     task.result()
-                    raise RuntimeError("the API server stopped during start-up")
+                    raise RuntimeError("the server stopped during start-up")
                 await asyncio.sleep(0.01)
-        yield ApiServer(url=f"http://127.0.0.1:{port}", token=token, settings=settings, app=app)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         async with asyncio.timeout(20):
             await task
         sock.close()
+
+
+@pytest.fixture
+async def api_server(
+    migrated_database_url: str, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
+) -> AsyncIterator[ApiServer]:
+    """The API (`create_app`) served by uvicorn on a free loopback port; queue keys under `key_prefix`."""
+    from certq.api import create_app
+
+    token = f"test-{uuid.uuid4().hex}"
+    settings = api_settings(migrated_database_url, redis_url, key_prefix, token)
+    app = create_app(settings)
+    async with serve_app(app) as url:
+        yield ApiServer(url=url, token=token, settings=settings, app=app)

@@ -7,10 +7,12 @@ import sys
 from typing import Any
 
 import httpx
-from conftest import unlink_prefix
+from conftest import api_settings, serve_app, unlink_prefix
 
 from api.conftest import CreateModel
+from certq.api import create_app
 from certq.queue.consumer import Consumer
+from certq.queue.queue import Queue
 from certq.reconcile import queue_config, reconcile
 
 BASE = "/api/certification-queue"
@@ -90,3 +92,25 @@ async def test_a_run_whose_queue_job_failed_without_an_outcome_is_closed_once(
     await reconcile(services.store, services.queue, api_server.settings, older_than_s=-1)
     again = (await client.get(f"{BASE}/jobs/{created['jobId']}")).json()
     assert again["processedModels"] == 1
+
+
+async def test_a_certification_accepted_while_redis_is_down_is_enqueued_later(
+    migrated_database_url: str, redis_url: str, key_prefix: str, redis_client: Any, store: Any, make_model: Any
+) -> None:
+    token = "t-" + key_prefix
+    down = api_settings(migrated_database_url, "redis://127.0.0.1:1/0", key_prefix, token)
+    model = await make_model(regions=["local"])
+    app = create_app(down)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30,
+                                                         headers={"Authorization": f"Bearer {token}"}) as http:
+        response = await http.post(f"{BASE}/certify-model", json={"modelId": str(model.id), "region": "local"})
+        stats = await http.get(f"{BASE}/stats")
+    assert response.status_code == 201, response.text  # recorded in PostgreSQL: accepted
+    assert stats.status_code == 200 and stats.json()["queueAvailable"] is False
+    assert app.state.services.metrics.enqueue_failures._value.get() == 1
+
+    up = api_settings(migrated_database_url, redis_url, key_prefix, token)
+    queue = Queue(redis_client, queue_config(up))
+    await reconcile(store, queue, up, older_than_s=-1)
+    job = await queue.get(response.json()["certificationId"])
+    assert job is not None and job.payload["jobId"] == response.json()["jobId"]
