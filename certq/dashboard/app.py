@@ -5,6 +5,9 @@ from __future__ import annotations
 import html
 from importlib import resources
 
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -55,6 +58,21 @@ async def _queue_error(request: Request, exc: Exception) -> Response:
     return problem_response(Problem(409, str(exc)))
 
 
+async def _outage(request: Request, exc: Exception) -> Response:
+    # Redis or PostgreSQL down: the console says so (and keeps polling) instead of a bare 500.
+    return problem_response(Problem(503, f"{_backend(exc)} is not answering: {type(exc).__name__}: {exc}"))
+
+
+def _backend(exc: Exception) -> str:
+    return "PostgreSQL" if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) else "Redis"
+
+
+OUTAGES: tuple[type[Exception], ...] = (
+    RedisConnectionError, RedisTimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, OSError, TimeoutError,
+)
+
+
 def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
     """The dashboard app to mount at `settings.board_path` (`app.mount(settings.board_path, board)`)."""
     app = Starlette(
@@ -65,7 +83,7 @@ def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
             *cert_views.routes,
             Mount("/static", StaticFiles(packages=[(STATIC, "static")]), name="static"),
         ],
-        exception_handlers={Problem: _problem, QueueError: _queue_error},
+        exception_handlers={Problem: _problem, QueueError: _queue_error, **{kind: _outage for kind in OUTAGES}},
         middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
     )
     app.state.board_deps = deps

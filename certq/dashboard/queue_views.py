@@ -44,10 +44,9 @@ async def _with_models(request: Request, jobs: list[dict[str, Any]]) -> list[dic
         except ValueError:
             continue
     models = await store.get_models(list(ids)) if store is not None and ids else {}
+    names = {str(model_id): model.name for model_id, model in models.items()}
     for job in jobs:
-        model_id = str(job.get("payload", {}).get("modelId"))
-        found = next((m for key, m in models.items() if str(key) == model_id), None)
-        job["modelName"] = None if found is None else found.name
+        job["modelName"] = names.get(str(job.get("payload", {}).get("modelId")))
     return jobs
 
 

@@ -303,3 +303,28 @@ async def test_static_files_are_compressed_for_browsers_that_accept_it(board: Bo
     response = await board.client.get("static/board.js", headers={"Accept-Encoding": "gzip"})
     assert response.headers["content-encoding"] == "gzip"
     assert int(response.headers["content-length"]) < len(response.content) / 2
+
+
+async def test_a_redis_outage_answers_503_problems_not_500(
+    store: Store, queue_config: Any, board_settings: Any, board_user: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    from certq.dashboard import StaticDeps
+    from certq.embedded import free_port
+    from tests.dashboard.conftest import PASSWORD, serve_board
+
+    dead = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    server, url = await serve_board(board_settings, StaticDeps(queue=Queue(dead, queue_config), store=store))
+    try:
+        async with httpx.AsyncClient(base_url=f"{url}{BOARD_PATH}/", timeout=10,
+                                     headers={"Authorization": basic(board_user, PASSWORD)}) as client:
+            response = await client.get("api/overview")
+            assert response.status_code == 503
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["detail"].startswith("Redis is not answering")
+            history = await client.get("api/history")
+            assert history.status_code == 200
+    finally:
+        await server.stop()
+        await dead.aclose()
