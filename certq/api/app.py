@@ -44,7 +44,8 @@ ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS]
 # A backing service that went away is a 503 to retry, not a 500.
 UNAVAILABLE: tuple[type[Exception], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.UndefinedTableError,
-    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, RedisError,
+    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError, RedisError,
 )
 
 

@@ -169,6 +169,8 @@ async def unavailable_handler(request: Request, exc: Exception) -> Response:
 
     if isinstance(exc, asyncpg.UndefinedTableError):
         detail = "the database has no certq schema: run `python -m certq migrate`"
+    elif isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
+        detail = "the request collided with a concurrent one; retry it"
     elif isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         detail = "PostgreSQL is not available right now; retry later"
     else:

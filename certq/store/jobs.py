@@ -109,7 +109,8 @@ class JobsMixin(StoreBase):
                     attempt_log = CASE WHEN c.status = 'PROCESSING' THEN c.attempt_log || jsonb_build_array(
                         jsonb_build_object('attempt', c.attempt, 'generation', c.generation, 'outcome', 'CANCELLED',
                         'startedAt', c.attempt_started_at, 'finishedAt', now())) ELSE c.attempt_log END
-                FROM (SELECT id, status FROM certifications WHERE job_id = $1 AND status IN {_LIVE} FOR UPDATE) old
+                FROM (SELECT id, status FROM certifications WHERE job_id = $1 AND status IN {_LIVE}
+                      ORDER BY id FOR UPDATE) old
                 WHERE c.id = old.id AND c.status IN {_LIVE}
                 RETURNING c.id, c.job_id, c.model_id, c.region, c.priority, old.status, c.updated_at
                 """,

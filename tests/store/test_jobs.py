@@ -142,3 +142,14 @@ async def test_idempotency_keys_older_than_the_ttl_are_purged(store: Store, make
     assert await store.purge_idempotency_keys(86_400) >= 1
     keys = {r["key"] for r in await store.pool.fetch("SELECT key FROM idempotency_keys WHERE scope = 'test'")}
     assert old.key not in keys and fresh.key in keys
+
+
+async def test_concurrent_cancels_of_one_batch_count_each_run_once(store: Store, make_model: MakeModel) -> None:
+    models = [await make_model(regions=["a", "b", "c", "d"]) for _ in range(5)]
+    created = await store.create_job(type="MULTIPLE_MODELS",
+                                     pairs=[(m.id, r) for m in models for r in ("a", "b", "c", "d")])
+    assert isinstance(created, JobCreated) and created.job is not None
+    outcomes = await asyncio.gather(*(store.cancel_job(created.job.id) for _ in range(6)))
+    assert sum(len(o.cancelled) for o in outcomes if o is not None) == 20
+    job = await store.get_job(created.job.id)
+    assert job is not None and (job.status, job.processed_models, job.cancelled_count) == ("CANCELLED", 20, 20)
