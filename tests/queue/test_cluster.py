@@ -27,10 +27,10 @@ def cluster_node() -> Iterator[EmbeddedServer]:
 @pytest.fixture
 async def cluster(cluster_node: EmbeddedServer) -> AsyncIterator[RedisCluster]:
     admin = aioredis.from_url(cluster_node.url)
-    if b"cluster_state:ok" not in await admin.execute_command("CLUSTER", "INFO"):
-        await admin.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+    if b"cluster_state:ok" not in await admin.execute_command("CLUSTER", "INFO"):  # type: ignore[no-untyped-call]
+        await admin.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")  # type: ignore[no-untyped-call]
         for _ in range(200):  # the node settles its own slot table; nothing to subscribe to
-            if b"cluster_state:ok" in await admin.execute_command("CLUSTER", "INFO"):
+            if b"cluster_state:ok" in await admin.execute_command("CLUSTER", "INFO"):  # type: ignore[no-untyped-call]
                 break
             await asyncio.sleep(0.05)
     await admin.aclose()

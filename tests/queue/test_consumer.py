@@ -217,9 +217,10 @@ async def test_rate_limited_group_waits_in_delayed_without_burning_attempts(back
 async def test_unknown_id_and_corrupt_hash_go_to_failed_and_claiming_goes_on(queue: Queue, consumer: Consumer,
                                                                              backend: aioredis.Redis) -> None:
     await queue.enqueue({}, job_id="good")
-    await backend.rpush(queue.keys.wait, "ghost")  # claimed first: consumers pop from the right
-    await backend.hset(queue.keys.job("garbled"), mapping={"id": "garbled", "state": "waiting", "payload": "{oops"})
-    await backend.rpush(queue.keys.wait, "garbled")
+    await backend.rpush(queue.keys.wait, "ghost")  # type: ignore[misc]  # claimed first: popped from the right
+    garbled = {"id": "garbled", "state": "waiting", "payload": "{oops"}
+    await backend.hset(queue.keys.job("garbled"), mapping=garbled)  # type: ignore[misc]
+    await backend.rpush(queue.keys.wait, "garbled")  # type: ignore[misc]
     claim = await consumer.claim(5)
     assert [lease.job.id for lease in claim.leases] == ["good"]
     for job_id in ("ghost", "garbled"):

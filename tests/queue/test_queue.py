@@ -146,6 +146,6 @@ async def test_events_stream_records_state_changes_and_is_capped(backend: aiored
 
 
 async def test_corrupt_hash_reads_back_as_failed_job_with_reason(queue: Queue, backend: aioredis.Redis) -> None:
-    await backend.hset(queue.keys.job("bad"), mapping={"id": "bad", "state": "waiting", "payload": "{not json"})
+    await backend.hset(queue.keys.job("bad"), mapping={"id": "bad", "state": "waiting", "payload": "{not json"})  # type: ignore[misc]
     job = await queue.get("bad")
     assert job is not None and job.state is JobState.FAILED and "corrupt" in (job.last_error or "")

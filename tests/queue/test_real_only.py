@@ -105,6 +105,6 @@ async def test_brpoplpush_fallback_claims_like_blmove(redis_client: aioredis.Red
     await Queue(redis_client, config).enqueue({}, job_id="old")
     lease = await consumer.claim_blocking(1_000)
     assert isinstance(lease, Lease) and lease.job.id == "old"
-    assert await redis_client.hget(config.keys.job("old"), "token") == lease.token.encode()
+    assert await redis_client.hget(config.keys.job("old"), "token") == lease.token.encode()  # type: ignore[misc]
     await consumer.complete(lease, None)
-    assert await redis_client.hget(config.keys.job("old"), "token") == b""
+    assert await redis_client.hget(config.keys.job("old"), "token") == b""  # type: ignore[misc]
