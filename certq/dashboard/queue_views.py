@@ -108,11 +108,16 @@ async def retry_job(request: Request) -> Response:
     job_id, job = await _require_job(request)
     if _state(job) != "failed":
         raise Problem(409, f"job {job_id} is {_state(job)}, only failed jobs can be retried", "jobId")
+    if getattr(job, "cancelled", False):
+        raise Problem(409, f"job {job_id} was cancelled; certify the model again instead", "jobId")
     # The run goes back to QUEUED first, so the worker that claims the retried job may start it.
     reopened = False
     if deps(request).store is not None:
         queries = queries_of(request)
         if await queries.certification_exists(job_id):
+            record = await store_of(request).get_certification(job_id)
+            if record is not None and record.status == "CANCELLED":
+                raise Problem(409, f"certification {job_id} was cancelled; certify the model again instead", "jobId")
             reopened = await queries.reopen_failed(job_id)
     await queue_of(request).retry(job_id)
     note = " (its certification is QUEUED again)" if reopened else ""

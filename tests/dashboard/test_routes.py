@@ -328,3 +328,11 @@ async def test_a_redis_outage_answers_503_problems_not_500(
     finally:
         await server.stop()
         await dead.aclose()
+
+
+async def test_a_cancelled_job_is_not_retried(board: Board) -> None:
+    job = await board.queue.enqueue({"n": 1})
+    assert await board.queue.cancel(job.id) == "removed"
+    response = await board.post(f"api/jobs/{job.id}/retry")
+    assert response.status_code == 409 and "cancelled" in response.json()["detail"]
+    assert (await board.queue.get(job.id)).state.value == "failed"  # type: ignore[union-attr]
