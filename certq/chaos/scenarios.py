@@ -42,8 +42,8 @@ async def _worker_sigstop(world: World) -> dict[str, object]:
 
 
 async def _redis_restart(world: World) -> dict[str, object]:
-    await world.restart_redis_empty()
-    return {}
+    await world.restart_redis_empty(down_s=2.0)
+    return {"down_s": 2.0}
 
 
 async def _sentinel_failover(world: World) -> dict[str, object]:
@@ -75,7 +75,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("worker-sigkill", "a worker is SIGKILLed mid-run; a replacement starts", _worker_sigkill),
     Scenario("worker-sigstop", "a worker is frozen past its leases (SIGSTOP), then resumed (SIGCONT)",
              _worker_sigstop),
-    Scenario("redis-restart", "Redis is SIGKILLed and restarts empty (no persistence)", _redis_restart,
+    Scenario("redis-restart", "Redis is SIGKILLed, stays down 2 s and restarts empty (no persistence)", _redis_restart,
              watch_ready=True),
     Scenario("sentinel-failover", "the Sentinel master is SIGKILLed right after accepting a batch its replica "
              "never got; the replica is promoted", _sentinel_failover,
@@ -87,13 +87,22 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
 ]}
 
 
+def topologies(name: str) -> tuple[Topology, ...]:
+    """The Redis topologies a scenario can run on (its fault may need a particular one)."""
+    fixed: dict[str, tuple[Topology, ...]] = {"redis-restart": ("single",), "sentinel-failover": ("sentinel",)}
+    return fixed.get(name, ("single", "sentinel", "cluster"))
+
+
 async def run_scenario(name: str, n: int = 40, timeout_s: float = 120.0, workers: int = 2,
-                       concurrency: int = 3) -> Ledger:
+                       concurrency: int = 3, topology: Topology | None = None) -> Ledger:
     """Start a private certq, accept `n` certifications, strike once a quarter have finished, wait (bounded
     by `timeout_s` after the fault) until every accepted one is final, and count."""
     scenario = SCENARIOS[name]
+    topology = topology or scenario.topology
+    if topology not in topologies(name):
+        raise ValueError(f"{name} runs on {' or '.join(topologies(name))}, not {topology}")
     started = time.monotonic()
-    world = await World.start(topology=scenario.topology, workers=workers, concurrency=concurrency,
+    world = await World.start(topology=topology, workers=workers, concurrency=concurrency,
                               job_timeout_ms=scenario.job_timeout_ms)
     stop_watch = asyncio.Event()
     watch = ReadyWatch([worker.health_port for worker in world.workers])
@@ -118,5 +127,5 @@ async def run_scenario(name: str, n: int = 40, timeout_s: float = 120.0, workers
     if scenario.watch_ready and fault_at is not None:
         seen, back_s = watch.outage_after(fault_at)
         notes |= {"ready_503_seen": seen, "ready_back_s": None if back_s is None else round(back_s, 1)}
-    ledger.notes |= notes | {"n": n, "workers": workers, "concurrency": concurrency}
+    ledger.notes |= notes | {"n": n, "workers": workers, "concurrency": concurrency, "topology": topology}
     return ledger

@@ -27,7 +27,7 @@ from uuid import UUID
 import httpx
 
 from certq.chaos.ledger import Ledger
-from certq.chaos.servers import SentinelGroup, await_for
+from certq.chaos.servers import ClusterServers, SentinelGroup, await_for
 from certq.connections import AnyRedis, connect_redis
 from certq.embedded import EmbeddedServer, free_port, port_answers, start_postgres, start_redis
 from certq.queue import Queue
@@ -45,7 +45,11 @@ RECONCILE_EVERY_S = 2.0
 RECONCILE_AGE_S = 3.0
 """The chaos runs reconcile every 2 s for runs untouched 3 s (the worker's own pass is every ~60 s)."""
 
-Topology = Literal["single", "sentinel"]
+MODEL_DELAY_S = 0.03
+"""Each model answer takes this long, so a certification (about 20 requests) lasts ~1 s, like a fast hosted
+model; the fault then always finds certifications running and waiting, even with a small N."""
+
+Topology = Literal["single", "sentinel", "cluster"]
 
 
 @dataclass
@@ -136,6 +140,7 @@ class World:
         self.topology = topology
         self.redis_server: EmbeddedServer | None = None
         self.sentinels: SentinelGroup | None = None
+        self.cluster: ClusterServers | None = None
         self.postgres: EmbeddedServer | None = None
         self.stub: subprocess.Popen[bytes] | None = None
         self.stub_port = 0
@@ -151,21 +156,24 @@ class World:
 
     @classmethod
     async def start(cls, *, topology: Topology = "single", workers: int = 2, concurrency: int = 3,
-                    job_timeout_ms: int = 30_000) -> World:
+                    job_timeout_ms: int = 30_000, model_delay_s: float = MODEL_DELAY_S) -> World:
         world = cls(Path(tempfile.mkdtemp(prefix="certq-chaos-")), topology)
         try:
-            await world._start(workers, concurrency, job_timeout_ms)
+            await world._start(workers, concurrency, job_timeout_ms, model_delay_s)
         except BaseException:
             await world.stop()
             raise
         return world
 
-    async def _start(self, workers: int, concurrency: int, job_timeout_ms: int) -> None:
+    async def _start(self, workers: int, concurrency: int, job_timeout_ms: int, model_delay_s: float) -> None:
         env: dict[str, str] = {"BULL_QUEUE_PREFIX": "{chaos}", "CERTIFICATION_TIMEOUT": str(job_timeout_ms),
                                "LOG_LEVEL": "INFO", "LOG_FORMAT": "json", "CERTQ_ENV": "development"}
         if self.topology == "sentinel":
             self.sentinels = await asyncio.to_thread(SentinelGroup.start, 1000, self.root / "sentinel")
             env |= {"REDIS_SENTINELS": self.sentinels.sentinel_addresses, "REDIS_SENTINEL_MASTER": self.sentinels.name}
+        elif self.topology == "cluster":
+            self.cluster = await asyncio.to_thread(ClusterServers.start, 2000, self.root / "cluster")
+            env["REDIS_CLUSTER_NODES"] = self.cluster.startup_nodes
         else:
             self.redis_server = await asyncio.to_thread(start_redis, self.root / "redis")
             env["REDIS_URL"] = self.redis_server.url
@@ -178,7 +186,7 @@ class World:
         self.queue = Queue(self.redis, queue_config(self.settings))
         self.stub_port = free_port()
         self.stub = _spawn([sys.executable, "-m", "certq.chaos.model_stub", "--port", str(self.stub_port),
-                            "--hang-file", str(self.hang_file)], self.root)
+                            "--hang-file", str(self.hang_file), "--delay", str(model_delay_s)], self.root)
 
         async def stub_up() -> bool:
             return port_answers("127.0.0.1", self.stub_port)
@@ -313,13 +321,14 @@ class World:
 
     # -- faults -------------------------------------------------------------------------------------------
 
-    async def restart_redis_empty(self) -> None:
-        """SIGKILL the single Redis and start an empty one on the same port (no persistence)."""
+    async def restart_redis_empty(self, down_s: float = 2.0) -> None:
+        """SIGKILL the single Redis, leave it down `down_s`, start an empty one on the same port (no persistence)."""
         assert self.redis_server is not None and self.redis_server.process is not None
         port = int(self.redis_server.url.rsplit(":", 1)[1].split("/")[0])
         self.redis_server.process.kill()
-        self.redis_server.process.wait(timeout=10)
+        await asyncio.to_thread(self.redis_server.process.wait, 10)
         shutil.rmtree(self.root / "redis", ignore_errors=True)
+        await asyncio.sleep(down_s)
         self.redis_server = await asyncio.to_thread(start_redis, self.root / "redis", port)
 
     async def restart_postgres(self) -> None:
@@ -371,6 +380,8 @@ class World:
                 await asyncio.to_thread(server.stop)
         if self.sentinels is not None:
             await asyncio.to_thread(self.sentinels.stop)
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.stop)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -25,6 +25,14 @@ async def test_redis_restart_loses_the_queue_and_the_reconciler_brings_every_run
     print(ledger.row(), ledger.notes)
     assert (ledger.accepted, ledger.finished, ledger.lost, ledger.stuck, ledger.finished_twice) == (N, N, 0, 0, 0)
     assert ledger.notes["requeued_by_reconciler"] > 0
+    assert ledger.notes["ready_503_seen"] is True  # /ready said so while Redis was down
+    assert ledger.notes["ready_back_s"] is not None
+
+
+async def test_workers_run_unchanged_on_redis_cluster() -> None:
+    ledger = await run_scenario("worker-sigkill", n=N, timeout_s=90, topology="cluster")
+    print(ledger.row(), ledger.notes)
+    assert (ledger.accepted, ledger.finished, ledger.lost, ledger.stuck, ledger.finished_twice) == (N, N, 0, 0, 0)
 
 
 async def test_sentinel_failover_loses_unreplicated_jobs_and_postgresql_brings_them_back() -> None:
@@ -52,6 +60,13 @@ def test_chaos_command_refuses_unbounded_runs(argv: list[str], capsys: pytest.Ca
         main(argv)
     assert exited.value.code == 2
     assert "--" in capsys.readouterr().err
+
+
+def test_chaos_command_refuses_a_topology_the_fault_needs_no_part_of(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["chaos", "redis-restart", "--topology", "cluster"])
+    assert exited.value.code == 2
+    assert "cannot run on cluster" in capsys.readouterr().err
 
 
 def test_chaos_command_names_its_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
