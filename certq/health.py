@@ -133,10 +133,23 @@ def build_health_app(probes: HealthProbes) -> Starlette:
 
 
 class _ServerWithoutSignals(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.wake = asyncio.Event()
+
     # The embedding process owns SIGTERM/SIGINT: uvicorn would otherwise replace its handlers while serving.
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def main_loop(self) -> None:
+        # uvicorn ticks ten times a second; once a second (date header) plus a wake-up on stop keeps an idle
+        # worker idle.
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864_000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 1.0)
 
 
 class HealthServer:
@@ -186,6 +199,7 @@ class HealthServer:
     async def stop(self) -> None:
         if self._task is not None:
             self._server.should_exit = True
+            self._server.wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None

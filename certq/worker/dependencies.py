@@ -78,7 +78,7 @@ class Database:
     `up` is set while PostgreSQL answers; `store` is None until the first connection succeeds.
     """
 
-    def __init__(self, dsn: str, metrics: Metrics, *, pool_size: int = 5, period_s: float = 2.0) -> None:
+    def __init__(self, dsn: str, metrics: Metrics, *, pool_size: int = 5, period_s: float = 5.0) -> None:
         self.dsn = dsn
         self.metrics = metrics
         self.pool_size = pool_size
