@@ -126,16 +126,19 @@ class Consumer:
             return exc if isinstance(exc, CorruptJob) else CorruptJob(f"unreadable job data: {exc}")
         return Lease(job, text(token))
 
-    async def claim_blocking(self, timeout_ms: int | None = None) -> Lease | str | None:
-        """Block up to `timeout_ms` on BLMOVE wait->active (normal priority), then take the lease.
-        Returns the Lease, "paused" (the job went back to wait), or None (nothing came, or it was diverted)."""
+    async def claim_blocking(self, timeout_ms: int | None = None, priority: Priority = "normal"
+                             ) -> Lease | str | None:
+        """Block up to `timeout_ms` on BLMOVE from the `priority` wait list (`wait` for normal) to active,
+        then take the lease. Returns the Lease, "paused" (the job went back to its list), or None (nothing
+        came, or it was diverted: corrupt, cancelled, rate-limited, or taken back by the stalled check)."""
         timeout = (timeout_ms if timeout_ms is not None else self.config.block_ms) / 1000
-        job_id = await self._block_move(timeout)
+        source = self.keys.wait_for(priority)
+        job_id = await self._block_move(source, timeout)
         if job_id is None:
             return None
         args = [job_id, str(self.clock()), str(self.config.lease_ms), f"{self._token_prefix()}:b", self.id,
                 self._limits]
-        reply = await self.scripts.run("start", args)
+        reply = await self.scripts.run("start", args, source=source)
         status = text(reply[0])
         if status != "ok":
             return "paused" if status == "paused" else None
@@ -145,18 +148,18 @@ class Consumer:
         await self._fail(job_id, args[3], f"corrupt job: {lease}", "CORRUPT_JOB", final=True, delay_ms=0)
         return None
 
-    async def _block_move(self, timeout_s: float) -> str | None:
-        k = self.keys
+    async def _block_move(self, source: str, timeout_s: float) -> str | None:
+        active = self.keys.active
         if self._blmove is not False:
             try:
-                value = await self.redis.blmove(k.wait, k.active, timeout_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
+                value = await self.redis.blmove(source, active, timeout_s, "RIGHT", "LEFT")  # type: ignore[arg-type]
                 self._blmove = True
                 return None if value is None else text(value)
             except ResponseError as exc:
                 if self._blmove or "unknown command" not in str(exc).lower():
                     raise
                 self._blmove = False  # Redis < 6.2
-        value = await self.redis.brpoplpush(k.wait, k.active, max(1, round(timeout_s)))  # type: ignore[misc]
+        value = await self.redis.brpoplpush(source, active, max(1, round(timeout_s)))  # type: ignore[misc]
         return None if value is None else text(value)
 
     async def complete(self, lease: Lease, result: Any = None) -> None:

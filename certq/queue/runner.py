@@ -23,13 +23,16 @@ from redis.exceptions import RedisError
 from certq.queue.config import QueueConfig
 from certq.queue.consumer import LEASE_CANCELLED, LEASE_LOST, Consumer, Lease
 from certq.queue.errors import JobFailed, LeaseLost
-from certq.queue.job import Job, JobState, encode_json
+from certq.queue.job import Job, JobState, Priority, encode_json
 from certq.queue.queue import Clock, wall_clock_ms
 from certq.queue.scripts import AnyRedis
 
 log = logging.getLogger("certq.queue")
 
 TRANSIENT = (RedisError, OSError)
+_IDLE_ORDER: tuple[Priority, ...] = ("normal", "high", "low")
+"""Which wait lists an idle claim loop blocks on, by number of free slots (normal first: `wait` is the
+contract's list and the common case)."""
 """Errors that mean "Redis is unreachable or failing right now": retry with backoff, never die."""
 
 
@@ -198,11 +201,7 @@ class Runner:
                         if not stop.is_set():
                             await lane.wake.wait()
                         continue
-                    blocked = await self.consumer.claim_blocking(self.config.block_ms)
-                    if isinstance(blocked, Lease):
-                        self._start(blocked, lane)
-                        await asyncio.sleep(0)  # let the handler start before this loop's next send()
-                    paused = blocked == "paused"
+                    paused = await self._claim_idle(lane, free)
                 errors = 0
             except TRANSIENT as exc:
                 errors += 1
@@ -216,6 +215,24 @@ class Runner:
                 continue
             if paused:
                 await _wait_any(stop, seconds=self.config.block_ms / 1000 * 2)
+
+    async def _claim_idle(self, lane: _Lane, free: int) -> bool:
+        """Block for new work: BLMOVE on `wait`, and with more free slots also on `wait:high` and
+        `wait:low` (one connection each), so a job of any priority wakes an idle runner at once. Each
+        blocked call reserves one free slot. Returns whether the queue turned out to be paused."""
+        outcomes = await asyncio.gather(*(self._claim_blocking(lane, priority) for priority in _IDLE_ORDER[:free]),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return "paused" in outcomes
+
+    async def _claim_blocking(self, lane: _Lane, priority: Priority) -> Lease | str | None:
+        outcome = await self.consumer.claim_blocking(self.config.block_ms, priority)
+        if isinstance(outcome, Lease):
+            self._start(outcome, lane)
+            await asyncio.sleep(0)  # let the handler start before this loop's next send()
+        return outcome
 
     async def _settle_and_claim(self, lane: _Lane, want: int) -> tuple[list[Lease], bool]:
         acks, lane.acks = lane.acks, []  # results already JSON text (encoded in the handler's task)

@@ -191,7 +191,8 @@ async def test_claim_lease_gap_is_not_taken_for_a_stall(queue: Queue, consumer: 
     await queue.enqueue({}, job_id="g")
     await backend.lmove(queue.keys.wait, queue.keys.active, "RIGHT", "LEFT")  # BLMOVE done, lease not yet taken
     await stalled_pass(consumer)  # marks "g" while it has no lease
-    reply = await consumer.scripts.run("start", ["g", str(consumer.clock()), "3000", "tok", "c1", ""])
+    reply = await consumer.scripts.run("start", ["g", str(consumer.clock()), "3000", "tok", "c1", ""],
+                                       source=queue.keys.wait)
     assert reply[0] == b"ok"
     assert await stalled_pass(consumer) == ([], [])
     await assert_each_in_one_place(backend, queue.keys, {"g"})

@@ -66,7 +66,7 @@ async def test_cancel_in_the_blmove_gap_fails_the_job_at_lease_time(redis_client
     await queue.enqueue({}, job_id="gap")
     await redis_client.lmove(config.keys.wait, config.keys.active, "RIGHT", "LEFT")
     assert await queue.cancel("gap") == "flagged"
-    reply = await consumer.scripts.run("start", ["gap", "1", "3000", "tok", consumer.id, ""])
+    reply = await consumer.scripts.run("start", ["gap", "1", "3000", "tok", consumer.id, ""], source=config.keys.wait)
     assert reply == [b"cancelled"]
     job = await queue.get("gap")
     assert job is not None and job.state is JobState.FAILED and job.cancelled

@@ -351,3 +351,27 @@ async def test_unserializable_result_fails_the_job_and_the_runner_goes_on(
     assert bad is not None and (bad.state, bad.error_category) == (JobState.FAILED, "INTERNAL_ERROR")
     assert "not JSON-serializable" in (bad.last_error or "")
     assert good is not None and good.state is JobState.COMPLETED
+
+
+async def test_idle_runner_wakes_at_once_for_every_priority(redis_client: aioredis.Redis, key_prefix: str,
+                                                            running: Callable[[Runner], Awaitable[asyncio.Event]]
+                                                            ) -> None:
+    # block_ms is long here: a pickup well within it proves the runner was woken, not polling.
+    config = QueueConfig(prefix=key_prefix, name="wake", block_ms=3_000, heartbeat_ms=100)
+    queue = Queue(redis_client, config)
+    picked = asyncio.Event()
+    ran: list[str] = []
+
+    async def handler(active: ActiveJob) -> None:
+        ran.append(active.job.id)
+        picked.set()
+
+    hooks = Recorder()
+    await running(Runner(redis_client, config, handler, concurrency=3, hooks=hooks))
+    await hooks.until(lambda: hooks.heartbeats >= 2)  # idle and blocked by now
+    for priority in ("high", "low", "normal"):
+        picked.clear()
+        await queue.enqueue({}, job_id=priority, priority=priority)  # type: ignore[arg-type]
+        async with asyncio.timeout(1.5):
+            await picked.wait()
+    assert ran == ["high", "low", "normal"]

@@ -24,7 +24,7 @@ def test_header_names_keys_in_order_and_arguments(name: str) -> None:
     numbers = [int(n) for n in re.findall(r"KEYS\[(\d+)\]", header)]
     assert numbers == list(range(1, len(numbers) + 1))
     source = load_source(name)
-    assert all(hasattr(QueueKeys(), key) or key == "list" for key in source.keys)
+    assert all(hasattr(QueueKeys(), key) or key in ("list", "source") for key in source.keys)
     assert "ARGV[1] key base" in header and "ARGV[2] events maxlen" in header
     assert "'TIME'" not in source.text  # time comes in through ARGV, never redis.call('TIME')
     assert "-- @include" not in source.text

@@ -1,9 +1,9 @@
 --[[
-  Take the lease on a job that BLMOVE just moved from wait to active. If the job is no longer in
+  Take the lease on a job that BLMOVE just moved from a wait list to active. If the job is no longer in
   active, or someone else holds its lease, the stalled check moved it meanwhile: skip it. If the queue
-  is paused the job goes back to the front of wait.
+  is paused the job goes back to the front of the list it came from.
 
-  KEYS[1] wait       (LIST)
+  KEYS[1] source     (LIST)  the wait list BLMOVE took it from (wait, wait:high or wait:low)
   KEYS[2] active     (LIST)
   KEYS[3] failed     (LIST)
   KEYS[4] delayed    (ZSET)
@@ -27,7 +27,7 @@ if not redis.call('LPOS', K.active, id) or redis.call('EXISTS', lock_key(id)) ==
 end
 if redis.call('HGET', K.meta, 'paused') == '1' then
   redis.call('LREM', K.active, 1, id)
-  redis.call('RPUSH', K.wait, id)
+  redis.call('RPUSH', K.source, id)
   return {'paused'}
 end
 local status, f = start_job(id, true, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
