@@ -1,10 +1,13 @@
-"""Redis going away and coming back: the worker turns unready, reconnects, and takes jobs again."""
+"""Redis or PostgreSQL going away and coming back: the worker turns unready, reconnects, and carries on."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -84,3 +87,79 @@ async def test_a_redis_restart_mid_run_loses_no_job_and_the_worker_takes_jobs_ag
         assert await worker.exit_code() == 0
     finally:
         await client.aclose()
+
+
+class TcpProxy:
+    """127.0.0.1:<port> forwarded to `target`; `cut()` drops every connection and stops listening."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, upstream_writer}
+        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, RuntimeError):
+            pass
+        finally:
+            writer.close()
+            self.writers.discard(writer)
+
+    async def cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+
+
+async def test_postgresql_going_away_and_back_fails_no_job_and_the_worker_carries_on(
+    spawn_worker: SpawnWorker, queue: Queue, migrated_database_url: str
+) -> None:
+    parts = urlsplit(migrated_database_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    proxied = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}"))
+    try:
+        worker = spawn_worker("--concurrency", "1", env={"DATABASE_URL": proxied})
+        port = await worker.started()
+        await wait_status(port, "/ready", 200)
+        first = await queue.enqueue({"sleep": 0})
+        await wait_finished(queue, [first.id])
+
+        await proxy.cut()
+        unready = await wait_status(port, "/ready", 503)
+        assert "postgresql" in unready.json()["reason"]
+        during = await queue.enqueue({"sleep": 0})
+        await worker.wait_log("job started", count=2)  # claimed, and held until PostgreSQL is back
+        restored_at = time.time()
+        await proxy.start()
+
+        await wait_status(port, "/ready", 200, within=30)
+        [done] = await wait_finished(queue, [during.id])
+        assert done.state.value == "completed" and done.errors == []
+        assert done.result["started"] >= restored_at  # held while PostgreSQL was away, not failed
+        assert len(worker.events("postgresql unreachable")) == 1 and len(worker.events("postgresql reachable")) == 2
+        assert worker.process.poll() is None
+        worker.signal(signal.SIGTERM)
+        assert await worker.exit_code() == 0
+    finally:
+        await proxy.cut()
