@@ -126,8 +126,15 @@ function unchanged(data, last) {
   return JSON.stringify(data) === last;
 }
 
+// Long ids are shortened to their head and tail: UUIDs differ at the start, the queue's own ids
+// (a random base plus a counter) at the end.
+function shortId(id) {
+  const text = String(id);
+  return text.length <= 14 ? text : `${text.slice(0, 8)}\u2026${text.slice(-4)}`;
+}
+
 function jobLink(id) {
-  return h("a", { href: `#/job/${encodeURIComponent(id)}` }, h("code", {}, String(id).slice(0, 8)), "\u2026");
+  return h("a", { href: `#/job/${encodeURIComponent(id)}`, title: String(id) }, h("code", {}, shortId(id)));
 }
 
 // ---- live counts ----
