@@ -63,11 +63,16 @@ class Scripts:
         self.keys = keys
         self.maxlen = str(events_maxlen)
         self._scripts: dict[str, tuple[AsyncScript, LuaSource]] = {}
+        self._fixed_keys: dict[str, list[str]] = {}
         for name in SCRIPT_NAMES:
             source = load_source(name)
             self._scripts[name] = (redis.register_script(source.text), source)  # type: ignore[misc]
+            if all(hasattr(keys, key) for key in source.keys):
+                self._fixed_keys[name] = [getattr(keys, key) for key in source.keys]
 
     def key_list(self, name: str, **overrides: str) -> list[str]:
+        if not overrides and name in self._fixed_keys:
+            return self._fixed_keys[name]
         source = self._scripts[name][1]
         return [overrides[key] if key in overrides else getattr(self.keys, key) for key in source.keys]
 
