@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -163,3 +164,38 @@ async def test_postgresql_going_away_and_back_fails_no_job_and_the_worker_carrie
         assert await worker.exit_code() == 0
     finally:
         await proxy.cut()
+
+
+async def test_a_job_claimed_while_postgresql_stays_away_goes_back_to_wait_unburnt(
+    redis_url: str, key_prefix: str, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from certq.settings import load_settings
+    from certq.worker import daemon
+    from certq.worker.daemon import Worker
+
+    monkeypatch.setattr(daemon, "DATABASE_WAIT_S", 0.2)
+    monkeypatch.setattr(daemon, "STARTUP_DATABASE_WAIT_S", 0.0)
+    ran: list[str] = []
+
+    async def handle(active: Any) -> None:
+        ran.append(active.job.id)
+
+    settings = load_settings(redis_url=redis_url, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                             queue_prefix=key_prefix, queue_name=QUEUE_NAME, worker_health_host="127.0.0.1",
+                             worker_health_port=0, concurrency=1)
+    worker = Worker(settings, handler=handle, registry=CollectorRegistry())
+    running = asyncio.create_task(worker.run())
+    job = await queue.enqueue({"n": 1}, max_attempts=1)
+    released, last = 0, "0"
+    async with asyncio.timeout(20):
+        while released < 2:  # held, handed back, claimed again, handed back again
+            entries = await queue.events(last, 100, block_ms=500)
+            released += sum(1 for _, e in entries if e["event"] == "released" and e["jobId"] == job.id)
+            last = entries[-1][0] if entries else last
+    worker.request_stop("test")
+    assert await running == 0
+    after = await queue.get(job.id)
+    assert after is not None and after.state.value == "waiting" and after.attempts_counted == 0
+    assert ran == []
