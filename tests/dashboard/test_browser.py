@@ -250,6 +250,9 @@ async def test_history_search_runs_over_postgresql(page: Page, api: Api, make_mo
     await expect(page.locator("main")).to_contain_text("QUALITY_BELOW_THRESHOLD")
     await expect(page.locator("main")).to_contain_text("json-output")
     await shots(page, "run")
+    await page.get_by_role("button", name="Certify again").click()
+    await expect(page.locator("#notice")).to_contain_text("single: 1 certification(s) requested in ap-south-1")
+    await expect(page.locator("#count-waiting")).to_have_text("1")
 
 
 async def test_phone_width_keeps_counts_and_navigation_usable(browser: Browser, api: Api, shots: Any) -> None:

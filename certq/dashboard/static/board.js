@@ -311,7 +311,10 @@ function certificationDetail(c) {
     h("dt", {}, "Region"), h("dd", {}, c.region),
     h("dt", {}, "Score / rating"), h("dd", {}, c.score === null ? "–" : `${c.score} / ${c.rating}`),
     h("dt", {}, "Request"), h("dd", {}, h("code", {}, c.jobId)),
-    c.errorCategory ? [h("dt", {}, "Error"), h("dd", {}, `${c.errorCategory}: ${c.errorMessage || ""}`)] : null))];
+    c.errorCategory ? [h("dt", {}, "Error"), h("dd", {}, `${c.errorCategory}: ${c.errorMessage || ""}`)] : null),
+  ["CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"].includes(c.status) ? h("div", { class: "toolbar" },
+    h("button", { class: "btn", type: "button", onclick: () => act("api/certify",
+      { mode: "single", modelIds: [c.modelId], regions: [c.region] }) }, "Certify again")) : null)];
   const log = (c.attemptLog || []).map((a) => h("tr", {}, h("td", { class: "num" }, a.attempt),
     h("td", {}, a.outcome), h("td", {}, a.errorCategory || "–"), h("td", {}, a.errorMessage || ""),
     h("td", {}, fmtTime(a.startedAt)), h("td", {}, fmtTime(a.finishedAt))));
