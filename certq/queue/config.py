@@ -34,8 +34,9 @@ class QueueConfig:
     failed_max_age_ms: int | None = 30 * 24 * 3600 * 1000
     events_maxlen: int = 10_000
     """Approximate length cap of the events stream; 0 disables events."""
-    block_ms: int = 250
-    """How long an idle claim blocks on BLMOVE before checking the other priority lists and pause."""
+    block_ms: int = 1_000
+    """How long an idle runner's BLMOVE blocks before it looks again (for pause, and for the priorities a
+    runner with a single free slot does not block on); stopping waits for it."""
     promote_ms: int = 200
     retention_ms: int = 5_000
     worker_ttl_ms: int = 5_000

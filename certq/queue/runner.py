@@ -82,6 +82,9 @@ class _Lane:
     size: int
     running: int = 0
     acks: list[tuple[Lease, str, float]] = field(default_factory=list)
+    blocked: dict[Priority, asyncio.Task[None]] = field(default_factory=dict)
+    dirty: bool = True
+    """Something changed (a slot freed, a blocked claim returned): worth a claim round trip."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -169,6 +172,9 @@ class Runner:
         finally:
             upkeep_stop.set()
             stop_watch.cancel()
+            for lane in self._lanes:  # only left when run() itself failed or was cancelled
+                for blocked in lane.blocked.values():
+                    blocked.cancel()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -185,54 +191,64 @@ class Runner:
         errors = 0
         while not stop.is_set():
             self.last_claim_loop_at = time.monotonic()
-            free = lane.size - lane.running
-            if not lane.acks and free <= 0:
-                lane.wake.clear()
-                if not stop.is_set():
-                    await lane.wake.wait()  # a handler finished, a heartbeat ticked, or stop was set
-                continue
+            free = lane.size - lane.running - len(lane.blocked)
+            paused = False
             try:
-                leases, paused = await self._settle_and_claim(lane, max(free, 0))
-                if not leases and not paused and free > 0 and not lane.acks:
-                    if self.burst:
-                        if not lane.running:
-                            return
-                        lane.wake.clear()
-                        if not stop.is_set():
-                            await lane.wake.wait()
+                if lane.acks or (free > 0 and lane.dirty):
+                    lane.dirty = False
+                    leases, paused = await self._settle_and_claim(lane, max(free, 0))
+                    if leases or lane.acks:
+                        lane.dirty = True
                         continue
-                    paused = await self._claim_idle(lane, free)
+                    if self.burst and not lane.running:
+                        return
+                    if free > 0 and not paused and not self.burst:
+                        self._block(lane, stop)
                 errors = 0
             except TRANSIENT as exc:
                 errors += 1
+                lane.dirty = True
                 self._redis_error("claim", exc)
                 await _wait_any(stop, seconds=min(2.0, 0.05 * 2**errors))
                 continue
             except Exception:  # noqa: BLE001 - a bug here must not stop the worker; the leases will expire
                 errors += 1
+                lane.dirty = True
                 log.exception("claim loop error")
                 await _wait_any(stop, seconds=min(2.0, 0.05 * 2**errors))
                 continue
             if paused:
+                lane.dirty = True
                 await _wait_any(stop, seconds=self.config.block_ms / 1000 * 2)
+                continue
+            lane.wake.clear()
+            if not stop.is_set() and not lane.acks:
+                # Woken by: a handler finishing, a blocked claim returning, a heartbeat tick, or stop.
+                await lane.wake.wait()
 
-    async def _claim_idle(self, lane: _Lane, free: int) -> bool:
-        """Block for new work: BLMOVE on `wait`, and with more free slots also on `wait:high` and
-        `wait:low` (one connection each), so a job of any priority wakes an idle runner at once. Each
-        blocked call reserves one free slot. Returns whether the queue turned out to be paused."""
-        outcomes = await asyncio.gather(*(self._claim_blocking(lane, priority) for priority in _IDLE_ORDER[:free]),
-                                        return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return "paused" in outcomes
+    def _block(self, lane: _Lane, stop: asyncio.Event) -> None:
+        """Nothing is waiting: block for new work on `wait` and, with more free slots, on `wait:high` and
+        `wait:low` too (one connection each), so a job of any priority wakes an idle runner at once. Each
+        blocked claim holds one slot until it returns; it runs beside the loop, which keeps settling."""
+        for priority in _IDLE_ORDER:
+            if lane.size - lane.running - len(lane.blocked) <= 0:
+                break
+            if priority not in lane.blocked and not stop.is_set():
+                lane.blocked[priority] = asyncio.create_task(self._claim_blocking(lane, priority),
+                                                             name=f"certq-block-{priority}")
 
-    async def _claim_blocking(self, lane: _Lane, priority: Priority) -> Lease | str | None:
-        outcome = await self.consumer.claim_blocking(self.config.block_ms, priority)
-        if isinstance(outcome, Lease):
-            self._start(outcome, lane)
-            await asyncio.sleep(0)  # let the handler start before this loop's next send()
-        return outcome
+    async def _claim_blocking(self, lane: _Lane, priority: Priority) -> None:
+        try:
+            outcome = await self.consumer.claim_blocking(self.config.block_ms, priority)
+            if isinstance(outcome, Lease):
+                self._start(outcome, lane)
+        except TRANSIENT as exc:
+            self._redis_error("claim", exc)
+            await asyncio.sleep(0.1)
+        finally:
+            lane.blocked.pop(priority, None)
+            lane.dirty = True
+            lane.wake.set()
 
     async def _settle_and_claim(self, lane: _Lane, want: int) -> tuple[list[Lease], bool]:
         acks, lane.acks = lane.acks, []  # results already JSON text (encoded in the handler's task)
@@ -317,6 +333,7 @@ class Runner:
         finally:
             self._tasks.pop(lease.job.id, None)
             lane.running -= 1
+            lane.dirty = True
             lane.wake.set()
 
     async def _failed(self, active: ActiveJob, message: str, category: str | None, final: bool,
@@ -421,6 +438,9 @@ class Runner:
     # -- stopping ---------------------------------------------------------------------------------------
 
     async def _drain(self, force_event: asyncio.Event | None) -> None:
+        blocked = [task for lane in self._lanes for task in lane.blocked.values()]
+        if blocked:  # each returns within block_ms; a job one of them took is then drained like the rest
+            await asyncio.wait(blocked)
         if self._tasks:
             tasks = [task for task, _ in self._tasks.values()]
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(asyncio.wait(tasks))]
