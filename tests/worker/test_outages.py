@@ -199,3 +199,16 @@ async def test_a_job_claimed_while_postgresql_stays_away_goes_back_to_wait_unbur
     after = await queue.get(job.id)
     assert after is not None and after.state.value == "waiting" and after.attempts_counted == 0
     assert ran == []
+
+
+async def test_a_worker_started_without_redis_stays_up_unready_and_stops_cleanly(spawn_worker: SpawnWorker) -> None:
+    worker = spawn_worker("--concurrency", "1", env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    port = await worker.started()
+    health = await wait_status(port, "/health", 503)
+    assert health.json()["status"] == "unhealthy" and "redis" in health.json()["reason"]
+    assert "redis" in (await http_get(port, "/ready")).json()["reason"]
+    assert (await http_get(port, "/live")).status_code == 200
+    metrics = await http_get(port, "/metrics")
+    assert metrics.status_code == 200 and "certq_redis_up 0.0" in metrics.text
+    worker.signal(signal.SIGTERM)
+    assert await worker.exit_code() == 0
