@@ -47,7 +47,10 @@ class Alerter:
 
     def job_failed(self, alert: dict[str, Any]) -> None:
         """Log the final failure at ERROR and, with a webhook, post `alert` in the background."""
-        log.error("job failed for good", extra={"alert": alert})
+        log.error("job failed for good", extra={
+            "job_id": alert.get("jobId"), "attempt": alert.get("attempts"), "state": "failed",
+            "duration_ms": alert.get("durationMs"), "error_category": alert.get("errorCategory"),
+            "error": alert.get("errorMessage"), "alert": alert})
         if not self.url:
             return
         if len(self._pending) >= self.max_pending:

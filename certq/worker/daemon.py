@@ -109,7 +109,8 @@ class Worker:
                 "shutdown_grace_s": settings.shutdown_grace_s})
             # Jobs claimed before PostgreSQL answers would only wait for it; start claiming either way.
             await _first_of(self.database.up, self.stop_event, within=STARTUP_DATABASE_WAIT_S)
-            self.phase = "running"
+            if not self.stop_event.is_set():
+                self.phase = "running"
             await runner.run(self.stop_event, force_event=self.force_event)
         finally:
             self.phase = "stopped"
