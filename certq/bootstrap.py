@@ -57,6 +57,34 @@ def ensure_chromium() -> None:
     subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def ensure_promtool() -> None:
+    """The alert-rule tests run Prometheus's promtool: taken from Debian's `prometheus` package without
+    installing it (installing would start a Prometheus server), into the virtualenv's bin/."""
+    target = VENV / "bin" / "promtool"
+    if shutil.which("promtool") or target.exists():
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        _say("promtool not found: the alert-rule tests will be skipped")
+        return
+    import tempfile
+
+    def quiet(command: list[str], cwd: str) -> int:
+        return subprocess.run(command, cwd=cwd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=300).returncode
+
+    with tempfile.TemporaryDirectory(prefix="certq-promtool-") as tmp:
+        download = ["apt-get", "download", "-q", "prometheus"]
+        if quiet(download, tmp) != 0:
+            quiet(["apt-get", "update", "-q"], tmp)
+            if quiet(download, tmp) != 0:
+                _say("could not download Debian's prometheus package: the alert-rule tests will be skipped")
+                return
+        package = next(Path(tmp).glob("prometheus_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(package), str(Path(tmp) / "x")], check=True, timeout=300)
+        shutil.copy2(Path(tmp) / "x" / "usr" / "bin" / "promtool", target)
+    _say(f"promtool installed at {target}")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in EXTRAS:
         print("usage: python3 -m certq.bootstrap {demo|test} [args...]", file=sys.stderr)
@@ -67,6 +95,7 @@ def main(argv: list[str]) -> int:
     if what == "demo":
         return subprocess.call([str(_python()), "-m", "certq", "demo", *rest])
     ensure_chromium()
+    ensure_promtool()
     return subprocess.call([str(_python()), "-m", "pytest", *rest])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import yaml
 
 from tests.deploy.helpers import ROOT, find, kubernetes_objects
 
-PROMTOOL = shutil.which("promtool")
+# `python3 -m certq.bootstrap test` puts promtool next to the virtualenv's python.
+_BESIDE_PYTHON = Path(sys.executable).parent / "promtool"
+PROMTOOL = shutil.which("promtool") or (str(_BESIDE_PYTHON) if _BESIDE_PYTHON.exists() else None)
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian package prometheus)")
 
 
