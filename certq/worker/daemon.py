@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import time
@@ -160,6 +161,12 @@ class Worker:
             self.force_event.set()
             log.warning("second signal; cancelling running jobs now", extra={
                 "signal": reason, "active": self.runner.active_count if self.runner else 0})
+        else:
+            # A handler that ignores cancellation must not keep the process alive: its lease expires and
+            # the stalled check hands the job to another worker.
+            log.error("third signal; exiting without waiting", extra={"signal": reason})
+            logging.shutdown()
+            os._exit(1)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ async def scripted(active: ActiveJob) -> dict[str, Any]:
 
     Payload keys (all optional): `sleep` seconds; `fail` message (raises JobFailed, with `final` and
     `category`); `fail_attempts` fails only attempts up to that number; `marker` a file path where
-    "cancelled" is written if the job is cancelled mid-sleep (proof its coroutine really stopped).
+    "cancelled" is written if the job is cancelled mid-sleep (proof its coroutine really stopped);
+    `ignore_cancel` keeps sleeping through every cancellation (a misbehaving handler).
     """
     payload = active.job.payload
     started = time.time()
@@ -31,6 +33,9 @@ async def scripted(active: ActiveJob) -> dict[str, Any]:
         if marker:
             note = f"cancelled attempt {active.attempt} after {time.time() - started:.3f}s\n"
             Path(marker).write_text(note)  # noqa: ASYNC240 - a few bytes, and the loop must not switch tasks here
+        while payload.get("ignore_cancel"):  # a misbehaving handler, for the daemon's last resort
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
         raise
     if payload.get("fail") and active.attempt <= int(payload.get("fail_attempts", 1_000_000)):
         raise JobFailed(str(payload["fail"]), final=bool(payload.get("final")), category=payload.get("category"))

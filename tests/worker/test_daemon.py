@@ -94,6 +94,23 @@ async def test_a_second_signal_cancels_running_jobs_at_once(
     assert summary["forced"] is True and summary["signals"] == ["SIGINT", "SIGTERM"]
 
 
+async def test_a_third_signal_exits_even_when_a_handler_ignores_cancellation(
+    spawn_worker: SpawnWorker, queue: Queue
+) -> None:
+    worker = spawn_worker("--concurrency", "1", "--shutdown-grace", "60")
+    await worker.started()
+    await queue.enqueue({"sleep": 60, "ignore_cancel": True})
+    await worker.wait_log("job started")
+    worker.signal(signal.SIGTERM)
+    await worker.wait_log("shutdown requested; draining")
+    worker.signal(signal.SIGTERM)
+    await worker.wait_log("second signal; cancelling running jobs now")
+    assert worker.process.poll() is None  # still waiting for the stubborn handler
+    worker.signal(signal.SIGTERM)
+    assert await worker.exit_code() == 1
+    assert worker.events("third signal; exiting without waiting")
+
+
 async def test_two_workers_share_one_queue_and_do_every_job_once(spawn_worker: SpawnWorker, queue: Queue) -> None:
     first, second = spawn_worker("--concurrency", "4"), spawn_worker("--concurrency", "4")
     ports = {await first.started(), await second.started()}
