@@ -66,6 +66,8 @@ class Worker:
         self.stop_event = asyncio.Event()
         self.force_event = asyncio.Event()
         self.phase = "starting"
+        self.claiming = asyncio.Event()
+        """Set when the runner starts (its claim loop has turned once by the time a waiter resumes)."""
         self.signals_received: list[str] = []
         self.runner: Runner | None = None
         self.redis_watch: RedisWatch | None = None
@@ -112,6 +114,7 @@ class Worker:
             await _first_of(self.database.up, self.stop_event, within=STARTUP_DATABASE_WAIT_S)
             if not self.stop_event.is_set():
                 self.phase = "running"
+            self.claiming.set()
             await runner.run(self.stop_event, force_event=self.force_event)
         finally:
             self.phase = "stopped"
