@@ -248,6 +248,7 @@ async def _certify(api_url: str, token: str, target: Target, settings: Settings,
         job = _expect(await client.post(f"{QUEUE_BASE}/certify-model",
                                         json={"modelId": model["id"], "region": target.region}), "enqueue")
         _say(f"queued certification job {job['jobId']} (POST {QUEUE_BASE}/certify-model)")
+        queued_at = time.monotonic()
         redis = connect_redis(settings)
         queue = Queue(redis, queue_config(settings))
         ticker = Ticker()
@@ -258,6 +259,8 @@ async def _certify(api_url: str, token: str, target: Target, settings: Settings,
                 status = str(certification.get("status") or detail.get("status"))
                 if status in FINAL:
                     ticker.done()
+                    _say(f"{status} {time.monotonic() - queued_at:.1f}s after it was queued "
+                         "(claimed, probed, recorded in PostgreSQL, read back through the API)")
                     return {**certification, "jobId": job["jobId"]}
                 ticker.show(f"[demo] {status.lower():<10} {await _progress(queue, certification.get('id'))}")
                 await asyncio.sleep(0.5)
