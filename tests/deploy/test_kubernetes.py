@@ -150,6 +150,7 @@ def test_scaled_object_counts_waiting_and_active_jobs_and_reads_the_real_wait_li
     assert int(triggers["prometheus"]["metadata"]["threshold"]) == int(config["CERTIFICATION_CONCURRENCY"])
     wait_list = QueueKeys(config["BULL_QUEUE_PREFIX"], config["CERTIFICATION_QUEUE_NAME"]).wait
     assert triggers["redis"]["metadata"]["listName"] == wait_list
+    assert triggers["redis"]["metadata"]["address"] == f"{config['REDIS_HOST']}:{config['REDIS_PORT']}"
     auth = find(OBJECTS, "TriggerAuthentication", triggers["redis"]["authenticationRef"]["name"])
     assert auth["spec"]["secretTargetRef"][0]["key"] == "REDIS_PASSWORD"
     scale_down = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
