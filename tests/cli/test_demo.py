@@ -45,7 +45,8 @@ def _metrics_feed_the_alerts_and_the_autoscaler(output: str) -> None:
 
 
 def _doctor_finds_the_running_demo_healthy(output: str, tmp_path: Path) -> None:
-    """The "admin CLI" line the demo prints works: doctor sees its servers, schema and live worker."""
+    """The "admin CLI" line the demo prints works: doctor sees its servers, schema and live worker, and a second
+    certification queued directly (no API) is run by the demo's worker and waited for."""
     import shlex
 
     line = re.search(r"admin CLI +(.+) stats ", output)
@@ -56,6 +57,13 @@ def _doctor_finds_the_running_demo_healthy(output: str, tmp_path: Path) -> None:
                             timeout=60)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "1 alive (heartbeats)" in doctor.stdout and "ok    schema" in doctor.stdout
+
+    model = re.search(r"registered model ([0-9a-f-]{36})", output)
+    assert model, output
+    again = subprocess.run([sys.executable, "-m", "certq", "enqueue", model.group(1), "--region", "local", "--wait",
+                            "--timeout", "60"], env=env, capture_output=True, text=True, timeout=90)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.startswith("Verdict: CERTIFIED") and "connectivity" in again.stdout
 
 
 def _pids(output: str) -> list[int]:
