@@ -126,3 +126,15 @@ def test_doctor_fails_a_redis_that_may_evict_jobs_or_lose_them_on_restart(
     redis_failures = [f["message"] for f in result.json() if f["level"] == "FAIL" and f["area"] == "redis"]
     assert any("maxmemory-policy is allkeys-lru" in m for m in redis_failures)
     assert any("AOF persistence is off" in m for m in redis_failures)
+
+
+async def test_doctor_checks_the_api_when_asked(
+        cli_env: str, run_cli: Run, api_server: Any, migrated_database_url: str) -> None:
+    import asyncio
+
+    result = await asyncio.to_thread(run_cli, "doctor", "--json", "--database-url", migrated_database_url,
+                                     "--api-url", api_server.url)
+    assert _findings(result)[("ok", "api")] == f"{api_server.url} is ready"
+    down = await asyncio.to_thread(run_cli, "doctor", "--json", "--database-url", migrated_database_url,
+                                   "--api-url", f"http://127.0.0.1:{free_port()}")
+    assert down.code == 1 and "no answer from" in _findings(down)[("FAIL", "api")]
