@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--workers must be 1..16 and --concurrency 1..50", 2)
     # The reconciler's warnings are the drill working as intended; the ledger counts them.
     logging.getLogger("certq.reconcile").setLevel(logging.ERROR)
+    logging.getLogger("asyncpg").setLevel(logging.CRITICAL)  # its pool reconnects noisily through a PG restart
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     if args.topology is not None:
         names = [name for name in names if args.topology in topologies(name)]
