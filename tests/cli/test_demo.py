@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -66,6 +67,26 @@ def _doctor_finds_the_running_demo_healthy(output: str, tmp_path: Path) -> None:
     assert again.stdout.startswith("Verdict: CERTIFIED") and "connectivity" in again.stdout
 
 
+def _run_demo(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 170) -> tuple[int, str]:
+    """Run the demo to its end; if it overruns, Ctrl-C it and kill whatever it reported starting."""
+    process = subprocess.Popen([sys.executable, "-m", "certq", "demo", *args], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            out, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate(timeout=10)
+        for pid in _pids(out):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"the demo overran {timeout:g}s:\n{out}") from None
+    return process.returncode, out
+
+
 def _pids(output: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"\(pid (\d+)\)", output)]
 
@@ -82,10 +103,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_demo_certifies_the_local_model_and_leaves_nothing_running(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "certq", "demo", "--ci", "--timeout", "120"], cwd=tmp_path,
-                          env=_demo_env(tmp_path), capture_output=True, text=True, timeout=170)
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
+    code, out = _run_demo(["--ci", "--timeout", "120"], _demo_env(tmp_path), tmp_path)
+    assert code == 0, out
     assert "certifying the local llama.cpp server" in out
     assert re.search(r"Verdict: (CERTIFIED|QUALITY_WARNING|FAILED) +score [\d.]+/100 +rating [A-F]", out), out
     assert re.search(r"^connectivity +PASS", out, re.MULTILINE), out
@@ -103,18 +122,24 @@ def test_ctrl_c_stops_an_interactive_demo_cleanly(tmp_path: Path) -> None:
                                env=_demo_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     lines: list[str] = []
-    deadline = time.monotonic() + 150
-    for line in process.stdout:
-        lines.append(line)
-        if "press Ctrl-C to stop" in line or time.monotonic() > deadline:
-            break
-    assert any("press Ctrl-C to stop" in line for line in lines), "".join(lines)
     try:
+        deadline = time.monotonic() + 150
+        for line in process.stdout:
+            lines.append(line)
+            if "press Ctrl-C to stop" in line or time.monotonic() > deadline:
+                break
+        assert any("press Ctrl-C to stop" in line for line in lines), "".join(lines)
         _metrics_feed_the_alerts_and_the_autoscaler("".join(lines))
         _doctor_finds_the_running_demo_healthy("".join(lines), tmp_path)
     finally:
         process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=60)
+        try:
+            rest, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # leave nothing behind even when the demo misbehaves
+            for pid in [process.pid, *_pids("".join(lines))]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            rest, _ = process.communicate(timeout=10)
     out = "".join(lines) + rest
     assert process.returncode == 130, out
     assert "stopped everything it started" in out
@@ -129,14 +154,13 @@ def test_demo_certifies_the_endpoint_named_by_openai_base_url(tmp_path: Path) ->
     base_url, server, _ = start_tiny_model_server(tmp_path, "scripted")
     try:
         env = _demo_env(tmp_path) | {"OPENAI_BASE_URL": base_url, "CERTQ_DEMO_MODEL": "tiny-scripted"}
-        done = subprocess.run([sys.executable, "-m", "certq", "demo", "--ci", "--timeout", "120"], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=170)
+        code, out = _run_demo(["--ci", "--timeout", "120"], env, tmp_path)
     finally:
         stop_llama_server(server)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"certifying the OpenAI-compatible endpoint OPENAI_BASE_URL={base_url} (model tiny-scripted)" in done.stdout
-    assert "generating a tiny model" not in done.stdout
-    assert re.search(r"Verdict: CERTIFIED .* rating [AB]", done.stdout), done.stdout
+    assert code == 0, out
+    assert f"certifying the OpenAI-compatible endpoint OPENAI_BASE_URL={base_url} (model tiny-scripted)" in out
+    assert "generating a tiny model" not in out
+    assert re.search(r"Verdict: CERTIFIED .* rating [AB]", out), out
 
 
 def test_demo_picks_bedrock_when_aws_credentials_are_configured(

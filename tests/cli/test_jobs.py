@@ -190,7 +190,11 @@ def test_events_follow_prints_new_events_until_interrupted(
         assert "added" in seen and "late-" in seen
     finally:
         follower.send_signal(signal.SIGINT)
-        follower.wait(10)
+        try:
+            follower.wait(10)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait(10)
     assert follower.returncode == 130
 
 
