@@ -180,3 +180,16 @@ def test_demo_picks_bedrock_when_aws_credentials_are_configured(
     stack.close()
     assert (target.provider, target.region, target.api_model_id) == ("bedrock", "eu-west-1", "amazon.nova-micro-v1:0")
     assert "AWS credentials found" in target.description
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_demo_without_a_verdict_in_time_exits_non_zero_and_still_cleans_up(tmp_path: Path) -> None:
+    from certq.embedded import free_port
+
+    env = _demo_env(tmp_path) | {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"}
+    code, out = _run_demo(["--ci", "--timeout", "1"], env, tmp_path)
+    assert code == 1, out
+    assert "no verdict in time" in out and "Verdict:" not in out
+    assert "stopped everything it started" in out
+    assert [pid for pid in _pids(out) if _alive(pid)] == []
