@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 from pathlib import Path
@@ -180,3 +181,21 @@ async def test_unreachable_postgresql_makes_it_unready_not_dead(spawn_worker: Sp
     worker.signal(signal.SIGTERM)
     assert await worker.exit_code() == 0
 
+
+
+async def test_log_dir_gets_every_event_in_combined_and_failures_in_error_log(
+    spawn_worker: SpawnWorker, queue: Queue, tmp_path: Path
+) -> None:
+    worker = spawn_worker("--concurrency", "1", env={"LOG_DIR": str(tmp_path / "logs")})
+    await worker.started()
+    ok = await queue.enqueue({"sleep": 0})
+    bad = await queue.enqueue({"fail": "no such model", "final": True, "category": "CONFIG_ERROR"})
+    await wait_finished(queue, [ok.id, bad.id])
+    worker.signal(signal.SIGTERM)
+    assert await worker.exit_code() == 0
+    combined = [json.loads(line) for line in (tmp_path / "logs" / "combined.log").read_text().splitlines()]
+    errors = [json.loads(line) for line in (tmp_path / "logs" / "error.log").read_text().splitlines()]
+    messages = [line["message"] for line in combined]
+    assert {"worker started", "job started", "job completed", "job failed for good", "worker stopped"} <= set(messages)
+    assert [(e["message"], e["job_id"], e["error_category"]) for e in errors] == [
+        ("job failed for good", bad.id, "CONFIG_ERROR")]
