@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import secrets
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 
 from certq.cli import EXIT_FAILURE, EXIT_OK, CommandError
-from certq.cli.common import EXIT_UNAVAILABLE, redact_url
+from certq.cli.common import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, redact_url
 from certq.cli.render import render_verdict
 from certq.cli.stack import Stack, StackError, Ticker, child_env, pick_port
 from certq.connections import connect_redis
@@ -91,15 +92,13 @@ def run_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         _say("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except StackError as exc:
         raise CommandError(f"demo: {exc}", EXIT_UNAVAILABLE) from None
     except EmbeddedServerError as exc:
         raise CommandError(f"demo: could not start a private server: {exc}", EXIT_UNAVAILABLE) from None
     finally:
         stack.close(_say)
-        import shutil
-
         shutil.rmtree(stack.workdir, ignore_errors=True)
         _say("stopped everything it started")
         for sig, handler in previous.items():
