@@ -106,7 +106,8 @@ async def run_scenario(name: str, n: int = 40, timeout_s: float = 120.0, workers
                               job_timeout_ms=scenario.job_timeout_ms)
     stop_watch = asyncio.Event()
     watch = ReadyWatch([worker.health_port for worker in world.workers])
-    watcher = asyncio.create_task(watch.run(stop_watch))
+    api_watch = ReadyWatch([world.api_port])
+    watchers = [asyncio.create_task(watch.run(stop_watch)), asyncio.create_task(api_watch.run(stop_watch))]
     fault_at = fault_over_at = None
     notes: dict[str, object] = {}
     try:
@@ -119,13 +120,15 @@ async def run_scenario(name: str, n: int = 40, timeout_s: float = 120.0, workers
         ledger = await world.ledger(name, world.accepted, fault_at, fault_over_at, time.monotonic() - started)
         if scenario.watch_ready:
             await watch.wait_recovered(fault_at, within_s=30)
+            await api_watch.wait_recovered(fault_at, within_s=30)
     finally:
         stop_watch.set()
         with contextlib.suppress(Exception):
-            await watcher
+            await asyncio.gather(*watchers)
         await world.stop()
     if scenario.watch_ready and fault_at is not None:
-        seen, back_s = watch.outage_after(fault_at)
-        notes |= {"ready_503_seen": seen, "ready_back_s": None if back_s is None else round(back_s, 1)}
+        for prefix, watched in (("ready", watch), ("api_ready", api_watch)):
+            seen, back_s = watched.outage_after(fault_at)
+            notes |= {f"{prefix}_503_seen": seen, f"{prefix}_back_s": None if back_s is None else round(back_s, 1)}
     ledger.notes |= notes | {"n": n, "workers": workers, "concurrency": concurrency, "topology": topology}
     return ledger

@@ -144,6 +144,8 @@ class World:
         self.postgres: EmbeddedServer | None = None
         self.stub: subprocess.Popen[bytes] | None = None
         self.stub_port = 0
+        self.api: subprocess.Popen[bytes] | None = None
+        self.api_port = 0
         self.hang_file = root / "hang"
         self.workers: list[WorkerProcess] = []
         self.settings: Settings | None = None
@@ -199,10 +201,14 @@ class World:
             worker = WorkerProcess(index, free_port(), child_env, self.root, concurrency)
             worker.start()
             self.workers.append(worker)
+        self.api_port = free_port()
+        self.api = _spawn_logged([sys.executable, "-m", "certq.api"], self.root, self.root / "api.log",
+                                 child_env | {"API_HOST": "127.0.0.1", "API_PORT": str(self.api_port),
+                                              "API_TOKENS": "chaos"})
         await self.wait_ready(60)
 
     async def wait_ready(self, within_s: float) -> None:
-        watch = ReadyWatch([worker.health_port for worker in self.workers if worker.alive])
+        watch = ReadyWatch([worker.health_port for worker in self.workers if worker.alive] + [self.api_port])
         async with httpx.AsyncClient(timeout=1.0) as client:
             async def all_ready() -> bool:
                 return all(await asyncio.gather(*(watch._ready(client, port) for port in watch.ports)))
@@ -366,6 +372,10 @@ class World:
         for worker in self.workers:
             worker.signal(signal.SIGCONT)
         await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in self.workers))
+        for child in (self.api,):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                await asyncio.to_thread(child.wait, 15)
         if self.stub is not None and self.stub.poll() is None:
             self.stub.terminate()
             self.stub.wait(timeout=10)
@@ -389,6 +399,11 @@ def _spawn(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     """Start a child in its own session (a Ctrl-C of the drill does not reach it; stop() ends it)."""
     return subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+
+
+def _spawn_logged(args: list[str], cwd: Path, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _pid_alive(pid: int) -> bool:
