@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 from redis.exceptions import RedisError
 
@@ -56,8 +57,9 @@ class CertificationHandler:
         model_id, region = payload.get("modelId"), payload.get("region")
         fields = {"job_id": job.id, "attempt": attempt, "certification_id": certification_id, "model_id": model_id,
                   "region": region}
-        if not isinstance(model_id, str) or not isinstance(region, str):
-            raise JobFailed("job payload needs modelId and region", final=True, category="CONFIG_ERROR")
+        if not isinstance(model_id, str) or not isinstance(region, str) or not _is_uuid(certification_id):
+            raise JobFailed("job payload needs certificationId (a UUID), modelId and region", final=True,
+                            category="CONFIG_ERROR")
         store = self._store()
         if not await self._db(store.begin_attempt(certification_id, attempt)):
             log.info("certification skipped: cancelled, finished or owned by a newer attempt", extra=fields)
@@ -146,3 +148,11 @@ class CertificationHandler:
                                                  "released unfinished (worker stopping)", False)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(write), 5.0)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True

@@ -194,3 +194,9 @@ async def test_a_timed_out_run_is_recorded_as_timeout(rig: Rig) -> None:
     assert job.state.value == "failed" and job.error_category == "TIMEOUT"
     record = await rig.store.get_certification(certification_id)
     assert record is not None and record.status == "FAILED" and record.error_category == "TIMEOUT"
+
+
+async def test_a_payload_without_a_certification_fails_for_good_without_retries(rig: Rig) -> None:
+    job = await rig.queue.enqueue({"certificationId": "not-a-uuid", "modelId": "m", "region": "local"})
+    [failed] = await wait_finished(rig.queue, [job.id])
+    assert failed.state.value == "failed" and failed.attempts == 1 and failed.error_category == "CONFIG_ERROR"
