@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from certq.embedded import EmbeddedServer, start_redis
+from certq.embedded import EmbeddedServer, free_port, start_redis
 from certq.queue import ActiveJob, JobSpec, JobState, Queue, QueueConfig, Runner
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) exists and is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10_000 <= 65_535 and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 @pytest.fixture(scope="module")
 def cluster_node() -> Iterator[EmbeddedServer]:
-    server = start_redis(extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    server = start_redis(port=_cluster_port(),
+                         extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
     try:
         yield server
     finally:

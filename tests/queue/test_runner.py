@@ -371,7 +371,7 @@ async def test_idle_runner_wakes_at_once_for_every_priority(redis_client: aiored
     await hooks.until(lambda: hooks.heartbeats >= 2)  # idle and blocked by now
     for priority in ("high", "low", "normal"):
         picked.clear()
-        await queue.enqueue({}, job_id=priority, priority=priority)  # type: ignore[arg-type]
+        await queue.enqueue({}, job_id=priority, priority=priority)
         async with asyncio.timeout(1.5):
             await picked.wait()
     assert ran == ["high", "low", "normal"]
