@@ -137,7 +137,7 @@ async def main() -> None:
     client = aioredis.from_url(args.redis_url)
     try:
         print(f"log level {args.log_level}; {args.jobs} no-op jobs per case")
-        for case in args.cases.split(","):
+        for case in filter(None, args.cases.split(",")):
             processes, concurrency = (int(part) for part in case.split("x"))
             jobs = args.jobs if concurrency > 1 else max(500, args.jobs // 5)
             rate, rss = await throughput(args, client, processes, concurrency, jobs)
