@@ -79,7 +79,6 @@ class Worker:
 
     async def run(self) -> int:
         settings = self.settings
-        self._install_signal_handlers()
         health = HealthServer(build_health_app(self._probes()), settings.worker_health_host,
                               settings.worker_health_port)
         try:
@@ -89,6 +88,7 @@ class Worker:
                 f"WORKER_HEALTH_PORT: cannot listen on {settings.worker_health_host}:{settings.worker_health_port}"
                 f" ({exc.strerror or exc})") from None
         self.health_server = health
+        self._install_signal_handlers()
         redis = connect_redis(settings)
         self.queue = Queue(redis, self.config)
         self.redis_watch = RedisWatch(redis, self.metrics)
