@@ -78,6 +78,7 @@ class Job:
             "errorCategory": self.error_category, "errors": self.errors, "createdAt": self.created_at,
             "processedAt": self.processed_at, "finishedAt": self.finished_at, "dueAt": self.due_at,
             "timeoutMs": self.timeout_ms, "dedupeKey": self.dedupe_key, "stalls": self.stalls,
+            "attemptsBase": self.attempts_base,
             "cancelled": self.cancelled,
         }
 
