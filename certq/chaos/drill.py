@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError
 
 from certq.chaos.ledger import Ledger, count_twice
@@ -119,10 +120,20 @@ async def run_drill(
         for made in clients:
             with contextlib.suppress(RedisError, OSError):
                 await made.aclose()
-        # redis-py drops the nodes it replaced after a failover or MOVED without closing them; collect them
-        # here, not at a random later moment (their __del__ warnings then land inside unrelated code).
-        gc.collect()
+        await _close_orphaned_cluster_nodes()
     return _ledger(scenario, state, states, time.monotonic() - started)
+
+
+async def _close_orphaned_cluster_nodes() -> None:
+    """redis-py's RedisCluster replaces its node objects after a failover or MOVED without closing the old ones;
+    close their sockets here. Left to the garbage collector, their ResourceWarnings surface at random moments
+    inside unrelated code (on CPython 3.11 even inside the AST compiler, as a SystemError)."""
+    gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, ClusterNode) and obj._connections:
+            with contextlib.suppress(Exception):
+                await obj.disconnect()
+    gc.collect()
 
 
 async def _bounded(task: asyncio.Task[None], deadline: float) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from certq.embedded import free_port, redis_binary
 
@@ -425,6 +426,23 @@ class ClusterServers:
         await await_for(self.ahealthy, 30, f"the cluster did not settle after moving slot {slot}")
         return moved
 
+    def lowest_slot(self, node: RedisNode) -> int:
+        with self._any().client() as client:
+            return min(int(start) for start, _, master, *_ in _slots(client) if int(master[1]) == node.port)
+
+    async def reshard_with_redis_cli(self, source: RedisNode, target: RedisNode, slots: int = 1) -> None:
+        """`redis-cli --cluster reshard` of `slots` slots from `source` to `target`, as an operator runs it.
+        redis-cli takes the source's lowest slots first (see `tag_for_slot` to put a queue there)."""
+        process = await asyncio.create_subprocess_exec(
+            "redis-cli", "--cluster", "reshard", source.address, "--cluster-from", self.node_id(source),
+            "--cluster-to", self.node_id(target), "--cluster-slots", str(slots), "--cluster-yes",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(60):
+            _, err = await process.communicate()
+        if process.returncode != 0:
+            raise TopologyError(f"redis-cli --cluster reshard failed: {err.decode(errors='replace')[-500:]}")
+        await await_for(self.ahealthy, 30, "the cluster did not settle after the reshard")
+
     def _any(self) -> RedisNode:
         for node in self.nodes:
             if node.alive:
@@ -445,6 +463,15 @@ class ClusterServers:
 
 async def _command(client: aioredis.Redis, *args: Any) -> Any:
     return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def tag_for_slot(slot: int, stem: str = "q") -> str:
+    """A hash tag (`{q1234}`) whose keys land in `slot` (CRC16 computed here, as the cluster does)."""
+    for index in range(1_000_000):
+        tag = f"{{{stem}{index}}}"
+        if key_slot(tag.encode()) == slot:
+            return tag
+    raise TopologyError(f"no tag {stem}N found for slot {slot}")
 
 
 def _slots(client: redis.Redis) -> list[list[Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from certq.chaos.drill import DrillState, run_drill
-from certq.chaos.servers import ClusterServers
+from certq.chaos.servers import ClusterServers, tag_for_slot
 from certq.connections import AnyRedis, connect_redis
 from certq.queue import Queue, QueueConfig
 from certq.settings import Settings
@@ -34,29 +34,36 @@ async def test_queue_keys_of_one_prefix_share_the_prefix_slot(redis_cluster: Clu
         await client.aclose()
 
 
-async def test_two_queues_on_different_masters_survive_a_master_restart_and_a_slot_migration(
+async def test_queues_on_different_masters_survive_a_master_restart_and_live_slot_migrations(
         redis_cluster: ClusterServers) -> None:
     east, west = redis_cluster.tags_on_different_masters(2, stem="region")
     east_slot, west_slot = redis_cluster.keyslot(east), redis_cluster.keyslot(west)
     assert redis_cluster.owner(east_slot) is not redis_cluster.owner(west_slot)
+    # A third queue in slot 0: the lowest slot of its master, the one `redis-cli --cluster reshard` moves first.
+    north = tag_for_slot(0)
+    north_home = redis_cluster.owner(0)
     settings = cluster_settings(redis_cluster, east)
 
-    async def restart_then_migrate(state: DrillState) -> None:
+    async def faults(state: DrillState) -> None:
         restarted = redis_cluster.owner(east_slot)
         state.notes["restart_s"] = round(await redis_cluster.restart(restarted), 2)
         await state.wait_finished(state.finished_count() + 10, within_s=30)
         source = redis_cluster.owner(west_slot)
-        target = next(node for node in redis_cluster.masters() if node is not source)
+        target = next(node for node in redis_cluster.masters() if node not in (source, north_home))
         state.notes["migrated_keys"] = await redis_cluster.migrate_slot(west_slot, target)
         assert redis_cluster.owner(west_slot) is target
+        await state.wait_finished(state.finished_count() + 10, within_s=30)
+        assert redis_cluster.lowest_slot(north_home) == 0
+        await redis_cluster.reshard_with_redis_cli(north_home, source)
+        assert redis_cluster.owner(0) is source
 
     def client() -> AnyRedis:
         return connect_redis(settings)
 
-    ledger = await run_drill("cluster restart + slot migration (queue)", client,
-                             [config(east, "certification"), config(west, "certification")], n=160,
-                             fault=restart_then_migrate, concurrency=4, work_s=0.05, enqueue_every_s=0.02,
-                             timeout_s=100)
+    n = 240
+    queues = [config(east, "certification"), config(west, "certification"), config(north, "certification")]
+    ledger = await run_drill("cluster restart + 2 slot migrations (queue)", client, queues, n=n, fault=faults,
+                             concurrency=4, work_s=0.05, enqueue_every_s=0.02, timeout_s=100)
     print(ledger.row(), ledger.notes)
     assert ledger.notes["migrated_keys"] > 0
-    assert (ledger.accepted, ledger.finished, ledger.lost, ledger.stuck, ledger.finished_twice) == (160, 160, 0, 0, 0)
+    assert (ledger.accepted, ledger.finished, ledger.lost, ledger.stuck, ledger.finished_twice) == (n, n, 0, 0, 0)
