@@ -97,16 +97,22 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = free_port()
         self.server: asyncio.Server | None = None
+        self.accepting = False
         self.writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self.accepting = True
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
+            return
+        if not self.accepting:  # accepted just before a cut: it must not outlive it
+            writer.transport.abort()
+            upstream_writer.transport.abort()
             return
         self.writers |= {writer, upstream_writer}
         await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
@@ -123,6 +129,7 @@ class TcpProxy:
             self.writers.discard(writer)
 
     async def cut(self) -> None:
+        self.accepting = False
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
