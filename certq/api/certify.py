@@ -170,7 +170,8 @@ async def certify_order(
     try:
         if mode == "single":
             if len(model_ids) != 1 or len(regions) != 1:
-                raise Problem(400, "single needs exactly one model and one region", field="modelIds")
+                raise Problem(400, "single needs exactly one model and one region",
+                              field="modelIds" if len(model_ids) != 1 else "regions")
             one = CertifyBody.model_validate({"modelId": model_ids[0], "region": regions[0], "priority": priority},
                                              strict=False)
             return await certify_one(services, one.model_id, one.region, one.priority)

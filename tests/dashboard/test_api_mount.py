@@ -51,3 +51,39 @@ async def test_certify_refusals_from_the_api_logic_reach_the_board(api: Api, mak
     assert (await api.queue.counts())["waiting"] == 0
     audit = [e for e in (await DashboardQueries(api.store.pool).list_audit()).items if e.actor == api.user]
     assert [(e.action, e.outcome[:13]) for e in audit] == [("certify", "refused (400)"), ("certify", "refused (422)")]
+
+
+async def test_empty_certify_orders_from_the_board_are_400s_naming_the_field(api: Api, make_model: Any) -> None:
+    model = await make_model(regions=["local"])
+    orders = [
+        ({"mode": "single", "modelIds": [], "regions": ["local"]}, "modelIds"),
+        ({"mode": "single", "modelIds": [str(model.id)], "regions": []}, "regions"),
+        ({"mode": "multiple", "modelIds": [], "regions": ["local"]}, "modelIds"),
+        ({"mode": "multiple", "modelIds": [str(model.id)], "regions": []}, "regions"),
+        ({"mode": "all", "modelIds": [], "regions": []}, "regions"),
+    ]
+    for order, field in orders:
+        response = await api.board.post("api/certify", json=order)
+        assert response.status_code == 400, (order, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["field"] == field, (order, response.json())
+    assert (await api.queue.counts())["waiting"] == 0
+
+
+async def test_the_api_certify_logic_refuses_empty_orders_it_is_handed_directly(api: Api) -> None:
+    from certq.api.board import ServicesDeps
+    from certq.api.services import ApiMetrics, Services, token_set
+    from certq.dashboard import CertifyOrder
+    from certq.metrics import Metrics
+
+    services = Services(settings=api.settings, tokens=token_set(api.settings), metrics=ApiMetrics(Metrics()),
+                        store=api.store, queue=api.queue)
+    run = ServicesDeps(services).certify
+    assert run is not None
+    for mode in ("single", "multiple", "all"):
+        for model_ids, regions in (([], []), ([], ["local"]), (["00000000-0000-0000-0000-000000000001"], [])):
+            status, body = await run(CertifyOrder(mode=mode, model_ids=model_ids, regions=regions))  # type: ignore[arg-type]
+            if mode == "all" and regions:
+                continue  # every active model in "local": a real order
+            assert status == 400, (mode, model_ids, regions, body)
+            assert body["field"] in ("modelIds", "regions"), body
