@@ -124,6 +124,14 @@ class Settings(BaseSettings):
         return value.rstrip("/") or "/"
 
     @model_validator(mode="after")
+    def _redis_topology(self) -> Settings:
+        # One rule for every process: e.g. a Redis Cluster prefix without a hash tag stops it at start-up.
+        from certq.connections import check_redis_settings
+
+        check_redis_settings(self)
+        return self
+
+    @model_validator(mode="after")
     def _production_credentials(self) -> Settings:
         if self.env == "production":
             if not self.tokens:

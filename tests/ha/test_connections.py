@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from certq.connections import SentinelRedis, check_redis_settings, connect_redis, describe, hash_tag
-from certq.settings import Settings, SettingsError
+from certq.settings import STARTUP_FAILURE, Settings, SettingsError
 
 
 def settings(**values: object) -> Settings:
@@ -70,3 +75,14 @@ def test_describe_hides_passwords() -> None:
     text = describe(settings(REDIS_URL="redis://:s3cret@10.0.0.1:6379/0"))
     assert "s3cret" not in text and "10.0.0.1" in text
     assert "s3cret" not in describe(settings(REDIS_SENTINELS="h:1", REDIS_PASSWORD="s3cret"))
+
+
+@pytest.mark.parametrize("module", ["certq.worker", "certq.api", "certq"])
+def test_every_process_refuses_a_cluster_prefix_without_hash_tag_at_start_up(module: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "BULL_"))}
+    env |= {"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "BULL_QUEUE_PREFIX": "myia"}
+    args = [sys.executable, "-m", module] + (["stats"] if module == "certq" else [])
+    done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == STARTUP_FAILURE
+    assert "BULL_QUEUE_PREFIX={myia}" in done.stderr
+    assert "Traceback" not in done.stderr
