@@ -25,6 +25,8 @@ from certq.dashboard.web import (
     run_json,
     store_of,
 )
+from certq.queue.errors import JobStateError
+from certq.store.dashboard import RunSuperseded
 
 STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
 
@@ -110,7 +112,8 @@ async def retry_job(request: Request) -> Response:
         raise Problem(409, f"job {job_id} is {_state(job)}, only failed jobs can be retried", "jobId")
     if getattr(job, "cancelled", False):
         raise Problem(409, f"job {job_id} was cancelled; certify the model again instead", "jobId")
-    # The run goes back to QUEUED first, so the worker that claims the retried job may start it.
+    # The run goes back to QUEUED first, so the worker that claims the retried job may start it; when
+    # PostgreSQL refuses, the queue job is left failed too, so both still tell the same story.
     reopened = False
     if deps(request).store is not None:
         queries = queries_of(request)
@@ -118,7 +121,10 @@ async def retry_job(request: Request) -> Response:
             record = await store_of(request).get_certification(job_id)
             if record is not None and record.status == "CANCELLED":
                 raise Problem(409, f"certification {job_id} was cancelled; certify the model again instead", "jobId")
-            reopened = await queries.reopen_failed(job_id)
+            try:
+                reopened = await queries.reopen_failed(job_id)
+            except RunSuperseded as exc:
+                raise Problem(409, f"{exc}; job {job_id} stays failed", "jobId") from None
     await queue_of(request).retry(job_id)
     note = " (its certification is QUEUED again)" if reopened else ""
     return await _act(request, "retry", job_id, f"job moved from failed to waiting{note}")
@@ -127,13 +133,31 @@ async def retry_job(request: Request) -> Response:
 async def retry_all(request: Request) -> Response:
     queue = queue_of(request)
     failed = await queue.list("failed", offset=0, limit=10_000)
+    superseded: set[str] = set()
     if deps(request).store is not None:
         queries = queries_of(request)
         for job in failed:
             if await queries.certification_exists(job.id):
-                await queries.reopen_failed(job.id)
-    moved = await queue.retry_all_failed()
-    return await _act(request, "retry-all-failed", None, f"{moved} failed job(s) moved to waiting", count=moved)
+                try:
+                    await queries.reopen_failed(job.id)
+                except RunSuperseded:
+                    superseded.add(job.id)
+    if not superseded:
+        moved = await queue.retry_all_failed()
+        return await _act(request, "retry-all-failed", None, f"{moved} failed job(s) moved to waiting", count=moved)
+    # Runs whose model+region already has a newer live run stay FAILED, so their jobs stay failed too.
+    moved = 0
+    for job in failed:
+        if job.id in superseded or getattr(job, "cancelled", False):
+            continue
+        try:
+            await queue.retry(job.id)
+        except JobStateError:  # it left the failed list since it was listed
+            continue
+        moved += 1
+    outcome = (f"{moved} failed job(s) moved to waiting; {len(superseded)} left failed: a newer certification "
+               "of the same model+region is already queued or running")
+    return await _act(request, "retry-all-failed", None, outcome, count=moved, superseded=sorted(superseded))
 
 
 async def promote_job(request: Request) -> Response:

@@ -82,6 +82,42 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+class RunSuperseded(Exception):
+    """A FAILED run cannot be reopened: another run of its model+region is pending, queued or running."""
+
+    def __init__(self, certification_id: UUID, live_id: UUID | None) -> None:
+        self.certification_id = certification_id
+        self.live_id = live_id
+        newer = "" if live_id is None else f" ({live_id})"
+        super().__init__(f"a newer certification of this model+region is already queued or running{newer}")
+
+
+_LIVE_SIBLING = """
+    SELECT live.id FROM certifications run JOIN certifications live
+        ON live.model_id = run.model_id AND live.region = run.region AND live.id <> run.id
+        AND live.status IN ('PENDING', 'QUEUED', 'PROCESSING')
+    WHERE run.id = $1
+    LIMIT 1
+"""
+
+_REOPEN = """
+    WITH reopened AS (
+        UPDATE certifications SET status = 'QUEUED', passed = NULL, completed_at = NULL,
+            attempt_started_at = NULL, updated_at = now()
+        WHERE id = $1 AND status = 'FAILED'
+        RETURNING job_id
+    ), parent AS (
+        UPDATE certification_jobs j SET processed_models = j.processed_models - 1,
+            failure_count = j.failure_count - 1,
+            status = CASE WHEN j.started_at IS NULL THEN 'QUEUED' ELSE 'PROCESSING' END,
+            completed_at = NULL, updated_at = now()
+        FROM reopened r WHERE j.id = r.job_id
+        RETURNING j.id
+    )
+    SELECT count(*) FROM reopened
+"""
+
+
 class DashboardQueries:
     """Queries of the /admin/queues console over the store's pool (`DashboardQueries(store.pool)`)."""
 
@@ -182,27 +218,17 @@ class DashboardQueries:
         """Put a FAILED run back to QUEUED so a retried queue job runs it again; True when it changed.
 
         The parent job's counters take the failure back in the same statement, so they still add up
-        and count each run once (its next final outcome counts it again).
+        and count each run once (its next final outcome counts it again). RunSuperseded when a newer
+        run of the same model+region is live: reopening would break one-live-run-per-pair.
         """
-        changed = await self._pool.fetchval(
-            """
-            WITH reopened AS (
-                UPDATE certifications SET status = 'QUEUED', passed = NULL, completed_at = NULL,
-                    attempt_started_at = NULL, updated_at = now()
-                WHERE id = $1 AND status = 'FAILED'
-                RETURNING job_id
-            ), parent AS (
-                UPDATE certification_jobs j SET processed_models = j.processed_models - 1,
-                    failure_count = j.failure_count - 1,
-                    status = CASE WHEN j.started_at IS NULL THEN 'QUEUED' ELSE 'PROCESSING' END,
-                    completed_at = NULL, updated_at = now()
-                FROM reopened r WHERE j.id = r.job_id
-                RETURNING j.id
-            )
-            SELECT count(*) FROM reopened
-            """,
-            UUID(str(certification_id)),
-        )
+        cid = UUID(str(certification_id))
+        live = await self._pool.fetchval(_LIVE_SIBLING, cid)
+        if live is not None:
+            raise RunSuperseded(cid, live)
+        try:
+            changed = await self._pool.fetchval(_REOPEN, cid)
+        except asyncpg.UniqueViolationError:  # a newer run went live between the check and the update
+            raise RunSuperseded(cid, await self._pool.fetchval(_LIVE_SIBLING, cid)) from None
         return bool(changed)
 
     async def certification_exists(self, certification_id: str) -> bool:

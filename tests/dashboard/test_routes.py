@@ -336,3 +336,56 @@ async def test_a_cancelled_job_is_not_retried(board: Board) -> None:
     response = await board.post(f"api/jobs/{job.id}/retry")
     assert response.status_code == 409 and "cancelled" in response.json()["detail"]
     assert (await board.queue.get(job.id)).state.value == "failed"  # type: ignore[union-attr]
+
+
+async def _failed_run_with_a_newer_live_one(board: Board, store: Store, make_model: Any) -> tuple[Any, Any]:
+    """A FAILED run (its queue job failed too) and a newer run of the same model+region that is QUEUED."""
+    model = await make_model(regions=["local"])
+    created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
+    old = created.certifications[0]  # type: ignore[union-attr]
+    assert await store.begin_attempt(old.id, 1)
+    assert await store.record_attempt_failure(old.id, 1, "SERVER_ERROR", "503 from upstream", final=True)
+    await failed_job(board, {"certificationId": str(old.id), "modelId": str(model.id), "region": "local"},
+                     job_id=str(old.id))
+    newer = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
+    live = newer.certifications[0]  # type: ignore[union-attr]
+    return old, live
+
+
+async def test_retrying_a_failed_run_superseded_by_a_live_one_is_a_409_and_changes_nothing(
+    board: Board, store: Store, make_model: Any
+) -> None:
+    old, live = await _failed_run_with_a_newer_live_one(board, store, make_model)
+
+    response = await board.post(f"api/jobs/{old.id}/retry")
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["field"] == "jobId"
+    assert "a newer certification of this model+region is already queued or running" in body["detail"]
+    assert str(live.id) in body["detail"]
+    # PostgreSQL and Redis still agree: the run is FAILED and its job is failed.
+    still = await store.get_certification(old.id)
+    assert still is not None and still.status == "FAILED"
+    assert (await board.queue.get(str(old.id))).state.value == "failed"  # type: ignore[union-attr]
+    newer = await store.get_certification(live.id)
+    assert newer is not None and newer.status == "QUEUED"
+    parent = await store.get_job(old.job_id)
+    assert parent is not None and parent.failure_count == 1
+    assert ("retry", str(old.id), board.user) in await audit_actions(board)
+
+
+async def test_retry_all_leaves_superseded_runs_failed_in_both_stores(
+    board: Board, store: Store, make_model: Any
+) -> None:
+    old, live = await _failed_run_with_a_newer_live_one(board, store, make_model)
+    plain = await failed_job(board)
+
+    response = await board.post("api/jobs/retry-failed")
+    assert response.status_code == 200, response.text
+    assert response.json()["audit"]["detail"]["count"] == 1
+    assert "1 left failed" in response.json()["outcome"]
+    assert (await board.queue.get(plain)).state.value == "waiting"  # type: ignore[union-attr]
+    still = await store.get_certification(old.id)
+    assert still is not None and still.status == "FAILED"
+    assert (await board.queue.get(str(old.id))).state.value == "failed"  # type: ignore[union-attr]
