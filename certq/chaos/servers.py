@@ -68,6 +68,7 @@ class RedisNode:
     workdir: Path
     args: list[str]
     sentinel: bool = False
+    password: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,11 +80,12 @@ class RedisNode:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                           password=self.password)
 
     def aclient(self, timeout: float = 2.0) -> aioredis.Redis:
         return aioredis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout,
-                              socket_connect_timeout=timeout)
+                              socket_connect_timeout=timeout, password=self.password)
 
     def start(self, timeout: float = 15.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -157,9 +159,10 @@ class RedisNode:
             return str((await client.info("replication")).get("role"))
 
 
-def _data_args(port: int, workdir: Path, *extra: str) -> list[str]:
+def _data_args(port: int, workdir: Path, *extra: str, password: str | None = None) -> list[str]:
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
     return ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--logfile", "redis.log",
-            "--save", "", "--appendonly", "no", *extra]
+            "--save", "", "--appendonly", "no", *auth, *extra]
 
 
 @dataclass
@@ -172,16 +175,25 @@ class SentinelGroup:
     sentinels: list[RedisNode]
     name: str = SENTINEL_MASTER
     down_after_ms: int = 1000
+    password: str | None = None
+    sentinel_password: str | None = None
 
     @classmethod
-    def start(cls, down_after_ms: int = 1000, root: Path | None = None) -> SentinelGroup:
+    def start(cls, down_after_ms: int = 1000, root: Path | None = None, *, password: str | None = None,
+              sentinel_password: str | None = None) -> SentinelGroup:
+        """`password`: the data nodes' (REDIS_PASSWORD); `sentinel_password`: the Sentinels' own
+        (REDIS_SENTINEL_PASSWORD)."""
         root = Path(tempfile.mkdtemp(prefix="certq-sentinel-")) if root is None else root
         ports = _distinct_ports(5)
-        master = RedisNode(ports[0], root / "master", _data_args(ports[0], root / "master"))
+        master = RedisNode(ports[0], root / "master", _data_args(ports[0], root / "master", password=password),
+                           password=password)
         replica = RedisNode(ports[1], root / "replica", _data_args(
-            ports[1], root / "replica", "--replicaof", "127.0.0.1", str(ports[0])))
-        sentinels = [RedisNode(port, root / f"sentinel-{port}", [], sentinel=True) for port in ports[2:]]
-        group = cls(root, master, replica, sentinels, down_after_ms=down_after_ms)
+            ports[1], root / "replica", "--replicaof", "127.0.0.1", str(ports[0]), password=password),
+            password=password)
+        sentinels = [RedisNode(port, root / f"sentinel-{port}", [], sentinel=True, password=sentinel_password)
+                     for port in ports[2:]]
+        group = cls(root, master, replica, sentinels, down_after_ms=down_after_ms, password=password,
+                    sentinel_password=sentinel_password)
         try:
             master.start()
             replica.start()
@@ -202,7 +214,11 @@ class SentinelGroup:
             f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 2",
             f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
             f"sentinel failover-timeout {self.name} 5000",
-            f"sentinel parallel-syncs {self.name} 1", "",
+            f"sentinel parallel-syncs {self.name} 1",
+            *([f"sentinel auth-pass {self.name} {self.password}"] if self.password else []),
+            *([f"requirepass {self.sentinel_password}", f"sentinel sentinel-pass {self.sentinel_password}"]
+              if self.sentinel_password else []),
+            "",
         ])
 
     @property
@@ -303,10 +319,12 @@ class ClusterServers:
     root: Path
     nodes: list[RedisNode]
     node_timeout_ms: int = 2000
+    password: str | None = None
     _ids: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, node_timeout_ms: int = 2000, root: Path | None = None) -> ClusterServers:
+    def start(cls, node_timeout_ms: int = 2000, root: Path | None = None, *,
+              password: str | None = None) -> ClusterServers:
         if shutil.which("redis-cli") is None:
             raise TopologyError("redis-cli is needed to create a cluster (Debian package redis-tools)")
         root = Path(tempfile.mkdtemp(prefix="certq-cluster-")) if root is None else root
@@ -314,16 +332,16 @@ class ClusterServers:
         for port in _distinct_ports(6):
             workdir = root / str(port)
             args = _data_args(port, workdir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                              "--cluster-node-timeout", str(node_timeout_ms))
+                              "--cluster-node-timeout", str(node_timeout_ms), password=password)
             args[args.index("--appendonly") + 1] = "yes"
             args += ["--appendfsync", "always"]
-            nodes.append(RedisNode(port, workdir, args))
-        cluster = cls(root, nodes, node_timeout_ms)
+            nodes.append(RedisNode(port, workdir, args, password=password))
+        cluster = cls(root, nodes, node_timeout_ms, password)
         try:
             for node in nodes:
                 node.start()
             subprocess.run(["redis-cli", "--cluster", "create", *(n.address for n in nodes),
-                            "--cluster-replicas", "1", "--cluster-yes"],
+                            "--cluster-replicas", "1", "--cluster-yes"], env=cluster._cli_env(),
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
             wait_for(cluster.healthy, 30, "the cluster did not reach cluster_state:ok on every node")
         except BaseException:
@@ -415,7 +433,8 @@ class ClusterServers:
             await _command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
             await _command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
             while keys := await _command(src, "CLUSTER", "GETKEYSINSLOT", slot, batch):
-                await _command(src, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+                auth = ["AUTH", self.password] if self.password else []
+                await _command(src, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, *auth, "KEYS", *keys)
                 moved += len(keys)
             await _command(dst, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
             await _command(src, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
@@ -436,12 +455,15 @@ class ClusterServers:
         process = await asyncio.create_subprocess_exec(
             "redis-cli", "--cluster", "reshard", source.address, "--cluster-from", self.node_id(source),
             "--cluster-to", self.node_id(target), "--cluster-slots", str(slots), "--cluster-yes",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self._cli_env())
         async with asyncio.timeout(60):
             _, err = await process.communicate()
         if process.returncode != 0:
             raise TopologyError(f"redis-cli --cluster reshard failed: {err.decode(errors='replace')[-500:]}")
         await await_for(self.ahealthy, 30, "the cluster did not settle after the reshard")
+
+    def _cli_env(self) -> dict[str, str]:
+        return os.environ | ({"REDISCLI_AUTH": self.password} if self.password else {})
 
     def _any(self) -> RedisNode:
         for node in self.nodes:
