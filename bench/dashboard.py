@@ -26,6 +26,13 @@ from certq.store.dashboard import DashboardQueries, HistoryFilter
 
 DATABASE = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REGIONS = [f"region-{i}" for i in range(10)]
+# latest_certifications as schema 1 defined it, for comparison with its probing replacement (schema 2).
+DISTINCT_ON = """
+    SELECT c.*, m.name AS model_name FROM (
+        SELECT DISTINCT ON (model_id, region) * FROM certifications
+        WHERE status IN ('CERTIFIED', 'QUALITY_WARNING', 'FAILED') ORDER BY model_id, region, completed_at DESC, id
+    ) c JOIN models m ON m.id = c.model_id ORDER BY m.name, c.region
+"""
 
 
 def _with_database(url: str, name: str) -> str:
@@ -122,6 +129,8 @@ async def main(runs: int, models: int, repeat: int) -> None:
                 ("history, last 24 h", lambda: queries.search_history(HistoryFilter(since=now - timedelta(days=1)))),
                 ("matrix (latest verdict per pair)", lambda: queries.latest_matrix()),
                 ("store.latest_verdicts (the view)", lambda: store.latest_verdicts()),
+                ("store.latest_verdicts(one model)", lambda: store.latest_verdicts(some["model_id"])),
+                ("schema-1 view: DISTINCT ON, all verdicts", lambda: store.pool.fetch(DISTINCT_ON)),
                 ("pair history (30 runs)", lambda: queries.pair_history(some["model_id"], some["region"], limit=30)),
                 ("audit log page", lambda: queries.list_audit()),
             ]

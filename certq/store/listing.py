@@ -15,6 +15,35 @@ def _strip_total(row: Any) -> dict[str, Any]:
     return values
 
 
+_VERDICT = "c.status IN ('CERTIFIED', 'QUALITY_WARNING', 'FAILED')"
+
+
+def latest_verdicts_sql(*, by_model: bool) -> str:
+    """The latest_certifications view, or the same skip scan kept to one model ($1), with model names.
+
+    The view cannot take a model filter into its recursive scan, so one model's verdicts would still
+    walk every pair; here the filter narrows each probe to that model's regions.
+    """
+    if not by_model:
+        return (f"SELECT {CERTIFICATION_COLUMNS} FROM latest_certifications c JOIN models m ON m.id = c.model_id "
+                "ORDER BY m.name, c.region")
+    return f"""
+        WITH RECURSIVE pairs (region) AS (
+            (SELECT c.region FROM certifications c WHERE {_VERDICT} AND c.model_id = $1 ORDER BY c.region LIMIT 1)
+            UNION ALL
+            SELECT next.region FROM pairs p CROSS JOIN LATERAL (
+                SELECT c.region FROM certifications c
+                WHERE {_VERDICT} AND c.model_id = $1 AND c.region > p.region ORDER BY c.region LIMIT 1
+            ) next
+        )
+        SELECT {CERTIFICATION_COLUMNS} FROM pairs p CROSS JOIN LATERAL (
+            SELECT * FROM certifications c WHERE c.model_id = $1 AND c.region = p.region AND {_VERDICT}
+            ORDER BY c.completed_at DESC, c.id LIMIT 1
+        ) c JOIN models m ON m.id = c.model_id
+        ORDER BY m.name, c.region
+    """
+
+
 class ListingMixin(StoreBase):
     async def list_jobs(
         self, *, page: int = 1, limit: int = 20, status: str | None = None, type: str | None = None
@@ -62,15 +91,11 @@ class ListingMixin(StoreBase):
         return Page(items=items, total=int(total), page=page, limit=limit)
 
     async def latest_verdicts(self, model_id: UUID | None = None) -> list[CertificationRecord]:
-        """The newest verdict per model+region (the latest_certifications view)."""
-        columns = CERTIFICATION_COLUMNS
-        rows = await self._pool.fetch(
-            f"""
-            SELECT {columns} FROM latest_certifications c JOIN models m ON m.id = c.model_id
-            WHERE ($1::uuid IS NULL OR c.model_id = $1) ORDER BY m.name, c.region
-            """,
-            model_id,
-        )
+        """The newest verdict per model+region (the latest_certifications view), by model name and region."""
+        if model_id is None:
+            rows = await self._pool.fetch(latest_verdicts_sql(by_model=False))
+        else:
+            rows = await self._pool.fetch(latest_verdicts_sql(by_model=True), model_id)
         return [certification_record(r) for r in rows]
 
     async def certification_counts(self) -> dict[str, Any]:
