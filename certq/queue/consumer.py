@@ -168,22 +168,27 @@ class Consumer:
         if not statuses[0]:
             raise LeaseLost(lease.job.id, lease.attempt)
 
-    async def fail(self, lease: Lease, message: str, *, final: bool = False, category: str | None = None) -> JobState:
+    async def fail(self, lease: Lease, message: str, *, final: bool = False, category: str | None = None,
+                   stack: str | None = None) -> JobState:
         """Fail this attempt: DELAYED (retry after exponential backoff with full jitter) or FAILED (final
-        error, attempts spent, or cancelled). LeaseLost if this lease is no longer held."""
+        error, attempts spent, or cancelled). LeaseLost if this lease is no longer held. `stack` (a
+        traceback) is kept in the attempt's error entry."""
         retry_number = max(1, lease.job.attempts_counted)
         delay = retry_delay(retry_number, self.config.backoff_base_ms, self.config.backoff_cap_ms, self.rng)
         state = await self._fail(lease.job.id, lease.token, message, category or "", final=final, delay_ms=delay,
-                                 attempt=lease.attempt)
+                                 attempt=lease.attempt, stack=stack)
         if state is None:
             raise LeaseLost(lease.job.id, lease.attempt)
         return state
 
     async def _fail(self, job_id: str, token: str, message: str, category: str, *, final: bool, delay_ms: int,
-                    attempt: int | None = None) -> JobState | None:
+                    attempt: int | None = None, stack: str | None = None) -> JobState | None:
         now = self.clock()
-        entry = orjson.dumps({"attempt": attempt, "at": now, "message": message, "category": category or None,
-                              "consumer": self.id}).decode()
+        fields: dict[str, Any] = {"attempt": attempt, "at": now, "message": message, "category": category or None,
+                                  "consumer": self.id}
+        if stack:
+            fields["stack"] = stack
+        entry = orjson.dumps(fields).decode()
         args = [job_id, token, str(now), message, category, entry, "1" if final else "0", str(delay_ms)]
         reply = text(await self.scripts.run("fail", args))
         return None if reply == "lost" else JobState(reply)

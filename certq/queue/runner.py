@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ _IDLE_ORDER: tuple[Priority, ...] = ("normal", "high", "low")
 """Which wait lists an idle claim loop blocks on, by number of free slots (normal first: `wait` is the
 contract's list and the common case)."""
 """Errors that mean "Redis is unreachable or failing right now": retry with backoff, never die."""
+STACK_LIMIT = 4_096
+"""Characters of a handler's traceback kept in the attempt's error entry (every attempt keeps one)."""
 
 
 class ActiveJob:
@@ -318,7 +321,7 @@ class Runner:
                 return
             except Exception as exc:  # noqa: BLE001 - any handler error fails the attempt, the runner goes on
                 log.warning("job %s attempt %s raised %r", lease.job.id, active.attempt, exc, exc_info=exc)
-                await self._failed(active, f"{type(exc).__name__}: {exc}", None, False, started)
+                await self._failed(active, f"{type(exc).__name__}: {exc}", None, False, started, stack=_stack(exc))
                 return
             try:
                 encoded = encode_json(result, "the handler's result")
@@ -337,9 +340,10 @@ class Runner:
             lane.wake.set()
 
     async def _failed(self, active: ActiveJob, message: str, category: str | None, final: bool,
-                      started: float) -> None:
+                      started: float, *, stack: str | None = None) -> None:
         lease, seconds = active.lease, time.monotonic() - started
-        state = await self._settle(lease, lambda: self.consumer.fail(lease, message, final=final, category=category))
+        state = await self._settle(lease, lambda: self.consumer.fail(lease, message, final=final, category=category,
+                                                                     stack=stack))
         if state is JobState.DELAYED:
             self.stats.retried += 1
             self._hook("on_retry", lease.job, message, category, seconds)
@@ -491,3 +495,15 @@ async def _wait_any(*events: asyncio.Event, seconds: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _stack(exc: BaseException, limit: int = STACK_LIMIT) -> str:
+    """The traceback of an unexpected handler error, at most `limit` characters: its start (where the
+    handler was entered) and, kept longer, its end (the innermost frames and the error itself)."""
+    text = "".join(traceback.format_exception(exc))
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head - 48  # room for the marker, whatever the count's digits
+    marker = f"\n... ({len(text) - head - tail} characters cut) ...\n"
+    return text[:head] + marker + text[len(text) - tail:]

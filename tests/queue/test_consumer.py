@@ -82,6 +82,23 @@ async def test_final_error_goes_straight_to_failed(queue: Queue, consumer: Consu
     assert (await queue.counts())["failed"] == 1
 
 
+async def test_an_attempt_error_keeps_its_stack_only_when_given(queue: Queue, consumer: Consumer,
+                                                                  clock: FakeClock) -> None:
+    await queue.enqueue({}, job_id="s", max_attempts=2)
+    [lease] = (await consumer.claim(1)).leases
+    stack = 'Traceback (most recent call last):\n  File "h.py", line 1, in handler\nRuntimeError: bug "quoted"\n'
+    assert await consumer.fail(lease, "RuntimeError: bug", stack=stack) is JobState.DELAYED
+    clock.now = (await queue.get("s")).due_at or clock.now  # type: ignore[union-attr]
+    await consumer.promote_due()
+    [lease] = (await consumer.claim(1)).leases
+    assert await consumer.fail(lease, "no access", final=True, category="AUTH_ERROR") is JobState.FAILED
+    job = await queue.get("s")
+    assert job is not None
+    first, second = job.errors
+    assert (first["message"], first["stack"]) == ("RuntimeError: bug", stack)
+    assert second["message"] == "no access" and "stack" not in second
+
+
 async def test_release_puts_job_first_in_line_without_counting_the_attempt(queue: Queue, consumer: Consumer) -> None:
     await queue.enqueue_many([JobSpec({}, job_id="r1", max_attempts=1), JobSpec({}, job_id="r2")])
     [lease] = (await consumer.claim(1)).leases

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from certq.embedded import free_port
 from certq.queue import ActiveJob, Job, JobFailed, JobSpec, JobState, Queue, QueueConfig, Runner, RunnerHooks
+from certq.queue.runner import STACK_LIMIT
 
 pytestmark = pytest.mark.real_redis
 
@@ -119,6 +120,43 @@ async def test_handler_outcomes_map_to_retry_or_failed(redis_client: aioredis.Re
     assert crash is not None and crash.state is JobState.DELAYED and "RuntimeError: bug" in (crash.last_error or "")
     assert sorted(hooks.calls) == sorted([("claim", "final"), ("claim", "again"), ("claim", "crash"),
                                           ("fail", "final"), ("retry", "again"), ("retry", "crash")])
+
+
+def _deep_bug(depth: int) -> None:
+    if depth:
+        _deep_bug(depth - 1)
+    raise RuntimeError("bug in the handler " + "x" * 10_000)
+
+
+async def test_an_unexpected_handler_error_is_kept_with_its_capped_stack(
+    redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig
+) -> None:
+    await queue.enqueue_many([JobSpec({"kind": kind}, job_id=kind) for kind in ("shallow", "deep", "deliberate")])
+
+    def shallow_bug() -> None:
+        raise KeyError("region")
+
+    async def handler(active: ActiveJob) -> None:
+        kind = active.job.payload["kind"]
+        if kind == "shallow":
+            shallow_bug()
+        if kind == "deep":
+            _deep_bug(200)
+        raise JobFailed("quota exceeded", final=True, category="QUOTA_EXCEEDED")
+
+    await Runner(redis_client, fast_config, handler, concurrency=3, burst=True).run()
+    shallow, deep, deliberate = [await queue.get(i) for i in ("shallow", "deep", "deliberate")]
+    assert shallow is not None and deep is not None and deliberate is not None
+    [entry] = shallow.errors
+    assert entry["message"] == "KeyError: 'region'"
+    assert entry["stack"].startswith("Traceback (most recent call last):")
+    assert "in shallow_bug" in entry["stack"] and entry["stack"].rstrip().endswith("KeyError: 'region'")
+    [entry] = deep.errors
+    assert len(entry["stack"]) <= STACK_LIMIT
+    assert entry["stack"].startswith("Traceback (most recent call last):") and "characters cut" in entry["stack"]
+    assert entry["stack"].rstrip().endswith("x" * 100)  # the end (the error itself) is what is kept whole
+    [entry] = deliberate.errors
+    assert entry["message"] == "quota exceeded" and "stack" not in entry
 
 
 async def test_timeout_cancels_the_handler_and_retries_as_timeout(redis_client: aioredis.Redis, queue: Queue,

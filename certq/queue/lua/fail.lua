@@ -13,7 +13,7 @@
   ARGV[5] now, epoch ms
   ARGV[6] error message
   ARGV[7] error category ('' for none)
-  ARGV[8] error entry (JSON object appended to the job's errors)
+  ARGV[8] error entry (JSON object appended to the job's errors: attempt, at, message, category, consumer, stack?)
   ARGV[9] final (1|0)
   ARGV[10] retry delay ms
   Returns 'delayed' | 'failed' | 'lost'
