@@ -1,15 +1,18 @@
-"""Chaos drills run real processes; what the test process itself leaves behind is collected at quiet moments."""
+"""Chaos drills run real processes; what the test process itself leaves behind is collected at quiet moments
+(see tests/ha/conftest.py for why)."""
 
 from __future__ import annotations
 
+import gc
+import warnings
 from collections.abc import Iterator
 
 import pytest
-
-from tests.ha.conftest import collect_quietly
 
 
 @pytest.fixture(autouse=True)
 def collect_garbage_now() -> Iterator[None]:
     yield
-    collect_quietly()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
