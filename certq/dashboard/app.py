@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import logging
 from importlib import resources
 
 import asyncpg
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -25,6 +27,7 @@ from certq.queue.errors import InvalidJob, JobNotFound, JobStateError, QueueErro
 from certq.settings import Settings
 
 STATIC = "certq.dashboard"
+log = logging.getLogger("certq.dashboard")
 
 
 def _page() -> str:
@@ -58,6 +61,22 @@ async def _queue_error(request: Request, exc: Exception) -> Response:
     return problem_response(Problem(409, str(exc)))
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Unknown paths and wrong methods answer in the console's problem+json too, not Starlette's text/plain.
+    assert isinstance(exc, HTTPException)
+    detail = f"{request.method} {request.url.path}: {exc.detail}"
+    field = "path" if exc.status_code in (404, 405) else None
+    response = problem_response(Problem(exc.status_code, detail, field, title=str(exc.detail)))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(Problem(500, "internal error; the server log has the details",
+                                    title="Internal Server Error"))
+
+
 async def _outage(request: Request, exc: Exception) -> Response:
     # Redis or PostgreSQL down: the console says so (and keeps polling) instead of a bare 500.
     return problem_response(Problem(503, f"{_backend(exc)} is not answering: {type(exc).__name__}: {exc}"))
@@ -83,7 +102,8 @@ def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
             *cert_views.routes,
             Mount("/static", StaticFiles(packages=[(STATIC, "static")]), name="static"),
         ],
-        exception_handlers={Problem: _problem, QueueError: _queue_error, **{kind: _outage for kind in OUTAGES}},
+        exception_handlers={Problem: _problem, QueueError: _queue_error, HTTPException: _http_error,
+                            **{kind: _outage for kind in OUTAGES}, Exception: _unexpected},
         middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
     )
     app.state.board_deps = deps

@@ -22,6 +22,7 @@ from certq.dashboard.web import (
     queries_of,
     run_json,
     store_of,
+    text_param,
     time_param,
     uuid_param,
 )
@@ -33,9 +34,9 @@ async def history(request: Request) -> Response:
     page = int_param(request, "page", 1, low=1, high=100_000)
     limit = int_param(request, "limit", 20, low=1, high=100)
     query = HistoryFilter(
-        job_id=request.query_params.get("jobId") or None,
-        model=request.query_params.get("model") or None,
-        region=request.query_params.get("region") or None,
+        job_id=text_param(request, "jobId"),
+        model=text_param(request, "model"),
+        region=text_param(request, "region"),
         status=choice_param(request, "status", CERTIFICATION_STATUSES),
         since=time_param(request, "since"),
         until=time_param(request, "until"),
@@ -58,7 +59,7 @@ async def matrix(request: Request) -> Response:
 
 async def pair(request: Request) -> Response:
     model_id = uuid_param(request.query_params.get("modelId"), "modelId")
-    region = request.query_params.get("region") or ""
+    region = text_param(request, "region") or ""
     if not region:
         raise Problem(400, "region is required", "region")
     model = await store_of(request).get_model(model_id)

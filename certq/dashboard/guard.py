@@ -94,9 +94,19 @@ class BoardGuard:
             return
         scope.setdefault("state", {})["board_user"] = user
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette re-raises after its 500 handler answered (and logged); passed on, the server
+            # would log it again and drop the keep-alive connection the answer went out on.
+            if not started:
+                raise

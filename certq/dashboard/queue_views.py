@@ -20,6 +20,7 @@ from certq.dashboard.web import (
     choice_param,
     deps,
     int_param,
+    job_id_param,
     queries_of,
     queue_of,
     run_json,
@@ -75,7 +76,7 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def job_detail(request: Request) -> Response:
-    job_id = request.path_params["job_id"]
+    job_id = job_id_param(request)
     job = await queue_of(request).get(job_id)
     certification = None
     store = deps(request).store
@@ -94,7 +95,7 @@ async def _act(request: Request, action: str, target: str | None, outcome: str, 
 
 
 async def _require_job(request: Request) -> tuple[str, Any]:
-    job_id = request.path_params["job_id"]
+    job_id = job_id_param(request)
     job = await queue_of(request).get(job_id)
     if job is None:
         raise Problem(404, f"no job {job_id} in the queue", "jobId")

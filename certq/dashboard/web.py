@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,8 @@ from certq.dashboard.ports import BoardDeps, BoardQueue
 from certq.queue.errors import QueueError
 from certq.store import Store
 from certq.store.dashboard import DashboardQueries
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Problem(Exception):
@@ -115,15 +118,33 @@ def choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str |
     return raw
 
 
+def text_param(request: Request, name: str, *, max_length: int = 500) -> str | None:
+    """A free-text filter; PostgreSQL text cannot hold NUL, and no filter needs a control character."""
+    raw = request.query_params.get(name) or None
+    if raw is not None and (len(raw) > max_length or _CONTROL.search(raw)):
+        raise Problem(400, f"{name} must be at most {max_length} characters, without control characters", name)
+    return raw
+
+
 def time_param(request: Request, name: str) -> datetime | None:
     raw = request.query_params.get(name) or None
     if raw is None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        value = value if value.tzinfo is not None else value.astimezone()
+        value.astimezone(UTC)  # PostgreSQL gets it in UTC: years 1-9999 there too
+    except (ValueError, OverflowError):
         raise Problem(400, f"{name} must be an ISO 8601 time such as 2026-01-31T12:00", name) from None
-    return value if value.tzinfo is not None else value.astimezone()
+    return value
+
+
+def job_id_param(request: Request) -> str:
+    """The queue's job ids are 1-512 characters without NUL."""
+    raw = str(request.path_params["job_id"])
+    if not raw or len(raw) > 512 or "\0" in raw:
+        raise Problem(400, "jobId must be 1-512 characters, without NUL", "jobId")
+    return raw
 
 
 def uuid_param(raw: str | None, name: str) -> UUID:
@@ -157,11 +178,22 @@ async def audit(
     """Record what an operator did; the answer to the action carries the entry so the UI can show it."""
     client = request.client
     entry = await queries_of(request).record_audit(
-        actor=user_of(request), action=action, target=target, detail=detail or {}, outcome=outcome,
-        remote_addr=None if client is None else client.host,
+        actor=user_of(request), action=action, target=_storable(target), detail=_storable(detail or {}),
+        outcome=_storable(outcome), remote_addr=None if client is None else client.host,
     )
     return {"id": entry.id, "at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action,
             "target": entry.target, "outcome": entry.outcome, "detail": entry.detail}
+
+
+def _storable(value: Any) -> Any:
+    """`value` with every NUL shown as U+FFFD: a refused request's input still gets its audit entry."""
+    if isinstance(value, str):
+        return value.replace("\0", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -1,0 +1,65 @@
+"""Garbage sent to the dashboard's JSON endpoints gets a problem+json 4xx naming the field, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from certq.store.dashboard import DashboardQueries
+from tests.dashboard.conftest import Api, Board
+
+
+def assert_problem(response: Any, status: int, field: str | None = None) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    if field is not None:
+        assert response.json()["field"] == field, response.text
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("model=%00", "model"), ("region=a%00b", "region"), ("jobId=%00", "jobId"),
+    ("since=0001-01-01T00:00:00%2B14:00", "since"), ("until=9999-12-31T23:59:59-14:00", "until"),
+])
+async def test_history_filters_postgresql_cannot_take_are_400s(board: Board, query: str, field: str) -> None:
+    assert_problem(await board.client.get(f"api/history?{query}"), 400, field)
+    assert (await board.client.get("api/history")).status_code == 200  # the connection and server stay fine
+
+
+async def test_a_pair_region_with_nul_is_a_400(board: Board, make_model: Any) -> None:
+    model = await make_model(regions=["local"])
+    assert_problem(await board.client.get(f"api/certifications/pair?modelId={model.id}&region=lo%00cal"), 400,
+                   "region")
+
+
+@pytest.mark.parametrize("action", ["retry", "promote", "remove", "cancel"])
+async def test_job_actions_on_an_id_with_nul_are_400s_and_audited(board: Board, action: str) -> None:
+    assert_problem(await board.post(f"api/jobs/a%00b/{action}"), 400, "jobId")
+    assert_problem(await board.client.get("api/jobs/a%00b"), 400, "jobId")
+    page = await DashboardQueries(board.store.pool).list_audit(limit=100)
+    assert [e.action for e in page.items if e.actor == board.user] == [action]
+
+
+async def test_a_certify_order_with_nul_is_refused_and_audited(api: Api) -> None:
+    response = await api.board.post("api/certify", json={"mode": "single", "modelIds": ["\x00"], "regions": ["\x00"]})
+    assert_problem(response, 400, "modelId")
+    audit = [e for e in (await DashboardQueries(api.store.pool).list_audit()).items if e.actor == api.user]
+    assert [(e.action, e.outcome[:13]) for e in audit] == [("certify", "refused (400)")]
+
+
+async def test_unknown_paths_and_wrong_methods_are_problem_json(board: Board) -> None:
+    assert_problem(await board.client.get("api/nope"), 404, "path")
+    assert_problem(await board.client.get("api/queue/pause"), 405, "path")
+    assert_problem(await board.client.get("static/nope.js"), 404, "path")
+
+
+async def test_an_unexpected_error_is_a_problem_json_500_and_the_connection_survives(
+    board: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def explode(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(board.queue, "counts", explode)
+    assert_problem(await board.client.get("api/overview"), 500)
+    monkeypatch.undo()
+    assert (await board.client.get("api/overview")).status_code == 200
