@@ -42,7 +42,7 @@ def check_credentials(header: str | None, username: str, password: str) -> str |
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII (UnicodeDecodeError is one too)
         return None
     given_user, sep, given_password = decoded.partition(":")
     user_ok = hmac.compare_digest(given_user.encode(), username.encode())

@@ -154,8 +154,27 @@ def uuid_param(raw: str | None, name: str) -> UUID:
         raise Problem(400, f"{name} must be a UUID", name) from None
 
 
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def _capped_body(request: Request) -> bytes:
+    """The body, refused above MAX_BODY_BYTES without reading (or holding) the rest."""
+    too_large = Problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes", "body", title="Content Too Large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def body_as(request: Request, model: type[BaseModel]) -> Any:
-    raw = await request.body()
+    raw = await _capped_body(request)
     try:
         data = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from certq.store.dashboard import DashboardQueries
-from tests.dashboard.conftest import Api, Board
+from tests.dashboard.conftest import BOARD_PATH, PASSWORD, Api, Board, basic
 
 
 def assert_problem(response: Any, status: int, field: str | None = None) -> None:
@@ -63,3 +64,42 @@ async def test_an_unexpected_error_is_a_problem_json_500_and_the_connection_surv
     assert_problem(await board.client.get("api/overview"), 500)
     monkeypatch.undo()
     assert (await board.client.get("api/overview")).status_code == 200
+
+
+
+async def raw_request(board: Board, head: bytes) -> tuple[int, bytes]:
+    """Send `head` as it is (headers httpx would not send) and read the status line and the rest."""
+    host, port = board.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read(65536)
+    finally:
+        writer.close()
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+async def test_basic_credentials_that_are_not_ascii_are_a_401(board: Board) -> None:
+    status, answer = await raw_request(
+        board, f"GET {BOARD_PATH}/api/overview HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"Authorization: Basic \xe9\xe9\r\nConnection: close\r\n\r\n")
+    assert status == 401, answer
+    assert b"application/problem+json" in answer
+
+
+async def test_a_body_above_the_cap_is_a_413_without_reading_it_all(board: Board) -> None:
+    status, answer = await raw_request(
+        board, f"POST {BOARD_PATH}/api/queue/clean HTTP/1.1\r\nHost: x\r\nX-Certq-Board: 1\r\n"
+        f"Authorization: {basic(board.user, PASSWORD)}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 50000000\r\n\r\n{".encode())
+    assert status == 413, answer
+    assert b'"field":"body"' in answer
+
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b" " * 65536
+
+    streamed = await board.client.post("api/queue/clean", content=chunks(), headers={"X-Certq-Board": "1"})
+    assert_problem(streamed, 413, "body")
