@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
+from typing import NoReturn
 
 import uvicorn
 
@@ -20,6 +22,8 @@ async def schema_problem(dsn: str) -> str | None:
 
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
+    except (ValueError, OverflowError) as exc:  # a DSN asyncpg cannot use (port "abc", 99999, "[::1")
+        return f"configuration error: DATABASE_URL: {exc}"
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         logging.getLogger("certq.api").warning("PostgreSQL does not answer yet; /ready says 503 until it does")
         return None
@@ -33,7 +37,21 @@ async def schema_problem(dsn: str) -> str | None:
     return None
 
 
-def main() -> None:
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # a bad flag is a start-up failure like a bad variable
+        self.print_usage(sys.stderr)
+        self.exit(STARTUP_FAILURE, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _Parser(prog="python -m certq.api",
+                     description="certq HTTP API and dashboard on API_HOST:API_PORT; configured by the environment "
+                                 "(and .env): DATABASE_URL, REDIS_URL, API_TOKENS, BULL_BOARD_*...")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -42,7 +60,11 @@ def main() -> None:
     from certq.api.app import create_app
     from certq.logs import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format, settings.log_dir)
+    try:
+        configure_logging(settings.log_level, settings.log_format, settings.log_dir)
+    except OSError as exc:
+        print(f"certq.api: configuration error: LOG_DIR: cannot write logs there ({exc})", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
     problem = asyncio.run(schema_problem(settings.database_url))
     if problem is not None:
         print(f"certq.api: {problem}", file=sys.stderr)
