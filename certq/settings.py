@@ -42,6 +42,18 @@ def parse_rate_limits(text: str) -> dict[str, tuple[int, float]]:
     return limits
 
 
+def _check_url(value: str) -> None:
+    """Reject what the Redis and PostgreSQL clients would only trip over later (bad port, broken IPv6 host)."""
+    from urllib.parse import urlsplit
+
+    netloc = urlsplit(value).netloc.rpartition("@")[2]  # ValueError: "Invalid IPv6 URL"
+    for host in netloc.split(","):  # PostgreSQL URLs may list several host:port
+        port = host.partition("]")[2] if host.startswith("[") else host
+        port = port.rpartition(":")[2] if ":" in port else ""
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"port {port!r} is not a number between 1 and 65535")
+
+
 def _split_csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -69,7 +81,7 @@ class Settings(BaseSettings):
     timeout_ms: int = Field(300_000, alias="CERTIFICATION_TIMEOUT", ge=1)
     max_retries: int = Field(3, alias="CERTIFICATION_MAX_RETRIES", ge=0, le=100)
     rate_limits: str = Field("", alias="CERTIFICATION_RATE_LIMITS")
-    shutdown_grace_s: float = Field(30.0, alias="CERTIFICATION_SHUTDOWN_GRACE", ge=0)
+    shutdown_grace_s: float = Field(30.0, alias="CERTIFICATION_SHUTDOWN_GRACE", ge=0, allow_inf_nan=False)
     worker_health_port: int = Field(3002, alias="WORKER_HEALTH_PORT", ge=0, le=65535)
     worker_health_host: str = Field("0.0.0.0", alias="WORKER_HEALTH_HOST", min_length=1)
 
@@ -107,6 +119,8 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if value:
+            _check_url(value)
         return value
 
     @field_validator("database_url")
@@ -114,6 +128,7 @@ class Settings(BaseSettings):
     def _postgres_scheme(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql:// (e.g. postgresql://user:password@host:5432/certq)")
+        _check_url(value)
         return value
 
     @field_validator("board_path")
