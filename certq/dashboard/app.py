@@ -8,6 +8,7 @@ from importlib import resources
 
 import asyncpg
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -87,8 +88,8 @@ def _backend(exc: Exception) -> str:
 
 
 OUTAGES: tuple[type[Exception], ...] = (
-    RedisConnectionError, RedisTimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError, OSError, TimeoutError,
+    RedisConnectionError, RedisTimeoutError, RedisClusterException, asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError, asyncpg.CannotConnectNowError, OSError, TimeoutError,
 )
 
 

@@ -103,3 +103,13 @@ async def test_a_body_above_the_cap_is_a_413_without_reading_it_all(board: Board
 
     streamed = await board.client.post("api/queue/clean", content=chunks(), headers={"X-Certq-Board": "1"})
     assert_problem(streamed, 413, "body")
+
+
+async def test_an_unreachable_redis_cluster_is_a_503_not_a_500(board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    from redis.exceptions import RedisClusterException
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node")
+
+    monkeypatch.setattr(board.queue, "pause", unreachable)
+    assert_problem(await board.post("api/queue/pause"), 503)
