@@ -75,6 +75,9 @@ class Consumer:
     def __repr__(self) -> str:
         return f"Consumer({self.id!r}, {self.keys.base!r})"
 
+    def _job_keys(self, job_id: str) -> list[str]:
+        return [self.keys.job(job_id), self.keys.lock(job_id)]
+
     def _token_prefix(self) -> str:
         # Random bits per Consumer object plus a counter: fresh tokens even if two processes share an id.
         return f"{self._token_base}:{next(self._calls)}"
@@ -90,12 +93,19 @@ class Consumer:
         Results are JSON-encoded here unless `results_encoded` (then each result is JSON text already).
         Returns (per completion: True if done, False if the lease was lost; new leases; paused)."""
         packed: list[str] = []
+        declare: list[str] = []
+        keys = self.keys if self.scripts.declares else None
         for lease, result in done:
+            job = lease.job
             text_result = result if results_encoded else encode_json(result, "result")
-            packed += [lease.job.id, lease.token, text_result, lease.job.dedupe_key or ""]
+            packed += [job.id, lease.token, text_result, job.dedupe_key or ""]
+            if keys is not None:
+                declare += [keys.job(job.id), keys.lock(job.id)]
+                if job.dedupe_key:
+                    declare.append(keys.dedupe(job.dedupe_key))
         args = [str(self.clock()), str(self.config.lease_ms), self.id, self._token_prefix(), str(claim),
                 str(self.config.keep_completed), self._limits, str(len(done)), "\0".join(packed)]
-        statuses, claimed, paused = await self.scripts.run("complete", args)
+        statuses, claimed, paused = await self.scripts.run("complete", args, declare=declare)
         leases: list[Lease] = []
         for item in claimed:
             taken = self._lease(item)
@@ -138,7 +148,7 @@ class Consumer:
             return None
         args = [job_id, str(self.clock()), str(self.config.lease_ms), f"{self._token_prefix()}:b", self.id,
                 self._limits]
-        reply = await self.scripts.run("start", args, source=source)
+        reply = await self.scripts.run("start", args, source=source, declare=self._job_keys(job_id))
         status = text(reply[0])
         if status != "ok":
             return "paused" if status == "paused" else None
@@ -176,13 +186,14 @@ class Consumer:
         retry_number = max(1, lease.job.attempts_counted)
         delay = retry_delay(retry_number, self.config.backoff_base_ms, self.config.backoff_cap_ms, self.rng)
         state = await self._fail(lease.job.id, lease.token, message, category or "", final=final, delay_ms=delay,
-                                 attempt=lease.attempt, stack=stack)
+                                 attempt=lease.attempt, stack=stack, dedupe_key=lease.job.dedupe_key)
         if state is None:
             raise LeaseLost(lease.job.id, lease.attempt)
         return state
 
     async def _fail(self, job_id: str, token: str, message: str, category: str, *, final: bool, delay_ms: int,
-                    attempt: int | None = None, stack: str | None = None) -> JobState | None:
+                    attempt: int | None = None, stack: str | None = None, dedupe_key: str | None = None
+                    ) -> JobState | None:
         now = self.clock()
         fields: dict[str, Any] = {"attempt": attempt, "at": now, "message": message, "category": category or None,
                                   "consumer": self.id}
@@ -190,16 +201,21 @@ class Consumer:
             fields["stack"] = stack
         entry = orjson.dumps(fields).decode()
         args = [job_id, token, str(now), message, category, entry, "1" if final else "0", str(delay_ms)]
-        reply = text(await self.scripts.run("fail", args))
+        declare = self._job_keys(job_id)
+        if dedupe_key:
+            declare.append(self.keys.dedupe(dedupe_key))
+        reply = text(await self.scripts.run("fail", args, declare=declare))
         return None if reply == "lost" else JobState(reply)
 
     async def release(self, lease: Lease) -> bool:
         """Give the job back to the front of its wait list without counting the attempt (shutdown)."""
-        return bool(int(await self.scripts.run("release", [lease.job.id, lease.token])))
+        return bool(int(await self.scripts.run("release", [lease.job.id, lease.token],
+                                               declare=self._job_keys(lease.job.id))))
 
     async def progress(self, lease: Lease, value: Any) -> None:
         """Record progress (any JSON value) on the job; LeaseLost if this lease is no longer held."""
-        if not int(await self.scripts.run("progress", [lease.job.id, lease.token, encode_json(value, "progress")])):
+        args = [lease.job.id, lease.token, encode_json(value, "progress")]
+        if not int(await self.scripts.run("progress", args, declare=self._job_keys(lease.job.id))):
             raise LeaseLost(lease.job.id, lease.attempt)
 
     async def heartbeat(self, leases: list[Lease], info: dict[str, Any] | None = None) -> list[int]:
@@ -209,9 +225,11 @@ class Consumer:
         body = {"id": self.id, "last_seen": now, **(info or {})}
         args = [str(now), str(self.config.lease_ms), self.id, orjson.dumps(body).decode(),
                 str(self.config.worker_ttl_ms)]
+        declare = [self.keys.worker(self.id)]
         for lease in leases:
             args += [lease.job.id, lease.token]
-        return [int(s) for s in await self.scripts.run("heartbeat", args)]
+            declare += self._job_keys(lease.job.id)
+        return [int(s) for s in await self.scripts.run("heartbeat", args, declare=declare)]
 
     async def unregister(self) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -120,7 +120,13 @@ class Queue:
         now = self.clock()
         args: list[str] = [str(now)]
         args.extend("\0".join(job_args) for _, job_args in batch)
-        replies = await self.scripts.run("enqueue", args)
+        declare: list[str] = []
+        if self.scripts.declares:
+            for job, _ in batch:
+                declare.append(self.keys.job(job.id))
+                if job.dedupe_key:
+                    declare.append(self.keys.dedupe(job.dedupe_key))
+        replies = await self.scripts.run("enqueue", args, declare=declare)
         out: list[Job] = []
         for (job, job_args), (added, job_id) in zip(batch, replies, strict=True):
             if int(added):
@@ -209,7 +215,7 @@ class Queue:
 
     async def retry(self, job_id: str) -> None:
         """Replay one failed job with a fresh budget of attempts; JobStateError if it is not failed."""
-        if not int(await self.scripts.run("retry", [job_id])):
+        if not int(await self.scripts.run("retry", [job_id], declare=[self.keys.job(job_id)])):
             job = await self.get(job_id)
             raise JobStateError(job_id, job.state.value if job else "missing", "only failed jobs can be retried")
 
@@ -219,14 +225,14 @@ class Queue:
 
     async def promote(self, job_id: str) -> None:
         """Run a delayed job now; JobStateError if it is not delayed."""
-        moved, _ = await self.scripts.run("promote", [str(self.clock()), "1", job_id])
+        moved, _ = await self.scripts.run("promote", [str(self.clock()), "1", job_id], declare=[self.keys.job(job_id)])
         if not int(moved):
             job = await self.get(job_id)
             raise JobStateError(job_id, job.state.value if job else "missing", "only delayed jobs can be promoted")
 
     async def remove(self, job_id: str) -> bool:
         """Delete a job that is not active (False if there is no such job); JobStateError if active."""
-        reply = await self.scripts.run("remove", [job_id])
+        reply = await self.scripts.run("remove", [job_id], declare=[self.keys.job(job_id), self.keys.lock(job_id)])
         if text(reply) == "active":
             raise JobStateError(job_id, "active", "cancel an active job instead of removing it")
         return bool(int(reply))
@@ -255,7 +261,7 @@ class Queue:
     async def cancel(self, job_id: str) -> str:
         """Cancel from any process: "removed" (was waiting/delayed; now failed as cancelled), "flagged"
         (active: its consumer stops it within a heartbeat), "finished" or "not_found"."""
-        return text(await self.scripts.run("cancel", [job_id, str(self.clock())]))
+        return text(await self.scripts.run("cancel", [job_id, str(self.clock())], declare=[self.keys.job(job_id)]))
 
     async def events(self, last_id: str = "0", count: int = 100, block_ms: int | None = None
                      ) -> builtins.list[tuple[str, dict[str, str]]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from redis.exceptions import ClusterError, ResponseError
 
 from certq.chaos.drill import DrillState, run_drill
-from certq.chaos.servers import ClusterServers, tag_for_slot
+from certq.chaos.servers import ClusterServers, RedisNode, tag_for_slot
 from certq.connections import AnyRedis, connect_redis
-from certq.queue import Consumer, Queue, QueueConfig
+from certq.queue import Consumer, JobSpec, JobState, Queue, QueueConfig
 from certq.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -69,8 +72,29 @@ async def test_queues_on_different_masters_survive_a_master_restart_and_live_slo
     assert (ledger.accepted, ledger.finished, ledger.lost, ledger.stuck, ledger.finished_twice) == (n, n, 0, 0, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="queue scripts reach undeclared job keys: a half-migrated slot stops fail.lua "
-                                       "after its first writes (see docs/reliability.md, Known limits)")
+def half_migrate(cluster: ClusterServers, slot: int, target: RedisNode, *keys: str) -> None:
+    """Start moving `slot` to `target` as redis-cli does and move only `keys`: the slot is split."""
+    source = cluster.owner(slot)
+    with source.client() as src, target.client() as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(source))
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(target))
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+
+
+def finish_migration(cluster: ClusterServers, slot: int, source: RedisNode, target: RedisNode) -> None:
+    with source.client() as src:
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+    for node in cluster.masters():
+        with node.client() as each:
+            each.execute_command("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(target))
+
+
+async def states_of(queue: Queue, job_id: str) -> list[str]:
+    return [state for state in ("waiting", "active", "delayed", "failed", "completed")
+            if job_id in await queue.ids(state, 0, 100)]
+
+
 async def test_a_job_failed_while_its_slot_is_half_migrated_stays_in_a_state_list(
         redis_cluster: ClusterServers) -> None:
     tag = tag_for_slot(9000, stem="half")
@@ -78,7 +102,7 @@ async def test_a_job_failed_while_its_slot_is_half_migrated_stays_in_a_state_lis
     source = redis_cluster.owner(slot)
     target = next(node for node in redis_cluster.masters() if node is not source)
     client = connect_redis(cluster_settings(redis_cluster, tag))
-    queue_config = config(tag, "half")
+    queue_config = replace(config(tag, "half"), lease_ms=60_000)
     queue, consumer = Queue(client, queue_config), Consumer(client, queue_config)
     try:
         for name in ("retried", "failed", "running"):
@@ -87,19 +111,52 @@ async def test_a_job_failed_while_its_slot_is_half_migrated_stays_in_a_state_lis
         by_id = {lease.job.id: lease for lease in leases}
         await consumer.fail(by_id["retried"], "again")  # delayed exists
         await consumer.fail(by_id["failed"], "no", final=True)  # failed exists; active still holds "running"
-        with source.client() as src, target.client() as dst:
-            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", redis_cluster.node_id(source))
-            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", redis_cluster.node_id(target))
-            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", queue.keys.job("running"))
-            with pytest.raises(Exception, match="non local key"):
-                await consumer.fail(by_id["running"], "boom")
-            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-            for node in redis_cluster.masters():
-                with node.client() as each:
-                    each.execute_command("CLUSTER", "SETSLOT", slot, "NODE", redis_cluster.node_id(target))
-        where = [state for state in ("waiting", "active", "delayed", "failed", "completed")
-                 if "running" in await queue.ids(state, 0, 100)]
-        assert where != [], "the job is in no state list: no consumer will ever see it again"
+        half_migrate(redis_cluster, slot, target, queue.keys.job("running"))
+        # fail.lua declares the job's keys: Redis refuses it up front (TRYAGAIN) until the client gives up.
+        with pytest.raises(ClusterError):
+            await consumer.fail(by_id["running"], "boom")
+        finish_migration(redis_cluster, slot, source, target)
+        assert await states_of(queue, "running") == ["active"], "the refused call must change nothing"
+        assert await consumer.fail(by_id["running"], "boom") is JobState.DELAYED
+        assert await states_of(queue, "running") == ["delayed"]
+    finally:
+        await client.aclose()
+
+
+async def test_a_claim_and_a_completion_while_the_slot_is_half_migrated_change_nothing(
+        redis_cluster: ClusterServers) -> None:
+    tag = tag_for_slot(9100, stem="halfclaim")
+    slot = redis_cluster.keyslot(tag)
+    source = redis_cluster.owner(slot)
+    target = next(node for node in redis_cluster.masters() if node is not source)
+    client = connect_redis(cluster_settings(redis_cluster, tag))
+    queue_config = replace(config(tag, "half"), lease_ms=60_000)
+    queue, consumer = Queue(client, queue_config), Consumer(client, queue_config)
+    try:
+        # Every declared key of complete.lua exists on the source, so Redis lets the script start there.
+        for name in ("completed", "failed", "delayed"):
+            await queue.enqueue({"name": name}, job_id=name)
+        earlier = {lease.job.id: lease for lease in (await consumer.claim(3)).leases}
+        await consumer.complete(earlier["completed"])
+        await consumer.fail(earlier["failed"], "no", final=True)
+        await consumer.fail(earlier["delayed"], "again")
+        await client.hset(queue.keys.meta, "note", "meta exists")  # type: ignore[misc]
+        await queue.enqueue({"name": "done"}, job_id="done", dedupe_key="model:region")
+        [lease] = (await consumer.claim(1)).leases
+        await queue.enqueue_many([JobSpec({"name": "next"}, job_id="next", priority="high"),
+                                  JobSpec({"name": "normal"}), JobSpec({"name": "low"}, priority="low")])
+        half_migrate(redis_cluster, slot, target, queue.keys.job("next"), queue.keys.job("done"))
+        # The claim cannot know "next" in advance: complete.lua peeks it, reads its moved hash and stops
+        # before popping it.
+        with pytest.raises(ResponseError, match="non local key"):
+            await consumer.claim(1)
+        with pytest.raises(ClusterError):  # declared job keys: refused up front
+            await consumer.complete(lease, {"ok": True})
+        finish_migration(redis_cluster, slot, source, target)
+        assert (await states_of(queue, "next"), await states_of(queue, "done")) == (["waiting"], ["active"])
+        statuses, leases, _ = await consumer.complete_and_claim([(lease, {"ok": True})], 1)
+        assert statuses == [True] and [each.job.id for each in leases] == ["next"]
+        assert (await states_of(queue, "next"), await states_of(queue, "done")) == (["active"], ["completed"])
+        assert await client.get(queue.keys.dedupe("model:region")) is None
     finally:
         await client.aclose()

@@ -8,6 +8,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 from queue_helpers import FakeClock
+from script_trace import ScriptTrace
 
 from certq.queue import Consumer, Queue, QueueConfig
 
@@ -18,13 +19,18 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=["fake", "real"])
-async def backend(request: pytest.FixtureRequest, redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
+async def backend(request: pytest.FixtureRequest, redis_url: str, key_prefix: str,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[aioredis.Redis]:
     """A Redis client: fakeredis (own server per test) or the real server (keys under the test's
-    key_prefix are removed afterwards, by SCAN+UNLINK of that prefix only)."""
+    key_prefix are removed afterwards, by SCAN+UNLINK of that prefix only). On fakeredis every script
+    run is also checked for Cluster safety (script_trace: no key first reached after the first write)."""
     if request.param == "fake":
+        trace = ScriptTrace()
+        trace.install(monkeypatch)
         client: aioredis.Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         yield client
         await client.aclose()
+        assert trace.violations == []
         return
     client = aioredis.from_url(redis_url)
     try:

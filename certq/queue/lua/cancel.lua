@@ -8,6 +8,7 @@
   KEYS[4] delayed    (ZSET)
   KEYS[5] failed     (LIST)
   KEYS[6] events     (STREAM)
+  KEYS[7..] job:<id> (declared for Cluster routing; the script builds the same name)
   ARGV[1] key base
   ARGV[2] events maxlen
   ARGV[3] job id
@@ -17,22 +18,29 @@
 -- @include common
 local id, now = ARGV[3], ARGV[4]
 local jk = job_key(id)
-local f = redis.call('HMGET', jk, 'state', 'priority')
+local f = redis.call('HMGET', jk, 'state', 'priority', 'dedupe_key')
 local state = f[1]
 if not state then return 'not_found' end
 if state == 'completed' or state == 'failed' then return 'finished' end
-redis.call('HSET', jk, 'cancel', '1')
 if state == 'active' then
+  redis.call('HSET', jk, 'cancel', '1')
   emit('cancel-requested', id)
   return 'flagged'
 end
-local removed = 0
+local listed
 if state == 'delayed' then
-  removed = redis.call('ZREM', K.delayed, id)
+  listed = redis.call('ZSCORE', K.delayed, id)
 else
-  removed = redis.call('LREM', wait_key(f[2]), 1, id)
+  listed = redis.call('LPOS', wait_key(f[2]), id)
 end
+if listed then touch_dedupe(f[3]) end
+redis.call('HSET', jk, 'cancel', '1')
 -- Not in its structure: a consumer's BLMOVE holds it between wait and its lease; the claim sees the flag.
-if removed == 0 then return 'flagged' end
+if not listed then return 'flagged' end
+if state == 'delayed' then
+  redis.call('ZREM', K.delayed, id)
+else
+  redis.call('LREM', wait_key(f[2]), 1, id)
+end
 to_failed(jk, id, now, 'cancelled', 'CANCELLED')
 return 'removed'

@@ -11,15 +11,18 @@
 ]]
 -- @include common
 local cutoff, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
-local deleted = 0
-while deleted < limit do
-  local id = redis.call('LINDEX', K.list, -1)
-  if not id then break end
-  local finished = tonumber(redis.call('HGET', job_key(id), 'finished_at') or '0') or 0
-  if finished >= cutoff then break end
-  redis.call('RPOP', K.list)
-  clear_dedupe(job_key(id), id)
-  redis.call('DEL', job_key(id))
-  deleted = deleted + 1
+if limit <= 0 then return 0 end
+local ids = redis.call('LRANGE', K.list, -limit, -1)
+local count = 0
+for i = #ids, 1, -1 do
+  local f = redis.call('HMGET', job_key(ids[i]), 'finished_at', 'dedupe_key')
+  if (tonumber(f[1] or '0') or 0) >= cutoff then break end
+  touch_dedupe(f[2])
+  count = count + 1
 end
-return deleted
+for i = #ids, #ids - count + 1, -1 do
+  redis.call('RPOP', K.list)
+  clear_dedupe(job_key(ids[i]), ids[i])
+  redis.call('DEL', job_key(ids[i]))
+end
+return count

@@ -6,6 +6,7 @@
   KEYS[2] failed     (LIST)
   KEYS[3] delayed    (ZSET)
   KEYS[4] events     (STREAM)
+  KEYS[5..] job:<id>, lock:<id>, dedupe:<key> if any (declared for Cluster routing)
   ARGV[1] key base
   ARGV[2] events maxlen
   ARGV[3] job id
@@ -23,17 +24,20 @@ local id, token, now = ARGV[3], ARGV[4], ARGV[5]
 local lk = lock_key(id)
 if redis.call('GET', lk) ~= token then return 'lost' end
 local jk = job_key(id)
+local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'attempts_base', 'cancel', 'dedupe_key')
+local spent = (tonumber(f[1]) or 0) - (tonumber(f[3]) or 0) >= (tonumber(f[2]) or 1)
+local reason, category
+if f[4] == '1' then
+  reason, category = 'cancelled', 'CANCELLED'
+elseif ARGV[9] == '1' or spent then
+  reason, category = ARGV[6], ARGV[7]
+end
+if reason then touch_dedupe(f[5]) end
 redis.call('LREM', K.active, 1, id)
 redis.call('DEL', lk)
 append_error(jk, ARGV[8])
-local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'attempts_base', 'cancel')
-local spent = (tonumber(f[1]) or 0) - (tonumber(f[3]) or 0) >= (tonumber(f[2]) or 1)
-if f[4] == '1' then
-  to_failed(jk, id, now, 'cancelled', 'CANCELLED')
-  return 'failed'
-end
-if ARGV[9] == '1' or spent then
-  to_failed(jk, id, now, ARGV[6], ARGV[7])
+if reason then
+  to_failed(jk, id, now, reason, category)
   return 'failed'
 end
 local due = tonumber(now) + tonumber(ARGV[10])

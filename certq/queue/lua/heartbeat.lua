@@ -2,6 +2,7 @@
   Renew the caller's leases (PEXPIRE when the token still matches) and its entry in the worker registry.
 
   KEYS[1] workers    (ZSET)
+  KEYS[2..] worker:<consumer id>, then per pair lock:<id>, job:<id> (declared for Cluster routing)
   ARGV[1] key base
   ARGV[2] events maxlen
   ARGV[3] now, epoch ms
@@ -14,12 +15,12 @@
 ]]
 -- @include common
 local now, lease_ms, consumer, ttl = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[7])
-local statuses = {}
+local statuses, renew = {}, {}
 for i = 8, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local lk = lock_key(id)
   if redis.call('GET', lk) == token then
-    redis.call('PEXPIRE', lk, lease_ms)
+    renew[#renew + 1] = lk
     if redis.call('HGET', job_key(id), 'cancel') == '1' then
       statuses[#statuses + 1] = 2
     else
@@ -29,7 +30,10 @@ for i = 8, #ARGV, 2 do
     statuses[#statuses + 1] = 0
   end
 end
+local wk = base .. 'worker:' .. consumer
+touch(wk)
+for _, lk in ipairs(renew) do redis.call('PEXPIRE', lk, lease_ms) end
 redis.call('ZADD', K.workers, now, consumer)
-redis.call('SET', base .. 'worker:' .. consumer, ARGV[6], 'PX', ttl)
+redis.call('SET', wk, ARGV[6], 'PX', ttl)
 redis.call('ZREMRANGEBYSCORE', K.workers, '-inf', tonumber(now) - 10 * ttl)
 return statuses

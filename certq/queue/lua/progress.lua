@@ -2,6 +2,7 @@
   Record progress (JSON) on a job whose lease the caller holds.
 
   KEYS[1] events     (STREAM)
+  KEYS[2..] job:<id>, lock:<id> (declared for Cluster routing; the script builds the same names)
   ARGV[1] key base
   ARGV[2] events maxlen
   ARGV[3] job id
@@ -12,6 +13,8 @@
 -- @include common
 local id = ARGV[3]
 if redis.call('GET', lock_key(id)) ~= ARGV[4] then return 0 end
-redis.call('HSET', job_key(id), 'progress', ARGV[5])
+local jk = job_key(id)
+touch(jk)
+redis.call('HSET', jk, 'progress', ARGV[5])
 emit('progress', id, 'progress', ARGV[5])
 return 1

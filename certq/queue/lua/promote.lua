@@ -6,6 +6,7 @@
   KEYS[3] wait_low   (LIST)
   KEYS[4] delayed    (ZSET)
   KEYS[5] events     (STREAM)
+  KEYS[6..] job:<id> of the one job, if any (declared for Cluster routing)
   ARGV[1] key base
   ARGV[2] events maxlen
   ARGV[3] now, epoch ms
@@ -21,10 +22,12 @@ if ARGV[5] ~= '' then
 else
   ids = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
 end
-for _, id in ipairs(ids) do
+local priorities = {}
+for i, id in ipairs(ids) do priorities[i] = redis.call('HGET', job_key(id), 'priority') end
+for i, id in ipairs(ids) do
   local jk = job_key(id)
   redis.call('ZREM', K.delayed, id)
-  redis.call('LPUSH', wait_key(redis.call('HGET', jk, 'priority')), id)
+  redis.call('LPUSH', wait_key(priorities[i]), id)
   redis.call('HSET', jk, 'state', 'waiting')
   redis.call('HDEL', jk, 'due_at')
   emit('waiting', id)

@@ -22,28 +22,37 @@
 ]]
 -- @include common
 local now, max_stalls = ARGV[3], tonumber(ARGV[5])
-if not redis.call('SET', K.stalled_check, now, 'PX', ARGV[4], 'NX') then return -1 end
-local recovered, failed = {}, {}
+if redis.call('EXISTS', K.stalled_check) == 1 then return -1 end
+local moves = {}
 for _, id in ipairs(redis.call('SMEMBERS', K.stalled)) do
-  if redis.call('EXISTS', lock_key(id)) == 0 and redis.call('LREM', K.active, 1, id) == 1 then
-    local jk = job_key(id)
-    local stalls = redis.call('HINCRBY', jk, 'stalls', 1)
-    local f = redis.call('HMGET', jk, 'cancel', 'priority', 'state')
-    if f[1] == '1' then
-      to_failed(jk, id, now, 'cancelled', 'CANCELLED')
-      failed[#failed + 1] = id
-    elseif stalls > max_stalls then
-      to_failed(jk, id, now, 'job stalled more than ' .. max_stalls .. ' times (its consumer stopped renewing the lease)',
-        'STALLED')
-      failed[#failed + 1] = id
-    else
-      -- A stall does not use up an attempt; a job lost in the BLMOVE->lease gap never started one.
-      if f[3] == 'active' then redis.call('HINCRBY', jk, 'attempts_base', 1) end
-      redis.call('RPUSH', wait_key(f[2]), id)
-      redis.call('HSET', jk, 'state', 'waiting', 'token', '')
-      emit('stalled', id, 'stalls', stalls)
-      recovered[#recovered + 1] = id
-    end
+  if redis.call('EXISTS', lock_key(id)) == 0 and redis.call('LPOS', K.active, id) then
+    local f = redis.call('HMGET', job_key(id), 'cancel', 'priority', 'state', 'stalls', 'dedupe_key')
+    local stalls = (tonumber(f[4]) or 0) + 1
+    if f[1] == '1' or stalls > max_stalls then touch_dedupe(f[5]) end
+    moves[#moves + 1] = {id, stalls, f}
+  end
+end
+redis.call('SET', K.stalled_check, now, 'PX', ARGV[4])
+local recovered, failed = {}, {}
+for _, move in ipairs(moves) do
+  local id, stalls, f = move[1], move[2], move[3]
+  local jk = job_key(id)
+  redis.call('LREM', K.active, 1, id)
+  redis.call('HSET', jk, 'stalls', stalls)
+  if f[1] == '1' then
+    to_failed(jk, id, now, 'cancelled', 'CANCELLED')
+    failed[#failed + 1] = id
+  elseif stalls > max_stalls then
+    to_failed(jk, id, now, 'job stalled more than ' .. max_stalls .. ' times (its consumer stopped renewing the lease)',
+      'STALLED')
+    failed[#failed + 1] = id
+  else
+    -- A stall does not use up an attempt; a job lost in the BLMOVE->lease gap never started one.
+    if f[3] == 'active' then redis.call('HINCRBY', jk, 'attempts_base', 1) end
+    redis.call('RPUSH', wait_key(f[2]), id)
+    redis.call('HSET', jk, 'state', 'waiting', 'token', '')
+    emit('stalled', id, 'stalls', stalls)
+    recovered[#recovered + 1] = id
   end
 end
 redis.call('DEL', K.stalled)

@@ -9,6 +9,7 @@
   KEYS[4] delayed    (ZSET)
   KEYS[5] meta       (HASH)
   KEYS[6] events     (STREAM)
+  KEYS[7..] job:<id>, lock:<id> (declared for Cluster routing; the script builds the same names)
   ARGV[1] key base
   ARGV[2] events maxlen
   ARGV[3] job id
@@ -30,6 +31,9 @@ if redis.call('HGET', K.meta, 'paused') == '1' then
   redis.call('RPUSH', K.source, id)
   return {'paused'}
 end
-local status, f = start_job(id, true, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+local buckets = new_buckets()
+local plan = plan_start(id, ARGV[4], ARGV[8], buckets, {})
+local status, f = apply_start(plan, true, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+flush_buckets(buckets)
 if status == 'ok' then return {'ok', claimed_reply(id, ARGV[6], f)} end
 return {status}

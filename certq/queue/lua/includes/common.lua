@@ -2,12 +2,33 @@
   Helpers shared by every script. `K` (the declared KEYS by name) is defined by scripts.py above
   this text; ARGV[1] is always the queue's key base `<prefix>:<queue>:`, from which the per-job
   keys (job:<id> HASH, lock:<id> STRING) are built, so they share the queue's Cluster slot.
+
+  Cluster: Redis checks only the declared KEYS before it runs a script. While the queue's slot is being
+  migrated, a computed key may already be on the other node; reaching it aborts the script and keeps the
+  writes made before. So every script reads (or `touch`es) each key it will write before its first write:
+  an abort then changes nothing. Callers also declare the per-job keys they know, so Redis refuses the
+  call up front (ASK/TRYAGAIN) and the Cluster client retries it.
 ]]
 local base = ARGV[1]
 local maxlen = tonumber(ARGV[2])
 
 local function job_key(id) return base .. 'job:' .. id end
 local function lock_key(id) return base .. 'lock:' .. id end
+local function dedupe_key(dedupe) return base .. 'dedupe:' .. dedupe end
+
+local function touch(key) redis.call('EXISTS', key) end
+
+-- One call for many keys (`command` is EXISTS, MGET or DEL); returns the replies in order.
+local function each_chunk(command, keys)
+  local out = {}
+  for i = 1, #keys, 1000 do
+    local reply = redis.call(command, unpack(keys, i, math.min(i + 999, #keys)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do out[#out + 1] = value end
+    end
+  end
+  return out
+end
 
 local function emit(event, id, ...)
   if maxlen > 0 then
@@ -23,9 +44,14 @@ end
 local function clear_dedupe(jk, id)
   local dedupe = redis.call('HGET', jk, 'dedupe_key')
   if dedupe then
-    local dk = base .. 'dedupe:' .. dedupe
+    local dk = dedupe_key(dedupe)
     if redis.call('GET', dk) == id then redis.call('DEL', dk) end
   end
+end
+
+-- Before a to_failed (which clears the dedupe pointer); `dedupe` is the job's dedupe_key field or nil.
+local function touch_dedupe(dedupe)
+  if dedupe then touch(dedupe_key(dedupe)) end
 end
 
 -- entry is a JSON object built by the caller; Lua only splices it into the stored array.
@@ -39,7 +65,8 @@ local function append_error(jk, entry)
   redis.call('HSET', jk, 'errors', errors)
 end
 
--- The dead-letter move. The caller has already taken the id out of its previous structure.
+-- The dead-letter move. The caller has already taken the id out of its previous structure and touched
+-- the job's dedupe key (touch_dedupe).
 local function to_failed(jk, id, now, reason, category)
   redis.call('LPUSH', K.failed, id)
   redis.call('HSET', jk, 'state', 'failed', 'token', '', 'finished_at', now, 'last_error', reason, 'category', category)
