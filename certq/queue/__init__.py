@@ -5,10 +5,11 @@ from __future__ import annotations
 from certq.queue.config import QueueConfig
 from certq.queue.consumer import Claim, Consumer, Lease
 from certq.queue.errors import InvalidJob, JobFailed, JobNotFound, JobStateError, LeaseLost, QueueError
+from certq.queue.handling import ActiveJob, Handler, RunnerHooks, RunnerStats
 from certq.queue.job import FINISHED_STATES, PENDING_STATES, Job, JobState, Priority
 from certq.queue.keys import QueueKeys
 from certq.queue.queue import JobSpec, Queue
-from certq.queue.runner import ActiveJob, Handler, Runner, RunnerHooks, RunnerStats
+from certq.queue.runner import Runner
 
 __all__ = [
     "FINISHED_STATES", "PENDING_STATES", "ActiveJob", "Claim", "Consumer", "Handler", "InvalidJob", "Job",

@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,7 +23,8 @@ from redis.exceptions import RedisError
 from certq.queue.config import QueueConfig
 from certq.queue.consumer import LEASE_CANCELLED, LEASE_LOST, Consumer, Lease
 from certq.queue.errors import JobFailed, LeaseLost
-from certq.queue.job import Job, JobState, Priority, encode_json
+from certq.queue.handling import ActiveJob, Handler, RunnerHooks, RunnerStats, format_stack
+from certq.queue.job import JobState, Priority, encode_json
 from certq.queue.queue import Clock, wall_clock_ms
 from certq.queue.scripts import AnyRedis
 
@@ -35,48 +35,6 @@ _IDLE_ORDER: tuple[Priority, ...] = ("normal", "high", "low")
 """Which wait lists an idle claim loop blocks on, by number of free slots (normal first: `wait` is the
 contract's list and the common case)."""
 """Errors that mean "Redis is unreachable or failing right now": retry with backoff, never die."""
-STACK_LIMIT = 4_096
-"""Characters of a handler's traceback kept in the attempt's error entry (every attempt keeps one)."""
-
-
-class ActiveJob:
-    """What a handler gets: the job, its attempt number, progress reporting and a cancel signal.
-
-    `cancelled` is set (and the handler task cancelled) when someone cancels the job; `stop_reason`
-    then says why the runner stopped it: "cancelled", "lease_lost", "timeout" or "shutdown"."""
-
-    def __init__(self, lease: Lease, consumer: Consumer) -> None:
-        self.lease = lease
-        self.job: Job = lease.job
-        self.attempt: int = lease.job.attempts
-        self.cancelled = asyncio.Event()
-        self.stop_reason: str | None = None
-        self._consumer = consumer
-
-    async def progress(self, value: Any) -> None:
-        """Record progress (any JSON value, e.g. {"done": 3, "total": 10}); LeaseLost if the lease is gone."""
-        await self._consumer.progress(self.lease, value)
-
-
-Handler = Callable[[ActiveJob], Awaitable[Any]]
-
-
-class RunnerHooks:
-    """Callbacks for metrics and logs; override what you need. They run in the event loop, must not
-    block, and an exception in one is logged and ignored. `seconds` is the handler's run time."""
-
-    def on_claim(self, job: Job) -> None: ...
-    def on_complete(self, job: Job, seconds: float) -> None: ...
-    def on_retry(self, job: Job, error: str, category: str | None, seconds: float) -> None: ...
-    def on_fail(self, job: Job, error: str, category: str | None, seconds: float) -> None: ...
-    def on_lease_lost(self, job: Job) -> None: ...
-    def on_cancelled(self, job: Job) -> None: ...
-    def on_release(self, job: Job) -> None: ...
-    def on_stalled(self, recovered: list[str], failed: list[str]) -> None: ...
-    def on_heartbeat(self, leases: int) -> None: ...
-    def on_redis_error(self, where: str, error: BaseException) -> None: ...
-
-
 @dataclass(eq=False, slots=True)
 class _Lane:
     """A share of the runner's slots with its own claim loop, so one lane's Redis round trip overlaps
@@ -89,20 +47,6 @@ class _Lane:
     dirty: bool = True
     """Something changed (a slot freed, a blocked claim returned): worth a claim round trip."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(slots=True)
-class RunnerStats:
-    claimed: int = 0
-    completed: int = 0
-    retried: int = 0
-    failed: int = 0
-    timeouts: int = 0
-    cancelled: int = 0
-    lease_lost: int = 0
-    released: int = 0
-    stalled_recovered: int = 0
-    redis_errors: int = 0
 
 
 class Runner:
@@ -321,7 +265,8 @@ class Runner:
                 return
             except Exception as exc:  # noqa: BLE001 - any handler error fails the attempt, the runner goes on
                 log.warning("job %s attempt %s raised %r", lease.job.id, active.attempt, exc, exc_info=exc)
-                await self._failed(active, f"{type(exc).__name__}: {exc}", None, False, started, stack=_stack(exc))
+                message = f"{type(exc).__name__}: {exc}"
+                await self._failed(active, message, None, False, started, stack=format_stack(exc))
                 return
             try:
                 encoded = encode_json(result, "the handler's result")
@@ -495,15 +440,3 @@ async def _wait_any(*events: asyncio.Event, seconds: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def _stack(exc: BaseException, limit: int = STACK_LIMIT) -> str:
-    """The traceback of an unexpected handler error, at most `limit` characters: its start (where the
-    handler was entered) and, kept longer, its end (the innermost frames and the error itself)."""
-    text = "".join(traceback.format_exception(exc))
-    if len(text) <= limit:
-        return text
-    head = limit // 4
-    tail = limit - head - 48  # room for the marker, whatever the count's digits
-    marker = f"\n... ({len(text) - head - tail} characters cut) ...\n"
-    return text[:head] + marker + text[len(text) - tail:]

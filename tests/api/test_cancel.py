@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from api.conftest import CreateModel
-from certq.queue.runner import ActiveJob, Runner
+from certq.queue import ActiveJob, Runner
 from certq.reconcile import queue_config
 
 BASE = "/api/certification-queue"

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from certq.embedded import free_port
 from certq.queue import ActiveJob, Job, JobFailed, JobSpec, JobState, Queue, QueueConfig, Runner, RunnerHooks
-from certq.queue.runner import STACK_LIMIT
+from certq.queue.handling import STACK_LIMIT
 
 pytestmark = pytest.mark.real_redis
 
