@@ -61,6 +61,20 @@ class CertificationHandler:
             raise JobFailed("job payload needs certificationId (a UUID), modelId and region", final=True,
                             category="CONFIG_ERROR")
         store = self._store()
+        record = await self._db(store.get_certification(certification_id))
+        if record is None:
+            log.warning("certification not found", extra=fields)
+            raise JobFailed(f"no certification {certification_id} in PostgreSQL", final=True,
+                            category="CONFIG_ERROR")
+        # PostgreSQL is the source of truth: a payload naming another model or region is corrupt, and the
+        # row is left for the reconciler rather than certified with the wrong target.
+        if not _same_uuid(model_id, record.model_id) or region != record.region:
+            log.warning("job payload does not match its certification", extra={
+                **fields, "stored_model_id": str(record.model_id), "stored_region": record.region})
+            raise JobFailed(f"corrupt job: payload names model {model_id} in region {region}, but certification "
+                            f"{certification_id} is model {record.model_id} in region {record.region}",
+                            final=True, category="CONFIG_ERROR")
+        model_id, region = str(record.model_id), record.region
         if not await self._db(store.begin_attempt(certification_id, attempt)):
             log.info("certification skipped: cancelled, finished or owned by a newer attempt", extra=fields)
             return {"certificationId": certification_id, "skipped": True}
@@ -148,6 +162,13 @@ class CertificationHandler:
                                                  "released unfinished (worker stopping)", False)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(write), 5.0)
+
+
+def _same_uuid(text: str, value: UUID) -> bool:
+    try:
+        return UUID(text) == value
+    except ValueError:
+        return False
 
 
 def _is_uuid(text: str) -> bool:

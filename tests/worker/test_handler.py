@@ -200,3 +200,33 @@ async def test_a_payload_without_a_certification_fails_for_good_without_retries(
     job = await rig.queue.enqueue({"certificationId": "not-a-uuid", "modelId": "m", "region": "local"})
     [failed] = await wait_finished(rig.queue, [job.id])
     assert failed.state.value == "failed" and failed.attempts == 1 and failed.error_category == "CONFIG_ERROR"
+
+
+async def test_a_job_for_a_certification_that_does_not_exist_fails_naming_it(rig: Rig) -> None:
+    missing = "0b0e7f7e-8c1a-4d7e-9d44-1f6a2b3c4d5e"
+    model = await rig.make_model()
+    await rig.queue.enqueue({"certificationId": missing, "modelId": str(model.id), "region": "local"},
+                            job_id=missing)
+    [job] = await wait_finished(rig.queue, [missing])
+    assert job.state.value == "failed" and job.attempts == 1 and job.error_category == "CONFIG_ERROR"
+    assert f"no certification {missing} in PostgreSQL" in (job.last_error or "")
+    assert rig.certifier.endpoints == []
+
+
+async def test_a_payload_naming_another_model_or_region_is_corrupt_and_certifies_nothing(rig: Rig) -> None:
+    model = await rig.make_model(regions=["local", "elsewhere"])
+    other = await rig.make_model()
+    created = await rig.store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
+    ref = created.certifications[0]  # type: ignore[union-attr]
+    wrong_model = {**job_payload(ref), "modelId": str(other.id)}
+    wrong_region = {**job_payload(ref), "region": "elsewhere"}
+    first = await rig.queue.enqueue(wrong_model)
+    second = await rig.queue.enqueue(wrong_region)
+    jobs = await wait_finished(rig.queue, [first.id, second.id])
+    for job in jobs:
+        assert job.state.value == "failed" and job.attempts == 1 and job.error_category == "CONFIG_ERROR"
+        assert "corrupt job" in (job.last_error or "")
+    assert rig.certifier.endpoints == []
+    record = await rig.store.get_certification(ref.id)
+    assert record is not None and record.status == "QUEUED"
+
