@@ -26,8 +26,10 @@ from uuid import UUID
 
 import httpx
 
+from certq.chaos.cluster import ClusterServers
 from certq.chaos.ledger import Ledger
-from certq.chaos.servers import ClusterServers, SentinelGroup, await_for
+from certq.chaos.sentinel import SentinelGroup
+from certq.chaos.servers import await_for
 from certq.connections import AnyRedis, connect_redis
 from certq.embedded import EmbeddedServer, free_port, port_answers, start_postgres, start_redis
 from certq.queue import Queue

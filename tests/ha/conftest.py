@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from certq.chaos.servers import ClusterServers, SentinelGroup
+from certq.chaos.cluster import ClusterServers
+from certq.chaos.sentinel import SentinelGroup
 
 
 @pytest.fixture(autouse=True)

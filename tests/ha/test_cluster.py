@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 from redis.exceptions import ClusterError, ResponseError
 
+from certq.chaos.cluster import ClusterServers, tag_for_slot
 from certq.chaos.drill import DrillState, run_drill
-from certq.chaos.servers import ClusterServers, RedisNode, tag_for_slot
+from certq.chaos.servers import RedisNode
 from certq.connections import AnyRedis, connect_redis
 from certq.queue import Consumer, JobSpec, JobState, Queue, QueueConfig
 from certq.settings import Settings

@@ -86,3 +86,20 @@ def test_every_process_refuses_a_cluster_prefix_without_hash_tag_at_start_up(mod
     assert done.returncode == STARTUP_FAILURE
     assert "BULL_QUEUE_PREFIX={myia}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_redis_url_can_name_a_unix_socket(tmp_path: Path) -> None:
+    from certq.embedded import start_redis
+
+    sock = tmp_path / "redis.sock"
+    server = start_redis(tmp_path / "redis", extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"])
+    try:
+        client = connect_redis(settings(REDIS_URL=f"unix://{sock}"))
+        try:
+            assert await client.ping()
+            await client.set("certq-unix-socket-test", b"1", ex=5)
+            assert await client.get("certq-unix-socket-test") == b"1"
+        finally:
+            await client.aclose()
+    finally:
+        server.stop()

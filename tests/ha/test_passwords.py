@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from certq.chaos.servers import ClusterServers, SentinelGroup
+from certq.chaos.cluster import ClusterServers
+from certq.chaos.sentinel import SentinelGroup
 from certq.connections import connect_redis
 from certq.queue import Consumer, Queue, QueueConfig
 from certq.settings import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from certq.chaos.drill import DrillState, run_drill
-from certq.chaos.servers import SentinelGroup
+from certq.chaos.sentinel import SentinelGroup
 from certq.connections import AnyRedis, connect_redis
 from certq.queue import QueueConfig
 from certq.settings import Settings
