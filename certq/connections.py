@@ -141,6 +141,8 @@ def connect_redis(settings: Settings, *, decode_responses: bool = False) -> AnyR
         assert isinstance(client, SentinelRedis)
         client.sentinel_manager = sentinel
         return client
+    if settings.redis_dsn.startswith("unix://"):
+        common.pop("socket_keepalive")  # a TCP option: a unix socket connection refuses it
     return aioredis.from_url(settings.redis_dsn, retry=reconnect_retry(),
                              retry_on_error=[RedisConnectionError, OSError], **common)
 
