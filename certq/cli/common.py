@@ -12,7 +12,7 @@ from typing import IO, Any, TypeVar
 
 import asyncpg
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from certq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 from certq.connections import AnyRedis, connect_redis, topology
@@ -82,6 +82,13 @@ def redis_where(settings: Settings) -> str:
     return redact_url(settings.redis_dsn)
 
 
+_REDIS_VARIABLES = {
+    "single": "REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_PASSWORD",
+    "sentinel": "REDIS_SENTINELS, REDIS_SENTINEL_MASTER and REDIS_PASSWORD",
+    "cluster": "REDIS_CLUSTER_NODES (cluster-enabled nodes) and REDIS_PASSWORD",
+}
+
+
 async def _ping(client: AnyRedis) -> bool:
     return bool(await client.ping())  # type: ignore[misc]
 
@@ -93,10 +100,11 @@ async def redis_connection(settings: Settings) -> AsyncIterator[AnyRedis]:
     try:
         try:
             await asyncio.wait_for(_ping(client), timeout=10)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            reason = (str(exc) or type(exc).__name__).rstrip(".")
             raise CommandError(
-                f"cannot reach Redis at {redis_where(settings)}: {exc or type(exc).__name__}. "
-                "Is it running (redis-cli ping)? Check REDIS_URL or REDIS_HOST/REDIS_PORT/REDIS_PASSWORD.",
+                f"cannot reach Redis at {redis_where(settings)}: {reason}. "
+                f"Is it running (redis-cli ping)? Check {_REDIS_VARIABLES[topology(settings)]}.",
                 EXIT_UNAVAILABLE) from None
         yield client
     finally:
@@ -126,7 +134,7 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
     async def guarded() -> T:
         try:
             return await factory()
-        except (RedisError, ConnectionError) as exc:
+        except (RedisError, RedisClusterException, ConnectionError) as exc:
             raise CommandError(f"Redis failed during the command: {exc}", EXIT_UNAVAILABLE) from None
 
     return asyncio.run(guarded())

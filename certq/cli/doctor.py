@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from certq.cli import EXIT_FAILURE, EXIT_OK, CommandError
 from certq.cli.common import (
@@ -104,7 +104,7 @@ async def _check_redis(settings: Settings) -> list[Finding]:
     except CommandError as exc:
         return [Finding("FAIL", "redis", str(exc)),
                 Finding("FAIL", "workers", "cannot check worker heartbeats without Redis")]
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         return [Finding("FAIL", "redis", f"Redis at {where} answered PING but then failed: {exc}")]
 
 

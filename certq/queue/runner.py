@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from certq.queue.config import QueueConfig
 from certq.queue.consumer import LEASE_CANCELLED, LEASE_LOST, Consumer, Lease
@@ -30,7 +30,8 @@ from certq.queue.scripts import AnyRedis
 
 log = logging.getLogger("certq.queue")
 
-TRANSIENT = (RedisError, OSError)
+TRANSIENT = (RedisError, RedisClusterException, OSError)
+"""Redis outages; RedisClusterException (no reachable cluster node) is not a RedisError."""
 _IDLE_ORDER: tuple[Priority, ...] = ("normal", "high", "low")
 """Which wait lists an idle claim loop blocks on, by number of free slots (normal first: `wait` is the
 contract's list and the common case)."""

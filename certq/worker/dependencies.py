@@ -10,7 +10,7 @@ from typing import cast
 
 import asyncpg
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from certq.metrics import Metrics
 from certq.store import Store
@@ -53,7 +53,7 @@ class RedisWatch:
         """None when Redis answered; else what went wrong."""
         try:
             await asyncio.wait_for(cast(Awaitable[bool], self.redis.ping()), PING_TIMEOUT_S)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self.metrics.redis_answered(False)
             return describe(exc)
         self.metrics.redis_answered(True)

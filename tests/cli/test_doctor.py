@@ -70,6 +70,15 @@ def test_doctor_reports_unreachable_servers_without_a_traceback(
     assert "Traceback" not in result.out + result.err
 
 
+def test_doctor_reports_an_unreachable_redis_cluster_without_a_traceback(
+        run_cli: Run, cli_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_CLUSTER_NODES", f"127.0.0.1:{free_port()}")
+    result = run_cli("doctor", "--database-url", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    assert result.code == 1
+    assert "FAIL  redis      cannot reach Redis at Redis Cluster" in result.out
+    assert "Traceback" not in result.out + result.err
+
+
 def test_healthcheck_fails_when_nothing_answers(run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKER_HEALTH_PORT", str(free_port()))
     monkeypatch.setenv("API_PORT", str(free_port()))

@@ -135,6 +135,19 @@ def test_unreachable_redis_is_reported_in_plain_words(run_cli: Run, monkeypatch:
     assert "cannot reach Redis at redis://127.0.0.1:" in result.err and "Traceback" not in result.err
 
 
+@pytest.mark.parametrize("command", ["stats", "pause", "jobs"])
+@pytest.mark.parametrize("nodes", ["unreachable", "not a cluster"])
+def test_an_unusable_redis_cluster_is_reported_like_any_unreachable_redis(
+        run_cli: Run, cli_env: str, monkeypatch: pytest.MonkeyPatch, redis_url: str, command: str, nodes: str
+) -> None:
+    address = f"127.0.0.1:{free_port()}" if nodes == "unreachable" else redis_url.split("//")[1].split("/")[0]
+    monkeypatch.setenv("REDIS_CLUSTER_NODES", address)
+    result = run_cli(command)
+    assert result.code == EXIT_UNAVAILABLE
+    assert f"cannot reach Redis at Redis Cluster {address}" in result.err and "REDIS_CLUSTER_NODES" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_invalid_configuration_exits_3_naming_the_variable(run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CERTIFICATION_CONCURRENCY", "0")
     result = run_cli("stats")

@@ -219,3 +219,19 @@ async def test_a_worker_started_without_redis_stays_up_unready_and_stops_cleanly
     assert metrics.status_code == 200 and "certq_redis_up 0.0" in metrics.text
     worker.signal(signal.SIGTERM)
     assert await worker.exit_code() == 0
+
+
+async def test_a_worker_whose_redis_cluster_is_unreachable_stays_up_unready_without_tracebacks(
+        spawn_worker: SpawnWorker) -> None:
+    worker = spawn_worker("--concurrency", "1", env={"REDIS_CLUSTER_NODES": f"127.0.0.1:{free_port()}"})
+    port = await worker.started()
+    health = await wait_status(port, "/health", 503)
+    assert "redis" in health.json()["reason"]
+    deadline = time.monotonic() + 20
+    while sum("redis error in claim" in line for line in worker.raw) < 2:  # the claim loop retried
+        assert time.monotonic() < deadline, "".join(worker.raw)
+        await asyncio.sleep(0.1)
+    assert len(worker.events("redis unreachable")) == 1
+    worker.signal(signal.SIGTERM)
+    assert await worker.exit_code() == 0
+    assert not [line for line in worker.raw if "Traceback" in line]
