@@ -14,6 +14,8 @@ from typing import IO, Any, Literal
 
 import orjson
 
+from certq.settings import SettingsError
+
 LogFormat = Literal["json", "text"]
 
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -82,25 +84,18 @@ def configure_logging(
     """Set up the root logger once per process (calling again replaces certq's handlers).
 
     With `log_dir`, also writes JSON lines to `combined.log` (every event at `level`) and `error.log`
-    (ERROR and above) there, as the original worker's Winston logger did.
+    (ERROR and above) there, as the original worker's Winston logger did. Raises SettingsError naming
+    LOG_DIR when the files cannot be created there (not a directory, no permission, /proc...).
     """
     out = stream if stream is not None else sys.stderr
+    files = [] if log_dir is None else _log_files(Path(log_dir))
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(handler)
         handler.close()
     console = logging.StreamHandler(out)
     console.setFormatter(JsonFormatter() if choose_format(fmt, out) == "json" else TextFormatter())
-    handlers: list[logging.Handler] = [console]
-    if log_dir is not None:
-        directory = Path(log_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        combined = logging.FileHandler(directory / "combined.log", encoding="utf-8")
-        errors = logging.FileHandler(directory / "error.log", encoding="utf-8")
-        errors.setLevel(logging.ERROR)
-        for handler in (combined, errors):
-            handler.setFormatter(JsonFormatter())
-        handlers += [combined, errors]
+    handlers: list[logging.Handler] = [console, *files]
     for handler in handlers:
         setattr(handler, _HANDLER_MARK, True)
         root.addHandler(handler)
@@ -108,3 +103,23 @@ def configure_logging(
     # Libraries' chatter stays out of an operator's INFO stream.
     for noisy in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def _log_files(directory: Path) -> list[logging.Handler]:
+    """combined.log and error.log in `directory`, created if missing."""
+    opened: list[logging.Handler] = []
+    if directory.exists() and not directory.is_dir():
+        raise SettingsError("LOG_DIR", f"{str(directory)!r} is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        opened.append(logging.FileHandler(directory / "combined.log", encoding="utf-8"))
+        opened.append(logging.FileHandler(directory / "error.log", encoding="utf-8"))
+    except OSError as exc:
+        for handler in opened:
+            handler.close()
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise SettingsError("LOG_DIR", f"cannot write log files in {str(directory)!r}: {reason}") from None
+    opened[1].setLevel(logging.ERROR)
+    for handler in opened:
+        handler.setFormatter(JsonFormatter())
+    return opened

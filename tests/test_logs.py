@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from certq.logs import configure_logging
+from certq.settings import SettingsError
 
 
 class Tty(io.StringIO):
@@ -90,3 +91,15 @@ def test_configuring_twice_does_not_duplicate_lines() -> None:
     configure_logging("INFO", stream=stream)
     logging.getLogger("certq").info("once")
     assert len(stream.getvalue().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "/proc/nonexistent"])
+def test_an_unusable_log_dir_is_a_settings_error_naming_log_dir(tmp_path: Path, where: str) -> None:
+    a_file = tmp_path / "plain"
+    a_file.write_text("x")
+    log_dir = {"a file": a_file, "under a file": a_file / "logs", "/proc/nonexistent": Path(where)}[where]
+    before = list(logging.getLogger().handlers)
+    with pytest.raises(SettingsError) as caught:
+        configure_logging("INFO", "text", log_dir, stream=io.StringIO())
+    assert caught.value.variable == "LOG_DIR" and str(log_dir) in caught.value.message
+    assert logging.getLogger().handlers == before

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         configure_logging(settings.log_level, settings.log_format, settings.log_dir)
-    except OSError as exc:
-        print(f"certq.api: configuration error: LOG_DIR: cannot write logs there ({exc})", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"certq.api: configuration error: {exc}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
     problem = asyncio.run(schema_problem(settings.database_url))
     if problem is not None:

@@ -93,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StartupError as exc:
         print(f"certq-worker: configuration error: {exc}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
-    configure_logging(settings.log_level, settings.log_format, settings.log_dir)
+    try:
+        configure_logging(settings.log_level, settings.log_format, settings.log_dir)
+    except SettingsError as exc:
+        print(f"certq-worker: configuration error: {exc}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
     from certq.worker.daemon import Worker, WorkerStartupError
 
     try:

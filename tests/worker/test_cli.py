@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from certq.worker.cli import StartupError, build_parser, resolve_handler, settings_from
@@ -48,3 +52,12 @@ def test_the_handler_option_loads_module_and_function() -> None:
     for spec in ("certq.worker.testing", "certq.worker.testing:missing", "no.such:thing"):
         with pytest.raises(StartupError, match="--handler"):
             resolve_handler(spec)
+
+
+@pytest.mark.parametrize("log_dir", ["/etc/passwd", "/proc/nonexistent"])
+def test_an_unusable_log_dir_exits_3_naming_log_dir(log_dir: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "WORKER_"))}
+    done = subprocess.run([sys.executable, "-m", "certq.worker"], env={**env, "LOG_DIR": log_dir},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 3
+    assert "LOG_DIR" in done.stderr and log_dir in done.stderr and "Traceback" not in done.stderr
