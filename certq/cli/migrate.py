@@ -10,8 +10,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from certq.cli import EXIT_OK, CommandError
+from certq.cli.common import EXIT_UNAVAILABLE
 from certq.settings import load_settings
 from certq.store import Store
+
+CONNECT_TIMEOUT_S = 15.0
+"""A port that accepts but never speaks PostgreSQL (wrong port, a proxy) fails within this, not asyncpg's 60 s."""
 
 
 def register(subparsers: Any) -> None:
@@ -31,9 +35,13 @@ def redact(url: str) -> str:
 
 async def migrate(dsn: str) -> int:
     try:
-        store = await Store.connect(dsn, min_size=1, max_size=1)
+        store = await asyncio.wait_for(Store.connect(dsn, min_size=1, max_size=1), CONNECT_TIMEOUT_S)
+    except TimeoutError:
+        raise CommandError(f"cannot connect to PostgreSQL at {redact(dsn)}: no PostgreSQL answer within "
+                           f"{CONNECT_TIMEOUT_S:g}s (is that PostgreSQL's port?)", EXIT_UNAVAILABLE) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
-        raise CommandError(f"cannot connect to PostgreSQL at {redact(dsn)}: {exc}") from None
+        reason = str(exc) or repr(exc)  # some connection errors carry no message at all
+        raise CommandError(f"cannot connect to PostgreSQL at {redact(dsn)}: {reason}", EXIT_UNAVAILABLE) from None
     try:
         return await store.migrate()
     except asyncpg.PostgresError as exc:

@@ -60,7 +60,7 @@ def test_migrate_command_names_an_unreachable_database_without_a_traceback() -> 
         [sys.executable, "-m", "certq", "migrate", "--database-url", "postgresql://postgres:secret@127.0.0.1:1/x"],
         capture_output=True, text=True, timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 5  # the exit-code table's "cannot be reached"
     assert "cannot connect to PostgreSQL" in result.stderr
     assert "secret" not in result.stderr
     assert "Traceback" not in result.stderr
