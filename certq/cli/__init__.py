@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     try:
         code = int(args.run(args))
+        sys.stdout.flush()  # inside the try: a reader that went away (`| head`) is a BrokenPipeError here
+    except BrokenPipeError:
+        # The reader stopped reading: exit quietly, and point stdout at devnull so the interpreter's
+        # final flush does not complain either (the recipe in the `signal` module's documentation).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_FAILURE
     except SettingsError as exc:
         print(f"certq: configuration error: {exc}", file=sys.stderr)
         code = EXIT_CONFIG

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import math
 import re
 import sys
 import time
@@ -45,6 +47,32 @@ def parse_duration_ms(text: str) -> int:
     if match is None:
         raise CommandError(f"{text!r} is not a duration (examples: 90s, 15m, 12h, 7d, 2w)", EXIT_USAGE)
     return int(float(match.group(1)) * _DURATION_MS[match.group(2)])
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse `type=`: a finite number of seconds above zero (rejects -1, 0, nan, inf) -> exit 2 with usage."""
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    """argparse `type=`: a finite number of seconds, zero or more."""
+    value = _seconds(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
 
 
 def settings_from(args: Any) -> Settings:

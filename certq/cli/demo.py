@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import secrets
 import shlex
 import shutil
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 from certq.cli import EXIT_FAILURE, EXIT_OK, CommandError
-from certq.cli.common import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, redact_url
+from certq.cli.common import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, positive_seconds, redact_url
 from certq.cli.render import render_verdict
 from certq.cli.stack import Stack, StackError, Ticker, child_env, pick_port
 from certq.connections import connect_redis
@@ -61,7 +62,7 @@ def register(subparsers: Any) -> None:
                     "failure),\n5 a part could not start, 130 interrupted.")
     demo.add_argument("--ci", action="store_true",
                       help="non-interactive: exit right after printing the verdict instead of waiting for Ctrl-C")
-    demo.add_argument("--timeout", type=float, metavar="S", default=None,
+    demo.add_argument("--timeout", type=positive_seconds, metavar="S", default=None,
                       help=f"give up when no verdict after S seconds (default {CI_TIMEOUT_S:g} with --ci, "
                            f"else {INTERACTIVE_TIMEOUT_S:g})")
     demo.add_argument("--api-port", type=int, default=3001, help="API port if free (default 3001, else any)")
@@ -98,11 +99,13 @@ def run_demo(args: argparse.Namespace) -> int:
     except EmbeddedServerError as exc:
         raise CommandError(f"demo: could not start a private server: {exc}", EXIT_UNAVAILABLE) from None
     finally:
+        # Whatever happened, output errors included (`demo | head` closes stdout), the children stop.
         stack.close(_say)
         shutil.rmtree(stack.workdir, ignore_errors=True)
-        _say("stopped everything it started")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        with contextlib.suppress(OSError):
+            _say("stopped everything it started")
 
 
 def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: float) -> int:

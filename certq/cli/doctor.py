@@ -17,6 +17,8 @@ from certq.cli.common import (
     EXIT_UNAVAILABLE,
     add_connection_options,
     connect_postgres,
+    non_negative_seconds,
+    positive_seconds,
     print_json,
     redact_url,
     redis_connection,
@@ -58,7 +60,7 @@ def register(subparsers: Any) -> None:
         "healthcheck", help="exit 0 if the API or worker in this container answers /live",
         description="For container HEALTHCHECKs: GET /live on 127.0.0.1 at WORKER_HEALTH_PORT and API_PORT; "
                     "exit 0 when either answers 200, 5 otherwise.")
-    health.add_argument("--timeout", type=float, default=2.0, help="seconds per request (default 2)")
+    health.add_argument("--timeout", type=positive_seconds, default=2.0, help="seconds per request (default 2)")
     health.set_defaults(run=run_healthcheck)
 
     wait = subparsers.add_parser(
@@ -66,7 +68,8 @@ def register(subparsers: Any) -> None:
         description="Block until DATABASE_URL answers and its schema version is this certq's (run `certq migrate` "
                     "elsewhere, e.g. in the API pods). For Kubernetes initContainers: pods of a new release do not "
                     "start on an old schema. Exit 0 when the schema is current, 1 on timeout, 3 on bad configuration.")
-    wait.add_argument("--timeout", type=float, default=300.0, metavar="S", help="give up after S seconds (300)")
+    wait.add_argument("--timeout", type=non_negative_seconds, default=300.0, metavar="S",
+                      help="give up after S seconds (300)")
     wait.add_argument("--database-url", metavar="URL", help="PostgreSQL to use instead of DATABASE_URL")
     wait.set_defaults(run=run_schema_wait)
 
@@ -225,13 +228,19 @@ async def _check_api(api_url: str) -> list[Finding]:
 def run_healthcheck(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     ports = dict.fromkeys([settings.worker_health_port, settings.api_port])
+    problems: list[str] = []
     for port in ports:
+        url = f"http://127.0.0.1:{port}/live"
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/live", timeout=args.timeout).status_code == 200:
-                return EXIT_OK
-        except httpx.HTTPError:
+            status = httpx.get(url, timeout=args.timeout).status_code
+        except httpx.HTTPError as exc:
+            problems.append(f"{url}: {type(exc).__name__}{f' ({exc})' if str(exc) else ''}")
             continue
-    return EXIT_UNAVAILABLE
+        if status == 200:
+            return EXIT_OK
+        problems.append(f"{url} answered {status}")
+    raise CommandError("unhealthy: nothing answered 200 on /live (WORKER_HEALTH_PORT, API_PORT): "
+                       + "; ".join(problems), EXIT_UNAVAILABLE)
 
 
 def run_schema_wait(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from certq.cli.common import (
     EXIT_UNAVAILABLE,
     ProgressBar,
     add_connection_options,
+    positive_seconds,
     print_json,
     redact_url,
     redis_connection,
@@ -49,7 +50,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--api-url", metavar="URL", help="go through this API (e.g. http://127.0.0.1:3001)")
     parser.add_argument("--token", help="bearer token for --api-url (default: the first of API_TOKENS)")
     parser.add_argument("--wait", action="store_true", help="wait for the verdict and print it")
-    parser.add_argument("--timeout", type=float, default=900.0, metavar="S", help="--wait gives up after S seconds")
+    parser.add_argument("--timeout", type=positive_seconds, default=900.0, metavar="S",
+                        help="--wait gives up after S seconds")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_connection_options(parser, database=True)
     parser.set_defaults(run=run)
@@ -97,6 +99,9 @@ def _token(args: argparse.Namespace, settings: Settings) -> str:
     token = args.token or next(iter(settings.tokens), None)
     if not token:
         raise CommandError("--api-url needs a bearer token: --token T, or API_TOKENS in the environment", EXIT_USAGE)
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        raise CommandError("the bearer token must be ASCII, without spaces or control characters (--token or "
+                           "API_TOKENS)", EXIT_USAGE)
     return str(token)
 
 

@@ -11,6 +11,7 @@ from certq.cli import EXIT_OK, CommandError
 from certq.cli.common import (
     EXIT_UNAVAILABLE,
     add_connection_options,
+    non_negative_seconds,
     redact_url,
     redis_connection,
     run_async,
@@ -25,7 +26,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "reconcile", help="re-enqueue queued/running certifications missing from Redis (PostgreSQL is the truth)")
     add_connection_options(parser, database=True)
-    parser.add_argument("--older-than", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--older-than", type=non_negative_seconds, default=30.0, metavar="SECONDS",
                         help="only runs untouched for this long (younger ones may be being enqueued now; default 30)")
     parser.add_argument("--limit", type=int, default=10_000, help="at most this many runs per pass")
     parser.set_defaults(run=run)

@@ -94,11 +94,15 @@ class Stack:
         while self._stops:
             name, stop = self._stops.pop()
             if say is not None:
-                say(f"stopping {name}")
+                try:
+                    say(f"stopping {name}")
+                except OSError:  # the reader went away (`demo | head`): stop the rest silently
+                    say = None
             try:
                 stop()
             except Exception as exc:  # keep stopping the others whatever one of them does
-                print(f"certq demo: stopping {name} failed: {exc}", file=sys.stderr)
+                with contextlib.suppress(OSError):
+                    print(f"certq demo: stopping {name} failed: {exc}", file=sys.stderr)
 
 
 def pick_port(preferred: int) -> int:

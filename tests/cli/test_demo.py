@@ -193,3 +193,32 @@ def test_demo_without_a_verdict_in_time_exits_non_zero_and_still_cleans_up(tmp_p
     assert "no verdict in time" in out and "Verdict:" not in out
     assert "stopped everything it started" in out
     assert [pid for pid in _pids(out) if _alive(pid)] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_reader_that_goes_away_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
+    """`certq demo | head -5`: stdout breaks mid-run; the demo exits without a traceback and leaves no child."""
+    process = subprocess.Popen([sys.executable, "-m", "certq", "demo", "--ci", "--timeout", "120"], cwd=tmp_path,
+                               env=_demo_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "worker ready" in line:
+                break
+        assert any("worker ready" in line for line in lines), "".join(lines)
+        process.stdout.close()  # like `head` exiting: the demo's next write breaks
+        err = process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            for pid in [process.pid, *_pids("".join(lines))]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    assert "Traceback" not in err, err
+    pids = _pids("".join(lines))
+    assert len(pids) >= 4, lines  # redis, model server, API, worker
+    assert [pid for pid in pids if _alive(pid)] == []

@@ -82,7 +82,9 @@ def test_doctor_reports_an_unreachable_redis_cluster_without_a_traceback(
 def test_healthcheck_fails_when_nothing_answers(run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKER_HEALTH_PORT", str(free_port()))
     monkeypatch.setenv("API_PORT", str(free_port()))
-    assert run_cli("healthcheck", "--timeout", "0.5").code == 5
+    result = run_cli("healthcheck", "--timeout", "0.5")
+    assert result.code == 5
+    assert "nothing answered 200 on /live" in result.err and "ConnectError" in result.err
 
 
 def test_doctor_reports_a_live_worker_that_is_not_ready(

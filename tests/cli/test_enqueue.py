@@ -107,3 +107,12 @@ def test_enqueue_into_a_database_without_schema_says_to_migrate(
         cli_env: str, run_cli: Run, empty_database_url: str) -> None:
     result = run_cli("enqueue", str(uuid.uuid4()), "--region", "local", "--database-url", empty_database_url)
     assert result.code == 1 and "run `certq migrate`" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("token", ["x\xe9", "x\udce9", "two words", "x\n"])
+def test_a_token_that_cannot_be_a_header_exits_2(run_cli: Run, token: str) -> None:
+    from certq.embedded import free_port
+
+    result = run_cli("enqueue", str(uuid.uuid4()), "--region", "local", "--api-url",
+                     f"http://127.0.0.1:{free_port()}", "--token", token)
+    assert result.code == 2 and "token must be ASCII" in result.err
