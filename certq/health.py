@@ -13,11 +13,13 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -129,7 +131,20 @@ def build_health_app(probes: HealthProbes) -> Starlette:
         Route("/live", live, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET", "HEAD"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: _problem})
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    """404/405 and friends as application/problem+json, like every API error (this port has no other errors)."""
+    assert isinstance(exc, HTTPException)
+    title = HTTPStatus(exc.status_code).phrase
+    detail = (f"{request.method} is not allowed on {request.url.path}" if exc.status_code == 405 else
+              f"no such endpoint {request.url.path}: this port serves /health, /ready, /live and /metrics"
+              if exc.status_code == 404 else str(exc.detail))
+    body = {"type": f"/problems/{title.lower().replace(' ', '-')}", "title": title, "status": exc.status_code,
+            "detail": detail, "instance": request.url.path}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers,
+                        media_type="application/problem+json")
 
 
 class _ServerWithoutSignals(uvicorn.Server):
