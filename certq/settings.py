@@ -18,6 +18,10 @@ _RATE_LIMIT = re.compile(r"^\s*([^=\s]+)\s*=\s*(\d+)\s*/\s*(\d+)\s*(ms|s|m|h)?\s
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
+BOARD_PATH_TAKEN = ("/api", "/health", "/ready", "/live", "/metrics", "/openapi.json")
+"""Paths the API serves itself; the board may not be mounted over or under them."""
+
+
 class SettingsError(Exception):
     """A configuration value is invalid; `variable` names the environment variable."""
 
@@ -136,7 +140,14 @@ class Settings(BaseSettings):
     def _absolute_path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("must start with /")
-        return value.rstrip("/") or "/"
+        if any(char.isspace() or not char.isprintable() or char in "?#" for char in value):
+            raise ValueError(f"{value!r} contains whitespace, control characters, '?' or '#'")
+        path = value.rstrip("/") or "/"
+        for taken in BOARD_PATH_TAKEN:
+            if path == "/" or path == taken or path.startswith(taken + "/"):
+                # Under /api the bearer check answers first, so the board's basic auth could never be used.
+                raise ValueError(f"{path} would overlap {taken}, which the API serves; use e.g. /admin/queues")
+        return path
 
     @model_validator(mode="after")
     def _redis_topology(self) -> Settings:

@@ -37,3 +37,18 @@ def test_shutdown_grace_must_be_a_finite_non_negative_number(grace: str) -> None
     with pytest.raises(SettingsError) as raised:
         load_settings(shutdown_grace_s=grace)
     assert raised.value.variable == "CERTIFICATION_SHUTDOWN_GRACE"
+
+
+@pytest.mark.parametrize("path", ["/api", "/api/board", "/api/v1/queue/admin", "/health", "/ready/x", "/live",
+                                  "/metrics", "/openapi.json", "/", "/admin queues", "/admin/\tq", " /admin",
+                                  "/admin/queues\n", "/admin?x=1", "/admin#top"])
+def test_a_board_path_the_api_serves_or_with_whitespace_names_bull_board_path(path: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(board_path=path)
+    assert raised.value.variable == "BULL_BOARD_PATH"
+
+
+@pytest.mark.parametrize(("path", "kept"), [("/admin/queues", "/admin/queues"), ("/board/", "/board"),
+                                            ("/apiboard", "/apiboard"), ("/ops/health", "/ops/health")])
+def test_other_board_paths_are_kept(path: str, kept: str) -> None:
+    assert load_settings(board_path=path).board_path == kept
