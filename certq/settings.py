@@ -222,7 +222,7 @@ def load_settings(**overrides: object) -> Settings:
         cause = error.get("ctx", {}).get("error")
         if isinstance(cause, SettingsError):
             raise cause from None
-        raise SettingsError(variable, error["msg"]) from None
+        raise SettingsError(variable, error["msg"].removeprefix("Value error, ")) from None
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -52,3 +52,10 @@ def test_a_board_path_the_api_serves_or_with_whitespace_names_bull_board_path(pa
                                             ("/apiboard", "/apiboard"), ("/ops/health", "/ops/health")])
 def test_other_board_paths_are_kept(path: str, kept: str) -> None:
     assert load_settings(board_path=path).board_path == kept
+
+
+def test_a_refused_value_reads_as_plain_words_without_pydantics_prefix() -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(rate_limits="x=1")
+    assert refused.value.variable == "CERTIFICATION_RATE_LIMITS"
+    assert str(refused.value).startswith("CERTIFICATION_RATE_LIMITS: 'x=1' is not GROUP=COUNT/PERIOD")
