@@ -129,9 +129,14 @@ class ModelList(Answer):
     pagination: Pagination
 
 
-class ModelsQuery(Query):
+class PageQuery(Query):
+    """`page` (from 1) and `limit` (at most MAX_LIMIT), shared by every paged list route."""
+
     page: int = Field(1, ge=1, le=1_000_000)
     limit: int = Field(20, ge=1, le=MAX_LIMIT)
+
+
+class ModelsQuery(PageQuery):
     active: bool | None = None
 
 
@@ -252,9 +257,7 @@ class CancelAnswer(Answer):
     already_finished: bool
 
 
-class HistoryQuery(Query):
-    page: int = Field(1, ge=1, le=1_000_000)
-    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+class HistoryQuery(PageQuery):
     status: JobStatus | None = None
     type: JobType | None = None
 
@@ -264,9 +267,7 @@ class HistoryAnswer(Answer):
     pagination: Pagination
 
 
-class CertificationsQuery(Query):
-    page: int = Field(1, ge=1, le=1_000_000)
-    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+class CertificationsQuery(PageQuery):
     model_id: UUID | None = None
     region: Region | None = None
     status: CertificationStatus | None = None
