@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from certq.credentials import CredentialPolicy, parse_credentials
+
 STARTUP_FAILURE = 3
 """Exit code of a process that refuses to start because of its configuration (uvicorn's number)."""
 
@@ -101,6 +103,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] | None = Field(None, alias="LOG_FORMAT")
     log_dir: str | None = Field(None, alias="LOG_DIR")
     alert_webhook_url: str | None = Field(None, alias="ALERT_WEBHOOK_URL")
+    model_credentials: str = Field("", alias="MODEL_CREDENTIALS")
 
     # The demo certifies this OpenAI-compatible endpoint instead of its local llama.cpp model when set.
     openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
@@ -149,6 +152,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{path} would overlap {taken}, which the API serves; use e.g. /admin/queues")
         return path
 
+    @field_validator("model_credentials")
+    @classmethod
+    def _valid_credentials(cls, value: str) -> str:
+        parse_credentials(value)
+        return value
+
     @model_validator(mode="after")
     def _redis_topology(self) -> Settings:
         # One rule for every process: e.g. a Redis Cluster prefix without a hash tag stops it at start-up.
@@ -169,6 +178,10 @@ class Settings(BaseSettings):
     @property
     def tokens(self) -> list[str]:
         return _split_csv(self.api_tokens)
+
+    @property
+    def credential_policy(self) -> CredentialPolicy:
+        return parse_credentials(self.model_credentials)
 
     @property
     def rate_limit_table(self) -> dict[str, tuple[int, float]]:

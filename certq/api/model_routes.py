@@ -13,6 +13,8 @@ from certq.api.present import model_out, pagination
 from certq.api.problems import Problem, parse_body, parse_query, parse_uuid
 from certq.api.responses import answer, services_of
 from certq.api.schemas import ModelCreate, ModelList, ModelOut, ModelsQuery, ModelUpdate, check_deployment
+from certq.certification import ModelEndpoint
+from certq.credentials import CredentialPolicy
 from certq.store import ModelRecord, Replay
 
 _COLUMNS = {"name": "name", "provider": "provider", "apiModelId": "api_model_id", "baseUrl": "base_url",
@@ -27,11 +29,31 @@ def _check(provider: str, base_url: str | None, regions: list[str]) -> None:
                       errors=errors)
 
 
+def _check_credential(policy: CredentialPolicy, merged: dict[str, Any]) -> None:
+    """A model may only name a declared credential, and only for hosts in that credential's scope."""
+    name = merged.get("api_key_env")
+    if not name:
+        return
+    if not policy.declares(name):
+        declared = ", ".join(policy.names) or "none"
+        raise Problem(422, f"apiKeyEnv: {name} is not a credential declared in MODEL_CREDENTIALS (declared: "
+                      f"{declared}); ask the operator to declare it with the hosts it may be sent to",
+                      field="apiKeyEnv", kind="undeclared-credential")
+    for region in merged["regions"]:
+        endpoint = ModelEndpoint(provider=merged["provider"], api_model_id="", region=region,
+                                 base_url=merged["base_url"])
+        refusal = policy.refusal(name, endpoint.target_url)
+        if refusal is not None:
+            raise Problem(422, f"baseUrl: {refusal}", field="baseUrl", kind="credential-out-of-scope")
+
+
 async def create_model(request: Request) -> Response:
     services = services_of(request)
     body, raw = await parse_body(request, ModelCreate)
     base_url = None if body.base_url is None else body.base_url.rstrip("/")
     _check(body.provider, base_url, body.regions)
+    _check_credential(services.settings.credential_policy, {"provider": body.provider, "base_url": base_url,
+                                                            "regions": body.regions, "api_key_env": body.api_key_env})
     key = idempotency_key(request.headers.get("idempotency-key"),
                           f"{request.scope.get('state', {}).get('token_id', '')}:POST /api/models", raw)
 
@@ -77,8 +99,10 @@ async def update_model(request: Request) -> Response:
             raise Problem(400, f"{field} cannot be null", field=field, kind="invalid-input")
     if changes.get("base_url"):
         changes["base_url"] = changes["base_url"].rstrip("/")
-    merged = {"provider": current.provider, "base_url": current.base_url, "regions": current.regions} | changes
+    merged = {"provider": current.provider, "base_url": current.base_url, "regions": current.regions,
+              "api_key_env": current.api_key_env} | changes
     _check(merged["provider"], merged["base_url"], merged["regions"])
+    _check_credential(services_of(request).settings.credential_policy, merged)
     record = await services_of(request).need_store().update_model(current.id, changes)
     if record is None:
         raise Problem(404, f"no model with id {current.id}", field="modelId", kind="model-not-found")

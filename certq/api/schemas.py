@@ -61,6 +61,10 @@ class Query(BaseModel):
 # --- models ---------------------------------------------------------------------------------------
 
 
+_NO_USERINFO = ("may not carry a user name or password (user:secret@host): declare the key in MODEL_CREDENTIALS "
+                "and name it in apiKeyEnv")
+
+
 def check_deployment(provider: str, base_url: str | None, regions: list[str]) -> list[tuple[str, str]]:
     """Cross-field rules of a deployment; (field, message) per violation."""
     problems: list[tuple[str, str]] = []
@@ -71,6 +75,8 @@ def check_deployment(provider: str, base_url: str | None, regions: list[str]) ->
             parts = urlsplit(base_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 problems.append(("baseUrl", "must be an http(s) URL"))
+            elif "@" in parts.netloc:
+                problems.append(("baseUrl", _NO_USERINFO))
             elif not parts.path.rstrip("/").endswith("/v1"):
                 problems.append(("baseUrl", "an openai base URL ends in /v1 (e.g. http://127.0.0.1:8080/v1)"))
     if provider == "bedrock":
@@ -78,6 +84,8 @@ def check_deployment(provider: str, base_url: str | None, regions: list[str]) ->
             parts = urlsplit(base_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 problems.append(("baseUrl", "must be an http(s) URL"))
+            elif "@" in parts.netloc:
+                problems.append(("baseUrl", _NO_USERINFO))
         for index, region in enumerate(regions):
             if region not in AWS_REGIONS:
                 problems.append((f"regions[{index}]", f"{region!r} is not an AWS region name (e.g. us-east-1)"))

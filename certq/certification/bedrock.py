@@ -69,7 +69,7 @@ class BedrockProvider:
     def __init__(self, endpoint: ModelEndpoint, recorder: RunRecorder, redact: Redactor, config: RunConfig) -> None:
         if not _REGION.match(endpoint.region):
             raise ProviderError(ErrorCategory.CONFIG_ERROR, f"{endpoint.region!r} is not an AWS region name")
-        base = endpoint.base_url or f"https://bedrock-runtime.{endpoint.region}.amazonaws.com"
+        base = endpoint.target_url
         try:
             url = httpx.URL(base)
         except httpx.InvalidURL as exc:

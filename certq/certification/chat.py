@@ -23,6 +23,13 @@ class ModelEndpoint:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
 
+    @property
+    def target_url(self) -> str:
+        """Where requests go: the base URL, else (Bedrock) the region's runtime endpoint."""
+        if self.base_url is None and self.provider == "bedrock":
+            return f"https://bedrock-runtime.{self.region}.amazonaws.com"
+        return self.base_url or ""
+
 
 @dataclass(frozen=True)
 class Message:

@@ -22,6 +22,7 @@ from certq.cli.common import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, positive_second
 from certq.cli.render import render_verdict
 from certq.cli.stack import Stack, StackError, Ticker, child_env, pick_port
 from certq.connections import connect_redis
+from certq.credentials import url_target
 from certq.embedded import EmbeddedServerError, start_postgres, start_redis, url_answers
 from certq.queue import Queue
 from certq.reconcile import queue_config
@@ -125,7 +126,7 @@ def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: f
         "API_PORT": str(api_port), "WORKER_HEALTH_PORT": str(worker_port), "BULL_BOARD_USERNAME": "admin",
         "BULL_BOARD_PASSWORD": board_password, "CERTQ_ENV": "development", "CERTIFICATION_SHUTDOWN_GRACE": "5",
         "BULL_QUEUE_PREFIX": settings.queue_prefix, "CERTIFICATION_QUEUE_NAME": settings.queue_name,
-        "LOG_FORMAT": "text",
+        "LOG_FORMAT": "text", "MODEL_CREDENTIALS": _demo_credentials(settings, target),
     }, drop=REDIS_TOPOLOGY)
     api_url = f"http://127.0.0.1:{api_port}"
     worker_url = f"http://127.0.0.1:{worker_port}"
@@ -185,6 +186,17 @@ async def _migrate(dsn: str) -> int:
         return await store.migrate()
     finally:
         await store.close()
+
+
+def _demo_credentials(settings: Settings, target: Target) -> str:
+    """The operator's MODEL_CREDENTIALS, else the demo's one key scoped to the one host it certifies."""
+    if settings.model_credentials or not (target.api_key_env and target.base_url):
+        return settings.model_credentials
+    where = url_target(target.base_url)
+    if where is None:
+        return ""
+    host = f"[{where[0]}]" if ":" in where[0] else where[0]
+    return f"{target.api_key_env}@{host}:{where[1]}"
 
 
 def _target(settings: Settings, stack: Stack) -> Target:

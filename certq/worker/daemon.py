@@ -188,7 +188,7 @@ class Worker:
     def _certification_handler(self, database: Database) -> Handler:
         from certq.worker.handler import CertificationHandler
 
-        return CertificationHandler(database)
+        return CertificationHandler(database, credentials=self.settings.credential_policy)
 
     def _guarded(self, handler: Handler) -> Handler:
         """Hold a job while PostgreSQL is away for a while, then give it back unburnt (no failure from an outage)."""

@@ -17,6 +17,7 @@ from uuid import UUID
 from redis.exceptions import RedisError
 
 from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certification
+from certq.credentials import CredentialPolicy
 from certq.queue import ActiveJob, JobFailed, LeaseLost
 from certq.settings import SettingsError, read_secret
 from certq.store import Store
@@ -34,8 +35,9 @@ class CertificationHandler:
     """`await handler(active)` certifies payload `modelId` in `region` for the run `certificationId`."""
 
     def __init__(self, database: Database, *, certify: Certify = run_certification,
-                 run_config: RunConfig | None = None) -> None:
+                 run_config: RunConfig | None = None, credentials: CredentialPolicy | None = None) -> None:
         self.database = database
+        self.credentials = credentials or CredentialPolicy({})
         self.certify = certify
         self.run_config = run_config
 
@@ -104,6 +106,13 @@ class CertificationHandler:
                             category="CONFIG_ERROR")
         api_key = None
         if model.api_key_env:
+            # The scope is checked before the secret is read: an undeclared name or a host outside the
+            # credential's scope sends nothing anywhere.
+            target = ModelEndpoint(provider=model.provider, api_model_id=model.api_model_id, region=region,
+                                   base_url=model.base_url).target_url
+            refusal = self.credentials.refusal(model.api_key_env, target)
+            if refusal is not None:
+                raise JobFailed(f"apiKeyEnv of {model.name}: {refusal}", final=True, category="CONFIG_ERROR")
             try:
                 api_key = read_secret(model.api_key_env)
             except SettingsError as exc:
@@ -177,3 +186,4 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
+

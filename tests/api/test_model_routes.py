@@ -103,3 +103,46 @@ async def test_model_ids_must_be_uuids_and_exist(client: httpx.AsyncClient, meth
     assert bad.status_code == 400 and bad.json()["field"] == "modelId"
     missing = await client.request(method, f"/api/models/{uuid.uuid4()}", json={})
     assert missing.status_code == 404 and missing.json()["field"] == "modelId"
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "API_TOKENS", "BULL_BOARD_PASSWORD", "REDIS_URL", "UNDECLARED"])
+async def test_api_key_env_must_name_a_declared_credential(
+    client: httpx.AsyncClient, create_model: CreateModel, name: str
+) -> None:
+    body = {"name": f"m-{uuid.uuid4().hex[:6]}", "provider": "openai", "apiModelId": "x",
+            "baseUrl": "http://127.0.0.1:9/v1", "apiKeyEnv": name, "regions": ["local"]}
+    response = await client.post("/api/models", json=body)
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    assert response.json()["field"] == "apiKeyEnv" and "MODEL_CREDENTIALS" in response.json()["detail"]
+    model = await create_model()
+    response = await client.patch(f"/api/models/{model['id']}", json={"apiKeyEnv": name})
+    assert response.status_code == 422 and response.json()["field"] == "apiKeyEnv"
+
+
+async def test_a_model_with_a_credential_cannot_move_it_to_another_host(
+    client: httpx.AsyncClient, create_model: CreateModel
+) -> None:
+    model = await create_model(apiKeyEnv="LLAMA_KEY", baseUrl="http://127.0.0.1:8080/v1")
+    response = await client.patch(f"/api/models/{model['id']}", json={"baseUrl": "http://127.0.0.2:8080/v1"})
+    assert response.status_code == 422 and response.json()["field"] == "baseUrl"
+    assert "127.0.0.2" in response.json()["detail"]
+    assert (await client.get(f"/api/models/{model['id']}")).json()["baseUrl"] == "http://127.0.0.1:8080/v1"
+    keyless = await create_model(baseUrl="http://127.0.0.2:8080/v1")
+    response = await client.patch(f"/api/models/{keyless['id']}", json={"apiKeyEnv": "LLAMA_KEY"})
+    assert response.status_code == 422 and response.json()["field"] == "baseUrl"
+
+
+@pytest.mark.parametrize("base_url", ["http://user:pw-7f3k@127.0.0.1:9/v1", "http://pw-7f3k@127.0.0.1:9/v1"])
+async def test_a_base_url_with_a_password_is_refused_and_not_stored(
+    client: httpx.AsyncClient, create_model: CreateModel, base_url: str
+) -> None:
+    body = {"name": f"m-{uuid.uuid4().hex[:6]}", "provider": "openai", "apiModelId": "x", "baseUrl": base_url,
+            "regions": ["local"]}
+    response = await client.post("/api/models", json=body)
+    assert response.status_code == 400 and response.json()["field"] == "baseUrl"
+    assert "pw-7f3k" not in response.text
+    model = await create_model()
+    response = await client.patch(f"/api/models/{model['id']}", json={"baseUrl": base_url})
+    assert response.status_code == 400 and response.json()["field"] == "baseUrl"
+    listed = await client.get("/api/models", params={"limit": 100})
+    assert "pw-7f3k" not in listed.text

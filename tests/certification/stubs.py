@@ -496,17 +496,18 @@ class _Server(ThreadingHTTPServer):
 
 @contextmanager
 def serve(
-    handler: type[_Base], behaviour: str = "ok", failures: int | None = None, delay_s: float = 0.0
+    handler: type[_Base], behaviour: str = "ok", failures: int | None = None, delay_s: float = 0.0,
+    host: str = "127.0.0.1",
 ) -> Iterator[tuple[str, StubState]]:
-    """Serve on 127.0.0.1:<free port>; yields (root URL, state). With `failures`, an error behaviour answers
-    that many times, then behaves like "ok"."""
+    """Serve on <host>:<free port> (a loopback address); yields (root URL, state). With `failures`, an error
+    behaviour answers that many times, then behaves like "ok"."""
     state = StubState(behaviour, failures_left=failures, delay_s=delay_s)
     bound = type(f"{handler.__name__}Bound", (handler,), {"state": state})
-    server = _Server(("127.0.0.1", 0), bound)
+    server = _Server((host, 0), bound)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
+        yield f"http://{host}:{server.server_address[1]}", state
     finally:
         state.release.set()
         server.shutdown()

@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 SECRET = "sk-e2e-secret-never-logged"
 
 
-async def _submit(store: Store, queue: Queue, make_model: Callable[..., Awaitable[Any]], root: str) -> str:
-    model = await make_model(base_url=f"{root}/v1", api_key_env="CERTQ_E2E_KEY")
+async def _submit(store: Store, queue: Queue, make_model: Callable[..., Awaitable[Any]], root: str,
+                  key_env: str = "CERTQ_E2E_KEY") -> str:
+    model = await make_model(base_url=f"{root}/v1", api_key_env=key_env)
     created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
     ref = created.certifications[0]  # type: ignore[union-attr]
     await queue.enqueue(job_payload(ref), job_id=str(ref.id), max_attempts=2, group="local")
@@ -30,7 +31,8 @@ async def _submit(store: Store, queue: Queue, make_model: Callable[..., Awaitabl
 async def test_a_healthy_model_is_certified_by_a_worker_process(
     spawn_worker: SpawnWorker, queue: Queue, store: Store, make_model: Callable[..., Awaitable[Any]]
 ) -> None:
-    worker = spawn_worker("--concurrency", "2", handler=None, env={"CERTQ_E2E_KEY": SECRET})
+    worker = spawn_worker("--concurrency", "2", handler=None,
+                          env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"})
     await worker.started()
     with serve(OpenAIHandler) as (root, stub):
         certification_id = await _submit(store, queue, make_model, root)
@@ -51,7 +53,8 @@ async def test_a_healthy_model_is_certified_by_a_worker_process(
 async def test_a_rejected_key_fails_for_good_with_an_error_line_and_no_retry(
     spawn_worker: SpawnWorker, queue: Queue, store: Store, make_model: Callable[..., Awaitable[Any]]
 ) -> None:
-    worker = spawn_worker("--concurrency", "1", handler=None, env={"CERTQ_E2E_KEY": SECRET})
+    worker = spawn_worker("--concurrency", "1", handler=None,
+                          env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"})
     await worker.started()
     with serve(OpenAIHandler, "401") as (root, _):
         certification_id = await _submit(store, queue, make_model, root)
@@ -62,6 +65,30 @@ async def test_a_rejected_key_fails_for_good_with_an_error_line_and_no_retry(
     alert = await worker.wait_log("job failed for good")
     assert alert["level"] == "error" and alert["alert"]["errorCategory"] == "AUTH_ERROR"
     assert alert["alert"]["certificationId"] == certification_id
+    worker.signal(signal.SIGTERM)
+    assert await worker.exit_code() == 0
+    assert SECRET not in "".join(worker.raw)
+
+
+@pytest.mark.parametrize(("key_env", "stub_host"), [
+    ("CERTQ_E2E_KEY", "127.0.0.2"),  # a declared credential, a host outside its scope
+    ("DATABASE_URL", "127.0.0.1"),  # a worker secret that is not a declared credential
+])
+async def test_no_credential_reaches_a_host_outside_its_scope(
+    spawn_worker: SpawnWorker, queue: Queue, store: Store, make_model: Callable[..., Awaitable[Any]],
+    key_env: str, stub_host: str,
+) -> None:
+    worker = spawn_worker("--concurrency", "1", handler=None,
+                          env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"})
+    await worker.started()
+    with serve(OpenAIHandler, host=stub_host) as (root, stub):
+        certification_id = await _submit(store, queue, make_model, root, key_env=key_env)
+        [job] = await wait_finished(queue, [certification_id], within=60)
+    assert job.state.value == "failed" and job.error_category == "CONFIG_ERROR" and job.attempts == 1
+    assert key_env in (job.last_error or "") and "MODEL_CREDENTIALS" in (job.last_error or "")
+    assert stub.requests == []  # nothing at all was sent, so no secret was either
+    record = await store.get_certification(certification_id)
+    assert record is not None and record.status == "FAILED" and record.error_category == "CONFIG_ERROR"
     worker.signal(signal.SIGTERM)
     assert await worker.exit_code() == 0
     assert SECRET not in "".join(worker.raw)

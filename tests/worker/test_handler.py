@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from certq.certification import ModelEndpoint, Verdict
+from certq.credentials import parse_credentials
 from certq.metrics import Metrics
 from certq.queue import Queue, QueueConfig, Runner
 from certq.reconcile import job_payload
@@ -62,6 +63,9 @@ class RecordingAlerter(Alerter):
         self.sent.append(alert)
 
 
+TEST_CREDENTIALS = parse_credentials("CERTQ_TEST_KEY@127.0.0.1,CERTQ_TEST_UNSET_KEY@127.0.0.1")
+
+
 @dataclass
 class Rig:
     store: Store
@@ -90,7 +94,7 @@ async def rig(store: Store, redis_client: aioredis.Redis, key_prefix: str,
     alerter = RecordingAlerter(None)
     alerts = alerter.sent
     hooks = WorkerHooks(config.name, Metrics(CollectorRegistry()), alerter)
-    runner = Runner(redis_client, config, CertificationHandler(database, certify=certifier), concurrency=2,
+    runner = Runner(redis_client, config, CertificationHandler(database, certify=certifier, credentials=TEST_CREDENTIALS), concurrency=2,
                     job_timeout_ms=2_000, hooks=hooks)
     stop = asyncio.Event()
     running = asyncio.create_task(runner.run(stop))
