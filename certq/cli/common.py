@@ -177,9 +177,18 @@ def print_json_line(value: Any) -> None:
     sys.stdout.flush()
 
 
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def printable(value: object) -> str:
+    """`str(value)` with every control character escaped (`\\x1b`): text from model endpoints and job
+    payloads can carry terminal escape sequences, which must never reach the operator's terminal raw."""
+    return str(value).translate(_CONTROLS)
+
+
 def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
-    """A plain left-aligned text table."""
-    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    """A plain left-aligned text table (cells made printable)."""
+    cells = [[str(h) for h in headers], *[["" if c is None else printable(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -18,6 +18,7 @@ from certq.cli.common import (
     parse_duration_ms,
     print_json,
     print_json_line,
+    printable,
     redis_connection,
     run_async,
     settings_from,
@@ -211,10 +212,10 @@ def run_job(args: argparse.Namespace) -> int:
                          ("result", job.result), ("last error", job.last_error),
                          ("category", job.error_category)):
         if value not in (None, "", "-"):
-            print(f"  {label:<10} {value}")
+            print(f"  {label:<10} {printable(value)}")
     for number, error in enumerate(job.errors, 1):
         attempt, category = error.get("attempt", number), error.get("category") or "-"
-        print(f"  attempt {attempt}: {category}: {error.get('message', error)}")
+        print(printable(f"  attempt {attempt}: {category}: {error.get('message', error)}"))
     return EXIT_OK
 
 
@@ -310,7 +311,7 @@ def _print_event(entry_id: str, fields: dict[str, str], as_json: bool) -> None:
         return
     at = format_ms(int(entry_id.split("-")[0]))
     extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("event", "jobId"))
-    print(f"{at}  {fields.get('event', '?'):<16} {fields.get('jobId', '')}  {extra}".rstrip(), flush=True)
+    print(printable(f"{at}  {fields.get('event', '?'):<16} {fields.get('jobId', '')}  {extra}".rstrip()), flush=True)
 
 
 def _set_paused(args: argparse.Namespace, paused: bool) -> int:

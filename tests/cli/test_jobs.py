@@ -230,3 +230,21 @@ def test_a_url_without_its_scheme_is_a_configuration_error(
     result = run_cli("doctor")
     assert result.code == 3
     assert variable in result.err and "must start with" in result.err and "Traceback" not in result.err
+
+
+async def _failed_with_terminal_escapes(queue: Queue, consumer: Consumer) -> None:
+    await queue.enqueue({**_payload(3), "modelId": "m\x1b]0;owned\x07"}, job_id="esc-3", max_attempts=1)
+    [lease] = (await consumer.claim(1)).leases
+    await consumer.fail(lease, "endpoint said \x1b[2J\x1b[31mred\x9b", final=True, category="SERVER_ERROR")
+
+
+def test_job_and_jobs_escape_control_characters_from_endpoints(
+    cli_env: str, run_cli: Run, on_queue: OnQueue
+) -> None:
+    on_queue(_failed_with_terminal_escapes)
+    for result in (run_cli("job", "esc-3"), run_cli("jobs", "--state", "failed")):
+        assert result.code == 0
+        assert "\x1b" not in result.out and "\x07" not in result.out and "\x9b" not in result.out
+    assert "\\x1b[2J\\x1b[31mred\\x9b" in run_cli("job", "esc-3").out
+    assert "m\\x1b]0;owned\\x07" in run_cli("jobs", "--state", "failed").out
+    assert run_cli("job", "esc-3", "--json").json()["lastError"].startswith("endpoint said \x1b[2J")
