@@ -30,6 +30,7 @@ from certq.api.problems import (
     unavailable_handler,
     unexpected_handler,
 )
+from certq.api.redirects import RelativeRedirects
 from certq.api.services import ApiMetrics, Services, token_set
 from certq.connections import connect_redis
 from certq.health import Check, HealthProbes, build_health_app
@@ -90,7 +91,7 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestMetrics, metrics=services.metrics),
+        middleware=[Middleware(RelativeRedirects), Middleware(RequestMetrics, metrics=services.metrics),
                     Middleware(BearerAuth, tokens=services.tokens, prefix="/api")],
         exception_handlers={Problem: problem_handler, HTTPException: http_exception_handler,
                             **{kind: unavailable_handler for kind in UNAVAILABLE}, Exception: unexpected_handler},

@@ -89,3 +89,12 @@ async def test_a_lost_database_is_a_503_not_a_500(api_server: Any) -> None:
     assert listing.status_code == 503 and listing.headers["retry-after"] == "5"
     assert listing.headers["content-type"] == "application/problem+json"
     assert ready.status_code == 503
+
+
+@pytest.mark.parametrize("path", ["/admin/queues", "/api/models/"])
+async def test_a_redirect_names_a_path_not_the_host_header(api_server: Any, path: str) -> None:
+    async with httpx.AsyncClient(base_url=api_server.url, follow_redirects=False) as client:
+        response = await client.get(path, headers={"Host": "evil.test", "Authorization": f"Bearer {api_server.token}"})
+    assert 300 <= response.status_code < 400
+    location = response.headers["location"]
+    assert location.startswith("/") and not location.startswith("//") and "evil.test" not in location

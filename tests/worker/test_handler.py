@@ -94,7 +94,8 @@ async def rig(store: Store, redis_client: aioredis.Redis, key_prefix: str,
     alerter = RecordingAlerter(None)
     alerts = alerter.sent
     hooks = WorkerHooks(config.name, Metrics(CollectorRegistry()), alerter)
-    runner = Runner(redis_client, config, CertificationHandler(database, certify=certifier, credentials=TEST_CREDENTIALS), concurrency=2,
+    handler = CertificationHandler(database, certify=certifier, credentials=TEST_CREDENTIALS)
+    runner = Runner(redis_client, config, handler, concurrency=2,
                     job_timeout_ms=2_000, hooks=hooks)
     stop = asyncio.Event()
     running = asyncio.create_task(runner.run(stop))
