@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     rate_limits: str = Field("", alias="CERTIFICATION_RATE_LIMITS")
     shutdown_grace_s: float = Field(30.0, alias="CERTIFICATION_SHUTDOWN_GRACE", ge=0, allow_inf_nan=False)
     worker_health_port: int = Field(3002, alias="WORKER_HEALTH_PORT", ge=0, le=65535)
-    worker_health_host: str = Field("0.0.0.0", alias="WORKER_HEALTH_HOST", min_length=1)
+    worker_health_host: str = Field("127.0.0.1", alias="WORKER_HEALTH_HOST", min_length=1)
 
     api_host: str = Field("127.0.0.1", alias="API_HOST")
     api_port: int = Field(3001, alias="API_PORT", ge=0, le=65535)

@@ -59,3 +59,10 @@ def test_a_refused_value_reads_as_plain_words_without_pydantics_prefix() -> None
         load_settings(rate_limits="x=1")
     assert refused.value.variable == "CERTIFICATION_RATE_LIMITS"
     assert str(refused.value).startswith("CERTIFICATION_RATE_LIMITS: 'x=1' is not GROUP=COUNT/PERIOD")
+
+
+def test_the_worker_health_port_binds_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKER_HEALTH_HOST", raising=False)
+    assert load_settings().worker_health_host == "127.0.0.1"
+    monkeypatch.setenv("WORKER_HEALTH_HOST", "0.0.0.0")
+    assert load_settings().worker_health_host == "0.0.0.0"
