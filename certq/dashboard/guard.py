@@ -5,10 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
+import math
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from certq.login_throttle import LoginThrottle
+
+log = logging.getLogger("certq.dashboard.guard")
 
 CSRF_HEADER = "x-certq-board"
 """Every state-changing request must carry this header: a cross-site form cannot set it, and a cross-site
@@ -72,18 +78,30 @@ def cross_site_reason(method: str, headers: Headers, scheme: str) -> str | None:
 class BoardGuard:
     """ASGI middleware in front of the whole dashboard (pages, static files and JSON alike)."""
 
-    def __init__(self, app: ASGIApp, *, username: str, password: str) -> None:
+    def __init__(self, app: ASGIApp, *, username: str, password: str, throttle: LoginThrottle | None = None) -> None:
         self.app = app
         self.username = username
         self.password = password
+        self.throttle = throttle or LoginThrottle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        user = check_credentials(headers.get("authorization"), self.username, self.password)
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        wait_s = self.throttle.retry_after(client)
+        if wait_s > 0:
+            await _problem(429, "Too Many Requests", "too many failed logins from this address; try again later",
+                           {"Retry-After": str(math.ceil(wait_s))})(scope, receive, send)
+            return
+        header = headers.get("authorization")
+        user = check_credentials(header, self.username, self.password)
         if user is None:
+            if header is not None:  # a browser's first request carries none: not a failed login
+                count = self.throttle.failed(client)
+                log.warning("dashboard login failed", extra={"client": client, "failures_in_window": count,
+                                                             "path": scope.get("path")})
             response = _problem(401, "Unauthorized", "the dashboard needs its user name and password",
                                 {"WWW-Authenticate": REALM})
             await response(scope, receive, send)

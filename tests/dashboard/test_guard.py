@@ -7,7 +7,7 @@ from starlette.datastructures import Headers
 
 from certq.dashboard.guard import CSRF_HEADER, check_credentials, cross_site_reason
 from certq.settings import SettingsError, load_settings
-from tests.dashboard.conftest import basic
+from tests.dashboard.conftest import Board, basic
 
 
 def test_credentials_must_match_both_user_and_password() -> None:
@@ -39,3 +39,19 @@ def test_production_refuses_default_or_empty_dashboard_credentials(password: str
         load_settings(env="production", api_tokens="t0ken", board_password=password)
     assert refused.value.variable == "BULL_BOARD_PASSWORD"
     assert load_settings(env="production", api_tokens="t0ken", board_password="long random").env == "production"
+
+
+async def test_failed_logins_are_throttled_per_client_and_logged(
+    board: Board, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = {"Authorization": basic(board.user, "not-the-password")}
+    assert (await board.client.get("")).status_code == 200  # a right login is never slowed
+    caplog.set_level("WARNING", logger="certq.dashboard.guard")
+    for _ in range(10):
+        assert (await board.client.get("", headers=wrong)).status_code == 401
+    refused = await board.client.get("")  # even the right password waits out the window now
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert refused.headers["content-type"] == "application/problem+json"
+    failed = [r for r in caplog.records if r.getMessage() == "dashboard login failed"]
+    assert len(failed) == 10 and failed[-1].__dict__["client"] == "127.0.0.1"
+    assert all("not-the-password" not in r.getMessage() + str(r.__dict__) for r in failed)
