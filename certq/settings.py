@@ -15,6 +15,9 @@ STARTUP_FAILURE = 3
 
 DEFAULT_BOARD_USERNAME = "admin"
 DEFAULT_BOARD_PASSWORD = "admin123"
+MIN_PRODUCTION_PASSWORD = 12
+MIN_PRODUCTION_TOKEN = 24
+"""Production refuses shorter secrets (a `secrets.token_urlsafe(24)` token is 32 characters)."""
 
 _RATE_LIMIT = re.compile(r"^\s*([^=\s]+)\s*=\s*(\d+)\s*/\s*(\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -173,6 +176,14 @@ class Settings(BaseSettings):
                 raise SettingsError("API_TOKENS", "production needs at least one bearer token")
             if self.board_password in ("", DEFAULT_BOARD_PASSWORD) or self.board_username == "":
                 raise SettingsError("BULL_BOARD_PASSWORD", "production refuses default or empty dashboard credentials")
+            if len(self.board_password) < MIN_PRODUCTION_PASSWORD:
+                raise SettingsError("BULL_BOARD_PASSWORD", f"production needs a dashboard password of at least "
+                                    f"{MIN_PRODUCTION_PASSWORD} characters")
+            for index, token in enumerate(self.tokens, 1):
+                secret = token.rsplit(":", 1)[0] if token.endswith((":read", ":certify", ":admin")) else token
+                if len(secret) < MIN_PRODUCTION_TOKEN:
+                    raise SettingsError("API_TOKENS", f"production needs bearer tokens of at least "
+                                        f"{MIN_PRODUCTION_TOKEN} characters (entry {index} is shorter)")
         return self
 
     @property

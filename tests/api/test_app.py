@@ -45,7 +45,8 @@ async def test_health_ready_and_metrics_answer_on_the_api(api_server: Any) -> No
 
 @pytest.mark.parametrize(("env", "variable"), [
     ({"CERTQ_ENV": "production", "API_TOKENS": ""}, "API_TOKENS"),
-    ({"CERTQ_ENV": "production", "API_TOKENS": "t", "BULL_BOARD_PASSWORD": "admin123"}, "BULL_BOARD_PASSWORD"),
+    ({"CERTQ_ENV": "production", "API_TOKENS": "t" * 32, "BULL_BOARD_PASSWORD": "admin123"}, "BULL_BOARD_PASSWORD"),
+    ({"CERTQ_ENV": "production", "API_TOKENS": "a", "BULL_BOARD_PASSWORD": "long enough pw"}, "API_TOKENS"),
     ({"API_PORT": "not-a-port"}, "API_PORT"),
 ])
 def test_api_refuses_to_start_with_unsafe_or_invalid_configuration(env: dict[str, str], variable: str) -> None:

@@ -128,7 +128,7 @@ def test_doctor_fails_a_redis_that_may_evict_jobs_or_lose_them_on_restart(
     try:
         monkeypatch.setenv("REDIS_URL", server.url)
         monkeypatch.setenv("CERTQ_ENV", "production")
-        monkeypatch.setenv("API_TOKENS", "t")
+        monkeypatch.setenv("API_TOKENS", "t" * 32)
         monkeypatch.setenv("BULL_BOARD_PASSWORD", "not-the-default")
         result = run_cli("doctor", "--json", "--database-url", migrated_database_url)
     finally:

@@ -9,6 +9,8 @@ from certq.dashboard.guard import CSRF_HEADER, check_credentials, cross_site_rea
 from certq.settings import SettingsError, load_settings
 from tests.dashboard.conftest import Board, basic
 
+LONG_TOKEN = "tok-" + "a" * 28
+
 
 def test_credentials_must_match_both_user_and_password() -> None:
     assert check_credentials(basic("ops", "s3cret"), "ops", "s3cret") == "ops"
@@ -33,12 +35,20 @@ def test_only_same_origin_requests_with_the_header_may_change_state() -> None:
     assert reason("DELETE", **host, **{CSRF_HEADER: "1", "sec-fetch-site": "same-site"}) is not None
 
 
-@pytest.mark.parametrize("password", ["", "admin123"])
-def test_production_refuses_default_or_empty_dashboard_credentials(password: str) -> None:
+@pytest.mark.parametrize("password", ["", "admin123", "x", "elevenchars"])
+def test_production_refuses_default_empty_or_short_dashboard_credentials(password: str) -> None:
     with pytest.raises(SettingsError) as refused:
-        load_settings(env="production", api_tokens="t0ken", board_password=password)
+        load_settings(env="production", api_tokens=LONG_TOKEN, board_password=password)
     assert refused.value.variable == "BULL_BOARD_PASSWORD"
-    assert load_settings(env="production", api_tokens="t0ken", board_password="long random").env == "production"
+    assert load_settings(env="production", api_tokens=LONG_TOKEN, board_password="long random!").env == "production"
+
+
+@pytest.mark.parametrize("tokens", ["a", f"{LONG_TOKEN},short", "short-token-of-23-chars:admin"[:23] + ":read"])
+def test_production_refuses_short_bearer_tokens(tokens: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(env="production", api_tokens=tokens, board_password="long random!")
+    assert refused.value.variable == "API_TOKENS"
+    assert load_settings(env="development", api_tokens=tokens).env == "development"
 
 
 async def test_failed_logins_are_throttled_per_client_and_logged(

@@ -158,11 +158,13 @@ def test_compose_environment_passes_production_validation_and_the_flags_parse() 
     from certq.settings import Settings
     from certq.worker.cli import build_parser as worker_parser
 
-    secrets = {"REDIS_PASSWORD": "r", "POSTGRES_PASSWORD": "p", "API_TOKENS": "t1,t2", "BULL_BOARD_PASSWORD": "b"}
+    t1, t2 = "t1" + "x" * 30, "t2" + "y" * 30
+    secrets = {"REDIS_PASSWORD": "r", "POSTGRES_PASSWORD": "p", "API_TOKENS": f"{t1},{t2}",
+               "BULL_BOARD_PASSWORD": "b" * 16}
     for service in CERTQ_SERVICES:
         env = {k: _interpolate(str(v), secrets) for k, v in SERVICES[service]["environment"].items()}
         settings = Settings.model_validate(env)
-        assert settings.env == "production" and settings.tokens == ["t1", "t2"]
+        assert settings.env == "production" and settings.tokens == [t1, t2]
         assert settings.redis_dsn == "redis://:r@redis:6379/0"
         assert settings.database_url == "postgresql://certq:p@postgres:5432/certq"
         command = _command(service)

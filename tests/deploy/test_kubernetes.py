@@ -117,7 +117,7 @@ def test_configmap_and_secret_template_only_use_known_variables() -> None:
 def test_production_configmap_values_pass_settings_validation() -> None:
     from certq.settings import Settings
 
-    values = _configmap() | {"API_TOKENS": "t", "BULL_BOARD_PASSWORD": "not-the-default"}
+    values = _configmap() | {"API_TOKENS": "t" * 32, "BULL_BOARD_PASSWORD": "not-the-default"}
     Settings.model_validate(values)
 
 
