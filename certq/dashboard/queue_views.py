@@ -6,6 +6,7 @@ import time
 from typing import Any, Literal
 from uuid import UUID
 
+import orjson
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,8 +33,20 @@ from certq.store.dashboard import RunSuperseded
 STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
 
 
+FIELD_CAP_BYTES = 16 * 1024
+"""A job field larger than this as JSON is sent as a preview: a payload edited to 50 MB in Redis must not
+make every open dashboard download it on each refresh."""
+PREVIEW_CHARS = 1024
+
+
 def _job_json(job: Any) -> dict[str, Any]:
     data: dict[str, Any] = job.to_dict() if hasattr(job, "to_dict") else dict(job)
+    for name, value in data.items():
+        if isinstance(value, (dict, list, str)):
+            encoded = orjson.dumps(value)
+            if len(encoded) > FIELD_CAP_BYTES:
+                data[name] = {"truncated": True, "bytes": len(encoded),
+                              "preview": encoded[:PREVIEW_CHARS].decode("utf-8", errors="replace")}
     return data
 
 

@@ -389,3 +389,13 @@ async def test_retry_all_leaves_superseded_runs_failed_in_both_stores(
     still = await store.get_certification(old.id)
     assert still is not None and still.status == "FAILED"
     assert (await board.queue.get(str(old.id))).state.value == "failed"  # type: ignore[union-attr]
+
+
+async def test_a_huge_payload_is_sent_as_a_bounded_preview(board: Board) -> None:
+    job = await board.queue.enqueue({"modelId": "m", "blob": "x" * 5_000_000})
+    listed = await board.client.get("api/jobs", params={"state": "waiting"})
+    detail = await board.client.get(f"api/jobs/{job.id}")
+    for response in (listed, detail):
+        assert response.status_code == 200 and len(response.content) < 64 * 1024
+    payload = detail.json()["payload"] if "payload" in detail.json() else detail.json()["job"]["payload"]
+    assert payload["truncated"] is True and payload["bytes"] > 5_000_000 and len(payload["preview"]) <= 1024
