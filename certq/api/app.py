@@ -46,7 +46,8 @@ ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS]
 UNAVAILABLE: tuple[type[Exception], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.UndefinedTableError,
     asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError, RedisError,
+    asyncpg.SerializationError, asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError, RedisError,
 )
 
 

@@ -171,6 +171,8 @@ async def unavailable_handler(request: Request, exc: Exception) -> Response:
         detail = "the database has no certq schema: run `python -m certq migrate`"
     elif isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
         detail = "the request collided with a concurrent one; retry it"
+    elif isinstance(exc, asyncpg.ReadOnlySQLTransactionError | asyncpg.InsufficientResourcesError):
+        detail = "PostgreSQL cannot take writes right now (read-only or out of resources); retry later"
     elif isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         detail = "PostgreSQL is not available right now; retry later"
     else:

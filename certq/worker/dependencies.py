@@ -22,6 +22,9 @@ PING_TIMEOUT_S = 1.0
 DATABASE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
     asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError,
+    # A database that cannot take writes (read-only standby, disk full, out of memory) is away too: the
+    # job goes back unburnt and its verdict is written when PostgreSQL takes writes again.
+    asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError, asyncpg.OperatorInterventionError,
 )
 """Errors that mean "PostgreSQL is away right now", not "this job is wrong"."""
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_OUTAGE_ERRORS, asyncpg.PostgresError)
