@@ -47,7 +47,9 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.UndefinedTableError,
     asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError, asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError, RedisError,
+    asyncpg.OperatorInterventionError,
+    # asyncpg's state machine trips on a connection the server terminated while it was idle in the pool.
+    asyncpg.InternalClientError, RedisError,
 )
 
 

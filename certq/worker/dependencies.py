@@ -25,6 +25,8 @@ DATABASE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     # A database that cannot take writes (read-only standby, disk full, out of memory) is away too: the
     # job goes back unburnt and its verdict is written when PostgreSQL takes writes again.
     asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError, asyncpg.OperatorInterventionError,
+    # A pooled connection the server terminated while idle can trip asyncpg's state machine on next use.
+    asyncpg.InternalClientError,
 )
 """Errors that mean "PostgreSQL is away right now", not "this job is wrong"."""
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_OUTAGE_ERRORS, asyncpg.PostgresError)
