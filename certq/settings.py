@@ -67,6 +67,20 @@ def _split_csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+TOKEN_ROLES = ("read", "certify", "admin")
+"""The roles an API_TOKENS entry may end in (`:read`), weakest first; an entry without one is admin."""
+
+
+def parse_token(entry: str) -> tuple[str, str]:
+    """`"s3cret:certify"` -> `("s3cret", "certify")`; `"s3cret"` -> `("s3cret", "admin")`."""
+    secret, colon, role = entry.rpartition(":")
+    if not colon:
+        return entry, "admin"
+    if role not in TOKEN_ROLES or not secret:
+        raise ValueError("a role suffix is :read, :certify or :admin")  # the value may be secret: not echoed
+    return secret, role
+
+
 class Settings(BaseSettings):
     """Every variable of the contract; field aliases are the variable names."""
 
@@ -124,6 +138,16 @@ class Settings(BaseSettings):
         parse_rate_limits(value)
         return value
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _valid_token_roles(cls, value: str) -> str:
+        for index, entry in enumerate(_split_csv(value), 1):
+            try:
+                parse_token(entry)
+            except ValueError as exc:
+                raise ValueError(f"entry {index} has an unknown role: {exc}") from None
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -179,8 +203,7 @@ class Settings(BaseSettings):
             if len(self.board_password) < MIN_PRODUCTION_PASSWORD:
                 raise SettingsError("BULL_BOARD_PASSWORD", f"production needs a dashboard password of at least "
                                     f"{MIN_PRODUCTION_PASSWORD} characters")
-            for index, token in enumerate(self.tokens, 1):
-                secret = token.rsplit(":", 1)[0] if token.endswith((":read", ":certify", ":admin")) else token
+            for index, secret in enumerate(self.tokens, 1):
                 if len(secret) < MIN_PRODUCTION_TOKEN:
                     raise SettingsError("API_TOKENS", f"production needs bearer tokens of at least "
                                         f"{MIN_PRODUCTION_TOKEN} characters (entry {index} is shorter)")
@@ -188,7 +211,12 @@ class Settings(BaseSettings):
 
     @property
     def tokens(self) -> list[str]:
-        return _split_csv(self.api_tokens)
+        """The bearer secrets, without their `:role` suffixes."""
+        return [secret for secret, _ in self.token_roles]
+
+    @property
+    def token_roles(self) -> list[tuple[str, str]]:
+        return [parse_token(entry) for entry in _split_csv(self.api_tokens)]
 
     @property
     def credential_policy(self) -> CredentialPolicy:

@@ -66,3 +66,16 @@ def test_the_worker_health_port_binds_loopback_unless_told_otherwise(monkeypatch
     assert load_settings().worker_health_host == "127.0.0.1"
     monkeypatch.setenv("WORKER_HEALTH_HOST", "0.0.0.0")
     assert load_settings().worker_health_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize("entries", ["tok:root", "a,tok:", "tok:READ", ":read"])
+def test_an_unknown_role_suffix_is_refused_naming_api_tokens(entries: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(api_tokens=entries)
+    assert refused.value.variable == "API_TOKENS"
+
+
+def test_suffixes_are_not_part_of_the_secret_and_a_bare_token_is_admin() -> None:
+    settings = load_settings(api_tokens="r:read, c:certify,a:admin,bare")
+    assert settings.tokens == ["r", "c", "a", "bare"]
+    assert settings.token_roles == [("r", "read"), ("c", "certify"), ("a", "admin"), ("bare", "admin")]

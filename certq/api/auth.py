@@ -1,30 +1,68 @@
-"""Bearer-token authentication of /api/* (RFC 6750), tokens compared in constant time."""
+"""Bearer-token authentication of /api/* (RFC 6750) and token roles; tokens compared in constant time."""
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
+import re
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from certq.api.problems import Problem
 
 
-class TokenSet:
-    """The accepted tokens, kept as SHA-256 digests so every comparison has the same length."""
+class Role(enum.IntEnum):
+    """What a token may do; each role includes the ones below it."""
 
-    def __init__(self, tokens: list[str]) -> None:
-        self._digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
+    READ = 1
+    CERTIFY = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# Starting and cancelling certifications; every other write is admin, every read is read.
+_CERTIFY_ROUTES = (
+    ("POST", re.compile(r"/api/certification-queue/(certify|certify-model|certify-multiple|certify-all)")),
+    ("DELETE", re.compile(r"/api/certification-queue/jobs/[^/]+")),
+)
+
+
+def required_role(method: str, path: str) -> Role:
+    """The role a request needs: the one table of route -> role (OpenAPI documents it from here too)."""
+    method = method.upper()
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return Role.READ
+    path = path.rstrip("/") or "/"
+    if any(method == m and pattern.fullmatch(path) for m, pattern in _CERTIFY_ROUTES):
+        return Role.CERTIFY
+    return Role.ADMIN
+
+
+class TokenSet:
+    """The accepted tokens and their roles, kept as SHA-256 digests so every comparison has the same length."""
+
+    def __init__(self, tokens: Mapping[str, Role]) -> None:
+        self._digests = [(hashlib.sha256(t.encode()).digest(), role) for t, role in tokens.items()]
 
     def __bool__(self) -> bool:
         return bool(self._digests)
 
-    def accepts(self, token: str) -> bool:
+    def role_of(self, token: str) -> Role | None:
+        """The token's role, or None if it is not one of the set."""
         candidate = hashlib.sha256(token.encode()).digest()
-        matched = False
-        for digest in self._digests:  # no early exit: the time taken does not depend on which one matched
-            matched |= hmac.compare_digest(candidate, digest)
-        return matched
+        found: Role | None = None
+        for digest, role in self._digests:  # no early exit: the time taken does not depend on which one matched
+            if hmac.compare_digest(candidate, digest):
+                found = role
+        return found
+
+    def accepts(self, token: str) -> bool:
+        return self.role_of(token) is not None
 
 
 def token_fingerprint(token: str) -> str:
@@ -60,14 +98,22 @@ class BearerAuth:
                 header = value.decode("latin-1")
                 break
         token = bearer_token(header)
+        role = None if token is None else self.tokens.role_of(token)
+        needed = required_role(scope["method"], scope["path"])
         if token is None:
             problem = Problem(401, "send Authorization: Bearer <token>", field="Authorization", kind="unauthorized",
                               headers={"WWW-Authenticate": 'Bearer realm="certq"'})
-        elif not self.tokens.accepts(token):
+        elif role is None:
             problem = Problem(401, "the bearer token is not valid", field="Authorization", kind="unauthorized",
                               headers={"WWW-Authenticate": 'Bearer realm="certq", error="invalid_token"'})
+        elif role < needed:
+            problem = Problem(403, f"{scope['method']} {scope['path']} needs a token with role {needed.label}; "
+                              f"this token's role is {role.label}", field="Authorization", kind="forbidden",
+                              headers={"WWW-Authenticate": 'Bearer realm="certq", error="insufficient_scope"'})
         else:
-            scope.setdefault("state", {})["token_id"] = token_fingerprint(token)
+            state = scope.setdefault("state", {})
+            state["token_id"] = token_fingerprint(token)
+            state["token_role"] = role.label
             await self.app(scope, receive, send)
             return
         await problem.response(scope["path"])(scope, receive, send)

@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from certq.api.auth import required_role
 from certq.api.schemas import Problem as ProblemSchema
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -32,7 +33,8 @@ class Endpoint:
     public: bool = False
 
 
-_ERRORS = {400: "bad input (field named)", 401: "missing or wrong bearer token", 404: "not found",
+_ERRORS = {400: "bad input (field named)", 401: "missing or wrong bearer token",
+           403: "the token's role is below the operation's x-certq-role", 404: "not found",
            413: "body too large", 415: "not JSON", 422: "not certifiable / key reused"}
 
 
@@ -47,6 +49,10 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
         operation: dict[str, Any] = {"summary": e.summary, "operationId": e.handler.__name__, "tags": list(e.tags)}
+        if not e.public:
+            role = required_role(e.method, e.path).label
+            operation["x-certq-role"] = role
+            operation["description"] = f"Needs a bearer token with role {role} or above (read < certify < admin)."
         parameters: list[dict[str, Any]] = [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
             for p in e.path_params
@@ -75,7 +81,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             responses[str(status)] = {"description": "OK" if status < 300 else "", "content": content}
         problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         for status, text in _ERRORS.items():
-            if e.public and status == 401:
+            if e.public and status in (401, 403):
                 continue
             responses.setdefault(str(status), {"description": text, "content": problem})
         operation["responses"] = responses

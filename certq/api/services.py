@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from certq.api.auth import TokenSet
+from certq.api.auth import Role, TokenSet
 from certq.metrics import Metrics
 from certq.settings import Settings
 from certq.store import Store
@@ -54,10 +54,10 @@ class Services:
 
 
 def token_set(settings: Settings) -> TokenSet:
-    """The configured tokens; in development without any, a random one is made up and logged once."""
-    tokens = settings.tokens
+    """The configured tokens and their roles; in development without any, a random admin one is made up and logged."""
+    tokens = {secret: Role[role.upper()] for secret, role in settings.token_roles}
     if not tokens:
         generated = secrets.token_urlsafe(24)
-        log.warning("API_TOKENS is empty: /api/* accepts only this development token: %s", generated)
-        tokens = [generated]
+        log.warning("API_TOKENS is empty: /api/* accepts only this development (admin) token: %s", generated)
+        tokens = {generated: Role.ADMIN}
     return TokenSet(tokens)

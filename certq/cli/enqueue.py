@@ -96,7 +96,9 @@ def _finish(args: argparse.Namespace, answer: dict[str, Any], wait: Any) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> str:
-    token = args.token or next(iter(settings.tokens), None)
+    # A read-only token would get 403 on certify-model; take the first that may certify.
+    able = [secret for secret, role in settings.token_roles if role != "read"]
+    token = args.token or next(iter(able or settings.tokens), None)
     if not token:
         raise CommandError("--api-url needs a bearer token: --token T, or API_TOKENS in the environment", EXIT_USAGE)
     if not (token.isascii() and token.isprintable()) or " " in token:
