@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from certq.credentials import CredentialPolicy, parse_credentials
+from certq.egress import EgressPolicy, parse_egress
 
 STARTUP_FAILURE = 3
 """Exit code of a process that refuses to start because of its configuration (uvicorn's number)."""
@@ -121,6 +122,9 @@ class Settings(BaseSettings):
     log_dir: str | None = Field(None, alias="LOG_DIR")
     alert_webhook_url: str | None = Field(None, alias="ALERT_WEBHOOK_URL")
     model_credentials: str = Field("", alias="MODEL_CREDENTIALS")
+    model_egress_allow: str = Field("", alias="MODEL_EGRESS_ALLOW")
+    model_max_response_mb: int = Field(8, alias="MODEL_MAX_RESPONSE_MB", ge=1, le=1024)
+    model_max_stream_s: float = Field(120.0, alias="MODEL_MAX_STREAM_SECONDS", gt=0, le=3600, allow_inf_nan=False)
 
     # The demo certifies this OpenAI-compatible endpoint instead of its local llama.cpp model when set.
     openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
@@ -155,6 +159,12 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         if value:
             _check_url(value)
+        return value
+
+    @field_validator("model_egress_allow")
+    @classmethod
+    def _valid_egress(cls, value: str) -> str:
+        parse_egress(value, production=True)
         return value
 
     @field_validator("database_url")
@@ -221,6 +231,11 @@ class Settings(BaseSettings):
     @property
     def credential_policy(self) -> CredentialPolicy:
         return parse_credentials(self.model_credentials)
+
+    @property
+    def egress_policy(self) -> EgressPolicy:
+        """Where model endpoints may be; empty MODEL_EGRESS_ALLOW: public only in production, any in development."""
+        return parse_egress(self.model_egress_allow, production=self.env == "production")
 
     @property
     def rate_limit_table(self) -> dict[str, tuple[int, float]]:

@@ -14,7 +14,8 @@ from certq.api.problems import Problem, parse_body, parse_query, parse_uuid
 from certq.api.responses import answer, services_of
 from certq.api.schemas import ModelCreate, ModelList, ModelOut, ModelsQuery, ModelUpdate, check_deployment
 from certq.certification import ModelEndpoint
-from certq.credentials import CredentialPolicy
+from certq.credentials import CredentialPolicy, url_target
+from certq.egress import EgressPolicy
 from certq.store import ModelRecord, Replay
 
 _COLUMNS = {"name": "name", "provider": "provider", "apiModelId": "api_model_id", "baseUrl": "base_url",
@@ -29,6 +30,24 @@ def _check(provider: str, base_url: str | None, regions: list[str]) -> None:
                       errors=errors)
 
 
+def _targets(merged: dict[str, Any]) -> list[str]:
+    return [ModelEndpoint(provider=merged["provider"], api_model_id="", region=region,
+                          base_url=merged["base_url"]).target_url for region in merged["regions"]]
+
+
+def _check_egress(policy: EgressPolicy, merged: dict[str, Any]) -> None:
+    """What the URL alone shows to be out of MODEL_EGRESS_ALLOW; the worker checks the resolved address too."""
+    for url in _targets(merged):
+        target = url_target(url)
+        if target is None:
+            raise Problem(400, "baseUrl: not an http(s) URL with a valid host and port (an IPv6 address goes in "
+                          "brackets: http://[::1]:8080/v1)", field="baseUrl", kind="invalid-input")
+        refusal = policy.host_refusal(target[0])
+        if refusal is not None:
+            raise Problem(422, f"baseUrl: {refusal}; ask the operator to allow it", field="baseUrl",
+                          kind="egress-refused")
+
+
 def _check_credential(policy: CredentialPolicy, merged: dict[str, Any]) -> None:
     """A model may only name a declared credential, and only for hosts in that credential's scope."""
     name = merged.get("api_key_env")
@@ -39,10 +58,8 @@ def _check_credential(policy: CredentialPolicy, merged: dict[str, Any]) -> None:
         raise Problem(422, f"apiKeyEnv: {name} is not a credential declared in MODEL_CREDENTIALS (declared: "
                       f"{declared}); ask the operator to declare it with the hosts it may be sent to",
                       field="apiKeyEnv", kind="undeclared-credential")
-    for region in merged["regions"]:
-        endpoint = ModelEndpoint(provider=merged["provider"], api_model_id="", region=region,
-                                 base_url=merged["base_url"])
-        refusal = policy.refusal(name, endpoint.target_url)
+    for url in _targets(merged):
+        refusal = policy.refusal(name, url)
         if refusal is not None:
             raise Problem(422, f"baseUrl: {refusal}", field="baseUrl", kind="credential-out-of-scope")
 
@@ -52,8 +69,10 @@ async def create_model(request: Request) -> Response:
     body, raw = await parse_body(request, ModelCreate)
     base_url = None if body.base_url is None else body.base_url.rstrip("/")
     _check(body.provider, base_url, body.regions)
-    _check_credential(services.settings.credential_policy, {"provider": body.provider, "base_url": base_url,
-                                                            "regions": body.regions, "api_key_env": body.api_key_env})
+    merged = {"provider": body.provider, "base_url": base_url, "regions": body.regions,
+              "api_key_env": body.api_key_env}
+    _check_egress(services.settings.egress_policy, merged)
+    _check_credential(services.settings.credential_policy, merged)
     key = idempotency_key(request.headers.get("idempotency-key"),
                           f"{request.scope.get('state', {}).get('token_id', '')}:POST /api/models", raw)
 
@@ -102,6 +121,7 @@ async def update_model(request: Request) -> Response:
     merged = {"provider": current.provider, "base_url": current.base_url, "regions": current.regions,
               "api_key_env": current.api_key_env} | changes
     _check(merged["provider"], merged["base_url"], merged["regions"])
+    _check_egress(services_of(request).settings.egress_policy, merged)
     _check_credential(services_of(request).settings.credential_policy, merged)
     record = await services_of(request).need_store().update_model(current.id, changes)
     if record is None:

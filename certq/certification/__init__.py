@@ -5,6 +5,7 @@ from __future__ import annotations
 from certq.certification.chat import ModelEndpoint
 from certq.certification.config import RunConfig
 from certq.certification.errors import RETRYABLE, CertificationError, ErrorCategory, ProviderError
+from certq.certification.limits import ResponseLimits
 from certq.certification.runner import ProgressCallback, run_certification
 from certq.certification.verdict import Verdict
 
@@ -15,6 +16,7 @@ __all__ = [
     "ModelEndpoint",
     "ProgressCallback",
     "ProviderError",
+    "ResponseLimits",
     "RunConfig",
     "Verdict",
     "run_certification",

@@ -30,8 +30,19 @@ from certq.certification.chat import (
 from certq.certification.classify import classify_bedrock, classify_transport, parse_retry_after
 from certq.certification.config import RunConfig
 from certq.certification.errors import ErrorCategory, ProviderError
+from certq.certification.limits import (
+    ACCEPT_ENCODING,
+    StreamMeter,
+    decoded_chunks,
+    loads,
+    quote_endpoint,
+    read_body,
+    stream_deadline,
+)
 from certq.certification.metrics import RunRecorder
 from certq.certification.redaction import Redactor
+from certq.certification.transport import transport_for
+from certq.egress import EgressRefused
 
 FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -81,10 +92,12 @@ class BedrockProvider:
         self._recorder = recorder
         self._redact = redact
         self._config = config
+        self._limits = config.limits
         self.model_id = endpoint.api_model_id
         self._credentials: ReadOnlyCredentials | None = None
         self._credentials_lock = asyncio.Lock()
         self._client = httpx.AsyncClient(
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
             timeout=httpx.Timeout(
                 connect=config.connect_timeout_s,
                 read=config.read_timeout_s,
@@ -93,6 +106,7 @@ class BedrockProvider:
             ),
             follow_redirects=False,
             trust_env=False,
+            transport=transport_for(config.egress),
         )
 
     async def aclose(self) -> None:
@@ -159,11 +173,15 @@ class BedrockProvider:
             async with asyncio.timeout(self._config.request_deadline_s):
                 if stream:
                     return await self._read_stream(url, body, headers, started)
-                response = await self._client.post(url, content=body, headers=headers)
-                self._recorder.on_status(response.status_code)
-                return self._parse_converse(response, time.perf_counter() - started)
+                async with self._client.stream("POST", url, content=body, headers=headers) as response:
+                    self._recorder.on_status(response.status_code)
+                    raw = await read_body(response, self._limits)
+                return self._parse_converse(response, raw, time.perf_counter() - started)
         except ProviderError:
             raise
+        except EgressRefused as exc:
+            self._recorder.on_status(None)
+            raise ProviderError(ErrorCategory.CONFIG_ERROR, f"egress refused: {exc}") from None
         except TimeoutError:
             self._recorder.on_status(None)
             raise ProviderError(
@@ -184,21 +202,24 @@ class BedrockProvider:
             message = str(data.get("message") or data.get("Message") or "")
             code = code or str(data.get("__type") or data.get("code") or "").rsplit("#", 1)[-1] or None
         if not message:
-            message = body[:200].decode("utf-8", "replace")
+            message = body[:1000].decode("utf-8", "replace")
         category = classify_bedrock(code, response.status_code, message)
         return ProviderError(
             category,
-            self._redact(f"HTTP {response.status_code} {code or ''}: {message}"),
+            self._redact(f"HTTP {response.status_code} {self._quote(code or '')}: {self._quote(message)}"),
             status=response.status_code,
             code=code,
             retry_after_s=parse_retry_after(response.headers),
         )
 
-    def _parse_converse(self, response: httpx.Response, latency_s: float) -> ChatResult:
+    def _quote(self, text: str) -> str:
+        return quote_endpoint(text, self._redact, self._limits.max_error_chars)
+
+    def _parse_converse(self, response: httpx.Response, raw: bytes, latency_s: float) -> ChatResult:
         if response.status_code >= 300:
-            raise self._error(response, response.content)
+            raise self._error(response, raw)
         try:
-            data = orjson.loads(response.content)
+            data = loads(raw, self._limits, response.status_code)
         except orjson.JSONDecodeError:
             raise ProviderError(
                 ErrorCategory.PROTOCOL_ERROR, "Converse answer is not JSON", status=response.status_code
@@ -238,12 +259,12 @@ class BedrockProvider:
         async with self._client.stream("POST", url, content=body, headers=headers, timeout=timeout) as response:
             self._recorder.on_status(response.status_code)
             if response.status_code >= 300:
-                raise self._error(response, await response.aread())
+                raise self._error(response, await read_body(response, self._limits))
             content_type = response.headers.get("content-type", "")
             if "application/vnd.amazon.eventstream" not in content_type:
                 raise ProviderError(
                     ErrorCategory.PROTOCOL_ERROR,
-                    f"ConverseStream answered {content_type!r}",
+                    f"ConverseStream answered {self._quote(content_type)!r}",
                     status=response.status_code,
                 )
             result = ChatResult(
@@ -259,16 +280,25 @@ class BedrockProvider:
             )
             parts: list[str] = []
             buffer = EventStreamBuffer()
+            meter = StreamMeter(self._limits, response.status_code, "event frame")
+            pending = 0  # bytes of the frame not yet complete
             try:
-                async for data in response.aiter_bytes():
-                    buffer.add_data(data)
-                    for message in buffer:
-                        self._apply_event(
-                            result, message.headers, message.payload, time.perf_counter() - started, parts
-                        )
+                async with stream_deadline(self._limits, response.status_code):
+                    async for data in decoded_chunks(response, self._limits):
+                        meter.add(len(data))
+                        pending += len(data)
+                        meter.check_pending(pending)
+                        buffer.add_data(data)
+                        for message in buffer:
+                            pending -= message.prelude.total_length
+                            self._apply_event(
+                                result, message.headers, message.payload, time.perf_counter() - started, parts
+                            )
             except ParserError as exc:
                 raise ProviderError(
-                    ErrorCategory.PROTOCOL_ERROR, f"undecodable event stream: {exc}", status=response.status_code
+                    ErrorCategory.PROTOCOL_ERROR,
+                    f"undecodable event stream: {self._quote(str(exc))}",
+                    status=response.status_code,
                 ) from None
             result.text = "".join(parts)
             result.latency_s = time.perf_counter() - started
@@ -286,7 +316,7 @@ class BedrockProvider:
     ) -> None:
         kind = headers.get(":message-type")
         try:
-            data = orjson.loads(payload) if payload else {}
+            data = loads(payload, self._limits, result.status) if payload else {}
         except orjson.JSONDecodeError:
             raise ProviderError(
                 ErrorCategory.PROTOCOL_ERROR, "event payload is not JSON", status=result.status
@@ -296,7 +326,7 @@ class BedrockProvider:
             message = (data.get("message") if isinstance(data, dict) else None) or headers.get(":error-message") or ""
             raise ProviderError(
                 classify_bedrock(str(code), None, str(message)),
-                self._redact(f"error inside the stream: {code}: {message}"),
+                self._redact(f"error inside the stream: {self._quote(str(code))}: {self._quote(str(message))}"),
                 status=result.status,
                 code=str(code),
             )
@@ -344,18 +374,19 @@ class BedrockProvider:
         self._recorder.on_request()
         try:
             async with asyncio.timeout(self._config.request_deadline_s):
-                response = await self._client.post(url, content=body, headers=headers)
-        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+                async with self._client.stream("POST", url, content=body, headers=headers) as response:
+                    self._recorder.on_status(response.status_code)
+                    raw = await read_body(response, self._limits)
+        except (httpx.HTTPError, OSError, TimeoutError, EgressRefused) as exc:
             self._recorder.on_status(None)
             return RawOutcome(None, False, f"no answer: {type(exc).__name__}")
-        self._recorder.on_status(response.status_code)
         try:
-            data = orjson.loads(response.content)
+            data = loads(raw, self._limits, response.status_code)
             json_error = isinstance(data, dict) and ("message" in data or "Message" in data)
         except orjson.JSONDecodeError:
             json_error = False
         code = response.headers.get("x-amzn-errortype", "").split(":", 1)[0]
-        return RawOutcome(response.status_code, json_error, self._redact(f"HTTP {response.status_code} {code}"))
+        return RawOutcome(response.status_code, json_error, f"HTTP {response.status_code} {self._quote(code)}")
 
 
 def _resolve_credentials() -> ReadOnlyCredentials:

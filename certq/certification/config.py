@@ -7,10 +7,13 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from certq.certification.limits import ResponseLimits
+from certq.egress import EgressPolicy
+
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Timeouts (seconds), the in-run retry policy, the token budget and the verdict thresholds."""
+    """Timeouts (seconds), in-run retries, the token budget, verdict thresholds, response caps and egress policy."""
 
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
@@ -28,6 +31,8 @@ class RunConfig:
     burst_size: int = 4
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
+    limits: ResponseLimits = field(default_factory=ResponseLimits)
+    egress: EgressPolicy | None = None  # None: connect anywhere (the one-shot CLI, tests of other things)
 
     def backoff_s(self, retry: int, retry_after_s: float | None) -> float | None:
         """Delay before retry number `retry` (1-based); None when the server asks for more than we wait in-run."""

@@ -23,9 +23,12 @@ from certq.certification.chat import (
 from certq.certification.classify import classify_openai, classify_transport, parse_retry_after, read_error_body
 from certq.certification.config import RunConfig
 from certq.certification.errors import ErrorCategory, ProviderError
+from certq.certification.limits import ACCEPT_ENCODING, iter_lines, loads, quote_endpoint, read_body, stream_deadline
 from certq.certification.metrics import RunRecorder
 from certq.certification.redaction import Redactor
 from certq.certification.sse import iter_sse
+from certq.certification.transport import transport_for
+from certq.egress import EgressRefused
 
 FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -60,8 +63,9 @@ class OpenAICompatProvider:
         self._redact = redact
         redact.add(base.password)  # credentials in the URL itself (https://user:secret@host/v1)
         self._config = config
+        self._limits = config.limits
         self._quirks: set[str] = set()
-        headers = {"Accept": "application/json", "User-Agent": "certq-certifier"}
+        headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": "certq-certifier"}
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
         self._client = httpx.AsyncClient(
@@ -75,6 +79,7 @@ class OpenAICompatProvider:
             ),
             follow_redirects=False,
             trust_env=False,
+            transport=transport_for(config.egress),
         )
 
     @property
@@ -144,13 +149,17 @@ class OpenAICompatProvider:
             async with asyncio.timeout(self._config.request_deadline_s):
                 if stream:
                     return await self._read_stream(body, started)
-                response = await self._client.post(
-                    "chat/completions", content=body, headers={"Content-Type": "application/json"}
-                )
-                self._recorder.on_status(response.status_code)
-                return self._parse_completion(response, time.perf_counter() - started)
+                async with self._client.stream(
+                    "POST", "chat/completions", content=body, headers={"Content-Type": "application/json"}
+                ) as response:
+                    self._recorder.on_status(response.status_code)
+                    raw = await read_body(response, self._limits)
+                return self._parse_completion(response, raw, time.perf_counter() - started)
         except ProviderError:
             raise
+        except EgressRefused as exc:
+            self._recorder.on_status(None)
+            raise ProviderError(ErrorCategory.CONFIG_ERROR, f"egress refused: {exc}") from None
         except TimeoutError:
             self._recorder.on_status(None)
             raise ProviderError(
@@ -165,7 +174,8 @@ class OpenAICompatProvider:
         error = read_error_body(body)
         category = classify_openai(response.status_code, error, self._endpoint.api_model_id)
         label = error.code or error.type
-        message = f"HTTP {response.status_code}" + (f" {label}" if label else "") + f": {error.message}"
+        quoted = self._quote(error.message)
+        message = f"HTTP {response.status_code}" + (f" {label}" if label else "") + f": {quoted}"
         return ProviderError(
             category,
             self._redact(message),
@@ -174,18 +184,21 @@ class OpenAICompatProvider:
             retry_after_s=parse_retry_after(response.headers),
         )
 
-    def _parse_completion(self, response: httpx.Response, latency_s: float) -> ChatResult:
+    def _quote(self, text: str) -> str:
+        return quote_endpoint(text, self._redact, self._limits.max_error_chars)
+
+    def _parse_completion(self, response: httpx.Response, raw: bytes, latency_s: float) -> ChatResult:
         if response.status_code >= 300:
-            raise self._error(response, response.content)
+            raise self._error(response, raw)
         try:
-            data = orjson.loads(response.content)
+            data = loads(raw, self._limits, response.status_code)
         except orjson.JSONDecodeError:
-            excerpt = response.content[:120].decode("utf-8", "replace")
+            # Not the body itself: a page from a host that is not a model server is not ours to hand to a client.
             raise ProviderError(
                 ErrorCategory.PROTOCOL_ERROR,
                 self._redact(
                     f"HTTP {response.status_code} body is not JSON "
-                    f"({response.headers.get('content-type', '?')}): {excerpt!r}"
+                    f"({self._quote(response.headers.get('content-type', '?'))}, {len(raw)} bytes)"
                 ),
                 status=response.status_code,
             ) from None
@@ -194,7 +207,7 @@ class OpenAICompatProvider:
                 ErrorCategory.PROTOCOL_ERROR, "response body is not a JSON object", status=response.status_code
             )
         if "error" in data and "choices" not in data:
-            raise self._error(response, response.content)
+            raise self._error(response, raw)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise ProviderError(ErrorCategory.PROTOCOL_ERROR, "response has no choices[0]", status=response.status_code)
@@ -231,13 +244,15 @@ class OpenAICompatProvider:
         ) as response:
             self._recorder.on_status(response.status_code)
             if response.status_code >= 300:
-                raise self._error(response, await response.aread())
+                raise self._error(response, await read_body(response, self._limits))
             content_type = response.headers.get("content-type", "")
             if "text/event-stream" not in content_type:
-                excerpt = (await response.aread())[:120].decode("utf-8", "replace")
+                size = len(await read_body(response, self._limits))
                 raise ProviderError(
                     ErrorCategory.PROTOCOL_ERROR,
-                    self._redact(f"stream requested but got {content_type or 'no content type'}: {excerpt!r}"),
+                    self._redact(
+                        f"stream requested but got {self._quote(content_type) or 'no content type'} ({size} bytes)"
+                    ),
                     status=response.status_code,
                 )
             result = ChatResult(
@@ -252,12 +267,13 @@ class OpenAICompatProvider:
                 content_type=content_type,
             )
             parts: list[str] = []
-            async for event in iter_sse(response.aiter_lines()):
-                now = time.perf_counter() - started
-                if event.data.strip() == "[DONE]":
-                    result.done_marker = True
-                    break
-                self._apply_chunk(result, event.data, event.event, now, parts)
+            async with stream_deadline(self._limits, response.status_code):
+                async for event in iter_sse(iter_lines(response, self._limits)):
+                    now = time.perf_counter() - started
+                    if event.data.strip() == "[DONE]":
+                        result.done_marker = True
+                        break
+                    self._apply_chunk(result, event.data, event.event, now, parts)
             result.text = "".join(parts)
             result.latency_s = time.perf_counter() - started
         if result.raw_finish_reason is None:
@@ -273,11 +289,11 @@ class OpenAICompatProvider:
 
     def _apply_chunk(self, result: ChatResult, data: str, event: str, now: float, parts: list[str]) -> None:
         try:
-            chunk = orjson.loads(data)
+            chunk = loads(data, self._limits, result.status)
         except orjson.JSONDecodeError:
             raise ProviderError(
                 ErrorCategory.PROTOCOL_ERROR,
-                self._redact(f"malformed SSE data line: {data[:120]!r}"),
+                self._redact(f"malformed SSE data line: {self._quote(data)!r}"),
                 status=result.status,
             ) from None
         if not isinstance(chunk, dict):
@@ -287,7 +303,7 @@ class OpenAICompatProvider:
             category = classify_openai(500, error, self._endpoint.api_model_id)
             raise ProviderError(
                 category,
-                self._redact(f"error inside the stream: {error.message}"),
+                self._redact(f"error inside the stream: {self._quote(error.message)}"),
                 status=result.status,
                 code=error.code or error.type,
             )
@@ -327,20 +343,21 @@ class OpenAICompatProvider:
         self._recorder.on_request()
         try:
             async with asyncio.timeout(self._config.request_deadline_s):
-                response = await self._client.post("chat/completions", json=body)
-        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+                async with self._client.stream("POST", "chat/completions", json=body) as response:
+                    self._recorder.on_status(response.status_code)
+                    raw = await read_body(response, self._limits)
+        except (httpx.HTTPError, OSError, TimeoutError, EgressRefused) as exc:
             self._recorder.on_status(None)
             return RawOutcome(None, False, self._redact(f"no answer: {type(exc).__name__}"))
-        self._recorder.on_status(response.status_code)
         try:
-            data = orjson.loads(response.content)
+            data = loads(raw, self._limits, response.status_code)
             json_error = isinstance(data, dict) and any(k in data for k in ("error", "detail", "message"))
         except orjson.JSONDecodeError:
             json_error = False
         return RawOutcome(
             response.status_code,
             json_error,
-            self._redact(f"HTTP {response.status_code}: {response.content[:160].decode('utf-8', 'replace')}"),
+            f"HTTP {response.status_code}: {self._quote(raw[:1000].decode('utf-8', 'replace'))}",
         )
 
 

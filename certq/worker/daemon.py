@@ -188,7 +188,13 @@ class Worker:
     def _certification_handler(self, database: Database) -> Handler:
         from certq.worker.handler import CertificationHandler
 
-        return CertificationHandler(database, credentials=self.settings.credential_policy)
+        from certq.certification import ResponseLimits, RunConfig
+
+        limits = ResponseLimits(max_body_bytes=self.settings.model_max_response_mb * 1024 * 1024,
+                                max_stream_bytes=self.settings.model_max_response_mb * 1024 * 1024,
+                                max_stream_seconds=self.settings.model_max_stream_s)
+        return CertificationHandler(database, credentials=self.settings.credential_policy,
+                                    run_config=RunConfig(limits=limits, egress=self.settings.egress_policy))
 
     def _guarded(self, handler: Handler) -> Handler:
         """Hold a job while PostgreSQL is away for a while, then give it back unburnt (no failure from an outage)."""

@@ -513,3 +513,51 @@ def serve(
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+class HostileHandler(_Base):
+    """An endpoint that attacks the reader: `huge-body` (100 MB), `endless-sse`, `huge-line` (200 MB, no
+    newline), `deep-json` (100,000 nested arrays), `gzip-bomb` (1 MB of gzip inflating to ~1 GB).
+
+    Everything is generated as it is written, so the stub itself holds a chunk at a time; a writer stops at
+    the first broken pipe, or after `HOSTILE_MAX_BYTES`, whichever comes first.
+    """
+
+    def do_POST(self) -> None:
+        self._read()
+        behaviour = self.state.behaviour
+        chunk = b"x" * (1 << 20)
+        try:
+            if behaviour == "deep-json":
+                self._send(200, b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+                return
+            if behaviour == "gzip-bomb":
+                self._send(200, _gzip_bomb(), headers={"Content-Encoding": "gzip"})
+                return
+            sse = behaviour in ("endless-sse", "huge-line")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream" if sse else "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if behaviour == "huge-line":
+                self._chunk(b"data: ")
+            sent, limit = 0, 200 * (1 << 20) if behaviour == "huge-line" else 100 * (1 << 20)
+            event = b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"y" * 4000 + b'"}}]}\n\n'
+            while sent < (HOSTILE_MAX_BYTES if behaviour == "endless-sse" else limit):
+                piece = event * 64 if behaviour == "endless-sse" else chunk
+                self._chunk(piece)
+                sent += len(piece)
+            self._chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+HOSTILE_MAX_BYTES = 2 << 30
+
+
+def _gzip_bomb() -> bytes:
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    return b"".join([*(packer.compress(zeros) for _ in range(1024)), packer.flush()])
