@@ -5,12 +5,21 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
+import math
 import re
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from certq.api.problems import Problem
+from certq.login_throttle import LoginThrottle
+
+log = logging.getLogger("certq.api")
+
+FAILED_TOKENS_PER_MINUTE = 30
+"""Wrong bearer tokens one client may send in 60 s before it gets 429 (tokens are long and random, so
+this is about noticing and slowing a scanner, not about guessing odds)."""
 
 
 class Role(enum.IntEnum):
@@ -83,10 +92,12 @@ def bearer_token(header: str | None) -> str | None:
 class BearerAuth:
     """ASGI middleware: requests under `prefix` need `Authorization: Bearer <token>`."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenSet, prefix: str = "/api") -> None:
+    def __init__(self, app: ASGIApp, tokens: TokenSet, prefix: str = "/api",
+                 throttle: LoginThrottle | None = None) -> None:
         self.app = app
         self.tokens = tokens
         self.prefix = prefix
+        self.throttle = throttle or LoginThrottle(FAILED_TOKENS_PER_MINUTE, 60.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _under(scope["path"], self.prefix):
@@ -97,6 +108,14 @@ class BearerAuth:
             if name == b"authorization":
                 header = value.decode("latin-1")
                 break
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        wait_s = self.throttle.retry_after(client)
+        if wait_s > 0:
+            await Problem(429, "too many wrong bearer tokens from this address; try again later",
+                          field="Authorization", kind="too-many-failed-logins",
+                          headers={"Retry-After": str(math.ceil(wait_s))}).response(scope["path"])(
+                scope, receive, send)
+            return
         token = bearer_token(header)
         role = None if token is None else self.tokens.role_of(token)
         needed = required_role(scope["method"], scope["path"])
@@ -104,6 +123,9 @@ class BearerAuth:
             problem = Problem(401, "send Authorization: Bearer <token>", field="Authorization", kind="unauthorized",
                               headers={"WWW-Authenticate": 'Bearer realm="certq"'})
         elif role is None:
+            count = self.throttle.failed(client)
+            log.warning("wrong bearer token", extra={"client": client, "failures_in_window": count,
+                                                     "path": scope["path"], "method": scope["method"]})
             problem = Problem(401, "the bearer token is not valid", field="Authorization", kind="unauthorized",
                               headers={"WWW-Authenticate": 'Bearer realm="certq", error="invalid_token"'})
         elif role < needed:

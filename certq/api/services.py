@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import stat
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -54,10 +58,37 @@ class Services:
 
 
 def token_set(settings: Settings) -> TokenSet:
-    """The configured tokens and their roles; in development without any, a random admin one is made up and logged."""
+    """The configured tokens and their roles; in development without any, a random admin one is made up and
+    written to a file only this user can read (its path is logged, never the token)."""
     tokens = {secret: Role[role.upper()] for secret, role in settings.token_roles}
     if not tokens:
         generated = secrets.token_urlsafe(24)
-        log.warning("API_TOKENS is empty: /api/* accepts only this development (admin) token: %s", generated)
+        try:
+            path = write_development_token(generated, settings.api_port)
+            log.warning("API_TOKENS is empty: /api/* accepts only a development (admin) token, written to %s "
+                        "(readable by this user only)", path)
+        except OSError as exc:
+            log.warning("API_TOKENS is empty and the development token could not be written (%s): set API_TOKENS "
+                        "to use /api/*", exc)
         tokens = {generated: Role.ADMIN}
     return TokenSet(tokens)
+
+
+def development_token_dir() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "certq" if runtime else Path(tempfile.gettempdir()) / f"certq-{os.getuid()}"
+
+
+def write_development_token(token: str, port: int) -> Path:
+    """`<dir>/api-<port>.token`, mode 0600 in a 0700 directory of ours (refused if someone else made it)."""
+    folder = development_token_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise OSError(f"{folder} is not a private directory of this user")
+    path = folder / f"api-{port}.token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(token + "\n")
+    return path

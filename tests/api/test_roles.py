@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -119,11 +120,20 @@ async def test_openapi_names_the_role_of_every_operation(roles_server: RoleServe
     assert all("x-certq-role" in op and "403" in op["responses"] for ops in paths.values() for op in ops.values())
 
 
-def test_the_development_token_made_up_without_api_tokens_is_admin(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_development_token_is_admin_and_written_to_a_private_file_not_the_log(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+    import stat
+
     from certq.api.services import token_set
     from certq.settings import load_settings
 
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     with caplog.at_level("WARNING", logger="certq.api"):
-        tokens = token_set(load_settings(api_tokens=""))
-    generated = caplog.records[-1].args[0]  # type: ignore[index]
-    assert tokens.role_of(str(generated)) is Role.ADMIN
+        tokens = token_set(load_settings(api_tokens="", api_port=3999))
+    path = tmp_path / "certq" / "api-3999.token"
+    generated = path.read_text().strip()
+    assert tokens.role_of(generated) is Role.ADMIN
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert str(path) in caplog.text and generated not in caplog.text
