@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     board_path: str = Field("/admin/queues", alias="BULL_BOARD_PATH")
     board_username: str = Field(DEFAULT_BOARD_USERNAME, alias="BULL_BOARD_USERNAME")
     board_password: str = Field(DEFAULT_BOARD_PASSWORD, alias="BULL_BOARD_PASSWORD")
+    board_read_only: bool = Field(False, alias="BULL_BOARD_READ_ONLY")
 
     env: Literal["development", "production"] = Field("development", alias="CERTQ_ENV")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", alias="LOG_LEVEL")

@@ -44,7 +44,8 @@ async def index(request: Request) -> Response:
 
 
 async def me(request: Request) -> Response:
-    return JSON({"user": user_of(request)})
+    return JSON({"user": user_of(request), "role": "read" if request.scope.get("state", {}).get(
+        "board_read_only") else "admin"})
 
 
 async def _problem(request: Request, exc: Exception) -> Response:
@@ -108,4 +109,5 @@ def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
         middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
     )
     app.state.board_deps = deps
-    return BoardGuard(app, username=settings.board_username, password=settings.board_password)
+    return BoardGuard(app, username=settings.board_username, password=settings.board_password,
+                      read_only=settings.board_read_only)

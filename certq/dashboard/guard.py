@@ -78,11 +78,13 @@ def cross_site_reason(method: str, headers: Headers, scheme: str) -> str | None:
 class BoardGuard:
     """ASGI middleware in front of the whole dashboard (pages, static files and JSON alike)."""
 
-    def __init__(self, app: ASGIApp, *, username: str, password: str, throttle: LoginThrottle | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, username: str, password: str, throttle: LoginThrottle | None = None,
+                 read_only: bool = False) -> None:
         self.app = app
         self.username = username
         self.password = password
         self.throttle = throttle or LoginThrottle()
+        self.read_only = read_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,7 +112,13 @@ class BoardGuard:
         if reason is not None:
             await _problem(403, "Forbidden", reason)(scope, receive, send)
             return
-        scope.setdefault("state", {})["board_user"] = user
+        if self.read_only and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            await _problem(403, "Forbidden", "this dashboard is read-only (BULL_BOARD_READ_ONLY): it may look, "
+                           "not act")(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["board_user"] = user
+        state["board_read_only"] = self.read_only
 
         started = False
 

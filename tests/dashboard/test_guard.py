@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
 from starlette.datastructures import Headers
 
@@ -65,3 +68,27 @@ async def test_failed_logins_are_throttled_per_client_and_logged(
     failed = [r for r in caplog.records if r.getMessage() == "dashboard login failed"]
     assert len(failed) == 10 and failed[-1].__dict__["client"] == "127.0.0.1"
     assert all("not-the-password" not in r.getMessage() + str(r.__dict__) for r in failed)
+
+
+async def test_a_read_only_dashboard_may_look_but_not_act(
+    redis_client: Any, store: Any, queue_config: Any, key_prefix: str, board_user: str
+) -> None:
+    from certq.dashboard import StaticDeps
+    from certq.queue import Queue
+    from tests.dashboard.conftest import BOARD_PATH, PASSWORD, serve_board
+
+    settings = load_settings(board_username=board_user, board_password=PASSWORD, queue_prefix=key_prefix,
+                             board_path=BOARD_PATH, board_read_only=True)
+    queue = Queue(redis_client, queue_config)
+    server, url = await serve_board(settings, StaticDeps(queue=queue, store=store))
+    try:
+        async with httpx.AsyncClient(base_url=url + BOARD_PATH + "/", timeout=10,
+                                     headers={"Authorization": basic(board_user, PASSWORD)}) as client:
+            assert (await client.get("api/overview")).status_code == 200
+            assert (await client.get("api/me")).json()["role"] == "read"
+            for action in ("api/queue/pause", "api/jobs/retry-failed", "api/queue/clean"):
+                refused = await client.post(action, json={}, headers={"X-Certq-Board": "1"})
+                assert refused.status_code == 403 and "read-only" in refused.json()["detail"], refused.text
+    finally:
+        await server.stop()
+    assert not await queue.is_paused()
