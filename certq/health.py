@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from certq.http_limits import server_options
 from certq.metrics import render_prometheus
 
 CHECK_TIMEOUT_S = 2.0
@@ -178,7 +179,8 @@ class HealthServer:
         self.host = host
         self.requested_port = port
         self._socket: socket.socket | None = None
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+                                **server_options())
         self._server = _ServerWithoutSignals(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -219,7 +219,10 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    from certq.http_limits import server_options
+
+    # The options `python -m certq.api` runs with (h11 with bounded heads), so tests see production's parser.
+    server = Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", **server_options()))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(20):

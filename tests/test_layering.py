@@ -18,6 +18,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "dashboard": ("certq.api", "certq.worker", "certq.cli"),
     "metrics": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification"),
     "health": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification"),
+    "http_limits": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification",
+                    "certq.dashboard", "certq.settings"),
+    "egress": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification",
+               "certq.dashboard", "certq.settings", "httpx", "redis", "asyncpg"),
 }
 
 

@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import uvicorn
 
+from certq.http_limits import server_options
 from certq.settings import STARTUP_FAILURE, SettingsError, load_settings
 
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(STARTUP_FAILURE)
     app = create_app(settings)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False,
-                proxy_headers=False)
+                proxy_headers=False, **server_options())
 
 
 if __name__ == "__main__":
