@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS models (
 );
 CREATE INDEX IF NOT EXISTS models_created_idx ON models (created_at DESC, id);
 CREATE INDEX IF NOT EXISTS models_active_idx ON models (is_active) WHERE is_active;
+-- Version 3: the name a deployment reports where it is not apiModelId; how long its certificates last.
+ALTER TABLE models ADD COLUMN IF NOT EXISTS served_model text
+    CHECK (served_model IS NULL OR length(served_model) BETWEEN 1 AND 300);
+ALTER TABLE models ADD COLUMN IF NOT EXISTS validity_s integer
+    CHECK (validity_s IS NULL OR validity_s BETWEEN 60 AND 31622400);
 
 -- One row per request (single model, several models, all models): the "parent job".
 -- Counters move once per FINAL outcome of a child; processed never exceeds total.
@@ -78,8 +83,8 @@ CREATE TABLE IF NOT EXISTS certifications (
     error_category     text CHECK (error_category IS NULL OR error_category IN (
                            'AUTH_ERROR', 'PERMISSION_DENIED', 'MODEL_NOT_FOUND', 'CONFIG_ERROR', 'INVALID_REQUEST',
                            'QUOTA_EXCEEDED', 'PROTOCOL_ERROR', 'CONTENT_FILTERED', 'QUALITY_BELOW_THRESHOLD',
-                           'INTERNAL_ERROR', 'RATE_LIMITED', 'MODEL_UNAVAILABLE', 'TIMEOUT', 'CONNECTION_ERROR',
-                           'SERVER_ERROR')),
+                           'MODEL_MISMATCH', 'INTERNAL_ERROR', 'RATE_LIMITED', 'MODEL_UNAVAILABLE', 'TIMEOUT',
+                           'CONNECTION_ERROR', 'SERVER_ERROR')),
     error_message      text,
     duration_ms        integer CHECK (duration_ms IS NULL OR duration_ms >= 0),
     created_at         timestamptz NOT NULL DEFAULT now(),
@@ -98,6 +103,21 @@ CREATE INDEX IF NOT EXISTS certifications_model_created_idx ON certifications (m
 CREATE INDEX IF NOT EXISTS certifications_region_created_idx ON certifications (region, created_at DESC);
 CREATE INDEX IF NOT EXISTS certifications_status_created_idx ON certifications (status, created_at DESC);
 CREATE INDEX IF NOT EXISTS certifications_job_idx ON certifications (job_id);
+-- Version 3 (before the view below, which takes every column): each verdict's expiry, MODEL_MISMATCH.
+ALTER TABLE certifications ADD COLUMN IF NOT EXISTS valid_until timestamptz;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'certifications_error_category_check'
+                   AND pg_get_constraintdef(oid) LIKE '%MODEL_MISMATCH%') THEN
+        ALTER TABLE certifications DROP CONSTRAINT IF EXISTS certifications_error_category_check;
+        ALTER TABLE certifications ADD CONSTRAINT certifications_error_category_check CHECK (
+            error_category IS NULL OR error_category IN (
+                'AUTH_ERROR', 'PERMISSION_DENIED', 'MODEL_NOT_FOUND', 'CONFIG_ERROR', 'INVALID_REQUEST',
+                'QUOTA_EXCEEDED', 'PROTOCOL_ERROR', 'CONTENT_FILTERED', 'QUALITY_BELOW_THRESHOLD',
+                'MODEL_MISMATCH', 'INTERNAL_ERROR', 'RATE_LIMITED', 'MODEL_UNAVAILABLE', 'TIMEOUT',
+                'CONNECTION_ERROR', 'SERVER_ERROR'));
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS certifications_verdict_idx ON certifications (model_id, region, completed_at DESC)
     WHERE status IN ('CERTIFIED', 'QUALITY_WARNING', 'FAILED');
 
@@ -151,5 +171,6 @@ CREATE INDEX IF NOT EXISTS dashboard_audit_at_idx ON dashboard_audit (at DESC, i
 
 INSERT INTO schema_version (version, description)
 VALUES (1, 'models, certification jobs, certifications, latest verdicts, idempotency keys'),
-       (2, 'latest_certifications reads one index probe per model+region instead of every verdict')
+       (2, 'latest_certifications reads one index probe per model+region instead of every verdict'),
+       (3, 'served model names, certificate validity (valid_until), MODEL_MISMATCH')
 ON CONFLICT (version) DO NOTHING;

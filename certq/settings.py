@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from certq.credentials import CredentialPolicy, parse_credentials
+from certq.durations import parse_duration_ms
 from certq.egress import EgressPolicy, parse_egress
 
 STARTUP_FAILURE = 3
@@ -68,6 +69,8 @@ def _split_csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+MIN_VALIDITY_S, MAX_VALIDITY_S = 60, 366 * 86_400
+
 TOKEN_ROLES = ("read", "certify", "admin")
 """The roles an API_TOKENS entry may end in (`:read`), weakest first; an entry without one is admin."""
 
@@ -104,6 +107,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(3, alias="CERTIFICATION_CONCURRENCY", ge=1, le=1000)
     timeout_ms: int = Field(300_000, alias="CERTIFICATION_TIMEOUT", ge=1)
     max_retries: int = Field(3, alias="CERTIFICATION_MAX_RETRIES", ge=0, le=100)
+    certification_validity: str = Field("7d", alias="CERTIFICATION_VALIDITY")
     rate_limits: str = Field("", alias="CERTIFICATION_RATE_LIMITS")
     shutdown_grace_s: float = Field(30.0, alias="CERTIFICATION_SHUTDOWN_GRACE", ge=0, allow_inf_nan=False)
     worker_health_port: int = Field(3002, alias="WORKER_HEALTH_PORT", ge=0, le=65535)
@@ -160,6 +164,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         if value:
             _check_url(value)
+        return value
+
+    @field_validator("certification_validity")
+    @classmethod
+    def _valid_validity(cls, value: str) -> str:
+        seconds = parse_duration_ms(value) // 1000
+        if not MIN_VALIDITY_S <= seconds <= MAX_VALIDITY_S:
+            raise ValueError(f"must be between 1m and 366d (got {value!r})")
         return value
 
     @field_validator("model_egress_allow")
@@ -232,6 +244,11 @@ class Settings(BaseSettings):
     @property
     def credential_policy(self) -> CredentialPolicy:
         return parse_credentials(self.model_credentials)
+
+    @property
+    def validity_s(self) -> int:
+        """How long a verdict stands unless its model says otherwise (CERTIFICATION_VALIDITY)."""
+        return parse_duration_ms(self.certification_validity) // 1000
 
     @property
     def egress_policy(self) -> EgressPolicy:

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import certq
-from certq.api import model_routes, queue_routes
+from certq.api import model_routes, queue_routes, standing_routes
 from certq.api.auth import BearerAuth
 from certq.api.board import board_route
 from certq.api.openapi import Endpoint, Handler, build_openapi
@@ -40,7 +40,7 @@ from certq.reconcile import queue_config
 from certq.settings import Settings
 from certq.store import Store
 
-ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS, *standing_routes.ENDPOINTS]
 
 # A backing service that went away is a 503 to retry, not a 500.
 UNAVAILABLE: tuple[type[Exception], ...] = (

@@ -19,7 +19,8 @@ from certq.egress import EgressPolicy
 from certq.store import ModelRecord, Replay
 
 _COLUMNS = {"name": "name", "provider": "provider", "apiModelId": "api_model_id", "baseUrl": "base_url",
-            "apiKeyEnv": "api_key_env", "regions": "regions", "isActive": "is_active"}
+            "apiKeyEnv": "api_key_env", "regions": "regions", "isActive": "is_active", "servedModel": "served_model",
+            "validitySeconds": "validity_s"}
 
 
 def _check(provider: str, base_url: str | None, regions: list[str]) -> None:
@@ -81,7 +82,8 @@ async def create_model(request: Request) -> Response:
 
     result = await services.need_store().create_model(
         name=body.name, provider=body.provider, api_model_id=body.api_model_id, base_url=base_url,
-        api_key_env=body.api_key_env, regions=body.regions, is_active=body.is_active, idempotency=key, render=render,
+        api_key_env=body.api_key_env, regions=body.regions, is_active=body.is_active, served_model=body.served_model,
+        validity_s=body.validity_seconds, idempotency=key, render=render,
     )
     if isinstance(result, Replay):
         status, replay_body = replayed(result)

@@ -7,7 +7,7 @@ from certq.store import CertificationRecord, JobRecord, ModelRecord, Page
 
 
 def model_out(record: ModelRecord) -> ModelOut:
-    return ModelOut.model_validate(record)
+    return ModelOut.model_validate({**record.__dict__, "validity_seconds": record.validity_s})
 
 
 def job_out(job: JobRecord) -> JobOut:
@@ -39,7 +39,8 @@ def certification_out(c: CertificationRecord) -> CertificationOut:
         status=c.status, priority=c.priority, passed=c.passed, score=c.score, rating=c.rating,
         test_results=c.test_results, metrics=c.metrics, error_category=c.error_category,
         error_message=c.error_message, attempts=c.attempts, attempt_log=c.attempt_log, duration_ms=c.duration_ms,
-        created_at=c.created_at, started_at=c.started_at, completed_at=c.completed_at, updated_at=c.updated_at,
+        valid_until=c.valid_until, created_at=c.created_at, started_at=c.started_at, completed_at=c.completed_at,
+        updated_at=c.updated_at,
     )
 
 

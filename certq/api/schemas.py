@@ -38,6 +38,11 @@ Name = Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
 ApiModelId = Annotated[str, Field(min_length=1, max_length=300, pattern=TEXT_PATTERN)]
 BaseUrl = Annotated[str, Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN)]
 KeyEnv = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
+ServedModel = Annotated[str, Field(min_length=1, max_length=300, pattern=TEXT_PATTERN,
+                                   description="the name the endpoint reports serving, where it is not apiModelId")]
+ValiditySeconds = Annotated[int, Field(ge=60, le=31_622_400,
+                                       description="how long this model's verdicts stand (default "
+                                                   "CERTIFICATION_VALIDITY)")]
 
 
 class Body(BaseModel):
@@ -100,6 +105,8 @@ class ModelCreate(Body):
     api_key_env: KeyEnv | None = None
     regions: Regions
     is_active: bool = True
+    served_model: ServedModel | None = None
+    validity_seconds: ValiditySeconds | None = None
 
 
 class ModelUpdate(Body):
@@ -110,6 +117,8 @@ class ModelUpdate(Body):
     api_key_env: KeyEnv | None = None
     regions: Regions | None = None
     is_active: bool | None = None
+    served_model: ServedModel | None = None
+    validity_seconds: ValiditySeconds | None = None
 
 
 class ModelOut(Answer):
@@ -121,6 +130,8 @@ class ModelOut(Answer):
     api_key_env: str | None
     regions: list[str]
     is_active: bool
+    served_model: str | None
+    validity_seconds: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -223,7 +234,9 @@ class CertificationOut(Answer):
     error_message: str | None
     attempts: int
     attempt_log: list[dict[str, Any]]
-    duration_ms: int | None
+    duration_ms: int | None = Field(description="wall time from the first attempt's start to the verdict; each "
+                                                "attempt's own run time is in its attempt_log entry")
+    valid_until: datetime | None = Field(description="when this verdict stops standing (EXPIRED after)")
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
@@ -316,3 +329,42 @@ class Problem(Answer):
     detail: str
     field: str | None = None
     errors: list[dict[str, str]] | None = None
+
+
+# --- standing --------------------------------------------------------------------------------------
+
+
+class StandingQuery(Query):
+    model_id: UUID | None = None
+    region: Region | None = None
+
+
+class StandingIdentity(Answer):
+    provider: str
+    api_model_id: str
+    served_model: str | None = Field(description="the name the endpoint must report, where it is not apiModelId")
+    reported: list[str] = Field(description="the model names the endpoint's answers reported in that verdict")
+    finding: str | None = Field(description="matched, unreported, by-path (Bedrock) or mismatch")
+
+
+class StandingEntry(Answer):
+    model_id: UUID
+    model_name: str
+    region: str
+    standing: Literal["CERTIFIED", "QUALITY_WARNING", "FAILED", "EXPIRED", "NEVER_CERTIFIED"]
+    recertification: Literal["QUEUED", "RUNNING"] | None = Field(
+        description="a certification of this pair queued or running now")
+    certification_id: UUID | None
+    verdict: str | None = Field(description="the newest verdict's status (also once it has expired)")
+    passed: bool | None
+    score: float | None
+    rating: str | None
+    certified_at: datetime | None
+    valid_until: datetime | None
+    error_category: str | None
+    identity: StandingIdentity
+
+
+class StandingAnswer(Answer):
+    standing: list[StandingEntry]
+

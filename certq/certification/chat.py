@@ -22,6 +22,7 @@ class ModelEndpoint:
     region: str = "local"
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    served_model: str | None = None  # the name answers must report, where it is not api_model_id
 
     @property
     def target_url(self) -> str:

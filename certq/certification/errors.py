@@ -17,6 +17,7 @@ class ErrorCategory(enum.StrEnum):
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
     CONTENT_FILTERED = "CONTENT_FILTERED"
     QUALITY_BELOW_THRESHOLD = "QUALITY_BELOW_THRESHOLD"
+    MODEL_MISMATCH = "MODEL_MISMATCH"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     RATE_LIMITED = "RATE_LIMITED"
     MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
@@ -31,7 +32,7 @@ class ErrorCategory(enum.StrEnum):
     @property
     def infrastructure(self) -> bool:
         """True for errors of the run machinery or the deployment, as opposed to a verdict on answers."""
-        return self is not ErrorCategory.QUALITY_BELOW_THRESHOLD
+        return self not in (ErrorCategory.QUALITY_BELOW_THRESHOLD, ErrorCategory.MODEL_MISMATCH)
 
 
 RETRYABLE: frozenset[ErrorCategory] = frozenset(

@@ -60,6 +60,7 @@ class RunRecorder:
     streams_with_usage: int = 0
     streams_with_done: int = 0
     models_reported: set[str] = field(default_factory=set)
+    answers: int = 0
 
     def on_request(self) -> None:
         self.requests += 1
@@ -74,6 +75,7 @@ class RunRecorder:
         self.retries += 1
 
     def on_result(self, result: ChatResult) -> None:
+        self.answers += 1
         if result.usage is not None:
             self.prompt_tokens += result.usage.prompt_tokens
             self.completion_tokens += result.usage.completion_tokens

@@ -12,11 +12,12 @@ from certq.certification.bedrock import BedrockProvider
 from certq.certification.chat import ChatProvider, ChatResult, ModelEndpoint
 from certq.certification.config import RunConfig
 from certq.certification.errors import ErrorCategory, ProviderError
+from certq.certification.identity import judge
 from certq.certification.metrics import RunRecorder
 from certq.certification.openai_compat import OpenAICompatProvider
 from certq.certification.probes import SUITE, SUITE_VERSION, ProbeRun, ProbeSpec
 from certq.certification.redaction import Redactor
-from certq.certification.scoring import ProbeResult, Status, aggregate, rating, status_for
+from certq.certification.scoring import CRITICAL_CAP, ProbeResult, Status, aggregate, rating, status_for
 from certq.certification.verdict import Verdict
 
 log = logging.getLogger("certq.certification")
@@ -198,6 +199,11 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
     quirks = getattr(run.provider, "quirks", None)
     if quirks:
         metrics["compatibilityFallbacks"] = sorted(quirks)
+    identity = judge(run.endpoint.provider, run.endpoint.api_model_id, run.endpoint.served_model,
+                     run.recorder.models_reported)
+    metrics["modelIdentity"] = identity.to_json()
+    if identity.finding == "unreported" and run.recorder.answers > 0:
+        metrics["warnings"] = [identity.message]
     status: Status
     retry_after_s: float | None = None
     if error is not None:
@@ -215,7 +221,11 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
             summary.score, summary.critical_failures, run.config.certify_score, run.config.warning_score
         )
         category, message = None, None
-        if status != "CERTIFIED":
+        if identity.finding == "mismatch":
+            # The answers may be fine; they are another model's, so nothing here certifies this one.
+            status, score = "FAILED", min(score, CRITICAL_CAP)
+            category, message = ErrorCategory.MODEL_MISMATCH.value, identity.message
+        elif status != "CERTIFIED":
             category = ErrorCategory.QUALITY_BELOW_THRESHOLD.value
             reasons = [f"score {score} < {run.config.certify_score}"] if score < run.config.certify_score else []
             probes = [name for name in summary.critical_failures if name != "answer_quality"]

@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
+from certq import durations
 from certq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 from certq.connections import AnyRedis, connect_redis, topology
 from certq.settings import Settings, load_settings
@@ -37,16 +38,12 @@ EXIT_CODES: dict[int, str] = {
 }
 """Every exit code the admin CLI uses; docs/operations.md lists the same table (a test checks)."""
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, None: 1_000}
-
-
 def parse_duration_ms(text: str) -> int:
     """`"7d"` -> 604800000; a bare number is seconds. Raises CommandError (usage) on anything else."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise CommandError(f"{text!r} is not a duration (examples: 90s, 15m, 12h, 7d, 2w)", EXIT_USAGE)
-    return int(float(match.group(1)) * _DURATION_MS[match.group(2)])
+    try:
+        return durations.parse_duration_ms(text)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
 
 
 def _seconds(text: str) -> float:

@@ -29,10 +29,11 @@ from certq.store.records import (
     Replay,
     SkippedPair,
 )
-from certq.store.runs import RunsMixin
+from certq.store.runs import DEFAULT_VALIDITY_S, RunsMixin
+from certq.store.standing import STANDINGS, Standing, StandingMixin, StandingRecord
 
 
-class Store(ModelsMixin, JobsMixin, RunsMixin, ListingMixin):
+class Store(ModelsMixin, JobsMixin, RunsMixin, ListingMixin, StandingMixin):
     """PostgreSQL access for the API, the worker and the CLI. Create with `await Store.connect(dsn)`."""
 
     @classmethod
@@ -54,8 +55,9 @@ class Store(ModelsMixin, JobsMixin, RunsMixin, ListingMixin):
 
 
 __all__ = [
-    "CERTIFICATION_STATUSES", "ERROR_CATEGORIES", "FINAL_STATUSES", "JOB_STATUSES", "JOB_TYPES", "LIVE_STATUSES",
-    "SCHEMA_VERSION", "VERDICT_STATUSES", "CancelOutcome", "CertificationRecord", "CertificationRef",
+    "CERTIFICATION_STATUSES", "DEFAULT_VALIDITY_S", "ERROR_CATEGORIES", "FINAL_STATUSES", "JOB_STATUSES",
+    "JOB_TYPES", "LIVE_STATUSES",
+    "SCHEMA_VERSION", "STANDINGS", "VERDICT_STATUSES", "CancelOutcome", "CertificationRecord", "CertificationRef",
     "CertificationStatus", "IdempotencyKey", "JobCreated", "JobRecord", "JobStatus", "JobType", "ModelRecord", "Page",
-    "Replay", "SkippedPair", "Store", "schema_sql",
+    "Replay", "SkippedPair", "Standing", "StandingRecord", "Store", "schema_sql",
 ]

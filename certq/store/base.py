@@ -24,7 +24,10 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnect
 Row: TypeAlias = "asyncpg.Record | Mapping[str, Any]"
 Render = Callable[[Any], tuple[int, dict[str, Any]]]
 
-MODEL_COLUMNS = "id, name, provider, api_model_id, base_url, api_key_env, regions, is_active, created_at, updated_at"
+MODEL_COLUMNS = (
+    "id, name, provider, api_model_id, base_url, api_key_env, regions, is_active, created_at, updated_at, "
+    "served_model, validity_s"
+)
 JOB_COLUMNS = (
     "id, type, status, priority, regions, model_ids, total_models, processed_models, success_count, warning_count, "
     "failure_count, cancelled_count, created_at, started_at, completed_at, updated_at"
@@ -32,7 +35,7 @@ JOB_COLUMNS = (
 CERTIFICATION_COLUMNS = (
     "c.id, c.job_id, c.model_id, c.region, c.status, c.priority, c.attempt, c.generation, c.attempt_log, c.passed, "
     "c.score, c.rating, c.test_results, c.metrics, c.error_category, c.error_message, c.duration_ms, c.created_at, "
-    "c.started_at, c.completed_at, c.updated_at, m.name AS model_name, m.api_model_id"
+    "c.started_at, c.completed_at, c.updated_at, c.valid_until, m.name AS model_name, m.api_model_id"
 )
 REF_COLUMNS = "id, job_id, model_id, region, priority, status, updated_at"
 
@@ -101,6 +104,16 @@ class StoreBase:
                 return bool(await conn.fetchval("SELECT true", timeout=2))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return False
+
+    async def takes_writes(self) -> bool:
+        """Whether PostgreSQL accepts a write now; never raises. A read-only or recovering server answers
+        `ping` but refuses this: an UPDATE that matches no row, so it changes nothing and writes no WAL."""
+        try:
+            async with self._pool.acquire(timeout=2) as conn:
+                await conn.execute("UPDATE certifications SET updated_at = updated_at WHERE false", timeout=2)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            return False
+        return True
 
 
 def model_record(row: Row) -> ModelRecord:

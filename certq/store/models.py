@@ -9,7 +9,8 @@ from uuid import UUID
 from certq.store.base import MODEL_COLUMNS, Conn, Render, StoreBase, model_record
 from certq.store.records import IdempotencyKey, ModelRecord, Page, Replay
 
-_UPDATABLE = {"name", "provider", "api_model_id", "base_url", "api_key_env", "regions", "is_active"}
+_UPDATABLE = {"name", "provider", "api_model_id", "base_url", "api_key_env", "regions", "is_active", "served_model",
+              "validity_s"}
 
 
 class ModelsMixin(StoreBase):
@@ -23,6 +24,8 @@ class ModelsMixin(StoreBase):
         base_url: str | None = None,
         api_key_env: str | None = None,
         is_active: bool = True,
+        served_model: str | None = None,
+        validity_s: int | None = None,
         idempotency: IdempotencyKey | None = None,
         render: Render | None = None,
     ) -> ModelRecord | Replay:
@@ -31,10 +34,11 @@ class ModelsMixin(StoreBase):
         async def work(conn: Conn) -> ModelRecord:
             row = await conn.fetchrow(
                 f"""
-                INSERT INTO models (name, provider, api_model_id, base_url, api_key_env, regions, is_active)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {MODEL_COLUMNS}
+                INSERT INTO models (name, provider, api_model_id, base_url, api_key_env, regions, is_active,
+                                    served_model, validity_s)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {MODEL_COLUMNS}
                 """,
-                name, provider, api_model_id, base_url, api_key_env, list(regions), is_active,
+                name, provider, api_model_id, base_url, api_key_env, list(regions), is_active, served_model, validity_s,
             )
             assert row is not None
             return model_record(row)

@@ -27,7 +27,7 @@ FINAL_JOB_STATUSES: tuple[JobStatus, ...] = ("COMPLETED", "FAILED", "CANCELLED")
 
 FINAL_ERROR_CATEGORIES = (
     "AUTH_ERROR", "PERMISSION_DENIED", "MODEL_NOT_FOUND", "CONFIG_ERROR", "INVALID_REQUEST", "QUOTA_EXCEEDED",
-    "PROTOCOL_ERROR", "CONTENT_FILTERED", "QUALITY_BELOW_THRESHOLD", "INTERNAL_ERROR",
+    "PROTOCOL_ERROR", "CONTENT_FILTERED", "QUALITY_BELOW_THRESHOLD", "MODEL_MISMATCH", "INTERNAL_ERROR",
 )
 RETRYABLE_ERROR_CATEGORIES = ("RATE_LIMITED", "MODEL_UNAVAILABLE", "TIMEOUT", "CONNECTION_ERROR", "SERVER_ERROR")
 ERROR_CATEGORIES = (*FINAL_ERROR_CATEGORIES, *RETRYABLE_ERROR_CATEGORIES)
@@ -45,6 +45,8 @@ class ModelRecord:
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    served_model: str | None = None
+    validity_s: int | None = None
 
     def offers(self, region: str) -> bool:
         return region in self.regions
@@ -98,6 +100,7 @@ class CertificationRecord:
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    valid_until: datetime | None = None
     model_name: str | None = None
     api_model_id: str | None = None
 

@@ -26,6 +26,14 @@ _LOG_OUTCOME = """attempt_log = attempt_log || jsonb_build_array(jsonb_build_obj
     'attempt', attempt, 'generation', generation, 'outcome', $3::text, 'errorCategory', $4::text,
     'errorMessage', $5::text, 'startedAt', attempt_started_at, 'finishedAt', now()))"""
 
+# A verdict's entry also carries that attempt's own run time ($11, the verdict's durationMs).
+_LOG_VERDICT = """attempt_log = attempt_log || jsonb_build_array(jsonb_build_object(
+    'attempt', attempt, 'generation', generation, 'outcome', $3::text, 'errorCategory', $4::text,
+    'errorMessage', $5::text, 'startedAt', attempt_started_at, 'finishedAt', now(), 'durationMs', $11::int))"""
+
+DEFAULT_VALIDITY_S = 7 * 86_400
+"""How long a verdict stands when neither the model nor CERTIFICATION_VALIDITY says otherwise."""
+
 _LOG_LOST = """CASE WHEN status = 'PROCESSING' THEN attempt_log || jsonb_build_array(jsonb_build_object(
     'attempt', attempt, 'generation', generation, 'outcome', 'LOST', 'startedAt', attempt_started_at,
     'finishedAt', now())) ELSE attempt_log END"""
@@ -167,11 +175,14 @@ class RunsMixin(StoreBase):
             row = await conn.fetchrow("SELECT status, attempt FROM certifications WHERE id = $1", cid)
         return row is not None and row["status"] == "QUEUED" and row["attempt"] == attempt
 
-    async def finish_certification(self, certification_id: UUID | str, attempt: int, verdict: dict[str, Any]) -> bool:
+    async def finish_certification(self, certification_id: UUID | str, attempt: int, verdict: dict[str, Any],
+                                   *, validity_s: int = DEFAULT_VALIDITY_S) -> bool:
         """Store the verdict (Verdict.to_json(): camelCase) of `attempt`; count it once on the parent job.
 
-        Returns True when stored now or already stored by this attempt; False when the attempt no
-        longer owns the run or the run was cancelled or finished by someone else.
+        The verdict is valid for the model's own validity, else `validity_s`, from now. `duration_ms`
+        becomes the wall time since the first attempt started; the attempt's own run time goes into its
+        attempt-log entry. Returns True when stored now or already stored by this attempt; False when the
+        attempt no longer owns the run or the run was cancelled or finished by someone else.
         """
         cid = UUID(str(certification_id))
         status = verdict.get("status")
@@ -185,9 +196,11 @@ class RunsMixin(StoreBase):
             changed = await conn.fetchval(
                 f"""
                 WITH done AS (
-                    UPDATE certifications SET {_LOG_OUTCOME}, status = $3, passed = $6, score = $7, rating = $8,
+                    UPDATE certifications SET {_LOG_VERDICT}, status = $3, passed = $6, score = $7, rating = $8,
                         test_results = $9, metrics = $10, error_category = $4, error_message = $5,
-                        duration_ms = COALESCE($11, (extract(epoch FROM now() - started_at) * 1000)::int),
+                        duration_ms = COALESCE((extract(epoch FROM now() - started_at) * 1000)::int, $11),
+                        valid_until = now() + make_interval(secs => COALESCE(
+                            (SELECT m.validity_s FROM models m WHERE m.id = certifications.model_id), $12)),
                         completed_at = now(), updated_at = now()
                     WHERE id = $1 AND attempt = $2 AND status IN {_LIVE}
                     RETURNING job_id, status
@@ -205,6 +218,7 @@ class RunsMixin(StoreBase):
                 _clean(list(verdict.get("testResults") or [])),
                 _clean(dict(verdict.get("metrics") or {})),
                 None if duration is None else max(0, int(duration)),
+                int(validity_s),
             )
             if changed:
                 return True

@@ -14,7 +14,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from certq.connections import connect_redis
 from certq.health import Check, HealthProbes, HealthServer, build_health_app
 from certq.metrics import Metrics
-from certq.queue import ActiveJob, Handler, Queue, Runner
+from certq.queue import ActiveJob, Handler, Lease, Queue, Runner
 from certq.reconcile import queue_config, reconcile
 from certq.settings import Settings
 from certq.worker.alerts import Alerter
@@ -47,6 +47,26 @@ RECONCILE_AGE_S = 60.0
 
 class WorkerStartupError(Exception):
     """The worker cannot start (e.g. its health port is taken); the message names what to fix."""
+
+
+class GatedRunner(Runner):
+    """A Runner that claims nothing while `may_claim()` is false; jobs it runs still finish and settle.
+
+    While PostgreSQL refuses writes every job claimed could only be handed back, so none is taken.
+    """
+
+    def __init__(self, *args: Any, may_claim: Callable[[], bool], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.may_claim = may_claim
+
+    async def _settle_and_claim(self, lane: Any, want: int) -> tuple[list[Lease], bool]:
+        if self.may_claim():
+            return await super()._settle_and_claim(lane, want)
+        if lane.acks:
+            await super()._settle_and_claim(lane, 0)
+        # Answered as for a paused queue: the claim loop neither blocks on the wait lists nor spins; it
+        # looks again every two block_ms.
+        return [], True
 
 
 class Worker:
@@ -94,9 +114,10 @@ class Worker:
         self.redis_watch = RedisWatch(redis, self.metrics)
         self.database = Database(settings.database_url, self.metrics, pool_size=settings.concurrency + 2)
         handler = self.custom_handler or self._certification_handler(self.database)
-        runner = Runner(redis, self.config, self._guarded(handler), concurrency=settings.concurrency,
-                        job_timeout_ms=settings.timeout_ms, hooks=self.hooks,
-                        grace_ms=int(settings.shutdown_grace_s * 1000), info={"healthPort": health.port})
+        runner = GatedRunner(redis, self.config, self._guarded(handler), concurrency=settings.concurrency,
+                             job_timeout_ms=settings.timeout_ms, hooks=self.hooks,
+                             grace_ms=int(settings.shutdown_grace_s * 1000), info={"healthPort": health.port},
+                             may_claim=self.database.writable.is_set)
         self.runner = runner
         self.metrics.concurrency.labels(settings.queue_name).set(settings.concurrency)
         self.metrics.track_active(settings.queue_name, lambda: runner.active_count)
@@ -186,25 +207,26 @@ class Worker:
     # -- jobs ---------------------------------------------------------------------------------------------
 
     def _certification_handler(self, database: Database) -> Handler:
-        from certq.worker.handler import CertificationHandler
-
         from certq.certification import ResponseLimits, RunConfig
+        from certq.worker.handler import CertificationHandler
 
         limits = ResponseLimits(max_body_bytes=self.settings.model_max_response_mb * 1024 * 1024,
                                 max_stream_bytes=self.settings.model_max_response_mb * 1024 * 1024,
                                 max_stream_seconds=self.settings.model_max_stream_s)
         return CertificationHandler(database, credentials=self.settings.credential_policy,
-                                    run_config=RunConfig(limits=limits, egress=self.settings.egress_policy))
+                                    run_config=RunConfig(limits=limits, egress=self.settings.egress_policy),
+                                    validity_s=self.settings.validity_s)
 
     def _guarded(self, handler: Handler) -> Handler:
-        """Hold a job while PostgreSQL is away for a while, then give it back unburnt (no failure from an outage)."""
+        """Hold a job while PostgreSQL is away or refuses writes for a while, then give it back unburnt (no
+        failure from an outage)."""
         database = self.database
         assert database is not None
 
         async def run(active: ActiveJob) -> Any:
-            if not database.up.is_set():
+            if not database.up.is_set() or not database.writable.is_set():
                 try:
-                    await asyncio.wait_for(database.up.wait(), DATABASE_WAIT_S)
+                    await asyncio.wait_for(_all_set(database.up, database.writable), DATABASE_WAIT_S)
                 except TimeoutError:
                     log.info("postgresql unavailable; giving the job back", extra={"job_id": active.job.id})
                     active.stop_reason = "dependency_down"
@@ -244,6 +266,8 @@ class Worker:
         problem = await self.database.check()
         if problem is not None:
             return Check(False, f"postgresql unreachable: {problem}")
+        if not self.database.writable.is_set():
+            return Check(False, f"postgresql refuses writes: {self.database.write_problem}")
         if self.phase == "starting" or runner is None or runner.last_claim_loop_at is None:
             return Check(False, "starting")
         stale = time.monotonic() - runner.last_claim_loop_at
@@ -267,6 +291,11 @@ class Worker:
                             queue_counts=self.queue_counts, registry=self.metrics.registry,
                             before_scrape=self.before_scrape)
 
+
+
+async def _all_set(*events: asyncio.Event) -> None:
+    while not all(event.is_set() for event in events):
+        await next(event for event in events if not event.is_set()).wait()
 
 
 async def _first_of(*events: asyncio.Event, within: float) -> None:

@@ -19,12 +19,16 @@ log = logging.getLogger("certq.worker")
 
 PING_TIMEOUT_S = 1.0
 
+WRITE_REFUSED_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError,
+)
+"""A server that answers a `SELECT` but cannot take writes (read-only standby, disk full, out of memory)."""
 DATABASE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError,
-    # A database that cannot take writes (read-only standby, disk full, out of memory) is away too: the
-    # job goes back unburnt and its verdict is written when PostgreSQL takes writes again.
-    asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError, asyncpg.OperatorInterventionError,
+    asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError, asyncpg.OperatorInterventionError,
+    # A database that cannot take writes is away too: the job goes back unburnt, its verdict is kept with
+    # the job and written when PostgreSQL takes writes again.
+    *WRITE_REFUSED_ERRORS,
     # A pooled connection the server terminated while idle can trip asyncpg's state machine on next use.
     asyncpg.InternalClientError,
 )
@@ -81,6 +85,8 @@ class Database:
     """The worker's Store, connected in the background and reconnected after outages.
 
     `up` is set while PostgreSQL answers; `store` is None until the first connection succeeds.
+    `writable` is cleared when a handler's write was refused (`write_problem` says how) and set again
+    once a write probe passes: a read-only server answers the ping, so `up` alone cannot tell.
     """
 
     def __init__(self, dsn: str, metrics: Metrics, *, pool_size: int = 5, period_s: float = 5.0) -> None:
@@ -91,6 +97,9 @@ class Database:
         self.store: Store | None = None
         self.up = asyncio.Event()
         self.last_error: str | None = "not connected yet"
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.write_problem: str | None = None
         self._reported: bool | None = None
 
     def _mark(self, ok: bool, problem: str | None = None) -> None:
@@ -108,9 +117,26 @@ class Database:
             self.last_error = problem
         self.metrics.database_answered(ok)
 
+    def _mark_writes(self, ok: bool, problem: str | None = None) -> None:
+        if ok != self.writable.is_set():
+            if ok:
+                log.info("postgresql takes writes again")
+            else:
+                log.warning("postgresql refuses writes", extra={"error": problem})
+        if ok:
+            self.writable.set()
+            self.write_problem = None
+        else:
+            self.writable.clear()
+            self.write_problem = problem
+
     def went_away(self, exc: BaseException) -> None:
-        """A handler saw an outage error: report unready until the next successful ping."""
-        self._mark(False, describe(exc))
+        """A handler saw an outage error: report unready until the next successful ping, or, for a refused
+        write, until a write probe passes."""
+        if isinstance(exc, WRITE_REFUSED_ERRORS):
+            self._mark_writes(False, describe(exc))
+        else:
+            self._mark(False, describe(exc))
 
     async def connect(self) -> str | None:
         try:
@@ -120,12 +146,16 @@ class Database:
         return None
 
     async def check(self) -> str | None:
-        """None when PostgreSQL answers now; else what is wrong."""
+        """None when PostgreSQL answers now; else what is wrong. Probes writes only while they are refused."""
         if self.store is None:
             return self.last_error or "not connected yet"
         ok = await self.store.ping()
         self._mark(ok, None if ok else "ping failed")
-        return None if ok else "ping failed"
+        if not ok:
+            return "ping failed"
+        if not self.writable.is_set() and await self.store.takes_writes():
+            self._mark_writes(True)
+        return None
 
     async def keep_connected(self, stop: asyncio.Event) -> None:
         delay = 0.5

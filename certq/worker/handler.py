@@ -3,6 +3,8 @@
 PostgreSQL holds the certification's status; the queue holds the job. Every write names the attempt
 (`job.attempts`, which only grows), so a stale worker's late write is refused by the store. Retryable
 verdicts (infrastructure errors) fail the attempt for a retry with backoff; final ones end the job.
+A final verdict PostgreSQL could not take is kept with the job (certq.worker.verdicts) and written by
+the next attempt without probing the model again.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certification
 from certq.credentials import CredentialPolicy
 from certq.queue import ActiveJob, JobFailed, LeaseLost
 from certq.settings import SettingsError, read_secret
-from certq.store import Store
+from certq.store import DEFAULT_VALIDITY_S, Store
 from certq.worker.dependencies import DATABASE_OUTAGE_ERRORS, Database, DatabaseUnavailable
+from certq.worker.verdicts import PROGRESS_FIELD, VerdictSeal
 
 log = logging.getLogger("certq.worker.handler")
 
@@ -35,11 +38,14 @@ class CertificationHandler:
     """`await handler(active)` certifies payload `modelId` in `region` for the run `certificationId`."""
 
     def __init__(self, database: Database, *, certify: Certify = run_certification,
-                 run_config: RunConfig | None = None, credentials: CredentialPolicy | None = None) -> None:
+                 run_config: RunConfig | None = None, credentials: CredentialPolicy | None = None,
+                 validity_s: int = DEFAULT_VALIDITY_S) -> None:
         self.database = database
+        self.validity_s = validity_s
         self.credentials = credentials or CredentialPolicy({})
         self.certify = certify
         self.run_config = run_config
+        self.verdicts = VerdictSeal(database.dsn)
 
     def _store(self) -> Store:
         if self.database.store is None:
@@ -80,17 +86,22 @@ class CertificationHandler:
         if not await self._db(store.begin_attempt(certification_id, attempt)):
             log.info("certification skipped: cancelled, finished or owned by a newer attempt", extra=fields)
             return {"certificationId": certification_id, "skipped": True}
+        kept = self.verdicts.open(job.progress, certification_id)
+        if kept is not None:
+            log.info("writing the verdict kept by an earlier attempt; the model is not probed again", extra=fields)
+            return await self._finish(store, active, certification_id, kept, fields, kept_in=job.progress)
         try:
             endpoint = await self._endpoint(store, model_id, region)
         except JobFailed as exc:
             await self._db(store.record_attempt_failure(certification_id, attempt, exc.category, exc.message, True))
             raise
+        seen: dict[str, Any] = {}
         try:
-            verdict = await self.certify(endpoint, self._progress(active), config=self.run_config)
+            verdict = await self.certify(endpoint, self._progress(active, seen), config=self.run_config)
         except asyncio.CancelledError:
             await self._stopped(store, active, certification_id)
             raise
-        return await self._settle(store, active, certification_id, verdict, fields)
+        return await self._settle(store, active, certification_id, verdict, fields, seen)
 
     async def _endpoint(self, store: Store, model_id: str, region: str) -> ModelEndpoint:
         try:
@@ -122,10 +133,11 @@ class CertificationHandler:
                 raise JobFailed(f"environment variable {model.api_key_env} (apiKeyEnv of {model.name}) is not set "
                                 "on this worker", final=True, category="CONFIG_ERROR")
         return ModelEndpoint(provider=model.provider, api_model_id=model.api_model_id, region=region,
-                             base_url=model.base_url, api_key=api_key)
+                             base_url=model.base_url, api_key=api_key, served_model=model.served_model)
 
-    def _progress(self, active: ActiveJob) -> Callable[[int, int], Awaitable[None]]:
+    def _progress(self, active: ActiveJob, seen: dict[str, Any]) -> Callable[[int, int], Awaitable[None]]:
         async def forward(done: int, total: int) -> None:
+            seen.update(done=done, total=total)
             try:
                 await active.progress({"done": done, "total": total})
             except LeaseLost:
@@ -137,22 +149,56 @@ class CertificationHandler:
         return forward
 
     async def _settle(self, store: Store, active: ActiveJob, certification_id: str, verdict: Verdict,
-                      fields: dict[str, Any]) -> dict[str, Any]:
+                      fields: dict[str, Any], seen: dict[str, Any]) -> dict[str, Any]:
         job, attempt = active.job, active.attempt
         category, message = verdict.error_category, verdict.error_message or verdict.error_category or "failed"
         more_attempts = job.attempts_counted < job.max_attempts
         if verdict.retryable and more_attempts:
             await self._db(store.record_attempt_failure(certification_id, attempt, category, message, False))
             raise JobFailed(message, final=False, category=category)
-        stored = await self._db(store.finish_certification(certification_id, attempt, verdict.to_json()))
+        final = verdict.to_json()
+        try:
+            return await self._finish(store, active, certification_id, final, fields)
+        except DatabaseUnavailable:
+            await self._keep(active, certification_id, final, seen)
+            raise
+
+    async def _finish(self, store: Store, active: ActiveJob, certification_id: str, verdict: dict[str, Any],
+                      fields: dict[str, Any], *, kept_in: Any = None) -> dict[str, Any]:
+        """Write a final verdict (Verdict.to_json()); `kept_in` is the progress it was kept in, dropped once written."""
+        stored = await self._db(store.finish_certification(certification_id, active.attempt, verdict,
+                                                                 validity_s=self.validity_s))
         if not stored:
             log.warning("verdict not stored: the attempt no longer owns the certification", extra=fields)
-        if verdict.status == "FAILED" and category not in NOT_JOB_FAILURES:
-            raise JobFailed(message, final=True, category=category)
-        log.info("certification finished", extra={**fields, "status": verdict.status, "score": verdict.score,
-                                                   "rating": verdict.rating, "duration_ms": verdict.duration_ms})
-        return {"certificationId": certification_id, "status": verdict.status, "passed": verdict.passed,
-                "score": verdict.score, "rating": verdict.rating, "durationMs": verdict.duration_ms}
+        if isinstance(kept_in, dict):
+            await self._record(active, {k: v for k, v in kept_in.items() if k != PROGRESS_FIELD})
+        status, category = verdict.get("status"), verdict.get("errorCategory")
+        if status == "FAILED" and category not in NOT_JOB_FAILURES:
+            raise JobFailed(verdict.get("errorMessage") or category or "failed", final=True, category=category)
+        log.info("certification finished", extra={**fields, "status": status, "score": verdict.get("score"),
+                                                   "rating": verdict.get("rating"),
+                                                   "duration_ms": verdict.get("durationMs")})
+        return {"certificationId": certification_id, "status": status, "passed": verdict.get("passed"),
+                "score": verdict.get("score"), "rating": verdict.get("rating"), "durationMs": verdict.get("durationMs")}
+
+    async def _keep(self, active: ActiveJob, certification_id: str, verdict: dict[str, Any],
+                    seen: dict[str, Any]) -> None:
+        """PostgreSQL did not take a finished verdict: keep it with the job for the next attempt to write."""
+        sealed = self.verdicts.seal(certification_id, verdict)
+        if sealed is None:
+            log.warning("verdict too large to keep; the next attempt probes again",
+                        extra={"job_id": active.job.id, "certification_id": certification_id})
+        elif await self._record(active, {**seen, PROGRESS_FIELD: sealed}):
+            log.info("verdict kept with the job until postgresql takes writes",
+                     extra={"job_id": active.job.id, "certification_id": certification_id})
+
+    async def _record(self, active: ActiveJob, progress: dict[str, Any]) -> bool:
+        try:
+            await active.progress(progress)
+        except (LeaseLost, RedisError, RedisClusterException, OSError) as exc:
+            log.warning("job progress not recorded", extra={"job_id": active.job.id, "error": str(exc)})
+            return False
+        return True
 
     async def _stopped(self, store: Store, active: ActiveJob, certification_id: str) -> None:
         """Tell PostgreSQL why the run stopped, where this worker still owns it (shielded: we are being cancelled)."""

@@ -65,6 +65,7 @@ async def test_every_role_may_read_standing_and_models(roles_server: RoleServer,
     async with roles_server.client(role) as http:
         assert (await http.get(f"{BASE}/stats")).status_code == 200
         assert (await http.get("/api/models")).status_code == 200
+        assert (await http.get(f"{BASE}/standing")).status_code == 200
 
 
 @pytest.mark.parametrize(("role", "allowed"), [("read", False), ("certify", True), ("admin", True), ("bare", True)])

@@ -276,21 +276,36 @@ class OpenAIHandler(_Base):
             text, finish = "", "content_filter"
         usage = {"prompt_tokens": 20, "completion_tokens": len(text.split()) or 1}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        served = self._served_model(str(body.get("model", "")))
         if body.get("stream"):
-            return self._stream(text, finish, usage, bool((body.get("stream_options") or {}).get("include_usage")))
-        self._json(
-            200,
-            {
-                "id": "chatcmpl-stub",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": "stub-model",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": usage,
-            },
-        )
+            return self._stream(text, finish, usage, bool((body.get("stream_options") or {}).get("include_usage")),
+                                served)
+        answer: dict[str, Any] = {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": served,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": usage,
+        }
+        if served is None:
+            del answer["model"]
+        self._json(200, answer)
 
-    def _stream(self, text: str, finish: str, usage: dict[str, int], include_usage: bool) -> None:
+    def _served_model(self, asked: str) -> str | None:
+        """What the stub says it served: the model asked for, unless told to ignore it ("wrong-model", as
+        llama-server and single-model vLLM do), answer a dated snapshot, or say nothing ("no-model")."""
+        behaviour = self.state.behaviour
+        if behaviour == "wrong-model":
+            return "some-other-model"
+        if behaviour == "snapshot-model":
+            return f"{asked}-2024-08-06"
+        if behaviour == "no-model":
+            return None
+        return asked
+
+    def _stream(self, text: str, finish: str, usage: dict[str, int], include_usage: bool,
+                served: str | None) -> None:
         behaviour = self.state.behaviour
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -300,7 +315,9 @@ class OpenAIHandler(_Base):
         def event(obj: object) -> None:
             self._chunk(b"data: " + json.dumps(obj).encode() + b"\n\n")
 
-        base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "model": "stub-model"}
+        base: dict[str, Any] = {"id": "chatcmpl-stub", "object": "chat.completion.chunk"}
+        if served is not None:
+            base["model"] = served
         event(base | {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
         for i, word in enumerate(text.split(" ")):
             piece = word if i == 0 else " " + word

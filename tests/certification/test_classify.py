@@ -185,6 +185,7 @@ def test_retryable_categories_are_exactly_the_contracts() -> None:
         "PROTOCOL_ERROR",
         "CONTENT_FILTERED",
         "QUALITY_BELOW_THRESHOLD",
+        "MODEL_MISMATCH",
         "INTERNAL_ERROR",
     }
     assert not C.QUALITY_BELOW_THRESHOLD.infrastructure

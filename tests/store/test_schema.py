@@ -72,3 +72,34 @@ async def test_status_words_outside_the_vocabulary_are_rejected_by_the_database(
             "INSERT INTO certification_jobs (type, status, regions, model_ids, total_models) "
             "VALUES ('SINGLE_MODEL', 'PAUSED', '{}', '{}', 0)"
         )
+
+
+async def test_a_schema_2_database_with_verdicts_is_upgraded_to_3_keeping_them(empty_database: str) -> None:
+    store = await Store.connect(empty_database, min_size=1, max_size=2)
+    try:
+        await store.migrate()
+        model = await store.create_model(name="m", provider="openai", api_model_id="x", regions=["local"])
+        # Back to what schema 2 had: no served_model/validity_s/valid_until, no MODEL_MISMATCH.
+        await store.pool.execute("""
+            DROP VIEW latest_certifications;
+            ALTER TABLE certifications DROP COLUMN valid_until;
+            ALTER TABLE models DROP COLUMN served_model, DROP COLUMN validity_s;
+            ALTER TABLE certifications DROP CONSTRAINT certifications_error_category_check;
+            ALTER TABLE certifications ADD CONSTRAINT certifications_error_category_check
+                CHECK (error_category IS NULL OR error_category IN ('AUTH_ERROR', 'SERVER_ERROR'));
+            DELETE FROM schema_version WHERE version > 2;
+        """)
+        assert await store.schema_version() == 2
+        assert await store.migrate() == SCHEMA_VERSION == 3
+        created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])  # type: ignore[union-attr]
+        run = created.certifications[0]  # type: ignore[union-attr]
+        assert await store.begin_attempt(run.id, 1)
+        verdict = {"status": "FAILED", "passed": False, "score": 59, "rating": "F", "errorCategory": "MODEL_MISMATCH",
+                   "errorMessage": "the endpoint serves 'y', not 'x'", "durationMs": 10}
+        assert await store.finish_certification(run.id, 1, verdict, validity_s=3600)
+        row = await store.pool.fetchrow("SELECT error_category, valid_until - completed_at AS validity "
+                                        "FROM latest_certifications")
+        assert row is not None and row["error_category"] == "MODEL_MISMATCH"
+        assert row["validity"].total_seconds() == 3600
+    finally:
+        await store.close()

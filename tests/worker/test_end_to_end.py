@@ -92,3 +92,31 @@ async def test_no_credential_reaches_a_host_outside_its_scope(
     worker.signal(signal.SIGTERM)
     assert await worker.exit_code() == 0
     assert SECRET not in "".join(worker.raw)
+
+
+async def test_an_endpoint_serving_another_model_ends_model_mismatch_until_its_served_name_is_declared(
+    spawn_worker: SpawnWorker, queue: Queue, store: Store, make_model: Callable[..., Awaitable[Any]]
+) -> None:
+    worker = spawn_worker("--concurrency", "1", handler=None, env={"CERTIFICATION_VALIDITY": "2h"})
+    await worker.started()
+    with serve(OpenAIHandler, "wrong-model") as (root, _):
+        model = await make_model(base_url=f"{root}/v1")
+        outcomes = []
+        for served in (None, "some-other-model"):
+            if served is not None:
+                await store.update_model(model.id, {"served_model": served})
+            created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
+            ref = created.certifications[0]  # type: ignore[union-attr]
+            await queue.enqueue(job_payload(ref), job_id=str(ref.id), max_attempts=2, group="local")
+            [job] = await wait_finished(queue, [str(ref.id)], within=60)
+            outcomes.append((job, await store.get_certification(ref.id)))
+    (mismatch_job, mismatch), (_, certified) = outcomes
+    assert mismatch is not None and mismatch.status == "FAILED" and mismatch.error_category == "MODEL_MISMATCH"
+    assert mismatch_job.attempts == 1  # final: not retried
+    assert "'some-other-model'" in (mismatch.error_message or "")
+    assert certified is not None and certified.status == "CERTIFIED", certified
+    assert certified.valid_until is not None and certified.completed_at is not None
+    assert (certified.valid_until - certified.completed_at).total_seconds() == 7200
+    assert certified.attempt_log[-1]["durationMs"] >= 0
+    worker.signal(signal.SIGTERM)
+    assert await worker.exit_code() == 0

@@ -1,0 +1,96 @@
+"""GET /standing: each active model x region pair's standing now, with an ETag that moves only with it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from tests.api.conftest import CreateModel
+
+PATH = "/api/certification-queue/standing"
+CERTIFIED = {"status": "CERTIFIED", "passed": True, "score": 93.0, "rating": "A", "durationMs": 800,
+             "metrics": {"modelIdentity": {"finding": "matched", "expected": "x", "reported": ["x-2024-08-06"]}}}
+
+
+async def _finish(store: Any, model_id: str, region: str, verdict: dict[str, Any], validity_s: int = 7 * 86_400) -> Any:
+    created = await store.create_job(type="SINGLE_MODEL", pairs=[(uuid.UUID(model_id), region)])
+    run = created.certifications[0]
+    assert await store.begin_attempt(run.id, 1)
+    assert await store.finish_certification(run.id, 1, verdict, validity_s=validity_s)
+    return run.id
+
+
+async def _standing(client: httpx.AsyncClient, **params: str) -> httpx.Response:
+    return await client.get(PATH, params=params)
+
+
+async def test_a_new_model_is_never_certified_in_each_region_it_offers(
+    client: httpx.AsyncClient, create_model: CreateModel
+) -> None:
+    model = await create_model(regions=["local", "edge"])
+    response = await _standing(client, modelId=model["id"])
+    assert response.status_code == 200, response.text
+    entries = response.json()["standing"]
+    assert [(e["region"], e["standing"], e["recertification"]) for e in entries] == [
+        ("edge", "NEVER_CERTIFIED", None), ("local", "NEVER_CERTIFIED", None)]
+    assert entries[0]["identity"]["apiModelId"] == model["apiModelId"]
+
+
+async def test_a_verdict_stands_until_valid_until_then_the_pair_is_expired(
+    client: httpx.AsyncClient, create_model: CreateModel, store: Any
+) -> None:
+    model = await create_model(regions=["local"])
+    run_id = await _finish(store, model["id"], "local", CERTIFIED, validity_s=3600)
+    [entry] = (await _standing(client, modelId=model["id"])).json()["standing"]
+    assert entry["standing"] == "CERTIFIED" and entry["score"] == 93.0 and entry["rating"] == "A"
+    assert entry["certificationId"] == str(run_id) and entry["identity"]["reported"] == ["x-2024-08-06"]
+    certified = datetime.fromisoformat(entry["certifiedAt"])
+    assert datetime.fromisoformat(entry["validUntil"]) - certified == timedelta(hours=1)
+    await store.pool.execute("UPDATE certifications SET valid_until = now() - interval '1 second' WHERE id = $1",
+                             run_id)
+    [expired] = (await _standing(client, modelId=model["id"])).json()["standing"]
+    assert expired["standing"] == "EXPIRED" and expired["verdict"] == "CERTIFIED"
+
+
+async def test_the_etag_changes_only_when_a_standing_changes_and_a_match_is_304(
+    client: httpx.AsyncClient, create_model: CreateModel, store: Any
+) -> None:
+    model = await create_model(regions=["local"])
+    first = await _standing(client, modelId=model["id"])
+    again = await _standing(client, modelId=model["id"])
+    etag = first.headers["etag"]
+    assert etag == again.headers["etag"] and etag.startswith('"')
+    unchanged = await client.get(PATH, params={"modelId": model["id"]}, headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.headers["etag"] == etag
+    weak = await client.get(PATH, params={"modelId": model["id"]}, headers={"If-None-Match": f'"x", W/{etag}'})
+    assert weak.status_code == 304
+    queued = await store.create_job(type="SINGLE_MODEL", pairs=[(uuid.UUID(model["id"]), "local")])
+    running = await client.get(PATH, params={"modelId": model["id"]}, headers={"If-None-Match": etag})
+    assert running.status_code == 200 and running.headers["etag"] != etag
+    assert running.json()["standing"][0]["recertification"] == "QUEUED"
+    run = queued.certifications[0]
+    assert await store.begin_attempt(run.id, 1)
+    assert (await _standing(client, modelId=model["id"])).json()["standing"][0]["recertification"] == "RUNNING"
+    assert await store.finish_certification(run.id, 1, CERTIFIED)
+    done = await _standing(client, modelId=model["id"])
+    assert done.json()["standing"][0]["standing"] == "CERTIFIED" and done.headers["etag"] not in (
+        etag, running.headers["etag"])
+
+
+async def test_filters_narrow_to_one_region_and_bad_filters_name_the_field(
+    client: httpx.AsyncClient, create_model: CreateModel
+) -> None:
+    model = await create_model(regions=["local", "edge"])
+    only = (await _standing(client, modelId=model["id"], region="edge")).json()["standing"]
+    assert [e["region"] for e in only] == ["edge"]
+    bad = await _standing(client, modelId="not-a-uuid")
+    assert bad.status_code == 400 and bad.json()["field"] == "modelId"
+
+
+async def test_a_deactivated_model_has_no_standing(client: httpx.AsyncClient, create_model: CreateModel) -> None:
+    model = await create_model(regions=["local"])
+    assert (await client.delete(f"/api/models/{model['id']}")).status_code in (200, 204)
+    assert (await _standing(client, modelId=model["id"])).json()["standing"] == []
