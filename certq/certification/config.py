@@ -20,7 +20,8 @@ class RunConfig:
     stream_idle_timeout_s: float = 30.0
     request_deadline_s: float = 120.0
     run_deadline_s: float | None = None  # whole run; set below the job timeout to get a verdict, not a cancel
-    max_retries: int = 2
+    max_retries: int = 5  # per request; a transient failure (429, 5xx, reset, read timeout) is retried
+    retry_budget: int = 30  # per run: once spent, the next transient failure ends the run (an outage)
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 8.0
     max_retry_after_s: float = 30.0

@@ -47,6 +47,7 @@ class RunRecorder:
     retries: int = 0
     status_counts: Counter[str] = field(default_factory=Counter)
     error_counts: Counter[str] = field(default_factory=Counter)
+    transient_counts: Counter[str] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
     ttfts_s: list[float] = field(default_factory=list)
     first_chunks_s: list[float] = field(default_factory=list)
@@ -70,6 +71,15 @@ class RunRecorder:
 
     def on_error(self, category: ErrorCategory) -> None:
         self.error_counts[category.value] += 1
+        if category.retryable:
+            self.transient_counts[category.value] += 1
+
+    @property
+    def availability(self) -> float:
+        """Share of requests that did not fail transiently (1.0 before any request)."""
+        if self.requests == 0:
+            return 1.0
+        return max(0.0, 1.0 - sum(self.transient_counts.values()) / self.requests)
 
     def on_retry(self) -> None:
         self.retries += 1
@@ -129,6 +139,12 @@ class RunRecorder:
             "retries": self.retries,
             "httpStatusCounts": dict(sorted(self.status_counts.items())),
             "errorCounts": dict(sorted(self.error_counts.items())),
+            "reliability": {
+                "requests": self.requests,
+                "transientFailures": dict(sorted(self.transient_counts.items())),
+                "retries": self.retries,
+                "availability": round(self.availability, 4),
+            },
             "stream": {
                 "streams": self.streams,
                 "chunks": self.stream_chunks,

@@ -17,7 +17,15 @@ from certq.certification.metrics import RunRecorder
 from certq.certification.openai_compat import OpenAICompatProvider
 from certq.certification.probes import SUITE, SUITE_VERSION, ProbeRun, ProbeSpec
 from certq.certification.redaction import Redactor
-from certq.certification.scoring import CRITICAL_CAP, ProbeResult, Status, aggregate, rating, status_for
+from certq.certification.scoring import (
+    CRITICAL_CAP,
+    ProbeResult,
+    Status,
+    aggregate,
+    rating,
+    reliability_penalty,
+    status_for,
+)
 from certq.certification.verdict import Verdict
 
 log = logging.getLogger("certq.certification")
@@ -75,6 +83,14 @@ class _Run:
                 delay = self.config.backoff_s(retry + 1, error.retry_after_s) if error.retryable else None
                 if delay is None or retry >= self.config.max_retries:
                     raise
+                if self.recorder.retries >= self.config.retry_budget:
+                    raise ProviderError(
+                        error.category,
+                        f"{error.message} (the run's retry budget of {self.config.retry_budget} is spent: "
+                        f"the endpoint failed {sum(self.recorder.transient_counts.values())} of "
+                        f"{self.recorder.requests} requests)",
+                        status=error.status, code=error.code, retry_after_s=error.retry_after_s,
+                    ) from None
                 retry += 1
                 self.recorder.on_retry()
                 log.info(
@@ -216,10 +232,10 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
         retry_after_s = error.retry_after_s if error.retryable else None
     else:
         summary = aggregate(results)
-        score, retryable = summary.score, False
-        status = status_for(
-            summary.score, summary.critical_failures, run.config.certify_score, run.config.warning_score
-        )
+        penalty = reliability_penalty(run.recorder.availability)
+        score, retryable = max(0, summary.score - penalty), False
+        metrics["reliability"]["scorePenalty"] = penalty
+        status = status_for(score, summary.critical_failures, run.config.certify_score, run.config.warning_score)
         category, message = None, None
         if identity.finding == "mismatch":
             # The answers may be fine; they are another model's, so nothing here certifies this one.
@@ -235,6 +251,9 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
                 reasons.append("answer-quality probes average below 50%")
             if summary.failed_probes:
                 reasons.append("failed: " + ", ".join(summary.failed_probes))
+            if penalty:
+                reasons.append(f"{penalty} points off for reliability (availability "
+                               f"{run.recorder.availability:.0%})")
             message = "; ".join(reasons)
     return Verdict(
         status=status,

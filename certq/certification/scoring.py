@@ -124,6 +124,15 @@ def aggregate(results: Sequence[ProbeResult]) -> Aggregate:
     return Aggregate(score=score, critical_failures=critical, failed_probes=failed)
 
 
+RELIABILITY_WEIGHT = 30
+"""Points a run loses at 0% availability; linear in the share of requests that failed transiently."""
+
+
+def reliability_penalty(availability: float) -> int:
+    """Score points off for transient failures: 1 in 3 requests failing costs 10 points, none costs 0."""
+    return math.floor(RELIABILITY_WEIGHT * max(0.0, 1.0 - availability) + 0.5)
+
+
 def status_for(
     score: int, critical_failures: Sequence[str], certify_score: int = 80, warning_score: int = 60
 ) -> Status:

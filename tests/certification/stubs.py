@@ -7,6 +7,7 @@ on 127.0.0.1 in a thread of the test process and record every request they recei
 from __future__ import annotations
 
 import binascii
+import functools
 import hmac
 import json
 import re
@@ -72,7 +73,14 @@ class StubState:
     received: threading.Event = field(default_factory=threading.Event)
     failures_left: int | None = None  # None: misbehave on every request
     delay_s: float = 0.0  # added before every answer (benchmarks: a slow hosted model)
+    flaky_count: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def flaky_turn(self, failing: int, every: int) -> bool:
+        """True for `failing` of every `every` requests (the first ones of each cycle): a fixed share of 503s."""
+        with self.lock:
+            self.flaky_count += 1
+            return (self.flaky_count - 1) % every < failing
 
     def should_fail(self) -> bool:
         with self.lock:
@@ -82,6 +90,10 @@ class StubState:
                 self.failures_left -= 1
                 return True
             return False
+
+
+FLAKY = re.compile(r"flaky-(\d+)in(\d+)")
+"""`flaky-1in3`: one request in three answers 503 (overloaded), the others answer well."""
 
 
 class _Base(BaseHTTPRequestHandler):
@@ -233,6 +245,10 @@ class OpenAIHandler(_Base):
             return self._hang()
         if behaviour in OPENAI_ERRORS and self.state.should_fail():
             status, payload, headers = OPENAI_ERRORS[behaviour]
+            return self._json(status, payload, headers)
+        flaky = FLAKY.fullmatch(behaviour)
+        if flaky and self.state.flaky_turn(int(flaky.group(1)), int(flaky.group(2))):
+            status, payload, headers = OPENAI_ERRORS["503"]
             return self._json(status, payload, headers)
         if behaviour == "non-json":
             return self._send(200, b"<html><body>gateway says hi</body></html>", "text/html")
@@ -534,7 +550,7 @@ def serve(
 
 class HostileHandler(_Base):
     """An endpoint that attacks the reader: `huge-body` (100 MB), `endless-sse`, `huge-line` (200 MB, no
-    newline), `deep-json` (100,000 nested arrays), `gzip-bomb` (1 MB of gzip inflating to ~1 GB).
+    newline), `deep-json` (100,000 nested arrays), `gzip-bomb` (gzip inflating to 256 MiB).
 
     Everything is generated as it is written, so the stub itself holds a chunk at a time; a writer stops at
     the first broken pipe, or after `HOSTILE_MAX_BYTES`, whichever comes first.
@@ -572,9 +588,11 @@ class HostileHandler(_Base):
 HOSTILE_MAX_BYTES = 2 << 30
 
 
+@functools.cache
 def _gzip_bomb() -> bytes:
+    """~250 KB of gzip inflating to 256 MiB, made once (compressing it takes a second of CPU)."""
     import zlib
 
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
     zeros = bytes(1 << 20)
-    return b"".join([*(packer.compress(zeros) for _ in range(1024)), packer.flush()])
+    return b"".join([*(packer.compress(zeros) for _ in range(256)), packer.flush()])
