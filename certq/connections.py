@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -13,10 +13,9 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from certq.settings import Settings, SettingsError
+from certq.settings import Settings, Topology, redis_nodes
 
 AnyRedis = aioredis.Redis | RedisCluster
-Topology = Literal["single", "sentinel", "cluster"]
 
 CONNECT_TIMEOUT_S = 2.0
 """A dead or unreachable server is noticed within this; loopback refusals are immediate anyway."""
@@ -31,63 +30,13 @@ takes longer surfaces as ConnectionError to the caller's own loop (the Runner's)
 tries again, instead of freezing that loop for tens of seconds."""
 
 
-def hash_tag(prefix: str) -> str | None:
-    """The Redis Cluster hash tag of a key starting with `prefix` (`{myia}` -> `myia`), if the prefix fixes one."""
-    start = prefix.find("{")
-    if start < 0:
-        return None
-    end = prefix.find("}", start + 1)
-    if end < 0 or end == start + 1:
-        return None
-    return prefix[start + 1 : end]
-
-
-def require_hash_tag(prefix: str, variable: str = "BULL_QUEUE_PREFIX") -> None:
-    """Refuse a Cluster prefix that would scatter one queue's keys over several slots."""
-    if hash_tag(prefix) is None:
-        suggestion = "{" + (prefix.strip("{}") or "myia") + "}"
-        raise SettingsError(
-            variable,
-            f"{prefix!r} has no hash tag, so one queue's keys would land in different Redis Cluster slots "
-            f"and its atomic scripts could not run; write the prefix with braces, e.g. {variable}={suggestion}",
-        )
-
-
 def topology(settings: Settings) -> Topology:
-    if settings.redis_cluster_nodes:
-        return "cluster"
-    if settings.redis_sentinels:
-        return "sentinel"
-    return "single"
-
-
-def _nodes(text: str, variable: str) -> list[tuple[str, int]]:
-    nodes: list[tuple[str, int]] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        host, _, port = item.rpartition(":")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(variable, f"{item!r} is not host:port (e.g. 10.0.0.5:26379)")
-        nodes.append((host or "127.0.0.1", int(port)))
-    if not nodes:
-        raise SettingsError(variable, "lists no host:port")
-    return nodes
+    return settings.topology
 
 
 def check_redis_settings(settings: Settings) -> Topology:
-    """Validate the Redis topology settings; every process calls this (through `connect_redis`) at start-up."""
-    if settings.redis_cluster_nodes and settings.redis_sentinels:
-        raise SettingsError("REDIS_CLUSTER_NODES", "set either REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both")
-    kind = topology(settings)
-    if kind == "cluster":
-        _nodes(settings.redis_cluster_nodes or "", "REDIS_CLUSTER_NODES")
-        if settings.redis_db:
-            raise SettingsError("REDIS_DB", "Redis Cluster has only database 0")
-        require_hash_tag(settings.queue_prefix)
-    elif kind == "sentinel":
-        _nodes(settings.redis_sentinels or "", "REDIS_SENTINELS")
-        if not settings.redis_sentinel_master.strip():
-            raise SettingsError("REDIS_SENTINEL_MASTER", "names no master")
-    return kind
+    """The topology of valid settings (Settings validate the rules themselves when they are built)."""
+    return settings.topology
 
 
 def reconnect_retry(attempts: int = RETRY_ATTEMPTS) -> Retry:
@@ -125,14 +74,15 @@ def connect_redis(settings: Settings, *, decode_responses: bool = False) -> AnyR
     kind = check_redis_settings(settings)
     common = _common(decode_responses)
     if kind == "cluster":
-        nodes = [ClusterNode(host, port) for host, port in _nodes(settings.redis_cluster_nodes or "", "")]
+        listed = redis_nodes(settings.redis_cluster_nodes or "", "REDIS_CLUSTER_NODES")
+        nodes = [ClusterNode(host, port) for host, port in listed]
         return RedisCluster(startup_nodes=nodes, password=settings.redis_password,
                             retry=reconnect_retry(RETRY_ATTEMPTS + 4), **common)
     if kind == "sentinel":
         sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": 2.0}
         if settings.redis_sentinel_password:
             sentinel_kwargs["password"] = settings.redis_sentinel_password
-        sentinels = _nodes(settings.redis_sentinels or "", "REDIS_SENTINELS")
+        sentinels = redis_nodes(settings.redis_sentinels or "", "REDIS_SENTINELS")
         sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
         client = sentinel.master_for(settings.redis_sentinel_master, redis_class=SentinelRedis,
                                      password=settings.redis_password, db=settings.redis_db,

@@ -13,7 +13,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 import uvicorn
@@ -26,6 +25,7 @@ from starlette.routing import Route
 
 from certq.http_limits import server_options
 from certq.metrics import render_prometheus
+from certq.problems import Problem
 
 CHECK_TIMEOUT_S = 2.0
 """A probe answers within this even when what it checks hangs (a half-open TCP connection)."""
@@ -138,14 +138,10 @@ def build_health_app(probes: HealthProbes) -> Starlette:
 async def _problem(request: Request, exc: Exception) -> Response:
     """404/405 and friends as application/problem+json, like every API error (this port has no other errors)."""
     assert isinstance(exc, HTTPException)
-    title = HTTPStatus(exc.status_code).phrase
     detail = (f"{request.method} is not allowed on {request.url.path}" if exc.status_code == 405 else
               f"no such endpoint {request.url.path}: this port serves /health, /ready, /live and /metrics"
               if exc.status_code == 404 else str(exc.detail))
-    body = {"type": f"/problems/{title.lower().replace(' ', '-')}", "title": title, "status": exc.status_code,
-            "detail": detail, "instance": request.url.path}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers,
-                        media_type="application/problem+json")
+    return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response(request.url.path)
 
 
 class _ServerWithoutSignals(uvicorn.Server):

@@ -1,4 +1,4 @@
-"""Getting accepted certifications into the queue, and back into it when Redis lost them.
+"""Repairing the queue from PostgreSQL: re-enqueue runs Redis lost, replace corrupt jobs, close orphaned runs.
 
 PostgreSQL is the source of truth: the API commits a run before it enqueues it. If the process dies
 in between, or Redis restarts empty, `reconcile` finds live runs without a queue job and enqueues
@@ -17,10 +17,10 @@ from uuid import UUID
 
 from redis.exceptions import ResponseError
 
-from certq.queue.config import QueueConfig
+from certq.jobs import enqueue_runs
 from certq.queue.errors import JobStateError
 from certq.queue.job import Job, JobState
-from certq.queue.queue import JobSpec, Queue
+from certq.queue.queue import Queue
 from certq.settings import Settings
 from certq.store import CertificationRef, Store
 
@@ -28,36 +28,6 @@ log = logging.getLogger("certq.reconcile")
 
 IDEMPOTENCY_KEY_TTL_S = 24 * 3600.0
 """An Idempotency-Key is honoured for a day (clients retry within minutes); older ones are deleted."""
-
-
-def job_payload(ref: CertificationRef) -> dict[str, str]:
-    """The queue payload of a run: the one identity of each thing, as strings."""
-    return {"certificationId": str(ref.id), "jobId": str(ref.job_id), "modelId": str(ref.model_id),
-            "region": ref.region}
-
-
-def queue_config(settings: Settings) -> QueueConfig:
-    """The certification queue as configured by the environment."""
-    return QueueConfig(prefix=settings.queue_prefix, name=settings.queue_name, rate_limits=settings.rate_limit_table,
-                       default_max_attempts=settings.max_attempts)
-
-
-def job_spec(ref: CertificationRef, settings: Settings) -> JobSpec:
-    return JobSpec(
-        payload=job_payload(ref),
-        job_id=str(ref.id),
-        priority=ref.priority,
-        max_attempts=settings.max_attempts,
-        timeout_ms=settings.timeout_ms,
-        dedupe_key=f"{ref.model_id}:{ref.region}",
-        group=ref.region,
-    )
-
-
-async def enqueue_runs(queue: Queue, settings: Settings, refs: list[CertificationRef]) -> list[Job]:
-    """Enqueue committed runs in one round trip. Raises the queue's error if Redis fails."""
-    return await queue.enqueue_many([job_spec(ref, settings) for ref in refs])
-
 
 CORRUPT_JOB = "CORRUPT_JOB"
 """The queue's error category for a job hash it cannot read (a failed Job stands in for it)."""

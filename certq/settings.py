@@ -1,16 +1,27 @@
-"""certq's configuration: the only reader of os.environ (and of `.env`)."""
+"""certq's configuration: the only reader of os.environ (and of a `.env` file, when a process asks for one).
+
+Settings validate themselves, the Redis topology rules included, and are built from an explicit mapping:
+`load_settings()` reads `os.environ` only; the entry points also pass `env_file=".env"`, so a developer's
+own `.env` never leaks into a library caller or the test suite.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from certq.credentials import CredentialPolicy, parse_credentials
 from certq.durations import parse_duration_ms
 from certq.egress import EgressPolicy, parse_egress
+
+DOTENV = ".env"
+"""The file the entry points (API, worker, CLI) read besides the environment, from the working directory."""
 
 STARTUP_FAILURE = 3
 """Exit code of a process that refuses to start because of its configuration (uvicorn's number)."""
@@ -85,10 +96,49 @@ def parse_token(entry: str) -> tuple[str, str]:
     return secret, role
 
 
-class Settings(BaseSettings):
-    """Every variable of the contract; field aliases are the variable names."""
+Topology = Literal["single", "sentinel", "cluster"]
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+def hash_tag(prefix: str) -> str | None:
+    """The Redis Cluster hash tag of a key starting with `prefix` (`{myia}` -> `myia`), if the prefix fixes one."""
+    start = prefix.find("{")
+    if start < 0:
+        return None
+    end = prefix.find("}", start + 1)
+    if end < 0 or end == start + 1:
+        return None
+    return prefix[start + 1 : end]
+
+
+def require_hash_tag(prefix: str, variable: str = "BULL_QUEUE_PREFIX") -> None:
+    """Refuse a Cluster prefix that would scatter one queue's keys over several slots."""
+    if hash_tag(prefix) is None:
+        suggestion = "{" + (prefix.strip("{}") or "myia") + "}"
+        raise SettingsError(
+            variable,
+            f"{prefix!r} has no hash tag, so one queue's keys would land in different Redis Cluster slots "
+            f"and its atomic scripts could not run; write the prefix with braces, e.g. {variable}={suggestion}",
+        )
+
+
+def redis_nodes(text: str, variable: str) -> list[tuple[str, int]]:
+    """`"10.0.0.5:26379,10.0.0.6:26379"` -> [(host, port), ...]; SettingsError naming `variable` otherwise."""
+    nodes: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, _, port = item.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(variable, f"{item!r} is not host:port (e.g. 10.0.0.5:26379)")
+        nodes.append((host or "127.0.0.1", int(port)))
+    if not nodes:
+        raise SettingsError(variable, "lists no host:port")
+    return nodes
+
+
+class Settings(BaseModel):
+    """Every variable of the contract; field aliases are the variable names. Build with `load_settings()`
+    (the environment) or `Settings.model_validate({...})` (an explicit mapping, e.g. in tests)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     redis_url: str | None = Field(None, alias="REDIS_URL")
     redis_host: str = Field("127.0.0.1", alias="REDIS_HOST")
@@ -211,9 +261,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _redis_topology(self) -> Settings:
         # One rule for every process: e.g. a Redis Cluster prefix without a hash tag stops it at start-up.
-        from certq.connections import check_redis_settings
-
-        check_redis_settings(self)
+        if self.redis_cluster_nodes and self.redis_sentinels:
+            raise SettingsError("REDIS_CLUSTER_NODES", "set either REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both")
+        if self.topology == "cluster":
+            redis_nodes(self.redis_cluster_nodes or "", "REDIS_CLUSTER_NODES")
+            if self.redis_db:
+                raise SettingsError("REDIS_DB", "Redis Cluster has only database 0")
+            require_hash_tag(self.queue_prefix)
+        elif self.topology == "sentinel":
+            redis_nodes(self.redis_sentinels or "", "REDIS_SENTINELS")
+            if not self.redis_sentinel_master.strip():
+                raise SettingsError("REDIS_SENTINEL_MASTER", "names no master")
         return self
 
     @model_validator(mode="after")
@@ -272,31 +330,48 @@ class Settings(BaseSettings):
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     @property
-    def sentinel_nodes(self) -> list[tuple[str, int]]:
-        return [_host_port(node) for node in _split_csv(self.redis_sentinels or "")]
-
-    @property
-    def cluster_nodes(self) -> list[tuple[str, int]]:
-        return [_host_port(node) for node in _split_csv(self.redis_cluster_nodes or "")]
-
-
-def _host_port(node: str) -> tuple[str, int]:
-    host, _, port = node.rpartition(":")
-    return host or "127.0.0.1", int(port)
+    def topology(self) -> Topology:
+        if self.redis_cluster_nodes:
+            return "cluster"
+        if self.redis_sentinels:
+            return "sentinel"
+        return "single"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the environment (and `.env`); raise SettingsError naming the first bad variable.
+def _variables() -> dict[str, str]:
+    """Upper-cased variable name -> its alias, for every field (names are matched case-insensitively)."""
+    return {(field.alias or name).upper(): field.alias or name for name, field in Settings.model_fields.items()}
 
-    `overrides` are field names (e.g. `concurrency=5`) given by command-line flags; they win over
-    the environment and are validated the same way.
+
+def environment_values(environ: Mapping[str, str], env_file: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The contract's variables found in `environ`, over those of `env_file` (when it exists)."""
+    variables = _variables()
+    found: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        for key, value in dotenv_values(env_file).items():
+            if value is not None and key.upper() in variables:
+                found[variables[key.upper()]] = value
+    for key, value in environ.items():
+        if key.upper() in variables:
+            found[variables[key.upper()]] = value
+    return found
+
+
+def load_settings(
+    *, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> Settings:
+    """Settings from `environ` (default: os.environ) and, where given, `env_file`; raise SettingsError naming
+    the first bad variable.
+
+    `overrides` are field names (e.g. `concurrency=5`) given by command-line flags; they win over the
+    environment and are validated the same way.
     """
+    values: dict[str, object] = dict(environment_values(os.environ if environ is None else environ, env_file))
+    for name, value in overrides.items():
+        if value is not None:
+            values[Settings.model_fields[name].alias or name] = value
     try:
-        settings = Settings()
-        if overrides:
-            merged = settings.model_dump(by_alias=False) | {k: v for k, v in overrides.items() if v is not None}
-            settings = Settings.model_validate({Settings.model_fields[k].alias or k: v for k, v in merged.items()})
-        return settings
+        return Settings.model_validate(values)
     except SettingsError:
         raise
     except ValidationError as exc:

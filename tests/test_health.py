@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from http import HTTPStatus
 
 import httpx
 import pytest
@@ -186,19 +187,21 @@ def _idle_probes() -> HealthProbes:
     return HealthProbes(describe=dict, health=ok, ready=ok, queue_counts=counts, registry=CollectorRegistry())
 
 
-@pytest.mark.parametrize(("method", "path", "status", "detail"), [
-    ("GET", "/nope", 404, "no such endpoint /nope"),
-    ("GET", "/metrics/extra", 404, "no such endpoint /metrics/extra"),
-    ("POST", "/health", 405, "POST is not allowed on /health"),
-    ("DELETE", "/metrics", 405, "DELETE is not allowed on /metrics"),
+@pytest.mark.parametrize(("method", "path", "status", "kind", "detail"), [
+    ("GET", "/nope", 404, "not-found", "no such endpoint /nope"),
+    ("GET", "/metrics/extra", 404, "not-found", "no such endpoint /metrics/extra"),
+    ("POST", "/health", 405, "method-not-allowed", "POST is not allowed on /health"),
+    ("DELETE", "/metrics", 405, "method-not-allowed", "DELETE is not allowed on /metrics"),
 ])
-async def test_unknown_paths_and_methods_answer_problem_json(
-        served: tuple[World, Metrics, httpx.AsyncClient], method: str, path: str, status: int, detail: str) -> None:
+async def test_unknown_paths_and_methods_answer_problem_json(served: tuple[World, Metrics, httpx.AsyncClient],
+                                                             method: str, path: str, status: int, kind: str,
+                                                             detail: str) -> None:
     _, _, client = served
     response = await client.request(method, path)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert body["status"] == status and detail in body["detail"] and body["type"].startswith("/problems/")
+    assert body["type"] == f"/problems/{kind}" and body["title"] == HTTPStatus(status).phrase
+    assert body["status"] == status and detail in body["detail"] and body["instance"] == path
     if status == 405:
         assert "GET" in response.headers["allow"]

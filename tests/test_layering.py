@@ -16,12 +16,20 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                       "starlette", "uvicorn"),
     "store": ("certq.api", "certq.worker", "certq.cli", "certq.queue", "redis", "starlette"),
     "dashboard": ("certq.api", "certq.worker", "certq.cli"),
+    "jobs": ("certq.api", "certq.worker", "certq.cli", "certq.dashboard"),
     "metrics": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification"),
     "health": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification"),
     "http_limits": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification",
                     "certq.dashboard", "certq.settings"),
     "egress": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification",
                "certq.dashboard", "certq.settings", "httpx", "redis", "asyncpg"),
+    # Settings validate themselves (the Redis topology rules included) and know no client library.
+    "settings": ("certq.connections", "certq.api", "certq.worker", "certq.store", "certq.queue", "certq.cli",
+                 "certq.dashboard", "certq.certification", "redis", "asyncpg", "starlette", "httpx"),
+    # The one writer of problem+json bodies, used by the API, the dashboard and the health servers.
+    "problems": ("certq", "pydantic", "redis", "asyncpg", "httpx"),
+    "web_input": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification", "certq.cli",
+                  "certq.dashboard", "certq.settings", "certq.health", "redis", "asyncpg", "httpx"),
 }
 
 

@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from certq.jobs import enqueue_runs, job_payload, queue_config
 from certq.queue import Consumer, Queue
-from certq.reconcile import enqueue_runs, job_payload, queue_config, reconcile
+from certq.reconcile import reconcile
 from certq.settings import Settings
 from certq.store import CertificationRef, JobCreated, ModelRecord, Store
 from tests.conftest import _with_database, api_settings

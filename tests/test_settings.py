@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from certq.settings import SettingsError, load_settings
@@ -79,3 +81,28 @@ def test_suffixes_are_not_part_of_the_secret_and_a_bare_token_is_admin() -> None
     settings = load_settings(api_tokens="r:read, c:certify,a:admin,bare")
     assert settings.tokens == ["r", "c", "a", "bare"]
     assert settings.token_roles == [("r", "read"), ("c", "certify"), ("a", "admin"), ("bare", "admin")]
+
+
+def test_settings_read_a_dotenv_file_only_when_asked_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from certq.settings import DOTENV, load_settings
+
+    (tmp_path / DOTENV).write_text("REDIS_HOST=from-dotenv\nCERTIFICATION_CONCURRENCY=7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REDIS_HOST", raising=False)
+    monkeypatch.delenv("CERTIFICATION_CONCURRENCY", raising=False)
+    assert load_settings().redis_host == "127.0.0.1"  # a developer's own .env does not leak into callers
+    from_file = load_settings(env_file=DOTENV)
+    assert (from_file.redis_host, from_file.concurrency) == ("from-dotenv", 7)
+    monkeypatch.setenv("CERTIFICATION_CONCURRENCY", "2")
+    assert load_settings(env_file=DOTENV).concurrency == 2
+
+
+def test_an_explicit_environment_mapping_is_all_settings_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from certq.settings import load_settings
+
+    monkeypatch.setenv("REDIS_HOST", "from-process")
+    settings = load_settings(environ={"REDIS_HOST": "from-mapping", "unrelated": "x"}, concurrency=4)
+    assert (settings.redis_host, settings.concurrency) == ("from-mapping", 4)
+    assert load_settings(environ={}).redis_host == "127.0.0.1"

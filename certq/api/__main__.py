@@ -11,7 +11,7 @@ from typing import NoReturn
 import uvicorn
 
 from certq.http_limits import server_options
-from certq.settings import STARTUP_FAILURE, SettingsError, load_settings
+from certq.settings import DOTENV, STARTUP_FAILURE, SettingsError, load_settings
 
 
 async def schema_problem(dsn: str) -> str | None:
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(env_file=DOTENV)
     except SettingsError as exc:
         print(f"certq.api: configuration error: {exc}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)

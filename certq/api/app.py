@@ -34,9 +34,9 @@ from certq.api.redirects import RelativeRedirects
 from certq.api.services import ApiMetrics, Services, token_set
 from certq.connections import connect_redis
 from certq.health import Check, HealthProbes, build_health_app
+from certq.jobs import queue_config
 from certq.metrics import Metrics
 from certq.queue.queue import Queue
-from certq.reconcile import queue_config
 from certq.settings import Settings
 from certq.store import Store
 

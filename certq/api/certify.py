@@ -10,7 +10,7 @@ from uuid import UUID
 from certq.api.problems import Problem
 from certq.api.schemas import BatchAnswer, CancelAnswer, CertifyAnswer, Priority, SkippedOut
 from certq.api.services import Services
-from certq.reconcile import enqueue_runs
+from certq.jobs import enqueue_runs
 from certq.store import IdempotencyKey, JobCreated, JobType, ModelRecord, Replay
 
 log = logging.getLogger("certq.api")

@@ -1,97 +1,29 @@
-"""Every error answer is RFC 9457 application/problem+json naming the offending field; bodies are capped."""
+"""The API's input edge: capped JSON bodies and ids parsed into problems naming the field; the error handlers."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any, TypeVar
 
-import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from certq.problems import Problem, title_of
+from certq.web_input import parse_query, validation_problem
+
+# Problem, parse_query and validation_problem are re-exported: the routes import them from here.
+__all__ = [
+    "MAX_BODY_BYTES", "Problem", "http_exception_handler", "parse_body", "parse_query", "parse_uuid", "problem_handler",
+    "read_body", "unavailable_handler", "unexpected_handler", "validation_problem",
+]
+
 log = logging.getLogger("certq.api")
 
 MAX_BODY_BYTES = 64 * 1024
-PROBLEM_TYPE = "application/problem+json"
 
 M = TypeVar("M", bound=BaseModel)
-
-_TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
-}
-
-
-class Problem(Exception):
-    """Raised anywhere in a route: becomes a problem+json answer."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        field: str | None = None,
-        kind: str | None = None,
-        errors: list[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.field = field
-        self.kind = kind or _TITLES.get(status, "error").lower().replace(" ", "-")
-        self.errors = errors
-        self.headers = headers or {}
-
-    def response(self, instance: str | None = None) -> Response:
-        body: dict[str, Any] = {
-            "type": f"/problems/{self.kind}",
-            "title": _TITLES.get(self.status, "Error"),
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if instance:
-            body["instance"] = instance
-        if self.field is not None:
-            body["field"] = self.field
-        if self.errors:
-            body["errors"] = self.errors
-        return Response(orjson.dumps(body), status_code=self.status, media_type=PROBLEM_TYPE, headers=self.headers)
-
-
-def field_path(loc: tuple[int | str, ...], root: str = "") -> str:
-    """('modelIds', 2) -> 'modelIds[2]'; () -> root."""
-    path = root
-    for part in loc:
-        path = f"{path}[{part}]" if isinstance(part, int) else (f"{path}.{part}" if path else str(part))
-    return path or "body"
-
-
-def validation_problem(exc: ValidationError, *, root: str = "", status: int = 400) -> Problem:
-    errors = []
-    for error in exc.errors(include_url=False, include_input=False):
-        kind = error["type"]
-        where = field_path(tuple(error["loc"]), root)
-        if kind == "json_invalid":
-            return Problem(400, f"the body is not valid JSON: {error['msg']}", field="body", kind="malformed-json")
-        message = {
-            "extra_forbidden": "unknown field",
-            "missing": "required",
-            "model_type": "must be a JSON object",
-            "model_attributes_type": "must be a JSON object",
-        }.get(kind, error["msg"].removeprefix("Value error, "))
-        if kind == "string_pattern_mismatch":
-            message = ("a region is letters, digits and . _ : - (e.g. us-east-1 or local)"
-                       if where.split("[")[0] in ("region", "regions") else "control characters are not allowed")
-        errors.append({"field": where, "message": message})
-    first = errors[0]
-    detail = f"{first['field']}: {first['message']}"
-    if len(errors) > 1:
-        detail += f" (and {len(errors) - 1} more)"
-    return Problem(status, detail, field=first["field"], kind="invalid-input", errors=errors)
 
 
 async def read_body(request: Request) -> bytes:
@@ -125,19 +57,6 @@ async def parse_body(request: Request, model: type[M]) -> tuple[M, bytes]:
         raise validation_problem(exc) from None
 
 
-def parse_query(request: Request, model: type[M]) -> M:
-    values: dict[str, Any] = {}
-    for key in request.query_params:
-        items = request.query_params.getlist(key)
-        if len(items) > 1:
-            raise Problem(400, f"{key} is given {len(items)} times", field=key, kind="invalid-input")
-        values[key] = items[0]
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise validation_problem(exc) from None
-
-
 def parse_uuid(value: str, field: str) -> Any:
     from uuid import UUID
 
@@ -154,7 +73,7 @@ async def problem_handler(request: Request, exc: Exception) -> Response:
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else title_of(exc.status_code)
     if exc.status_code == 404:
         detail = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 405:

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from certq.api.regions import AWS_REGIONS
+from certq.web_input import Query
 
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 JobType = Literal["SINGLE_MODEL", "MULTIPLE_MODELS", "ALL_MODELS"]
@@ -55,12 +56,6 @@ class Answer(BaseModel):
     """An answer: built from records, written camelCase."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
-
-
-class Query(BaseModel):
-    """A query string: values arrive as text and are converted; unknown parameters are ignored."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 # --- models ---------------------------------------------------------------------------------------

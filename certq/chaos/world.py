@@ -32,8 +32,9 @@ from certq.chaos.sentinel import SentinelGroup
 from certq.chaos.servers import await_for
 from certq.connections import AnyRedis, connect_redis
 from certq.embedded import EmbeddedServer, free_port, port_answers, start_postgres, start_redis
+from certq.jobs import enqueue_runs, queue_config
 from certq.queue import Queue
-from certq.reconcile import enqueue_runs, queue_config, reconcile
+from certq.reconcile import reconcile
 from certq.settings import Settings
 from certq.store import Store
 from certq.store.records import CertificationRecord, JobCreated

@@ -19,7 +19,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from certq import durations
 from certq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 from certq.connections import AnyRedis, connect_redis, topology
-from certq.settings import Settings, load_settings
+from certq.settings import DOTENV, Settings, load_settings
 
 T = TypeVar("T")
 
@@ -74,13 +74,13 @@ def non_negative_seconds(text: str) -> float:
 
 def settings_from(args: Any) -> Settings:
     """Settings with the command line's overrides (only the options a command defines)."""
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     for flag, field in (("redis_url", "redis_url"), ("database_url", "database_url"), ("prefix", "queue_prefix"),
                         ("queue", "queue_name")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[field] = value
-    return load_settings(**overrides)
+    return load_settings(env_file=DOTENV, **overrides)
 
 
 def add_connection_options(parser: Any, *, database: bool = False) -> None:

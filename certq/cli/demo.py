@@ -24,9 +24,9 @@ from certq.cli.stack import Stack, StackError, Ticker, child_env, pick_port
 from certq.connections import connect_redis
 from certq.credentials import url_target
 from certq.embedded import EmbeddedServerError, start_postgres, start_redis, url_answers
+from certq.jobs import queue_config
 from certq.queue import Queue
-from certq.reconcile import queue_config
-from certq.settings import Settings, load_settings
+from certq.settings import DOTENV, Settings, load_settings
 from certq.store import Store
 
 FINAL = {"CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"}
@@ -80,7 +80,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(env_file=DOTENV)
     timeout_s = args.timeout if args.timeout is not None else (CI_TIMEOUT_S if args.ci else INTERACTIVE_TIMEOUT_S)
     deadline = time.monotonic() + timeout_s
     stack = Stack()

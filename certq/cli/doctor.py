@@ -25,10 +25,9 @@ from certq.cli.common import (
     redis_where,
     settings_from,
 )
-from certq.connections import hash_tag
+from certq.jobs import queue_config
 from certq.queue import Queue
-from certq.reconcile import queue_config
-from certq.settings import Settings
+from certq.settings import Settings, hash_tag
 from certq.store.migrations import SCHEMA_VERSION, current_version
 
 Level = Literal["ok", "warn", "FAIL"]

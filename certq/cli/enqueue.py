@@ -24,8 +24,8 @@ from certq.cli.common import (
     settings_from,
 )
 from certq.cli.render import record_view, render_verdict
+from certq.jobs import enqueue_runs, queue_config
 from certq.queue import Queue
-from certq.reconcile import enqueue_runs, queue_config
 from certq.settings import Settings
 from certq.store import FINAL_STATUSES, JobCreated, Store
 

@@ -24,9 +24,9 @@ from certq.cli.common import (
     settings_from,
     table,
 )
+from certq.jobs import job_view, queue_config
 from certq.queue import Job, JobState, Queue
 from certq.queue.errors import JobStateError
-from certq.reconcile import queue_config
 
 STATES = [state.value for state in JobState]
 CLEAN_STATES = ["completed", "failed"]
@@ -167,7 +167,7 @@ def run_jobs(args: argparse.Namespace) -> int:
 
     found = run_async(go)
     if args.json:
-        print_json([job.to_dict() for job in found])
+        print_json([job_view(job) for job in found])
         return EXIT_OK
     if not found:
         print(f"no {args.state} jobs")
@@ -201,7 +201,7 @@ def run_job(args: argparse.Namespace) -> int:
                            "(finished jobs are trimmed after a while; see `certq jobs --state completed`)",
                            EXIT_NOT_FOUND)
     if args.json:
-        print_json(job.to_dict())
+        print_json(job_view(job))
         return EXIT_OK
     print(f"job {job.id}: {job.state.value}{' (cancelled)' if job.cancelled else ''}")
     for label, value in (("payload", job.payload), ("priority", job.priority), ("group", job.group),

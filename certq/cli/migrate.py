@@ -11,7 +11,7 @@ import asyncpg
 
 from certq.cli import EXIT_OK, CommandError
 from certq.cli.common import EXIT_UNAVAILABLE
-from certq.settings import load_settings
+from certq.settings import DOTENV, load_settings
 from certq.store import Store
 
 CONNECT_TIMEOUT_S = 15.0
@@ -51,7 +51,7 @@ async def migrate(dsn: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    dsn = args.database_url or load_settings().database_url
+    dsn = args.database_url or load_settings(env_file=DOTENV).database_url
     version = asyncio.run(migrate(dsn))
     print(f"certq: schema version {version} is applied to {redact(dsn)}")
     return EXIT_OK

@@ -17,8 +17,9 @@ from certq.cli.common import (
     run_async,
     settings_from,
 )
+from certq.jobs import queue_config
 from certq.queue.queue import Queue
-from certq.reconcile import queue_config, reconcile
+from certq.reconcile import reconcile
 from certq.store import Store
 
 

@@ -23,7 +23,8 @@ from starlette.types import ASGIApp
 from certq.dashboard import cert_views, queue_views
 from certq.dashboard.guard import BoardGuard
 from certq.dashboard.ports import BoardDeps
-from certq.dashboard.web import JSON, Problem, problem_response, user_of
+from certq.dashboard.web import JSON, user_of
+from certq.problems import Problem
 from certq.queue.errors import InvalidJob, JobNotFound, JobStateError, QueueError
 from certq.settings import Settings
 
@@ -50,17 +51,19 @@ async def me(request: Request) -> Response:
 
 async def _problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
-    return problem_response(exc)
+    return exc.response(request.url.path)
 
 
 async def _queue_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, JobNotFound):
-        return problem_response(Problem(404, str(exc), "jobId"))
-    if isinstance(exc, InvalidJob):
-        return problem_response(Problem(400, exc.message, exc.field))
-    if isinstance(exc, JobStateError):
-        return problem_response(Problem(409, str(exc), "jobId"))
-    return problem_response(Problem(409, str(exc)))
+        problem = Problem(404, str(exc), field="jobId")
+    elif isinstance(exc, InvalidJob):
+        problem = Problem(400, exc.message, field=exc.field)
+    elif isinstance(exc, JobStateError):
+        problem = Problem(409, str(exc), field="jobId")
+    else:
+        problem = Problem(409, str(exc))
+    return problem.response(request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -68,20 +71,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     detail = f"{request.method} {request.url.path}: {exc.detail}"
     field = "path" if exc.status_code in (404, 405) else None
-    response = problem_response(Problem(exc.status_code, detail, field, title=str(exc.detail)))
-    response.headers.update(exc.headers or {})
-    return response
+    return Problem(exc.status_code, detail, field=field, headers=dict(exc.headers or {})).response(request.url.path)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(Problem(500, "internal error; the server log has the details",
-                                    title="Internal Server Error"))
+    return Problem(500, "internal error; the server log has the details", kind="internal").response(request.url.path)
 
 
 async def _outage(request: Request, exc: Exception) -> Response:
     # Redis or PostgreSQL down: the console says so (and keeps polling) instead of a bare 500.
-    return problem_response(Problem(503, f"{_backend(exc)} is not answering: {type(exc).__name__}: {exc}"))
+    detail = f"{_backend(exc)} is not answering: {type(exc).__name__}: {exc}"
+    return Problem(503, detail, kind="unavailable").response(request.url.path)
 
 
 def _backend(exc: Exception) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -12,13 +12,12 @@ from starlette.routing import Route
 from certq.dashboard.ports import CertifyOrder
 from certq.dashboard.web import (
     JSON,
-    Problem,
+    BoardQuery,
     audit,
     audited,
     body_as,
-    choice_param,
     deps,
-    int_param,
+    one_of,
     queries_of,
     run_json,
     store_of,
@@ -26,18 +25,30 @@ from certq.dashboard.web import (
     time_param,
     uuid_param,
 )
+from certq.problems import Problem
 from certq.store import CERTIFICATION_STATUSES
 from certq.store.dashboard import HistoryFilter
+from certq.web_input import parse_query
+
+
+class HistoryQuery(BoardQuery):
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(20, ge=1, le=100)
+    status: Annotated[str, one_of(CERTIFICATION_STATUSES)] | None = None
+
+
+class PairQuery(BoardQuery):
+    limit: int = Field(30, ge=1, le=200)
 
 
 async def history(request: Request) -> Response:
-    page = int_param(request, "page", 1, low=1, high=100_000)
-    limit = int_param(request, "limit", 20, low=1, high=100)
+    paging = parse_query(request, HistoryQuery)
+    page, limit = paging.page, paging.limit
     query = HistoryFilter(
         job_id=text_param(request, "jobId"),
         model=text_param(request, "model"),
         region=text_param(request, "region"),
-        status=choice_param(request, "status", CERTIFICATION_STATUSES),
+        status=paging.status,
         since=time_param(request, "since"),
         until=time_param(request, "until"),
     )
@@ -61,12 +72,12 @@ async def pair(request: Request) -> Response:
     model_id = uuid_param(request.query_params.get("modelId"), "modelId")
     region = text_param(request, "region") or ""
     if not region:
-        raise Problem(400, "region is required", "region")
+        raise Problem(400, "region is required", field="region")
     model = await store_of(request).get_model(model_id)
     if model is None:
-        raise Problem(404, f"no model {model_id}", "modelId")
-    runs = await queries_of(request).pair_history(model_id, region, limit=int_param(request, "limit", 30, low=1,
-                                                                                       high=200))
+        raise Problem(404, f"no model {model_id}", field="modelId")
+    limit = parse_query(request, PairQuery).limit
+    runs = await queries_of(request).pair_history(model_id, region, limit=limit)
     return JSON({"model": {"id": str(model.id), "name": model.name, "apiModelId": model.api_model_id,
                            "provider": model.provider},
                  "region": region, "runs": [run_json(r) for r in runs]})
@@ -82,9 +93,9 @@ class CertifyForm(BaseModel):
 async def certify(request: Request) -> Response:
     form: CertifyForm = await body_as(request, CertifyForm)
     if form.mode == "single" and (len(form.model_ids) != 1 or len(form.regions) != 1):
-        raise Problem(400, "single needs exactly one model and one region", "modelIds")
+        raise Problem(400, "single needs exactly one model and one region", field="modelIds")
     if form.mode == "multiple" and not form.model_ids:
-        raise Problem(400, "choose at least one model", "modelIds")
+        raise Problem(400, "choose at least one model", field="modelIds")
     run = deps(request).certify
     if run is None:
         raise Problem(503, "certification is not available in this process")
@@ -94,7 +105,8 @@ async def certify(request: Request) -> Response:
     detail = {"mode": form.mode, "modelIds": order.model_ids, "regions": form.regions}
     if status >= 400:
         await audit(request, "certify", None, f"refused ({status}): {body.get('detail')}", detail)
-        return JSON(body, status_code=status, media_type="application/problem+json")
+        return Problem(status, str(body.get("detail")), field=body.get("field"), errors=body.get("errors"),
+                       kind=str(body.get("type", "")).removeprefix("/problems/") or None).response(request.url.path)
     total = body.get("totalJobs", 1)
     outcome = f"{form.mode}: {total} certification(s) requested in {', '.join(form.regions)}"
     entry = await audit(request, "certify", body.get("jobId"), outcome, detail)

@@ -9,10 +9,10 @@ import logging
 import math
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certq.login_throttle import LoginThrottle
+from certq.problems import Problem
 
 log = logging.getLogger("certq.dashboard.guard")
 
@@ -30,13 +30,6 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
-
-
-def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
-        status_code=status, headers=headers, media_type="application/problem+json",
-    )
 
 
 def check_credentials(header: str | None, username: str, password: str) -> str | None:
@@ -94,8 +87,8 @@ class BoardGuard:
         client = scope["client"][0] if scope.get("client") else "unknown"
         wait_s = self.throttle.retry_after(client)
         if wait_s > 0:
-            await _problem(429, "Too Many Requests", "too many failed logins from this address; try again later",
-                           {"Retry-After": str(math.ceil(wait_s))})(scope, receive, send)
+            await Problem(429, "too many failed logins from this address; try again later",
+                          headers={"Retry-After": str(math.ceil(wait_s))}).answer(scope, receive, send)
             return
         header = headers.get("authorization")
         user = check_credentials(header, self.username, self.password)
@@ -104,17 +97,16 @@ class BoardGuard:
                 count = self.throttle.failed(client)
                 log.warning("dashboard login failed", extra={"client": client, "failures_in_window": count,
                                                              "path": scope.get("path")})
-            response = _problem(401, "Unauthorized", "the dashboard needs its user name and password",
-                                {"WWW-Authenticate": REALM})
-            await response(scope, receive, send)
+            await Problem(401, "the dashboard needs its user name and password",
+                          headers={"WWW-Authenticate": REALM}).answer(scope, receive, send)
             return
         reason = cross_site_reason(scope["method"], headers, scope.get("scheme", "http"))
         if reason is not None:
-            await _problem(403, "Forbidden", reason)(scope, receive, send)
+            await Problem(403, reason).answer(scope, receive, send)
             return
         if self.read_only and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            await _problem(403, "Forbidden", "this dashboard is read-only (BULL_BOARD_READ_ONLY): it may look, "
-                           "not act")(scope, receive, send)
+            await Problem(403, "this dashboard is read-only (BULL_BOARD_READ_ONLY): it may look, "
+                          "not act").answer(scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state["board_user"] = user

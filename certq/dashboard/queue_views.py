@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
@@ -14,21 +14,24 @@ from starlette.routing import Route
 
 from certq.dashboard.web import (
     JSON,
-    Problem,
+    BoardQuery,
     audit,
     audited,
     body_as,
-    choice_param,
     deps,
-    int_param,
     job_id_param,
+    one_of,
     queries_of,
     queue_of,
     run_json,
     store_of,
 )
+from certq.jobs import job_view
+from certq.problems import Problem
 from certq.queue.errors import JobStateError
+from certq.queue.job import Job
 from certq.store.dashboard import RunSuperseded
+from certq.web_input import parse_query
 
 STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
 
@@ -40,7 +43,7 @@ PREVIEW_CHARS = 1024
 
 
 def _job_json(job: Any) -> dict[str, Any]:
-    data: dict[str, Any] = job.to_dict() if hasattr(job, "to_dict") else dict(job)
+    data: dict[str, Any] = job_view(job) if isinstance(job, Job) else dict(job)
     for name, value in data.items():
         if isinstance(value, (dict, list, str)):
             encoded = orjson.dumps(value)
@@ -73,10 +76,15 @@ async def overview(request: Request) -> Response:
                  "paused": await queue.is_paused(), "at": int(time.time() * 1000)})
 
 
+class JobsQuery(BoardQuery):
+    state: Annotated[str, one_of(STATES)] = "waiting"
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(20, ge=1, le=100)
+
+
 async def list_jobs(request: Request) -> Response:
-    state = choice_param(request, "state", STATES) or "waiting"
-    page = int_param(request, "page", 1, low=1, high=100_000)
-    limit = int_param(request, "limit", 20, low=1, high=100)
+    query = parse_query(request, JobsQuery)
+    state, page, limit = query.state, query.page, query.limit
     queue = queue_of(request)
     counts = await queue.counts()
     # A paused queue keeps its jobs in the wait lists; "paused" lists them while the queue is paused.
@@ -97,7 +105,7 @@ async def job_detail(request: Request) -> Response:
         record = await store.get_certification(job_id)
         certification = None if record is None else run_json(record)
     if job is None and certification is None:
-        raise Problem(404, f"no job {job_id} in the queue or the history", "jobId")
+        raise Problem(404, f"no job {job_id} in the queue or the history", field="jobId")
     data = None if job is None else (await _with_models(request, [_job_json(job)]))[0]
     return JSON({"job": data, "certification": certification})
 
@@ -111,7 +119,7 @@ async def _require_job(request: Request) -> tuple[str, Any]:
     job_id = job_id_param(request)
     job = await queue_of(request).get(job_id)
     if job is None:
-        raise Problem(404, f"no job {job_id} in the queue", "jobId")
+        raise Problem(404, f"no job {job_id} in the queue", field="jobId")
     return job_id, job
 
 
@@ -123,9 +131,9 @@ def _state(job: Any) -> str:
 async def retry_job(request: Request) -> Response:
     job_id, job = await _require_job(request)
     if _state(job) != "failed":
-        raise Problem(409, f"job {job_id} is {_state(job)}, only failed jobs can be retried", "jobId")
+        raise Problem(409, f"job {job_id} is {_state(job)}, only failed jobs can be retried", field="jobId")
     if getattr(job, "cancelled", False):
-        raise Problem(409, f"job {job_id} was cancelled; certify the model again instead", "jobId")
+        raise Problem(409, f"job {job_id} was cancelled; certify the model again instead", field="jobId")
     # The run goes back to QUEUED first, so the worker that claims the retried job may start it; when
     # PostgreSQL refuses, the queue job is left failed too, so both still tell the same story.
     reopened = False
@@ -134,11 +142,12 @@ async def retry_job(request: Request) -> Response:
         if await queries.certification_exists(job_id):
             record = await store_of(request).get_certification(job_id)
             if record is not None and record.status == "CANCELLED":
-                raise Problem(409, f"certification {job_id} was cancelled; certify the model again instead", "jobId")
+                raise Problem(409, f"certification {job_id} was cancelled; certify the model again instead",
+                              field="jobId")
             try:
                 reopened = await queries.reopen_failed(job_id)
             except RunSuperseded as exc:
-                raise Problem(409, f"{exc}; job {job_id} stays failed", "jobId") from None
+                raise Problem(409, f"{exc}; job {job_id} stays failed", field="jobId") from None
     await queue_of(request).retry(job_id)
     note = " (its certification is QUEUED again)" if reopened else ""
     return await _act(request, "retry", job_id, f"job moved from failed to waiting{note}")
@@ -177,7 +186,7 @@ async def retry_all(request: Request) -> Response:
 async def promote_job(request: Request) -> Response:
     job_id, job = await _require_job(request)
     if _state(job) != "delayed":
-        raise Problem(409, f"job {job_id} is {_state(job)}, only delayed jobs can be promoted", "jobId")
+        raise Problem(409, f"job {job_id} is {_state(job)}, only delayed jobs can be promoted", field="jobId")
     await queue_of(request).promote(job_id)
     return await _act(request, "promote", job_id, "delayed job moved to waiting")
 
@@ -192,7 +201,7 @@ async def _cancel_run(request: Request, job_id: str) -> bool:
 async def remove_job(request: Request) -> Response:
     job_id, job = await _require_job(request)
     if _state(job) == "active":
-        raise Problem(409, f"job {job_id} is running; cancel it instead of removing it", "jobId")
+        raise Problem(409, f"job {job_id} is running; cancel it instead of removing it", field="jobId")
     cancelled = await _cancel_run(request, job_id)
     await queue_of(request).remove(job_id)
     note = " (its certification is CANCELLED)" if cancelled else ""
@@ -239,9 +248,14 @@ async def workers(request: Request) -> Response:
     return JSON({"workers": await queue_of(request).workers(), "at": int(time.time() * 1000)})
 
 
+class AuditQuery(BoardQuery):
+    page: int = Field(1, ge=1, le=100_000)
+    limit: int = Field(25, ge=1, le=100)
+
+
 async def audit_log(request: Request) -> Response:
-    page = int_param(request, "page", 1, low=1, high=100_000)
-    limit = int_param(request, "limit", 25, low=1, high=100)
+    query = parse_query(request, AuditQuery)
+    page, limit = query.page, query.limit
     found = await queries_of(request).list_audit(page=page, limit=limit)
     items = [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
               "outcome": e.outcome, "detail": e.detail, "remoteAddr": e.remote_addr} for e in found.items]

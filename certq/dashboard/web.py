@@ -1,4 +1,4 @@
-"""Request helpers shared by the dashboard's routes: problems, query parsing, JSON of records, the audit call."""
+"""Request helpers shared by the dashboard's routes: query and body parsing, JSON of records, the audit call."""
 
 from __future__ import annotations
 
@@ -10,29 +10,18 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from certq.dashboard.ports import BoardDeps, BoardQueue
+from certq.problems import Problem
 from certq.queue.errors import QueueError
 from certq.store import Store
 from certq.store.dashboard import DashboardQueries
+from certq.web_input import Query
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Problem(Exception):
-    """Becomes an application/problem+json answer; `field` names the offending input."""
-
-    def __init__(self, status: int, detail: str, field: str | None = None, title: str | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.field = field
-        self.title = title or {400: "Bad Request", 404: "Not Found", 409: "Conflict", 503: "Unavailable"}.get(
-            status, "Error"
-        )
 
 
 def _default(value: Any) -> Any:
@@ -48,14 +37,6 @@ class JSON(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
-
-
-def problem_response(exc: Problem) -> Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": exc.title, "status": exc.status, "detail": exc.detail}
-    if exc.field is not None:
-        body["field"] = exc.field
-        body["errors"] = [{"field": exc.field, "message": exc.detail}]
-    return Response(orjson.dumps(body), status_code=exc.status, media_type="application/problem+json")
 
 
 def deps(request: Request) -> BoardDeps:
@@ -98,31 +79,31 @@ def run_json(record: Any) -> dict[str, Any]:
     }
 
 
-def int_param(request: Request, name: str, default: int, *, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Problem(400, f"{name} must be an integer", name) from None
-    if not low <= value <= high:
-        raise Problem(400, f"{name} must be between {low} and {high}", name)
-    return value
+class BoardQuery(Query):
+    """A dashboard query string: an empty parameter (`?status=` from an "any" select) counts as not given."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_empty(cls, values: Any) -> Any:
+        return {k: v for k, v in values.items() if v != ""} if isinstance(values, dict) else values
 
 
-def choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
-    raw = request.query_params.get(name) or None
-    if raw is not None and raw not in choices:
-        raise Problem(400, f"{name} must be one of {', '.join(choices)}", name)
-    return raw
+def one_of(choices: tuple[str, ...]) -> AfterValidator:
+    """A text parameter that must be one of `choices` (the choices of a select in the page)."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
 
 
 def text_param(request: Request, name: str, *, max_length: int = 500) -> str | None:
     """A free-text filter; PostgreSQL text cannot hold NUL, and no filter needs a control character."""
     raw = request.query_params.get(name) or None
     if raw is not None and (len(raw) > max_length or _CONTROL.search(raw)):
-        raise Problem(400, f"{name} must be at most {max_length} characters, without control characters", name)
+        raise Problem(400, f"{name} must be at most {max_length} characters, without control characters", field=name)
     return raw
 
 
@@ -135,7 +116,7 @@ def time_param(request: Request, name: str) -> datetime | None:
         value = value if value.tzinfo is not None else value.astimezone()
         value.astimezone(UTC)  # PostgreSQL gets it in UTC: years 1-9999 there too
     except (ValueError, OverflowError):
-        raise Problem(400, f"{name} must be an ISO 8601 time such as 2026-01-31T12:00", name) from None
+        raise Problem(400, f"{name} must be an ISO 8601 time such as 2026-01-31T12:00", field=name) from None
     return value
 
 
@@ -143,7 +124,7 @@ def job_id_param(request: Request) -> str:
     """The queue's job ids are 1-512 characters without NUL."""
     raw = str(request.path_params["job_id"])
     if not raw or len(raw) > 512 or "\0" in raw:
-        raise Problem(400, "jobId must be 1-512 characters, without NUL", "jobId")
+        raise Problem(400, "jobId must be 1-512 characters, without NUL", field="jobId")
     return raw
 
 
@@ -151,7 +132,7 @@ def uuid_param(raw: str | None, name: str) -> UUID:
     try:
         return UUID(str(raw))
     except ValueError:
-        raise Problem(400, f"{name} must be a UUID", name) from None
+        raise Problem(400, f"{name} must be a UUID", field=name) from None
 
 
 MAX_BODY_BYTES = 64 * 1024
@@ -159,7 +140,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 async def _capped_body(request: Request) -> bytes:
     """The body, refused above MAX_BODY_BYTES without reading (or holding) the rest."""
-    too_large = Problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes", "body", title="Content Too Large")
+    too_large = Problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes", field="body")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large
@@ -178,13 +159,13 @@ async def body_as(request: Request, model: type[BaseModel]) -> Any:
     try:
         data = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:
-        raise Problem(400, "the body must be JSON", "body") from None
+        raise Problem(400, "the body must be JSON", field="body") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "body"
-        raise Problem(400, f"{field}: {error['msg']}", field) from None
+        raise Problem(400, f"{field}: {error['msg']}", field=field) from None
 
 
 def user_of(request: Request) -> str:

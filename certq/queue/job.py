@@ -69,19 +69,6 @@ class Job:
     def attempts_left(self) -> int:
         return max(0, self.max_attempts - self.attempts_counted)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view (state as its string) for dashboards and the API."""
-        return {
-            "id": self.id, "payload": self.payload, "state": self.state.value, "attempts": self.attempts,
-            "maxAttempts": self.max_attempts, "priority": self.priority, "group": self.group,
-            "progress": self.progress, "result": self.result, "lastError": self.last_error,
-            "errorCategory": self.error_category, "errors": self.errors, "createdAt": self.created_at,
-            "processedAt": self.processed_at, "finishedAt": self.finished_at, "dueAt": self.due_at,
-            "timeoutMs": self.timeout_ms, "dedupeKey": self.dedupe_key, "stalls": self.stalls,
-            "attemptsBase": self.attempts_base,
-            "cancelled": self.cancelled,
-        }
-
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Job:
         """Build a Job from HGETALL output; raise CorruptJob naming what is wrong."""

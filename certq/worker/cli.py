@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from certq.logs import configure_logging
-from certq.settings import STARTUP_FAILURE, Settings, SettingsError, load_settings
+from certq.settings import DOTENV, STARTUP_FAILURE, Settings, SettingsError, load_settings
 
 log = logging.getLogger("certq.worker")
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {FLAG_FIELDS[name]: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}
     try:
-        return load_settings(**overrides)
+        return load_settings(env_file=DOTENV, **overrides)
     except SettingsError as exc:
         flag = next((f"--{name.replace('_', '-')}" for name, fld in FLAG_FIELDS.items()
                      if fld in overrides and Settings.model_fields[fld].alias == exc.variable), None)

@@ -22,9 +22,10 @@ from prometheus_client import CollectorRegistry
 
 from certq.connections import connect_redis
 from certq.health import Check, HealthProbes, HealthServer, build_health_app
+from certq.jobs import queue_config
 from certq.metrics import Metrics
 from certq.queue import ActiveJob, Handler, Lease, Queue, Runner
-from certq.reconcile import queue_config, reconcile
+from certq.reconcile import reconcile
 from certq.settings import Settings
 from certq.worker.alerts import Alerter
 from certq.worker.dependencies import Database, DatabaseUnavailable, RedisWatch

@@ -14,12 +14,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from uuid import UUID
 
 from redis.exceptions import RedisClusterException, RedisError
 
 from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certification
 from certq.credentials import CredentialPolicy
+from certq.jobs import CertificationJob, InvalidJobPayload
 from certq.queue import ActiveJob, JobFailed, LeaseLost
 from certq.settings import SettingsError, read_secret
 from certq.store import DEFAULT_VALIDITY_S, Store
@@ -35,7 +35,7 @@ NOT_JOB_FAILURES = frozenset({"QUALITY_BELOW_THRESHOLD"})
 
 
 class CertificationHandler:
-    """`await handler(active)` certifies payload `modelId` in `region` for the run `certificationId`."""
+    """`await handler(active)` certifies the run a CertificationJob payload names (its model in its region)."""
 
     def __init__(self, database: Database, *, certify: Certify = run_certification,
                  run_config: RunConfig | None = None, credentials: CredentialPolicy | None = None,
@@ -60,14 +60,15 @@ class CertificationHandler:
 
     async def __call__(self, active: ActiveJob) -> dict[str, Any]:
         job, attempt = active.job, active.attempt
-        payload = job.payload if isinstance(job.payload, dict) else {}
-        certification_id = str(payload.get("certificationId") or job.id)
-        model_id, region = payload.get("modelId"), payload.get("region")
-        fields = {"job_id": job.id, "attempt": attempt, "certification_id": certification_id, "model_id": model_id,
-                  "region": region}
-        if not isinstance(model_id, str) or not isinstance(region, str) or not _is_uuid(certification_id):
-            raise JobFailed("job payload needs certificationId (a UUID), modelId and region", final=True,
-                            category="CONFIG_ERROR")
+        try:
+            spec = CertificationJob.from_payload(job.payload)
+        except InvalidJobPayload as exc:
+            log.warning("job payload is not a certification job", extra={
+                "job_id": job.id, "attempt": attempt, "field": exc.field, "error": exc.message})
+            raise JobFailed(exc.message, final=True, category="CONFIG_ERROR") from None
+        certification_id = str(spec.certification_id)
+        fields = {"job_id": job.id, "attempt": attempt, "certification_id": certification_id,
+                  "model_id": str(spec.model_id), "region": spec.region}
         store = self._store()
         record = await self._db(store.get_certification(certification_id))
         if record is None:
@@ -76,11 +77,11 @@ class CertificationHandler:
                             category="CONFIG_ERROR")
         # PostgreSQL is the source of truth: a payload naming another model or region is corrupt, and the
         # row is left for the reconciler rather than certified with the wrong target.
-        if not _same_uuid(model_id, record.model_id) or region != record.region:
+        if spec.model_id != record.model_id or spec.region != record.region:
             log.warning("job payload does not match its certification", extra={
                 **fields, "stored_model_id": str(record.model_id), "stored_region": record.region})
-            raise JobFailed(f"corrupt job: payload names model {model_id} in region {region}, but certification "
-                            f"{certification_id} is model {record.model_id} in region {record.region}",
+            raise JobFailed(f"corrupt job: payload names model {spec.model_id} in region {spec.region}, but "
+                            f"certification {certification_id} is model {record.model_id} in region {record.region}",
                             final=True, category="CONFIG_ERROR")
         model_id, region = str(record.model_id), record.region
         if not await self._db(store.begin_attempt(certification_id, attempt)):
@@ -217,19 +218,3 @@ class CertificationHandler:
                                                  "released unfinished (worker stopping)", False)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(write), 5.0)
-
-
-def _same_uuid(text: str, value: UUID) -> bool:
-    try:
-        return UUID(text) == value
-    except ValueError:
-        return False
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        UUID(text)
-    except ValueError:
-        return False
-    return True
-

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 
 from api.conftest import CreateModel
+from certq.jobs import queue_config
 from certq.queue import ActiveJob, Runner
-from certq.reconcile import queue_config
 
 BASE = "/api/certification-queue"
 

@@ -11,9 +11,10 @@ from conftest import api_settings, serve_app, unlink_prefix
 
 from api.conftest import CreateModel
 from certq.api import create_app
+from certq.jobs import queue_config
 from certq.queue.consumer import Consumer
 from certq.queue.queue import Queue
-from certq.reconcile import queue_config, reconcile
+from certq.reconcile import reconcile
 
 BASE = "/api/certification-queue"
 

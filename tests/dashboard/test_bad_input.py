@@ -113,3 +113,44 @@ async def test_an_unreachable_redis_cluster_is_a_503_not_a_500(board: Board, mon
 
     monkeypatch.setattr(board.queue, "pause", unreachable)
     assert_problem(await board.post("api/queue/pause"), 503)
+
+
+async def test_dashboard_problems_have_the_api_shape(board: Board) -> None:
+    response = await board.client.get("api/jobs", params={"limit": "101"})
+    assert_problem(response, 400, "limit")
+    body = response.json()
+    assert body["type"] == "/problems/invalid-input" and body["title"] == "Bad Request"
+    assert body["status"] == 400 and body["detail"].startswith("limit: ")
+    assert body["instance"] == f"{BOARD_PATH}/api/jobs"
+    assert body["errors"] == [{"field": "limit", "message": body["detail"].removeprefix("limit: ")}]
+    missing = (await board.client.get("api/nope")).json()
+    assert missing["type"] == "/problems/not-found" and missing["title"] == "Not Found" and missing["field"] == "path"
+    refused = (await board.client.get("api/overview", headers={"Authorization": basic(board.user, "wrong")})).json()
+    assert refused["type"] == "/problems/unauthorized" and refused["title"] == "Unauthorized"
+    assert refused["instance"] == f"{BOARD_PATH}/api/overview"
+
+
+@pytest.mark.parametrize(("path", "name", "low", "high"), [
+    ("api/jobs", "page", 1, 100_000), ("api/jobs", "limit", 1, 100),
+    ("api/audit", "page", 1, 100_000), ("api/audit", "limit", 1, 100),
+    ("api/history", "page", 1, 100_000), ("api/history", "limit", 1, 100),
+])
+async def test_paging_parameters_keep_their_limits(board: Board, path: str, name: str, low: int, high: int) -> None:
+    for fine in (low, high, ""):
+        assert (await board.client.get(path, params={name: fine})).status_code == 200, (path, name, fine)
+    for bad in (low - 1, high + 1, "two"):
+        assert_problem(await board.client.get(path, params={name: bad}), 400, name)
+
+
+async def test_pair_limit_goes_to_200_and_choices_are_named(board: Board, make_model: Any) -> None:
+    model = await make_model(regions=["local"])
+    pair = {"modelId": str(model.id), "region": "local"}
+    assert (await board.client.get("api/certifications/pair", params={**pair, "limit": "200"})).status_code == 200
+    assert_problem(await board.client.get("api/certifications/pair", params={**pair, "limit": "201"}), 400, "limit")
+    state = await board.client.get("api/jobs", params={"state": "sleeping"})
+    assert_problem(state, 400, "state")
+    assert state.json()["detail"] == "state: must be one of waiting, active, delayed, completed, failed, paused"
+    assert_problem(await board.client.get("api/history", params={"status": "GREAT"}), 400, "status")
+    assert (await board.client.get("api/history", params={"status": "CERTIFIED"})).status_code == 200
+    listed = await board.client.get("api/jobs", params={"state": "", "page": ""})
+    assert listed.status_code == 200 and listed.json()["state"] == "waiting" and listed.json()["page"] == 1

@@ -79,9 +79,9 @@ def test_worker_probe_paths_are_routes_of_the_worker_health_app() -> None:
 def test_api_probe_paths_are_routes_of_the_api_app() -> None:
     from certq.api.app import create_app
     from certq.metrics import Metrics
-    from certq.settings import Settings
+    from certq.settings import load_settings
 
-    app = create_app(Settings(), metrics=Metrics())
+    app = create_app(load_settings(), metrics=Metrics())
     paths = {route.path for route in app.routes if isinstance(route, Route)}
     container = _container(find(OBJECTS, "Deployment", "certq-api"))
     assert {container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"]} <= paths

@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from certq.connections import SentinelRedis, check_redis_settings, connect_redis, describe, hash_tag
-from certq.settings import STARTUP_FAILURE, Settings, SettingsError
+from certq.connections import SentinelRedis, check_redis_settings, connect_redis, describe
+from certq.settings import STARTUP_FAILURE, Settings, SettingsError, hash_tag
 
 
 def settings(**values: object) -> Settings:

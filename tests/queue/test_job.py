@@ -13,7 +13,7 @@ def test_from_hash_reads_every_field() -> None:
     assert (job.id, job.state, job.payload, job.priority, job.group) == ("j", JobState.FAILED, {"a": 1}, "high", "eu")
     assert (job.attempts, job.attempts_counted, job.attempts_left) == (3, 2, 0)
     assert (job.cancelled, job.result, job.progress, job.errors) == (True, 7, {"d": 1}, [{"attempt": 1}])
-    assert job.to_dict()["errorCategory"] == "TIMEOUT"
+    assert job.error_category == "TIMEOUT"
 
 
 @pytest.mark.parametrize(("raw", "reason"), [

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from certq.jobs import job_payload
 from certq.queue import Queue
-from certq.reconcile import job_payload
 from certq.store import Store
 from tests.certification.stubs import OpenAIHandler, serve
 from tests.worker.helpers import SpawnWorker, wait_finished

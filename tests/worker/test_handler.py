@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from certq.certification import ModelEndpoint, Verdict
 from certq.credentials import parse_credentials
+from certq.jobs import job_payload, job_view
 from certq.metrics import Metrics
 from certq.queue import Queue, QueueConfig, Runner
-from certq.reconcile import job_payload
 from certq.store import Store
 from certq.worker.alerts import Alerter
 from certq.worker.dependencies import Database
@@ -124,7 +124,7 @@ async def test_the_api_key_comes_from_the_variable_the_model_names(
     certification_id = await rig.submit(api_key_env="CERTQ_TEST_KEY")
     [job] = await wait_finished(rig.queue, [certification_id])
     assert rig.certifier.endpoints[0].api_key == "sk-secret-value"
-    assert "sk-secret-value" not in repr(job.to_dict())
+    assert "sk-secret-value" not in repr(job_view(job))
     assert "sk-secret-value" not in repr(rig.certifier.endpoints[0])
 
 
@@ -201,16 +201,27 @@ async def test_a_timed_out_run_is_recorded_as_timeout(rig: Rig) -> None:
     assert record is not None and record.status == "FAILED" and record.error_category == "TIMEOUT"
 
 
-async def test_a_payload_without_a_certification_fails_for_good_without_retries(rig: Rig) -> None:
-    job = await rig.queue.enqueue({"certificationId": "not-a-uuid", "modelId": "m", "region": "local"})
+SOME_UUID = "0b0e7f7e-8c1a-4d7e-9d44-1f6a2b3c4d5e"
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    ({"certificationId": "not-a-uuid", "modelId": "m", "region": "local"}, "'certificationId' must be a UUID"),
+    ({"certificationId": SOME_UUID, "jobId": SOME_UUID, "modelId": SOME_UUID}, "'region' is missing"),
+])
+async def test_a_payload_that_is_not_a_certification_job_fails_for_good_naming_the_field(
+    rig: Rig, payload: dict[str, Any], reason: str
+) -> None:
+    job = await rig.queue.enqueue(payload)
     [failed] = await wait_finished(rig.queue, [job.id])
     assert failed.state.value == "failed" and failed.attempts == 1 and failed.error_category == "CONFIG_ERROR"
+    assert reason in (failed.last_error or "")
+    assert rig.certifier.endpoints == []
 
 
 async def test_a_job_for_a_certification_that_does_not_exist_fails_naming_it(rig: Rig) -> None:
-    missing = "0b0e7f7e-8c1a-4d7e-9d44-1f6a2b3c4d5e"
+    missing = SOME_UUID
     model = await rig.make_model()
-    await rig.queue.enqueue({"certificationId": missing, "modelId": str(model.id), "region": "local"},
+    await rig.queue.enqueue({"certificationId": missing, "jobId": missing, "modelId": str(model.id), "region": "local"},
                             job_id=missing)
     [job] = await wait_finished(rig.queue, [missing])
     assert job.state.value == "failed" and job.attempts == 1 and job.error_category == "CONFIG_ERROR"

@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 
 from certq.certification import Verdict
 from certq.embedded import EmbeddedServer, free_port, start_redis
+from certq.jobs import job_payload
 from certq.metrics import Metrics
 from certq.queue import Consumer, Job, Queue, QueueConfig, Runner
-from certq.reconcile import job_payload
 from certq.store import CertificationRecord, CertificationRef, JobCreated, ModelRecord, Store
 from certq.worker.dependencies import Database
 from certq.worker.handler import CertificationHandler
