@@ -169,8 +169,28 @@ CREATE TABLE IF NOT EXISTS dashboard_audit (
 );
 CREATE INDEX IF NOT EXISTS dashboard_audit_at_idx ON dashboard_audit (at DESC, id DESC);
 
+-- Version 4: a pair's standing changing class (or its score dropping beyond a margin), and expiries.
+-- One row per (verdict, kind): whichever process records it first sends the webhook; the rest find it.
+CREATE TABLE IF NOT EXISTS certification_events (
+    id                        bigserial PRIMARY KEY,
+    at                        timestamptz NOT NULL DEFAULT now(),
+    kind                      text NOT NULL CHECK (kind IN ('degraded', 'recovered', 'expired')),
+    model_id                  uuid NOT NULL REFERENCES models (id) ON DELETE CASCADE,
+    region                    text NOT NULL,
+    certification_id          uuid NOT NULL REFERENCES certifications (id) ON DELETE CASCADE,
+    status                    text NOT NULL,
+    score                     double precision,
+    previous_certification_id uuid REFERENCES certifications (id) ON DELETE SET NULL,
+    previous_status           text,
+    previous_score            double precision,
+    CONSTRAINT certification_events_once UNIQUE (certification_id, kind)
+);
+CREATE INDEX IF NOT EXISTS certification_events_at_idx ON certification_events (at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS certification_events_pair_idx ON certification_events (model_id, region, at DESC);
+
 INSERT INTO schema_version (version, description)
 VALUES (1, 'models, certification jobs, certifications, latest verdicts, idempotency keys'),
        (2, 'latest_certifications reads one index probe per model+region instead of every verdict'),
-       (3, 'served model names, certificate validity (valid_until), MODEL_MISMATCH')
+       (3, 'served model names, certificate validity (valid_until), MODEL_MISMATCH'),
+       (4, 'certification_events: degraded, recovered and expired standings')
 ON CONFLICT (version) DO NOTHING;

@@ -158,6 +158,7 @@ class Settings(BaseModel):
     timeout_ms: int = Field(300_000, alias="CERTIFICATION_TIMEOUT", ge=1)
     max_retries: int = Field(3, alias="CERTIFICATION_MAX_RETRIES", ge=0, le=100)
     certification_validity: str = Field("7d", alias="CERTIFICATION_VALIDITY")
+    drift_score_margin: float = Field(10.0, alias="DRIFT_SCORE_MARGIN", ge=0, le=100, allow_inf_nan=False)
     rate_limits: str = Field("", alias="CERTIFICATION_RATE_LIMITS")
     shutdown_grace_s: float = Field(30.0, alias="CERTIFICATION_SHUTDOWN_GRACE", ge=0, allow_inf_nan=False)
     worker_health_port: int = Field(3002, alias="WORKER_HEALTH_PORT", ge=0, le=65535)

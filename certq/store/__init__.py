@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from certq.store.drift import DriftEvent, DriftMixin
 from certq.store.idempotency import purge_keys
 from certq.store.jobs import JobsMixin
 from certq.store.listing import ListingMixin
@@ -33,7 +34,7 @@ from certq.store.runs import DEFAULT_VALIDITY_S, RunsMixin
 from certq.store.standing import STANDINGS, Standing, StandingMixin, StandingRecord
 
 
-class Store(ModelsMixin, JobsMixin, RunsMixin, ListingMixin, StandingMixin):
+class Store(ModelsMixin, JobsMixin, RunsMixin, ListingMixin, StandingMixin, DriftMixin):
     """PostgreSQL access for the API, the worker and the CLI. Create with `await Store.connect(dsn)`."""
 
     @classmethod
@@ -58,6 +59,6 @@ __all__ = [
     "CERTIFICATION_STATUSES", "DEFAULT_VALIDITY_S", "ERROR_CATEGORIES", "FINAL_STATUSES", "JOB_STATUSES",
     "JOB_TYPES", "LIVE_STATUSES",
     "SCHEMA_VERSION", "STANDINGS", "VERDICT_STATUSES", "CancelOutcome", "CertificationRecord", "CertificationRef",
-    "CertificationStatus", "IdempotencyKey", "JobCreated", "JobRecord", "JobStatus", "JobType", "ModelRecord", "Page",
-    "Replay", "SkippedPair", "Standing", "StandingRecord", "Store", "schema_sql",
+    "CertificationStatus", "DriftEvent", "IdempotencyKey", "JobCreated", "JobRecord", "JobStatus", "JobType",
+    "ModelRecord", "Page", "Replay", "SkippedPair", "Standing", "StandingRecord", "Store", "schema_sql",
 ]

@@ -1,4 +1,4 @@
-"""Alerts for jobs that failed for good: always an ERROR log line, plus a webhook POST when configured.
+"""Alerts (jobs that failed for good, certification drift): a log line, plus a webhook POST when configured.
 
 The POST runs in the background with a bounded number of tries, each bounded in time, and a bounded
 backlog: a slow or dead webhook never holds up a job or the worker's shutdown.
@@ -51,6 +51,10 @@ class Alerter:
             "job_id": alert.get("jobId"), "attempt": alert.get("attempts"), "state": "failed",
             "duration_ms": alert.get("durationMs"), "error_category": alert.get("errorCategory"),
             "error": alert.get("errorMessage"), "alert": alert})
+        self.send(alert, name=f"alert-{alert.get('jobId')}")
+
+    def send(self, alert: dict[str, Any], *, name: str) -> None:
+        """Post `alert` to the webhook in the background (when one is configured); never blocks."""
         if not self.url:
             return
         if len(self._pending) >= self.max_pending:
@@ -58,7 +62,7 @@ class Alerter:
             log.warning("alert dropped: webhook backlog full", extra={"job_id": alert.get("jobId"),
                                                                        "pending": len(self._pending)})
             return
-        task = asyncio.create_task(self._post(alert), name=f"alert-{alert.get('jobId')}")
+        task = asyncio.create_task(self._post(alert), name=name)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

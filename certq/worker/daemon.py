@@ -28,6 +28,7 @@ from certq.queue import ActiveJob, Handler, Lease, Queue, Runner
 from certq.reconcile import reconcile
 from certq.settings import Settings
 from certq.worker.alerts import Alerter
+from certq.worker.drift_watch import DriftWatch
 from certq.worker.dependencies import Database, DatabaseUnavailable, RedisWatch
 from certq.worker.observer import WorkerHooks
 
@@ -83,6 +84,8 @@ class Worker:
         self.config = queue_config(settings)
         self.alerter = Alerter(settings.alert_webhook_url, metrics=self.metrics)
         self.hooks = WorkerHooks(settings.queue_name, self.metrics, self.alerter)
+        self.drift = DriftWatch(self.alerter, self.metrics.registry, margin=settings.drift_score_margin,
+                                validity_s=settings.validity_s)
         self.custom_handler = handler
         self.stop_event = asyncio.Event()
         self.force_event = asyncio.Event()
@@ -125,7 +128,8 @@ class Worker:
         upkeep_stop = asyncio.Event()
         upkeep = [asyncio.create_task(self.redis_watch.watch(upkeep_stop), name="certq-redis-watch"),
                   asyncio.create_task(self.database.keep_connected(upkeep_stop), name="certq-database"),
-                  asyncio.create_task(self._reconcile_periodically(upkeep_stop), name="certq-reconcile")]
+                  asyncio.create_task(self._reconcile_periodically(upkeep_stop), name="certq-reconcile"),
+                  asyncio.create_task(self.drift.sweep_expiries(self.database, upkeep_stop), name="certq-expiries")]
         try:
             await health.start()
             log.info("worker started", extra={
@@ -216,7 +220,7 @@ class Worker:
                                 max_stream_seconds=self.settings.model_max_stream_s)
         return CertificationHandler(database, credentials=self.settings.credential_policy,
                                     run_config=RunConfig(limits=limits, egress=self.settings.egress_policy),
-                                    validity_s=self.settings.validity_s)
+                                    validity_s=self.settings.validity_s, drift=self.drift)
 
     def _guarded(self, handler: Handler) -> Handler:
         """Hold a job while PostgreSQL is away or refuses writes for a while, then give it back unburnt (no

@@ -24,6 +24,7 @@ from certq.queue import ActiveJob, JobFailed, LeaseLost
 from certq.settings import SettingsError, read_secret
 from certq.store import DEFAULT_VALIDITY_S, Store
 from certq.worker.dependencies import DATABASE_OUTAGE_ERRORS, Database, DatabaseUnavailable
+from certq.worker.drift_watch import DriftWatch
 from certq.worker.verdicts import PROGRESS_FIELD, VerdictSeal
 
 log = logging.getLogger("certq.worker.handler")
@@ -39,9 +40,10 @@ class CertificationHandler:
 
     def __init__(self, database: Database, *, certify: Certify = run_certification,
                  run_config: RunConfig | None = None, credentials: CredentialPolicy | None = None,
-                 validity_s: int = DEFAULT_VALIDITY_S) -> None:
+                 validity_s: int = DEFAULT_VALIDITY_S, drift: DriftWatch | None = None) -> None:
         self.database = database
         self.validity_s = validity_s
+        self.drift = drift
         self.credentials = credentials or CredentialPolicy({})
         self.certify = certify
         self.run_config = run_config
@@ -171,6 +173,8 @@ class CertificationHandler:
                                                                  validity_s=self.validity_s))
         if not stored:
             log.warning("verdict not stored: the attempt no longer owns the certification", extra=fields)
+        elif self.drift is not None:
+            await self.drift.after_verdict(store, certification_id)
         if isinstance(kept_in, dict):
             await self._record(active, {k: v for k, v in kept_in.items() if k != PROGRESS_FIELD})
         status, category = verdict.get("status"), verdict.get("errorCategory")
