@@ -68,8 +68,13 @@ def _build_vocab(scripted: bool) -> tuple[_Vocab, dict[str, list[int]], dict[str
     vocab.add("<unk>", int(gguf.TokenType.UNKNOWN))
     vocab.add("<s>", int(gguf.TokenType.CONTROL))
     vocab.add("</s>", int(gguf.TokenType.CONTROL))
-    for byte in range(256):
-        vocab.add(f"<0x{byte:02X}>", int(gguf.TokenType.BYTE))
+    if scripted:
+        for byte in range(256):
+            vocab.add(f"<0x{byte:02X}>", int(gguf.TokenType.BYTE))
+    else:
+        # No byte tokens: random weights would string them into invalid UTF-8, which upstream llama-server
+        # answers with HTTP 500. Every piece the random model can emit is printable ASCII, or a newline.
+        vocab.add("\n", normal)
     vocab.add("<|im_start|>", int(gguf.TokenType.CONTROL))
     vocab.add("<|im_end|>", int(gguf.TokenType.CONTROL))
     for code in range(32, 127):
