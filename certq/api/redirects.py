@@ -1,8 +1,8 @@
-"""Redirects name a path, never the request's Host header (Starlette builds absolute URLs from it)."""
+"""Redirects name a path, never the request's Host header, and a trailing-slash one never skips a login."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,6 +12,12 @@ class RelativeRedirects:
 
     A client choosing its Host header must not choose where the answer sends a browser (a stored link,
     a cache, a proxy that forwards Host unchecked would otherwise carry the attacker's host).
+
+    The router's redirect of a GET or HEAD to the same path plus `/` (`/admin/queues` to the dashboard
+    mounted at `/admin/queues/`) is held back while the target is asked: when it wants credentials, its
+    401 is the answer, so the client signs in at the address it was given (credentials in the URL, the
+    browser's prompt) and follows the redirect signed in. Any other answer of the target lets the
+    redirect go out unchanged.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -21,14 +27,49 @@ class RelativeRedirects:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        asked = dict(scope)  # before the router adds to it
+        held: list[Message] = []
 
         async def relative(message: Message) -> None:
             if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
                 message["headers"] = [(name, _path_only(value) if name.lower() == b"location" else value)
                                       for name, value in message.get("headers", [])]
+                if _adds_a_slash(asked, message):
+                    held.append(message)
+                    return
+            if held:
+                held.append(message)
+                return
             await send(message)
 
         await self.app(scope, receive, relative)
+        if held:
+            for message in await self._challenge_first(asked, receive, held):
+                await send(message)
+
+    async def _challenge_first(self, asked: Scope, receive: Receive, redirect: list[Message]) -> list[Message]:
+        target = dict(asked, path=asked["path"] + "/")
+        if "raw_path" in asked:
+            target["raw_path"] = asked["raw_path"] + b"/"
+        answer: list[Message] = []
+
+        async def keep(message: Message) -> None:
+            answer.append(message)
+
+        await self.app(target, receive, keep)
+        return answer if answer and answer[0]["status"] == 401 else redirect
+
+
+def _adds_a_slash(asked: Scope, start: Message) -> bool:
+    if asked["method"] not in ("GET", "HEAD"):  # the target is asked unbidden: only a request without effects
+        return False
+    location = next((value for name, value in start.get("headers", []) if name.lower() == b"location"), None)
+    if location is None:
+        return False
+    parts = urlsplit(location.decode("latin-1"))
+    path: str = asked["path"]
+    query: bytes = asked.get("query_string", b"")
+    return unquote(parts.path) == path + "/" and parts.query == query.decode("latin-1")
 
 
 def _path_only(location: bytes) -> bytes:

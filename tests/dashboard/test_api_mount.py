@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from certq.store.dashboard import DashboardQueries
-from tests.dashboard.conftest import BOARD_PATH, Api
+from tests.dashboard.conftest import BOARD_PATH, PASSWORD, Api, basic
 
 
 async def test_the_api_serves_the_board_behind_basic_auth_not_bearer_tokens(api: Api) -> None:
@@ -19,6 +19,29 @@ async def test_the_api_serves_the_board_behind_basic_auth_not_bearer_tokens(api:
         assert bearer.status_code == 401
     page = await api.board.get(f"{api.url}{BOARD_PATH}/")
     assert page.status_code == 200 and "certq" in page.text
+
+
+async def test_the_board_asks_for_credentials_before_it_redirects_to_its_slash_path(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.url, follow_redirects=False) as client:
+        for method in ("GET", "HEAD"):
+            anonymous = await client.request(method, BOARD_PATH)
+            assert anonymous.status_code == 401, method
+            assert anonymous.headers["www-authenticate"].startswith("Basic realm=")
+        wrong = await client.get(BOARD_PATH, headers={"Authorization": basic(api.user, "admin123")})
+        assert wrong.status_code == 401
+        signed_in = {"Authorization": basic(api.user, PASSWORD), "Host": "evil.test"}
+        for method in ("GET", "HEAD"):
+            redirect = await client.request(method, f"{BOARD_PATH}?view=1", headers=signed_in)
+            assert redirect.status_code == 307, method
+            assert redirect.headers["location"] == f"{BOARD_PATH}/?view=1"
+
+
+async def test_other_slash_redirects_of_the_api_are_not_held_for_a_login(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.url, follow_redirects=False) as client:
+        response = await client.get("/api/models/", headers={"Authorization": f"Bearer {api.token}"})
+        post = await client.post(BOARD_PATH, headers={"X-Certq-Board": "1"})
+    assert response.status_code == 307 and response.headers["location"] == "/api/models"
+    assert post.status_code == 307 and post.headers["location"] == f"{BOARD_PATH}/"
 
 
 async def test_certify_from_the_board_records_and_enqueues_like_the_api(api: Api, make_model: Any) -> None:

@@ -7,6 +7,7 @@ ones: `CERTQ_SCREENSHOT_DIR=docs/img pytest tests/dashboard/test_browser.py`), e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -54,10 +56,10 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-@pytest.fixture
-async def page(browser: Browser, api: Api) -> AsyncIterator[Page]:
-    context = await browser.new_context(http_credentials={"username": api.user, "password": PASSWORD},
-                                        viewport={"width": 1280, "height": 860})
+@contextlib.asynccontextmanager
+async def new_page(browser: Browser, **options: Any) -> AsyncIterator[Page]:
+    """A page in a context of its own (closed after), failing the test on any JavaScript error."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 860}, **options)
     opened = await context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -66,6 +68,12 @@ async def page(browser: Browser, api: Api) -> AsyncIterator[Page]:
     finally:
         await context.close()
     assert errors == [], f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+async def page(browser: Browser, api: Api) -> AsyncIterator[Page]:
+    async with new_page(browser, http_credentials={"username": api.user, "password": PASSWORD}) as opened:
+        yield opened
 
 
 class Worker:
@@ -328,3 +336,52 @@ async def test_a_job_is_opened_by_its_id_from_the_queue_view(page: Page, api: Ap
     await page.keyboard.press("Enter")
     await expect(page.locator("main h2")).to_contain_text(job.id)
     await expect(page.locator("#job-state")).to_contain_text("Waiting")
+
+
+async def pause_from_the_board(page: Page, api: Api) -> None:
+    """Counts that come live, then a state change (a POST with the CSRF header) the server accepts."""
+    await api.queue.enqueue({"n": 1})
+    await expect(page.locator("#updated")).to_contain_text("Updated")
+    await expect(page.locator("#count-waiting")).to_have_text("1")
+    await page.click("#pause-toggle")
+    await page.click("#confirm-ok")
+    await expect(page.locator("#queue-state")).to_contain_text("Paused")
+    assert await api.queue.is_paused()
+
+
+@pytest.mark.parametrize("path", [BOARD_PATH, BOARD_PATH + "/"])
+async def test_credentials_in_the_url_open_the_board_and_its_json(browser: Browser, api: Api, path: str) -> None:
+    # No http_credentials: the only credentials the browser has are the ones in the address.
+    host = urlsplit(api.url).netloc
+    async with new_page(browser) as bare:
+        answer = await bare.goto(f"http://{quote(api.user)}:{quote(PASSWORD)}@{host}{path}")
+        assert answer is not None and answer.status == 200, answer and await answer.text()
+        landed = urlsplit(bare.url)
+        assert (landed.path, landed.password) == (BOARD_PATH + "/", quote(PASSWORD)), "the page keeps them in its URL"
+        await pause_from_the_board(bare, api)
+        await expect(bare.locator("header.top")).to_have_css("display", "flex")  # board.css loaded too
+
+
+async def test_the_browsers_own_prompt_comes_before_the_slash_redirect(browser: Browser, api: Api) -> None:
+    # The prompt as DevTools answers it (a person typing the password would do the same): every request
+    # pauses at Fetch, and a challenge (Fetch.authRequired) is answered with the board's credentials.
+    async with new_page(browser) as bare:
+        cdp = await bare.context.new_cdp_session(bare)
+        challenged: list[str] = []
+
+        async def go_on(event: dict[str, Any]) -> None:
+            await cdp.send("Fetch.continueRequest", {"requestId": event["requestId"]})
+
+        async def sign_in(event: dict[str, Any]) -> None:
+            challenged.append(event["request"]["url"])
+            await cdp.send("Fetch.continueWithAuth", {"requestId": event["requestId"], "authChallengeResponse": {
+                "response": "ProvideCredentials", "username": api.user, "password": PASSWORD}})
+
+        cdp.on("Fetch.requestPaused", go_on)
+        cdp.on("Fetch.authRequired", sign_in)
+        await cdp.send("Fetch.enable", {"handleAuthRequests": True})
+        await bare.goto(f"{api.url}{BOARD_PATH}")
+        await pause_from_the_board(bare, api)
+        assert bare.url == f"{api.url}{BOARD_PATH}/"
+        # Asked once, at the address typed: the redirect and every fetch after it reuse the answer.
+        assert challenged == [f"{api.url}{BOARD_PATH}"]

@@ -38,6 +38,15 @@ class ApiError extends Error {
   }
 }
 
+// A page opened as http://user:password@host/... keeps the credentials in its URL, so a relative fetch would
+// carry them too and fetch() refuses such a URL. The browser sends this realm's Authorization by itself.
+function apiUrl(path) {
+  const url = new URL(path, document.baseURI);
+  url.username = "";
+  url.password = "";
+  return url.href;
+}
+
 async function api(path, options = {}) {
   const init = { method: options.method || "GET", headers: { Accept: "application/json" }, credentials: "same-origin" };
   if (init.method !== "GET") {
@@ -45,7 +54,7 @@ async function api(path, options = {}) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(options.body || {});
   }
-  const response = await fetch(path, init);
+  const response = await fetch(apiUrl(path), init);
   const body = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
