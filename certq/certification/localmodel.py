@@ -83,18 +83,44 @@ def start_llama_server(
     ]
     if api_key:
         command += ["--api_key", api_key]
+    return _serve(command, port, log_path, api_key, ready_timeout_s, "llama_cpp.server")
+
+
+def start_upstream_llama_server(
+    binary: str | Path,
+    model_path: str | Path,
+    *,
+    alias: str | None = None,
+    api_key: str | None = None,
+    port: int | None = None,
+    n_ctx: int = 2048,
+    ready_timeout_s: float = 60.0,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start llama.cpp's own `llama-server` (the one self-hosted users run) like `start_llama_server`."""
+    model = Path(model_path)
+    port = port or _free_port()
+    command = [str(binary), "--model", str(model), "--alias", alias or model.stem, "--host", "127.0.0.1",
+               "--port", str(port), "--ctx-size", str(n_ctx), "--parallel", "4", "--threads", "1",
+               "--no-webui"]
+    if api_key:
+        command += ["--api-key", api_key]
+    return _serve(command, port, model.with_suffix(".upstream.log"), api_key, ready_timeout_s, "llama-server")
+
+
+def _serve(command: list[str], port: int, log_path: Path, api_key: str | None, ready_timeout_s: float,
+           name: str) -> tuple[str, subprocess.Popen[bytes]]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise LocalServerError(f"llama_cpp.server exited with {process.returncode}; see {log_path}")
+            raise LocalServerError(f"{name} exited with {process.returncode}; see {log_path}")
         if _answers(f"{base_url}/models", api_key):
             return base_url, process
         time.sleep(0.1)
     stop_llama_server(process)
-    raise LocalServerError(f"llama_cpp.server did not answer within {ready_timeout_s:g}s; see {log_path}")
+    raise LocalServerError(f"{name} did not answer within {ready_timeout_s:g}s; see {log_path}")
 
 
 def stop_llama_server(process: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
