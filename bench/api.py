@@ -11,26 +11,22 @@ own cost stays small next to the server's).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import multiprocessing
 import os
+import subprocess
 import sys
+import time
+import uuid
+from typing import Any
 
-# bench/queue.py would shadow the standard library's `queue` (used by redis and multiprocessing).
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import asyncpg
+import orjson
+import redis
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import multiprocessing  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
-
-import asyncpg  # noqa: E402
-import orjson  # noqa: E402
-import redis  # noqa: E402
-
-from certq.embedded import free_port, url_answers  # noqa: E402
-from certq.store import Store  # noqa: E402
+from certq.embedded import free_port, url_answers
+from certq.store import Store
 
 DATABASE = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -10,23 +10,16 @@ stress probe), whose difference from the wall time is the engine's overhead.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from typing import Any
 
-# Run as a script, bench/ would come first on sys.path and bench/queue.py would shadow the stdlib's queue.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p not in (_HERE, "")] + [str(Path(_HERE).parent)]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-from certq.certification import ModelEndpoint, Verdict, run_certification  # noqa: E402
-from certq.certification.localmodel import start_tiny_model_server, stop_llama_server  # noqa: E402
-from certq.certification.probes import SUITE  # noqa: E402
+from certq.certification import ModelEndpoint, Verdict, run_certification
+from certq.certification.localmodel import start_tiny_model_server, stop_llama_server
+from certq.certification.probes import SUITE
 
 PHASE = {spec.name: spec.phase for spec in SUITE}
 

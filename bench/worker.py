@@ -13,25 +13,20 @@ level, metrics), not its start-up. Idle CPU: one worker with an empty queue, uti
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import subprocess
 import sys
-from pathlib import Path
+import time
+import uuid
+from dataclasses import dataclass
 
-# bench/queue.py would shadow the stdlib `queue` (redis-py imports it): keep this folder off sys.path.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+import httpx
+import redis.asyncio as aioredis
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import httpx  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
-
-from certq.embedded import free_port  # noqa: E402
-from certq.queue import JobSpec, Queue, QueueConfig  # noqa: E402
+from certq.embedded import free_port
+from certq.queue import JobSpec, Queue, QueueConfig
 
 QUEUE = "bench-worker"
 

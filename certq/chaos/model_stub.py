@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
     counts: dict[str, int] = {"requests": 0, "hung": 0}
     lock = threading.Lock()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         pass
 
     def _json(self, status: int, obj: object) -> None:

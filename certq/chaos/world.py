@@ -258,7 +258,7 @@ class World:
     async def _records_quietly(self) -> list[CertificationRecord]:
         try:
             return await self.records()
-        except Exception as exc:  # noqa: BLE001 - PostgreSQL may be the thing we just broke
+        except Exception as exc:  # PostgreSQL may be the thing we just broke
             log.info("ledger read failed: %r", exc)
             return []
 
@@ -280,7 +280,7 @@ class World:
         try:
             report = await reconcile(self.store, self.queue, self.settings, older_than_s=RECONCILE_AGE_S)
             self.requeued += report.requeued
-        except Exception as exc:  # noqa: BLE001 - Redis or PostgreSQL may be down right now: next pass
+        except Exception as exc:  # Redis or PostgreSQL may be down right now: next pass
             log.info("reconcile pass failed: %r", exc)
 
     async def ledger(self, scenario: str, accepted: list[UUID], fault_at: float | None, fault_over_at: float | None,

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             ledgers.append(asyncio.run(run_scenario(name, n=args.n, timeout_s=args.timeout, workers=args.workers,
                                                     concurrency=args.concurrency, topology=args.topology)))
-        except Exception as exc:  # noqa: BLE001 - a broken drill is reported, not a traceback
+        except Exception as exc:  # a broken drill is reported, not a traceback
             raise CommandError(f"chaos {name}: the drill could not run: {type(exc).__name__}: {exc}") from None
     if args.json:
         print(json.dumps([ledger.as_dict() for ledger in ledgers], indent=2, default=str))

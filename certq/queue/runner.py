@@ -159,7 +159,7 @@ class Runner:
                 self._redis_error("claim", exc)
                 await _wait_any(stop, seconds=min(2.0, 0.05 * 2**errors))
                 continue
-            except Exception:  # noqa: BLE001 - a bug here must not stop the worker; the leases will expire
+            except Exception:  # a bug here must not stop the worker; the leases will expire
                 errors += 1
                 lane.dirty = True
                 log.exception("claim loop error")
@@ -264,7 +264,7 @@ class Runner:
             except JobFailed as exc:
                 await self._failed(active, exc.message, exc.category, exc.final, started)
                 return
-            except Exception as exc:  # noqa: BLE001 - any handler error fails the attempt, the runner goes on
+            except Exception as exc:  # any handler error fails the attempt, the runner goes on
                 log.warning("job %s attempt %s raised %r", lease.job.id, active.attempt, exc, exc_info=exc)
                 message = f"{type(exc).__name__}: {exc}"
                 await self._failed(active, message, None, False, started, stack=format_stack(exc))
@@ -349,7 +349,7 @@ class Runner:
                 errors += 1
                 self._redis_error(name, exc)
                 delay = min(2.0, self.periods[name] * 2**errors)
-            except Exception:  # noqa: BLE001 - keep the upkeep loop alive; the next turn may succeed
+            except Exception:  # keep the upkeep loop alive; the next turn may succeed
                 errors += 1
                 log.exception("%s loop error", name)
                 delay = min(2.0, self.periods[name] * 2**errors)
@@ -427,7 +427,7 @@ class Runner:
     def _hook(self, name: str, *args: Any) -> None:
         try:
             getattr(self.hooks, name)(*args)
-        except Exception:  # noqa: BLE001 - a broken metrics hook must not stop the queue
+        except Exception:  # a broken metrics hook must not stop the queue
             log.exception("runner hook %s failed", name)
 
 

@@ -100,7 +100,7 @@ class _Base(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state: StubState
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         pass
 
     def _send(

@@ -1,6 +1,6 @@
 """Queue benchmark (run by hand): enqueue one by one and in bulk, drain at concurrency 10, pickup latency.
 
-    .venv/bin/python bench/queue.py [--redis-url redis://127.0.0.1:6379/0] [--jobs 20000] [--runs 3]
+    .venv/bin/python bench/queue_throughput.py [--redis-url redis://127.0.0.1:6379/0] [--jobs 20000] [--runs 3]
 
 Without --redis-url it starts a private redis-server (certq.embedded: the same binary as the suite's) so
 other users of a shared Redis do not skew the numbers. Every run uses its own key prefix and deletes it.
@@ -12,23 +12,19 @@ consumer process; 500 jobs enqueued 5 ms apart; latency = handler start minus th
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import statistics
 import sys
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-# This file is named queue.py: keep its folder off sys.path so `import queue` (redis-py uses it) finds the stdlib.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+import redis.asyncio as aioredis
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
-
-import redis.asyncio as aioredis  # noqa: E402
-
-from certq.embedded import start_redis  # noqa: E402
-from certq.queue import ActiveJob, JobSpec, Queue, QueueConfig, Runner  # noqa: E402
+from certq.embedded import start_redis
+from certq.queue import ActiveJob, JobSpec, Queue, QueueConfig, Runner
 
 SCRIPT = str(Path(__file__).resolve())
 
