@@ -296,7 +296,12 @@ async def robustness(run: ProbeRun) -> list[Check]:
     if invalid.status is None:
         summary = invalid.detail
     else:
-        summary = f"HTTP {invalid.status} " + ("with an error body" if invalid.json_error else "without an error body")
+        body = "with an error body" if invalid.json_error else "without an error body"
+        summary = f"HTTP {invalid.status} {body}"
+        if credit < 1.0 and invalid.status >= 500:
+            summary += " (a server fault, not a 4xx: half credit)" if credit else " (not a 4xx)"
+        elif credit < 1.0:
+            summary += " (half credit: no JSON error body)"
     return [
         Check("invalid request gets a 4xx error body", credit >= 1.0, summary, required=False, credit=credit),
         Check(
