@@ -7,11 +7,13 @@ never collide. Nothing here knows what a certification is: labels are queue name
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
+
+from certq.drift import DRIFT_KINDS
 
 JOB_OUTCOMES = ("completed", "retried", "failed", "released", "cancelled", "lease_lost")
 """How one attempt ends in a worker: done; failed and scheduled again; failed for good; handed back
@@ -19,6 +21,9 @@ unfinished at shutdown (no attempt burnt); stopped because the job was cancelled
 another consumer owns the job now."""
 
 QUEUE_STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
+
+UNKNOWN_CATEGORY = "UNKNOWN"
+"""The retry category of a failure that named none (an unexpected exception in the handler)."""
 
 # From a no-op job (milliseconds) to a slow certification (minutes).
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, float("inf"))
@@ -38,6 +43,11 @@ class Metrics:
                                       ["queue", "outcome"], buckets=DURATION_BUCKETS, registry=r)
         self.retries = Counter("certq_job_retries", "Failed attempts scheduled to run again, by error category.",
                                ["queue", "category"], registry=r)
+        self.certification_transitions = Counter(
+            "certq_certification_transitions", "Standings that changed class (or fell by more than "
+            "DRIFT_SCORE_MARGIN), by kind: degraded, recovered, expired.", ["kind"], registry=r)
+        for kind in DRIFT_KINDS:
+            self.certification_transitions.labels(kind)  # at 0 from start-up, so increase() sees the first
         self.stalled_recovered = Counter("certq_stalled_jobs_recovered",
                                          "Jobs whose consumer vanished, moved back to wait by this process.",
                                          ["queue"], registry=r)
@@ -58,12 +68,25 @@ class Metrics:
         self.alerts = Counter("certq_alerts", "Failure alerts, by outcome (sent, failed, dropped).",
                               ["outcome"], registry=r)
 
+    def expect_queue(self, queue: str, *, retry_categories: Iterable[str] = ()) -> None:
+        """Create the counters of a queue this process works on at 0, one per label value they will have.
+
+        A counter born at its first increment (1) has no earlier sample to compare with, so `increase()`
+        over it misses that event: the first stalled job or lost lease would never alert.
+        """
+        for outcome in JOB_OUTCOMES:
+            self.jobs.labels(queue, outcome)
+        for category in dict.fromkeys([*retry_categories, UNKNOWN_CATEGORY]):
+            self.retries.labels(queue, category)
+        self.stalled_recovered.labels(queue)
+        self.lease_renewals_lost.labels(queue)
+
     def job_ended(self, queue: str, outcome: str, seconds: float) -> None:
         self.jobs.labels(queue, outcome).inc()
         self.job_duration.labels(queue, outcome).observe(max(0.0, seconds))
 
     def retry_scheduled(self, queue: str, category: str | None) -> None:
-        self.retries.labels(queue, category or "UNKNOWN").inc()
+        self.retries.labels(queue, category or UNKNOWN_CATEGORY).inc()
 
     def set_queue_counts(self, queue: str, counts: Mapping[str, int]) -> None:
         for state, count in counts.items():

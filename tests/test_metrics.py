@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from certq.metrics import Metrics, render_prometheus
+from certq.metrics import JOB_OUTCOMES, UNKNOWN_CATEGORY, Metrics, render_prometheus
 
 
 def _families(metrics: Metrics) -> dict[str, list[tuple[str, dict[str, str], float]]]:
@@ -31,6 +31,28 @@ def test_counter_and_duration_names_follow_prometheus_conventions() -> None:
     assert {"certq_jobs_total", "certq_job_retries_total", "certq_stalled_jobs_recovered_total",
             "certq_lease_renewals_lost_total", "certq_alerts_total", "certq_job_duration_seconds_bucket",
             "certq_job_duration_seconds_count", "certq_redis_last_success_timestamp_seconds"} <= names
+
+
+def test_an_expected_queue_exports_every_counter_the_alert_rules_read_at_zero() -> None:
+    metrics = Metrics()
+    metrics.expect_queue("q", retry_categories=["TIMEOUT", "RATE_LIMITED"])
+    families = _families(metrics)
+
+    def zeros(family: str, label: str) -> dict[str, float]:
+        return {labels.get(label, ""): value for name, labels, value in families[family] if name.endswith("_total")}
+
+    assert zeros("certq_jobs", "outcome") == dict.fromkeys(JOB_OUTCOMES, 0.0)
+    assert zeros("certq_job_retries", "category") == dict.fromkeys(["TIMEOUT", "RATE_LIMITED", UNKNOWN_CATEGORY], 0.0)
+    assert zeros("certq_stalled_jobs_recovered", "queue") == {"q": 0.0}
+    assert zeros("certq_lease_renewals_lost", "queue") == {"q": 0.0}
+
+
+def test_expecting_a_queue_again_keeps_what_was_counted() -> None:
+    metrics = Metrics()
+    metrics.expect_queue("q")
+    metrics.stalled_recovered.labels("q").inc()
+    metrics.expect_queue("q")
+    assert metrics.registry.get_sample_value("certq_stalled_jobs_recovered_total", {"queue": "q"}) == 1.0
 
 
 def test_duration_histogram_counts_each_attempt_in_its_bucket() -> None:

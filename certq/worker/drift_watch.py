@@ -11,9 +11,7 @@ import contextlib
 import logging
 import random
 
-from prometheus_client import CollectorRegistry, Counter
-
-from certq.drift import DRIFT_KINDS
+from certq.metrics import Metrics
 from certq.store import DriftEvent, Store
 from certq.worker.alerts import Alerter
 
@@ -23,14 +21,11 @@ EXPIRY_SWEEP_S = 30.0
 
 
 class DriftWatch:
-    def __init__(self, alerter: Alerter, registry: CollectorRegistry, *, margin: float, validity_s: int) -> None:
+    def __init__(self, alerter: Alerter, metrics: Metrics, *, margin: float, validity_s: int) -> None:
         self.alerter = alerter
         self.margin = margin
         self.validity_s = validity_s
-        self.transitions = Counter("certq_certification_transitions", "Standings that changed class (or fell by "
-                                   "more than DRIFT_SCORE_MARGIN), by kind.", ["kind"], registry=registry)
-        for kind in DRIFT_KINDS:
-            self.transitions.labels(kind)  # exported at 0 from start-up, so increase() sees the first one
+        self.transitions = metrics.certification_transitions
 
     async def after_verdict(self, store: Store, certification_id: str) -> None:
         """Compare a verdict just stored with the pair's previous one; never raises (a lost event is logged)."""
