@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import socket
 import sys
 from typing import NoReturn
 
@@ -38,6 +40,21 @@ async def schema_problem(dsn: str) -> str | None:
     return None
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the API cannot listen on API_HOST:API_PORT (taken, not allowed), naming the variables; None if it can.
+    uvicorn would only log the errno and exit 3."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):  # SO_REUSEADDR, as uvicorn binds
+            return None
+    except OSError as exc:
+        where = f"cannot listen on API_HOST:API_PORT = {host}:{port}: {exc.strerror or exc}"
+        if exc.errno == errno.EADDRINUSE:
+            return (f"{where}; another process has the port (`ss -ltnp 'sport = :{port}'` shows which): stop it "
+                    "or set API_PORT to a free port")
+        return f"{where}; check API_HOST and API_PORT"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # a bad flag is a start-up failure like a bad variable
         self.print_usage(sys.stderr)
@@ -65,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging(settings.log_level, settings.log_format, settings.log_dir)
     except SettingsError as exc:
         print(f"certq.api: configuration error: {exc}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
+    busy = port_problem(settings.api_host, settings.api_port)
+    if busy is not None:
+        print(f"certq.api: {busy}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
     problem = asyncio.run(schema_problem(settings.database_url))
     if problem is not None:

@@ -8,10 +8,10 @@ import re
 import sys
 from typing import Any
 
-import orjson
-
 from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certification
 from certq.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
+from certq.cli.common import print_json, printable
+from certq.cli.render import render_verdict
 from certq.settings import SettingsError, read_secret
 
 _AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}$")
@@ -77,44 +77,14 @@ def run(args: argparse.Namespace) -> int:
     )
     verdict = asyncio.run(run_certification(endpoint, config=config))
     if args.json:
-        sys.stdout.write(orjson.dumps(verdict.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        print_json(verdict.to_json())
     else:
         sys.stdout.write(render(verdict, endpoint))
     return EXIT_OK if verdict.passed else EXIT_FAILURE
 
 
-def _ms(value: object) -> str:
-    return "-" if not isinstance(value, int | float) else f"{value:.0f} ms"
-
-
 def render(verdict: Verdict, endpoint: ModelEndpoint) -> str:
-    """A plain-text report: one row per probe, then the verdict and the metrics."""
+    """What was certified, then the verdict as every command shows one (`render_verdict`)."""
     where = endpoint.base_url or f"bedrock-runtime.{endpoint.region}"
-    lines = [f"certify {endpoint.provider} {endpoint.api_model_id} at {where} (region {endpoint.region})", ""]
-    lines.append(f"{'PROBE':<22} {'RESULT':<7} {'SCORE':>5} {'LATENCY':>9}  DETAIL")
-    for probe in verdict.test_results:
-        outcome = probe["outcome"]
-        result = ("pass" if probe["passed"] else "FAIL") if outcome == "scored" else outcome
-        score = "-" if probe["score"] is None else str(probe["score"])
-        critical = "*" if probe["critical"] else " "
-        detail = str(probe["detail"]).replace("\n", " ")
-        lines.append(
-            f"{probe['name'] + critical:<22} {result:<7} {score:>5} {_ms(probe['latencyMs']):>9}  {detail[:90]}"
-        )
-    m = verdict.metrics
-    latency, ttft, speed, tokens = m["latencyMs"], m["ttftMs"], m["outputTokensPerSecond"], m["tokens"]
-    lines += [
-        "(* critical probe)",
-        "",
-        f"status {verdict.status}   score {verdict.score}/100   rating {verdict.rating}   "
-        f"in {verdict.duration_ms / 1000:.2f} s",
-        f"latency p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} (n={latency['n']})   "
-        f"TTFT p50 {_ms(ttft['p50'])}   output "
-        + ("-" if speed["p50"] is None else f"{speed['p50']:.0f} tok/s ({speed['method']})"),
-        f"tokens {tokens['prompt']} prompt + {tokens['completion']} completion   requests {m['requests']}, "
-        f"retries {m['retries']}   HTTP {m['httpStatusCounts']}",
-    ]
-    if verdict.error_category:
-        retry = " (retryable)" if verdict.retryable else ""
-        lines.append(f"error {verdict.error_category}{retry}: {verdict.error_message}")
-    return "\n".join(lines) + "\n"
+    head = printable(f"certify {endpoint.provider} {endpoint.api_model_id} at {where} (region {endpoint.region})")
+    return f"{head}\n\n{render_verdict(verdict.to_json())}\n"

@@ -20,6 +20,7 @@ from certq import durations
 from certq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 from certq.connections import AnyRedis, connect_redis, topology
 from certq.settings import DOTENV, Settings, load_settings
+from certq.store import Store
 
 T = TypeVar("T")
 
@@ -140,17 +141,27 @@ async def connect_postgres(dsn: str) -> asyncpg.Connection:
     """One connection; CommandError(EXIT_UNAVAILABLE) naming the problem when PostgreSQL refuses."""
     try:
         return await asyncio.wait_for(asyncpg.connect(dsn), timeout=10)
-    except asyncpg.InvalidCatalogNameError as exc:
-        raise CommandError(f"PostgreSQL at {redact_url(dsn)} answers, but {exc}: create it "
-                           "(createdb, or CREATE DATABASE) or fix DATABASE_URL", EXIT_UNAVAILABLE) from None
-    except asyncpg.InvalidPasswordError as exc:
-        raise CommandError(f"PostgreSQL at {redact_url(dsn)} refused the credentials: {exc}. Check the user and "
-                           "password in DATABASE_URL", EXIT_UNAVAILABLE) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise CommandError(
-            f"cannot reach PostgreSQL at {redact_url(dsn)}: {exc or type(exc).__name__}. "
-            "Is it running (psql \"$DATABASE_URL\" -c 'SELECT 1')? Check DATABASE_URL.",
-            EXIT_UNAVAILABLE) from None
+        raise _postgres_refused(dsn, exc) from None
+
+
+async def open_store(settings: Settings) -> Store:
+    """A small Store on DATABASE_URL; CommandError(EXIT_UNAVAILABLE) naming the problem when PostgreSQL refuses."""
+    try:
+        return await asyncio.wait_for(Store.connect(settings.database_url, min_size=1, max_size=2), timeout=10)
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise _postgres_refused(settings.database_url, exc) from None
+
+
+def _postgres_refused(dsn: str, exc: Exception) -> CommandError:
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return CommandError(f"PostgreSQL at {redact_url(dsn)} answers, but {exc}: create it "
+                            "(createdb, or CREATE DATABASE) or fix DATABASE_URL", EXIT_UNAVAILABLE)
+    if isinstance(exc, asyncpg.InvalidPasswordError):
+        return CommandError(f"PostgreSQL at {redact_url(dsn)} refused the credentials: {exc}. Check the user and "
+                            "password in DATABASE_URL", EXIT_UNAVAILABLE)
+    return CommandError(f"cannot reach PostgreSQL at {redact_url(dsn)}: {exc or type(exc).__name__}. "
+                        "Is it running (psql \"$DATABASE_URL\" -c 'SELECT 1')? Check DATABASE_URL.", EXIT_UNAVAILABLE)
 
 
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:

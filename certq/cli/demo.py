@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import shlex
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -79,13 +82,21 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _still_stopping(signum: int, frame: FrameType | None) -> None:
+    # os.write, not print: a handler that prints while the main thread is printing hits a reentrant write.
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), b"\n[demo] still stopping what it started (each part has a time limit)\n")
+
+
 def run_demo(args: argparse.Namespace) -> int:
     settings = load_settings(env_file=DOTENV)
     timeout_s = args.timeout if args.timeout is not None else (CI_TIMEOUT_S if args.ci else INTERACTIVE_TIMEOUT_S)
     deadline = time.monotonic() + timeout_s
     stack = Stack()
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
     try:
+        _say(f"working files (logs, private databases) in {stack.workdir}: removed when the demo stops")
         code = _run(args, settings, stack, deadline)
         if code == EXIT_OK and not args.ci:
             _say("everything keeps running so you can look around; press Ctrl-C to stop")
@@ -100,13 +111,18 @@ def run_demo(args: argparse.Namespace) -> int:
     except EmbeddedServerError as exc:
         raise CommandError(f"demo: could not start a private server: {exc}", EXIT_UNAVAILABLE) from None
     finally:
-        # Whatever happened, output errors included (`demo | head` closes stdout), the children stop.
+        # Whatever happened, output errors included (`demo | head` closes stdout), the children stop; a
+        # second Ctrl-C must not cut that short (every stop has its own time limit).
+        for sig in previous:
+            signal.signal(sig, _still_stopping)
         stack.close(_say)
+        stop_leftover_postgres(stack.workdir, _say)
         shutil.rmtree(stack.workdir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         with contextlib.suppress(OSError):
-            _say("stopped everything it started")
+            gone = "removed" if not stack.workdir.exists() else "could not remove"
+            _say(f"stopped everything it started; {gone} {stack.workdir}")
 
 
 def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: float) -> int:
@@ -119,8 +135,8 @@ def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: f
 
     token = secrets.token_urlsafe(24)
     board_password = secrets.token_urlsafe(12)
-    api_port = pick_port(args.api_port)
-    worker_port = pick_port(args.worker_port)
+    api_port = pick_port(args.api_port, "the API", _say)
+    worker_port = pick_port(args.worker_port, "the worker's health port", _say)
     env = child_env({
         "REDIS_URL": redis_url, "DATABASE_URL": database_url, "API_TOKENS": token, "API_HOST": "127.0.0.1",
         "API_PORT": str(api_port), "WORKER_HEALTH_PORT": str(worker_port), "BULL_BOARD_USERNAME": "admin",
@@ -147,9 +163,8 @@ def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: f
     print()
     print(render_verdict(outcome))
     print()
-    cli = f"REDIS_URL={shlex.quote(redis_url)} DATABASE_URL={shlex.quote(database_url)} python -m certq"
-    print(render_next_steps(api_url, worker_url, token, board_password, str(outcome.get("jobId", "")), stack,
-                            None if args.ci else cli))
+    print(render_next_steps(api_url, worker_url, token, board_password, outcome, stack,
+                            None if args.ci else {"REDIS_URL": redis_url, "DATABASE_URL": database_url}))
     return EXIT_OK
 
 
@@ -261,7 +276,8 @@ async def _certify(api_url: str, token: str, target: Target, settings: Settings,
         _say(f"registered model {model['id']} (POST /api/models)")
         job = _expect(await client.post(f"{QUEUE_BASE}/certify-model",
                                         json={"modelId": model["id"], "region": target.region}), "enqueue")
-        _say(f"queued certification job {job['jobId']} (POST {QUEUE_BASE}/certify-model)")
+        _say(f"queued job {job['jobId']}: certification {job['certificationId']} of {target.api_model_id} in "
+             f"{target.region} (POST {QUEUE_BASE}/certify-model)")
         queued_at = time.monotonic()
         redis = connect_redis(settings)
         queue = Queue(redis, queue_config(settings))
@@ -314,21 +330,60 @@ def _expect(response: httpx.Response, what: str) -> dict[str, Any]:
     return data
 
 
-def render_next_steps(api_url: str, worker_url: str, token: str, board_password: str, job_id: str,
-                      stack: Stack, cli: str | None) -> str:
-    """What to open next; `cli` (the admin CLI pointed at the demo's servers) only while they keep running."""
-    running = [] if cli is None else [
-        f"  admin CLI       {cli} stats   (or doctor, jobs --state completed, events)",
-        f"  logs            {stack.workdir}/api.log, {stack.workdir}/worker.log",
-    ]
-    return "\n".join([
+def admin_cli() -> str:
+    """How to run the admin CLI from any shell: this interpreter's `certq` script (the virtualenv's), whose
+    absolute path works without activating anything; else this interpreter with `-m certq`."""
+    script = Path(sys.executable).with_name("certq")
+    return shlex.quote(str(script)) if script.exists() else f"{shlex.quote(sys.executable)} -m certq"
+
+
+def render_next_steps(api_url: str, worker_url: str, token: str, board_password: str, outcome: dict[str, Any],
+                      stack: Stack, servers: dict[str, str] | None) -> str:
+    """What to open next; with `servers` (the demo's REDIS_URL/DATABASE_URL, only while they keep running)
+    the admin CLI commands too, each one ready to paste into a new terminal."""
+    job_id, certification_id = outcome.get("jobId", ""), outcome.get("id", "")
+    lines = [
         "Where to look next:",
         f"  API             {api_url}   (bearer token: {token})",
         f"  this job        curl -H 'Authorization: Bearer {token}' {api_url}{QUEUE_BASE}/jobs/{job_id}",
         f"  API reference   {api_url}/openapi.json",
         f"  dashboard       {api_url}/admin/queues   (user admin, password {board_password})",
         f"  worker          {worker_url}/health   metrics: {worker_url}/metrics",
-    ] + running)
+    ]
+    if servers is None:
+        return "\n".join(lines)
+    cli = admin_cli()
+    commands = [f"{cli} stats", f"{cli} job {certification_id}", f"{cli} job {job_id}",
+                f"{cli} jobs --state completed", f"{cli} events --last 10", f"{cli} doctor"]
+    if outcome.get("modelId") and outcome.get("region"):
+        commands.append(f"{cli} enqueue {outcome['modelId']} --region {shlex.quote(str(outcome['region']))} --wait")
+    return "\n".join([
+        *lines,
+        f"  logs            {stack.workdir}/api.log, {stack.workdir}/worker.log",
+        "",
+        "The admin CLI on the demo's servers: paste into any terminal while the demo runs (`job` takes the "
+        "certification id\nor the job id; `enqueue --wait` certifies the model again):",
+        "  export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in servers.items()),
+        *[f"  {command}" for command in commands],
+    ])
+
+
+def stop_leftover_postgres(workdir: Path, say: Callable[[str], None]) -> None:
+    """The last stop: a PostgreSQL still running from the demo's folder (Ctrl-C came while it was starting,
+    before the demo held a handle to it) gets a fast shutdown, so no server outlives the folder it runs from."""
+    for pidfile in workdir.glob("**/postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int(pidfile.read_text().split()[0])
+            if str(pidfile.parent) not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                continue
+            with contextlib.suppress(OSError):
+                say(f"stopping a PostgreSQL left running from {pidfile.parent} (pid {pid})")
+            os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
 
 
 def _wait_for_interrupt(stack: Stack) -> None:

@@ -17,6 +17,7 @@ from certq.cli.common import (
     EXIT_UNAVAILABLE,
     ProgressBar,
     add_connection_options,
+    open_store,
     positive_seconds,
     print_json,
     redact_url,
@@ -27,7 +28,7 @@ from certq.cli.render import record_view, render_verdict
 from certq.jobs import enqueue_runs, queue_config
 from certq.queue import Queue
 from certq.settings import Settings
-from certq.store import FINAL_STATUSES, JobCreated, Store
+from certq.store import FINAL_STATUSES, JobCreated
 
 QUEUE_BASE = "/api/certification-queue"
 
@@ -87,7 +88,9 @@ def _finish(args: argparse.Namespace, answer: dict[str, Any], wait: Any) -> int:
         return EXIT_OK
     verdict: dict[str, Any] | None = wait()
     if verdict is None:
-        raise CommandError(f"no verdict within {args.timeout:g}s; the job is still {answer['jobId']}", EXIT_FAILURE)
+        certification = answer["certificationId"]
+        raise CommandError(f"no verdict within {args.timeout:g}s; certification {certification} (job "
+                           f"{answer['jobId']}) goes on: `certq job {certification}` shows it", EXIT_FAILURE)
     if args.json:
         print_json(verdict)
     else:
@@ -126,7 +129,7 @@ def _through_api(args: argparse.Namespace, settings: Settings, model_id: UUID) -
 
 
 async def _directly(settings: Settings, model_id: UUID, region: str, priority: str) -> dict[str, Any]:
-    store = await _store(settings)
+    store = await open_store(settings)
     try:
         model = await store.get_model(model_id)
         if model is None:
@@ -152,16 +155,8 @@ async def _directly(settings: Settings, model_id: UUID, region: str, priority: s
         await store.close()
 
 
-async def _store(settings: Settings) -> Store:
-    try:
-        return await asyncio.wait_for(Store.connect(settings.database_url, min_size=1, max_size=2), timeout=10)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise CommandError(f"cannot reach PostgreSQL at {redact_url(settings.database_url)}: {exc}",
-                           EXIT_UNAVAILABLE) from None
-
-
 async def _wait_store(settings: Settings, answer: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
-    store = await _store(settings)
+    store = await open_store(settings)
     bar = ProgressBar(None, "certifying")
     deadline = time.monotonic() + timeout_s
     try:

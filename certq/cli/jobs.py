@@ -1,4 +1,9 @@
-"""Queue admin commands: stats, jobs, job, retry-failed, clean, pause, resume."""
+"""Queue admin commands: stats, jobs, job, retry-failed, clean, pause, resume, events.
+
+Ids: a queue job is one certification (one model in one region) and carries its certification id; a job id
+(`jobId`, what POST /api/certification-queue/certify-* answers) names the request that created one or more
+certifications, and lives in PostgreSQL. Commands that take an id accept either and say which they found.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,13 @@ import argparse
 import asyncio
 import signal
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
 
 from certq.cli import EXIT_FAILURE, EXIT_OK, CommandError
 from certq.cli.common import (
@@ -15,19 +26,25 @@ from certq.cli.common import (
     ProgressBar,
     add_connection_options,
     format_ms,
+    open_store,
     parse_duration_ms,
     print_json,
     print_json_line,
     printable,
+    redact_url,
     redis_connection,
     run_async,
     settings_from,
     table,
 )
+from certq.cli.render import record_view, render_verdict
 from certq.jobs import job_view, queue_config
 from certq.queue import Job, JobState, Queue
 from certq.queue.errors import JobStateError
+from certq.settings import Settings
+from certq.store import FINAL_STATUSES, CertificationRecord, JobRecord
 
+QUEUE_BASE = "/api/certification-queue"
 STATES = [state.value for state in JobState]
 CLEAN_STATES = ["completed", "failed"]
 CLEAN_BATCH = 1_000
@@ -46,7 +63,8 @@ def register(subparsers: Any) -> None:
 
     jobs = subparsers.add_parser(
         "jobs", help="list jobs in one state",
-        description="List the queue's jobs in one state, newest first.\n\nexample: certq jobs --state failed",
+        description="List the queue's jobs in one state, newest first: one per certification, shown by its "
+                    "certification id.\n\nexample: certq jobs --state failed",
         formatter_class=fmt)
     jobs.add_argument("--state", choices=STATES, default="waiting", help="which jobs (default: waiting)")
     jobs.add_argument("--limit", type=_positive_int, default=50, help="at most this many (default 50)")
@@ -56,20 +74,28 @@ def register(subparsers: Any) -> None:
     jobs.set_defaults(run=run_jobs)
 
     job = subparsers.add_parser(
-        "job", help="one job in detail (payload, attempts, errors)",
-        description="Show one queue job: state, payload, attempts, progress, result and the error of every "
-                    "failed attempt. Exit code 4 when there is no such job.", formatter_class=fmt)
-    job.add_argument("job_id", metavar="ID", help="the job id (the certification id)")
-    job.add_argument("--json", action="store_true", help="print the job as JSON")
-    add_connection_options(job)
+        "job", help="one certification in detail (payload, attempts, errors, verdict), by certification or job id",
+        description="Show a certification's queue job: state, payload, attempts, progress, result and the error of "
+                    "every failed attempt;\nonce the queue has trimmed it, its verdict as PostgreSQL recorded it.\n\n"
+                    "ID is a certification id (`certificationId`; its queue job has the same id: what `certq jobs`, "
+                    "`certq events`\nand the dashboard's queue show) or a job id (`jobId`, what POST "
+                    f"{QUEUE_BASE}/certify-* answers):\na job id is looked up in PostgreSQL and each of its "
+                    "certifications is shown. Exit code 4 when neither exists.", formatter_class=fmt)
+    job.add_argument("job_id", metavar="ID", help="a certification id or a job id")
+    job.add_argument("--json", action="store_true",
+                     help="print JSON: the queue job; for a trimmed certification {certification, queue: null}; for "
+                          "a job id {job, certifications: [{certification, queue}]}")
+    add_connection_options(job, database=True)
     job.set_defaults(run=run_job)
 
     retry = subparsers.add_parser(
         "retry-failed", help="move failed jobs back to waiting",
-        description="Move failed jobs back to waiting with fresh attempts: all of them, or the ids given.",
+        description="Move failed jobs back to waiting with fresh attempts: all of them, or the ids given: "
+                    "certification ids,\nor job ids (looked up in PostgreSQL: their failed certifications).",
         formatter_class=fmt)
-    retry.add_argument("job_ids", metavar="ID", nargs="*", help="only these jobs (default: every failed job)")
-    add_connection_options(retry)
+    retry.add_argument("job_ids", metavar="ID", nargs="*",
+                       help="only these certification ids or job ids (default: every failed job)")
+    add_connection_options(retry, database=True)
     retry.set_defaults(run=run_retry_failed)
 
     clean = subparsers.add_parser(
@@ -101,7 +127,8 @@ def register(subparsers: Any) -> None:
         "events", help="show the queue's state changes (added, active, completed, failed, stalled...)",
         description="Print the queue's recent state changes, oldest first, one line each; with --follow keep "
                     "printing new ones until Ctrl-C. Replaces watching `redis-cli MONITOR`.", formatter_class=fmt)
-    events.add_argument("--last", type=_positive_int, default=20, metavar="N", help="start with the last N (20)")
+    events.add_argument("--last", type=_non_negative_int, default=20, metavar="N",
+                        help="start with the last N (20; with --follow, 0 = only what happens from now on)")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     add_connection_options(events)
@@ -176,7 +203,8 @@ def run_jobs(args: argparse.Namespace) -> int:
                   f"{job.attempts}/{job.max_attempts}",
                   _when(job),
                   (job.last_error or "")[:60]] for job in found],
-                ["id", "model", "region", "priority", "attempts", "due" if args.state == "delayed" else "updated",
+                ["certification", "model", "region", "priority", "attempts",
+                 "due" if args.state == "delayed" else "updated",
                  "last error"]))
     return EXIT_OK
 
@@ -188,35 +216,136 @@ def _when(job: Job) -> str:
     return format_ms(job.finished_at or job.processed_at or job.created_at)
 
 
+@dataclass(frozen=True)
+class Found:
+    """What an id named: a certification (its queue job and/or its stored record), or a job and its certifications."""
+
+    certifications: list[tuple[str, Job | None, CertificationRecord | None]]
+    job: JobRecord | None = None
+
+
+async def find(settings: Settings, queue: Queue, ident: str) -> Found | None:
+    """The queue job with this id (a certification id: Redis only), else, through PostgreSQL, the stored
+    certification (trimmed from the queue) or the job with this id and each of its certifications."""
+    queued = await queue.get(ident)
+    if queued is not None:
+        return Found([(ident, queued, None)])
+    try:
+        wanted = UUID(ident)
+    except ValueError:
+        return None  # certq's certification and job ids are uuids: nothing more to look up
+    try:
+        store = await open_store(settings)
+    except CommandError as exc:
+        raise CommandError(f"no queue job {ident!r} in {_queue_name(settings)}, and PostgreSQL cannot say whether "
+                           f"it is a finished certification or a job id: {exc}", exc.exit_code) from None
+    try:
+        record = await store.get_certification(wanted)
+        if record is not None:
+            return Found([(ident, None, record)])
+        parent = await store.get_job(wanted)
+        if parent is None:
+            return None
+        found: list[tuple[str, Job | None, CertificationRecord | None]] = []
+        for certification in await store.job_certifications(wanted):
+            found.append((str(certification.id), await queue.get(str(certification.id)), certification))
+        return Found(found, parent)
+    except asyncpg.UndefinedTableError:
+        raise CommandError(f"the database at {redact_url(settings.database_url)} has no certq schema: run "
+                           "`certq migrate`", EXIT_FAILURE) from None
+    finally:
+        await store.close()
+
+
+def _not_found(settings: Settings, ident: str) -> str:
+    try:
+        UUID(ident)
+    except ValueError:
+        return f"no such job in {_queue_name(settings)}, and not a uuid, so no certq certification or job id"
+    return f"neither in {_queue_name(settings)} nor in PostgreSQL at {redact_url(settings.database_url)}"
+
+
+def _queue_name(settings: Settings) -> str:
+    return f"queue {settings.queue_prefix}:{settings.queue_name}"
+
+
 def run_job(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
-    async def go() -> Job | None:
+    async def go() -> Found | None:
         async with redis_connection(settings) as client:
-            return await Queue(client, queue_config(settings)).get(args.job_id)
+            return await find(settings, Queue(client, queue_config(settings)), args.job_id)
 
-    job = run_async(go)
-    if job is None:
-        raise CommandError(f"no job {args.job_id!r} in queue {settings.queue_prefix}:{settings.queue_name} "
-                           "(finished jobs are trimmed after a while; see `certq jobs --state completed`)",
+    found = run_async(go)
+    if found is None:
+        raise CommandError(f"no certification or job with id {args.job_id!r}: {_not_found(settings, args.job_id)}",
                            EXIT_NOT_FOUND)
     if args.json:
-        print_json(job_view(job))
+        print_json(_found_json(found))
         return EXIT_OK
-    print(f"job {job.id}: {job.state.value}{' (cancelled)' if job.cancelled else ''}")
-    for label, value in (("payload", job.payload), ("priority", job.priority), ("group", job.group),
-                         ("attempts", f"{job.attempts} of {job.max_attempts}"), ("stalls", job.stalls),
-                         ("created", format_ms(job.created_at)), ("started", format_ms(job.processed_at)),
-                         ("finished", format_ms(job.finished_at)), ("due", format_ms(job.due_at)),
-                         ("progress", job.progress),
+    if found.job is not None:
+        job = found.job
+        print(f"job {job.id}: {job.status} ({job.type}, priority {job.priority}), {job.processed_models} of "
+              f"{job.total_models} certification(s) final, created {_when_dt(job.created_at)}")
+    for ident, queued, record in found.certifications:
+        if found.job is not None:
+            print()
+        print(_render_certification(ident, queued, record))
+    return EXIT_OK
+
+
+def _found_json(found: Found) -> Any:
+    entries = [{"certification": None if record is None else record_view(record),
+                "queue": None if queued is None else job_view(queued)} for _, queued, record in found.certifications]
+    if found.job is None:
+        [(_, queued, _record)] = found.certifications
+        # A certification still in the queue prints as its queue job, as `certq jobs --json` lists it.
+        return job_view(queued) if queued is not None else entries[0]
+    job = found.job
+    return {"job": {"id": str(job.id), "type": job.type, "status": job.status, "priority": job.priority,
+                    "regions": job.regions, "modelIds": [str(m) for m in job.model_ids],
+                    "totalModels": job.total_models, "processedModels": job.processed_models,
+                    "createdAt": job.created_at.isoformat(),
+                    "completedAt": None if job.completed_at is None else job.completed_at.isoformat()},
+            "certifications": entries}
+
+
+def _render_certification(ident: str, queued: Job | None, record: CertificationRecord | None) -> str:
+    if queued is None:
+        assert record is not None
+        lines = [f"certification {ident}: {record.status} (from PostgreSQL: the queue trims finished jobs)",
+                 f"  job        {record.job_id}",
+                 printable(f"  model      {record.model_name or record.model_id} in {record.region}"),
+                 f"  created    {_when_dt(record.created_at)}", f"  finished   {_when_dt(record.completed_at)}"]
+        if record.status in FINAL_STATUSES:
+            lines += ["", render_verdict(record_view(record))]
+        return "\n".join(lines)
+    job = queued
+    lines = [f"certification {job.id}: {job.state.value}{' (cancelled)' if job.cancelled else ''} in the queue"]
+    for label, value in (("job", job.payload.get("jobId")), ("payload", job.payload), ("priority", job.priority),
+                         ("group", job.group), ("attempts", f"{job.attempts} of {job.max_attempts}"),
+                         ("stalls", job.stalls), ("created", format_ms(job.created_at)),
+                         ("started", format_ms(job.processed_at)), ("finished", format_ms(job.finished_at)),
+                         ("due", format_ms(job.due_at)), ("progress", job.progress),
                          ("result", job.result), ("last error", job.last_error),
                          ("category", job.error_category)):
         if value not in (None, "", "-"):
-            print(f"  {label:<10} {printable(value)}")
+            lines.append(printable(f"  {label:<10} {_plain(value)}"))
     for number, error in enumerate(job.errors, 1):
         attempt, category = error.get("attempt", number), error.get("category") or "-"
-        print(printable(f"  attempt {attempt}: {category}: {error.get('message', error)}"))
-    return EXIT_OK
+        lines.append(printable(f"  attempt {attempt}: {category}: {error.get('message', error)}"))
+    return "\n".join(lines)
+
+
+def _plain(value: object) -> str:
+    """Text as it is; anything structured as JSON (what scripts and `jq` read), never a Python repr."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+def _when_dt(value: datetime | None) -> str:
+    return "-" if value is None else format_ms(int(value.timestamp() * 1000))
 
 
 def run_retry_failed(args: argparse.Namespace) -> int:
@@ -231,13 +360,10 @@ def run_retry_failed(args: argparse.Namespace) -> int:
             bar = ProgressBar(len(args.job_ids), "retrying")
             moved = 0
             for done, job_id in enumerate(args.job_ids, 1):
-                try:
-                    await queue.retry(job_id)
-                    moved += 1
-                except JobStateError as exc:
-                    problems.append(str(exc))
-                except LookupError:
-                    problems.append(f"no job {job_id!r}")
+                count, problem = await _retry_one(settings, queue, job_id)
+                moved += count
+                if problem is not None:
+                    problems.append(problem)
                 bar.update(done)
             bar.close()
             return moved, problems
@@ -247,6 +373,25 @@ def run_retry_failed(args: argparse.Namespace) -> int:
         print(f"certq: {problem}", file=sys.stderr)
     print(f"moved {moved} failed job(s) back to waiting")
     return EXIT_FAILURE if problems else EXIT_OK
+
+
+async def _retry_one(settings: Settings, queue: Queue, ident: str) -> tuple[int, str | None]:
+    """Retry the failed queue job `ident`, or, given a job id, its failed certifications: (moved, problem)."""
+    try:
+        await queue.retry(ident)
+        return 1, None
+    except JobStateError as exc:
+        if exc.state != "missing":
+            return 0, str(exc)
+    found = await find(settings, queue, ident)
+    if found is None:
+        return 0, f"no certification or job with id {ident!r}: {_not_found(settings, ident)}"
+    if found.job is None:
+        return 0, f"certification {ident} is no longer in the queue: certify the model again"
+    failed = [i for i, queued, _ in found.certifications if queued is not None and queued.state is JobState.FAILED]
+    for certification in failed:
+        await queue.retry(certification)
+    return len(failed), None if failed else f"job {ident} has no failed certification in the queue"
 
 
 def run_clean(args: argparse.Namespace) -> int:
@@ -286,12 +431,15 @@ def run_events(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         async with redis_connection(settings) as client:
             queue = Queue(client, queue_config(settings))
-            recent = await client.xrevrange(queue.keys.events, count=args.last)
+            recent = await client.xrevrange(queue.keys.events, count=args.last) if args.last else []
             for entry_id, fields in reversed(recent):
                 _print_event(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}, args.json)
             if not args.follow:
                 return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
-            last = _text(recent[0][0]) if recent else "$"
+            # Follow from the newest entry's id, not "$": "$" re-read on every round would drop what arrives
+            # between two reads. An empty stream starts at 0-0.
+            newest = recent or await client.xrevrange(queue.keys.events, count=1)
+            last = _text(newest[0][0]) if newest else "0-0"
             while not stop.is_set():
                 for entry_id, fields in await queue.events(last, count=100, block_ms=300):
                     _print_event(entry_id, fields, args.json)

@@ -105,9 +105,15 @@ class Stack:
                     print(f"certq demo: stopping {name} failed: {exc}", file=sys.stderr)
 
 
-def pick_port(preferred: int) -> int:
-    """`preferred` when nothing listens there, else any free port."""
-    return preferred if not port_answers("127.0.0.1", preferred) else free_port()
+def pick_port(preferred: int, what: str = "it", say: Callable[[str], None] | None = None) -> int:
+    """`preferred` when nothing listens there, else any free port, saying so through `say`."""
+    if not port_answers("127.0.0.1", preferred):
+        return preferred
+    port = free_port()
+    if say is not None:
+        say(f"port {preferred} is taken (another demo still running? `ss -ltnp 'sport = :{preferred}'` shows "
+            f"who has it): {what} uses port {port} instead")
+    return port
 
 
 def child_env(variables: dict[str, str], drop: frozenset[str] = frozenset()) -> dict[str, str]:

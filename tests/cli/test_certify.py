@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 import orjson
 import pytest
 
-from certq.cli import main
+from certq.certification import Verdict
+from certq.cli import certify, main
+from certq.cli.render import render_verdict
 from tests.certification.stubs import OpenAIHandler, serve
 
 
@@ -54,9 +60,47 @@ def test_the_report_shows_every_probe_the_score_and_the_metrics(capsys: pytest.C
             ["certify", "--provider", "openai", "--base-url", f"{root}/v1", "--model", "gpt-x"], capsys
         )
     assert code == 0
-    for name in ("connectivity*", "streaming*", "deterministic_qa", "performance", "robustness"):
-        assert name in out
-    assert "status CERTIFIED" in out and "rating A" in out and "latency p50" in out and "TTFT" in out
+    head, verdict = out.split("\n\n", 1)
+    assert head == f"certify openai gpt-x at {root}/v1 (region local)"
+    assert re.match(r"Verdict: CERTIFIED +score 100/100 +rating A +passed True", verdict), verdict
+    for name in ("connectivity", "streaming"):
+        assert re.search(rf"^{name} +yes +PASS +100 ", verdict, re.MULTILINE), verdict
+    for name in ("deterministic_qa", "performance", "robustness"):
+        assert re.search(rf"^{name} +PASS +100 ", verdict, re.MULTILINE), verdict
+    assert "latency p50" in verdict and "time to first token p50" in verdict
+
+
+def _verdict(**changes: Any) -> Verdict:
+    fields: dict[str, Any] = dict(
+        status="FAILED", passed=False, score=40, rating="D",
+        test_results=[{"name": "connectivity", "passed": True, "score": 100, "latencyMs": 12.5, "critical": True,
+                       "outcome": "scored", "detail": "ok"},
+                      {"name": "streaming", "passed": False, "score": None, "latencyMs": None, "critical": True,
+                       "outcome": "error", "detail": "stream\ncut"}],
+        metrics={"latencyMs": {"p50": 12.5, "p95": 30.0}, "requests": 3, "retries": 1},
+        error_category="SERVER_ERROR", error_message="502 from upstream", retryable=True, duration_ms=1500,
+        started_at="2024-01-01T00:00:00Z", finished_at="2024-01-01T00:00:01Z", suite_version="test",
+        provider="openai", api_model_id="gpt-x", region="local")
+    return Verdict(**{**fields, **changes})
+
+
+def test_certify_prints_its_verdict_with_the_renderer_enqueue_and_the_demo_use(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    verdict = _verdict()
+
+    async def fake_run(endpoint: Any, on_progress: Any = None, *, config: Any = None) -> Verdict:
+        return verdict
+
+    monkeypatch.setattr(certify, "run_certification", fake_run)
+    argv = ["certify", "--provider", "openai", "--base-url", "http://h/v1", "--model", "gpt-x"]
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 1
+    assert out == f"certify openai gpt-x at http://h/v1 (region local)\n\n{render_verdict(verdict.to_json())}\n"
+    assert re.search(r"^streaming +yes +error +- +- +stream cut$", out, re.MULTILINE), out
+    assert "error: SERVER_ERROR (retryable): 502 from upstream" in out
+
+    code, out, _ = run_cli([*argv, "--json"], capsys)
+    assert code == 1 and json.loads(out) == verdict.to_json()
 
 
 def test_an_uncertified_endpoint_exits_1_with_its_category_in_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,26 +45,45 @@ def _metrics_feed_the_alerts_and_the_autoscaler(output: str) -> None:
     assert "certq_api_requests_total" in api_text and "certq_api_certifications_enqueued_total 1.0" in api_text
 
 
-def _doctor_finds_the_running_demo_healthy(output: str, tmp_path: Path) -> None:
-    """The "admin CLI" line the demo prints works: doctor sees its servers, schema and live worker, and a second
-    certification queued directly (no API) is run by the demo's worker and waited for."""
-    import shlex
+def _admin_commands(output: str) -> tuple[str, list[str]]:
+    """The `export ...` line and the commands under it, as the demo printed them for pasting."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("  export ")), None)
+    assert start is not None, output
+    commands: list[str] = []
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        commands.append(line.strip())
+    return lines[start].strip(), commands
 
-    line = re.search(r"admin CLI +(.+) stats ", output)
-    assert line, output
-    words = shlex.split(line.group(1))
-    env = _demo_env(tmp_path) | dict(w.split("=", 1) for w in words if "=" in w.split(" ")[0])
-    doctor = subprocess.run([sys.executable, "-m", "certq", "doctor"], env=env, capture_output=True, text=True,
-                            timeout=60)
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert "1 alive (heartbeats)" in doctor.stdout and "ok    schema" in doctor.stdout
 
-    model = re.search(r"registered model ([0-9a-f-]{36})", output)
-    assert model, output
-    again = subprocess.run([sys.executable, "-m", "certq", "enqueue", model.group(1), "--region", "local", "--wait",
-                            "--timeout", "60"], env=env, capture_output=True, text=True, timeout=90)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.startswith("Verdict: CERTIFIED") and "connectivity" in again.stdout
+def _the_printed_admin_commands_work_in_a_fresh_shell(output: str, tmp_path: Path) -> None:
+    """Each command the demo prints, pasted with its `export` line into a new terminal (no virtualenv on PATH,
+    no certq variables, another directory), works against the running demo: its servers, its worker, its ids;
+    `enqueue --wait` has the demo's worker certify the model again."""
+    from tests.test_bootstrap import fresh_shell_env
+
+    export, commands = _admin_commands(output)
+    assert {command.split()[0] for command in commands} == {str(Path(sys.executable).with_name("certq"))}
+    job = re.search(r"queued job ([0-9a-f-]{36}): certification ([0-9a-f-]{36})", output)
+    assert job, output
+    job_id, certification_id = job.groups()
+    subcommands = [" ".join(command.split()[1:3]) for command in commands]
+    assert subcommands[:3] == ["stats", f"job {certification_id}", f"job {job_id}"], commands
+    shown: dict[str, str] = {}
+    for command, sub in zip(commands, subcommands, strict=True):
+        done = subprocess.run(["bash", "-c", f"{export}\n{command}"], env=fresh_shell_env(tmp_path), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+        shown[sub] = done.stdout
+    assert "workers alive: 1" in shown["stats"]
+    assert f"certification {certification_id}: completed in the queue" in shown[f"job {certification_id}"]
+    assert shown[f"job {job_id}"].startswith(f"job {job_id}: COMPLETED")
+    assert f"certification {certification_id}: completed" in shown[f"job {job_id}"]
+    assert "1 alive (heartbeats)" in shown["doctor"] and "ok    schema" in shown["doctor"]
+    again = next(out for sub, out in shown.items() if sub.startswith("enqueue "))
+    assert again.startswith("Verdict: CERTIFIED") and re.search(r"^connectivity +yes +PASS", again, re.MULTILINE)
 
 
 def _run_demo(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 170) -> tuple[int, str]:
@@ -107,7 +126,7 @@ def test_demo_certifies_the_local_model_and_leaves_nothing_running(tmp_path: Pat
     assert code == 0, out
     assert "certifying the local llama.cpp server" in out
     assert re.search(r"Verdict: (CERTIFIED|QUALITY_WARNING|FAILED) +score [\d.]+/100 +rating [A-F]", out), out
-    assert re.search(r"^connectivity +PASS", out, re.MULTILINE), out
+    assert re.search(r"^connectivity +yes +PASS", out, re.MULTILINE), out
     assert "Where to look next:" in out and "bearer token:" in out and "/admin/queues" in out
     assert "stopped everything it started" in out
     pids = _pids(out)
@@ -130,7 +149,7 @@ def test_ctrl_c_stops_an_interactive_demo_cleanly(tmp_path: Path) -> None:
                 break
         assert any("press Ctrl-C to stop" in line for line in lines), "".join(lines)
         _metrics_feed_the_alerts_and_the_autoscaler("".join(lines))
-        _doctor_finds_the_running_demo_healthy("".join(lines), tmp_path)
+        _the_printed_admin_commands_work_in_a_fresh_shell("".join(lines), tmp_path)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -222,3 +241,53 @@ def test_a_reader_that_goes_away_stops_the_demo_and_everything_it_started(tmp_pa
     pids = _pids("".join(lines))
     assert len(pids) >= 4, lines  # redis, model server, API, worker
     assert [pid for pid in pids if _alive(pid)] == []
+
+
+def test_the_api_on_a_taken_port_exits_3_naming_api_port(tmp_path: Path) -> None:
+    import socket
+
+    from certq.embedded import free_port
+    from certq.settings import STARTUP_FAILURE
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = _demo_env(tmp_path) | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "CERTQ_ENV": "development",
+                                     "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/none"}
+        done = subprocess.run([sys.executable, "-m", "certq.api"], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == STARTUP_FAILURE, done.stderr
+    assert f"API_HOST:API_PORT = 127.0.0.1:{port}" in done.stderr and "set API_PORT to a free port" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_taken_demo_port_is_replaced_and_said_so() -> None:
+    import socket
+
+    from certq.cli.stack import pick_port
+
+    said: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        chosen = pick_port(port, "the API", said.append)
+    assert chosen != port
+    assert said == [f"port {port} is taken (another demo still running? `ss -ltnp 'sport = :{port}'` shows who has "
+                    f"it): the API uses port {chosen} instead"]
+
+
+@pytest.mark.slow
+def test_a_postgres_left_running_in_the_demo_folder_is_stopped(tmp_path: Path) -> None:
+    """Ctrl-C while the private PostgreSQL was starting leaves one the demo holds no handle to: the last stop
+    finds it by its postmaster.pid."""
+    from certq.cli.demo import stop_leftover_postgres
+    from certq.embedded import start_postgres
+
+    server = start_postgres(tmp_path / "postgres")
+    try:
+        [pidfile] = (tmp_path / "postgres").glob("**/postmaster.pid")
+        pid = int(pidfile.read_text().split()[0])
+        said: list[str] = []
+        stop_leftover_postgres(tmp_path, said.append)
+        assert not _alive(pid)
+        assert said == [f"stopping a PostgreSQL left running from {pidfile.parent} (pid {pid})"]
+    finally:
+        server.stop()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from certq.cli.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, parse_duration_ms
+from certq.cli.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, parse_duration_ms
 from certq.embedded import free_port
 from certq.queue import Consumer, Queue
+from certq.store import ModelRecord, Store
 
 Run = Callable[..., Any]
 OnQueue = Callable[..., Any]
@@ -67,7 +71,7 @@ def test_job_shows_the_error_of_each_failed_attempt(cli_env: str, run_cli: Run, 
     on_queue(_one_completed_one_failed)
     result = run_cli("job", "bad-2")
     assert result.code == 0
-    assert "job bad-2: failed" in result.out
+    assert "certification bad-2: failed in the queue" in result.out
     assert "AUTH_ERROR" in result.out and "provider said no" in result.out
     assert run_cli("job", "done-1", "--json").json()["state"] == "completed"
 
@@ -75,7 +79,28 @@ def test_job_shows_the_error_of_each_failed_attempt(cli_env: str, run_cli: Run, 
 def test_job_that_does_not_exist_exits_not_found(cli_env: str, run_cli: Run) -> None:
     result = run_cli("job", "nope")
     assert result.code == EXIT_NOT_FOUND
-    assert "no job 'nope'" in result.err and "Traceback" not in result.err
+    assert "no certification or job with id 'nope'" in result.err and "Traceback" not in result.err
+
+
+def test_a_uuid_neither_queued_nor_stored_exits_not_found_naming_both_places(
+        cli_env: str, run_cli: Run, migrated_database_url: str) -> None:
+    result = run_cli("job", str(uuid.uuid4()), "--database-url", migrated_database_url)
+    assert result.code == EXIT_NOT_FOUND
+    assert "neither in queue" in result.err and "nor in PostgreSQL" in result.err
+
+
+def test_job_prints_payload_progress_and_result_as_json_not_python_reprs(
+        cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    async def done_with_a_result(queue: Queue, consumer: Consumer) -> None:
+        await queue.enqueue(_payload(5), job_id="done-5")
+        [lease] = (await consumer.claim(1)).leases
+        await consumer.complete(lease, {"status": "CERTIFIED", "passed": True, "score": None})
+
+    on_queue(done_with_a_result)
+    fields = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in run_cli("job", "done-5").out.splitlines()[1:]
+              if line.startswith("  ") and len(line.split(None, 1)) == 2}
+    assert json.loads(fields["payload"]) == _payload(5)
+    assert json.loads(fields["result"]) == {"status": "CERTIFIED", "passed": True, "score": None}
 
 
 def test_retry_failed_moves_failed_jobs_back_to_waiting(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
@@ -165,8 +190,6 @@ def test_events_shows_a_jobs_life_oldest_first(cli_env: str, run_cli: Run, on_qu
     on_queue(_one_completed_one_failed)
     result = run_cli("events", "--json", "--last", "50")
     assert result.code == 0
-    import json
-
     events = [json.loads(line) for line in result.out.splitlines()]
     done = [e["event"] for e in events if e["jobId"] == "done-1"]
     assert done[0] == "added" and done[-1] == "completed" and "active" in done
@@ -248,3 +271,128 @@ def test_job_and_jobs_escape_control_characters_from_endpoints(
     assert "\\x1b[2J\\x1b[31mred\\x9b" in run_cli("job", "esc-3").out
     assert "m\\x1b]0;owned\\x07" in run_cli("jobs", "--state", "failed").out
     assert run_cli("job", "esc-3", "--json").json()["lastError"].startswith("endpoint said \x1b[2J")
+
+
+def _follow(env: dict[str, str], *argv: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "certq", "events", "--follow", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_events_follow_with_last_0_prints_only_what_happens_from_now_on(
+        cli_env: str, redis_url: str, on_queue: OnQueue) -> None:
+    import os
+    import select
+    import signal
+    import subprocess
+    import time
+
+    async def before(queue: Queue, consumer: Consumer) -> None:
+        await queue.enqueue(_payload(1), job_id="before-1")
+
+    on_queue(before)
+    follower = _follow({**os.environ, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": cli_env}, "--last", "0", "--json")
+    try:
+        assert follower.stdout is not None
+        deadline = time.monotonic() + 20
+        seen: list[dict[str, str]] = []
+        count = 0
+        while not any(e["jobId"].startswith("after-") for e in seen) and time.monotonic() < deadline:
+            assert follower.poll() is None, follower.stderr.read() if follower.stderr else ""
+            count += 1
+
+            async def add(queue: Queue, consumer: Consumer, n: int = count) -> None:
+                await queue.enqueue(_payload(n), job_id=f"after-{n}")
+
+            on_queue(add)
+            while select.select([follower.stdout], [], [], 0.5)[0]:
+                seen.append(json.loads(follower.stdout.readline()))
+        assert any(e["jobId"].startswith("after-") and e["event"] == "added" for e in seen), seen
+        assert all(e["jobId"] != "before-1" for e in seen), seen
+    finally:
+        follower.send_signal(signal.SIGINT)
+        try:
+            follower.wait(10)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait(10)
+    assert follower.returncode == 130
+
+
+def test_events_refuses_a_negative_last(cli_env: str, run_cli: Run) -> None:
+    assert run_cli("events", "--last", "-1").code == EXIT_USAGE
+
+
+@pytest.fixture
+def model(migrated_database_url: str) -> ModelRecord:
+    async def create() -> ModelRecord:
+        store = await Store.connect(migrated_database_url, min_size=1, max_size=1)
+        try:
+            record = await store.create_model(name=f"m-{uuid.uuid4().hex[:6]}", provider="openai",
+                                              api_model_id="tiny", base_url="http://127.0.0.1:9/v1",
+                                              regions=["local"])
+            assert isinstance(record, ModelRecord)
+            return record
+        finally:
+            await store.close()
+
+    return asyncio.run(create())
+
+
+def _enqueued(run_cli: Run, model: ModelRecord, database_url: str) -> dict[str, str]:
+    """What `certq enqueue --json` answers: the job id and the certification id it created."""
+    result = run_cli("enqueue", str(model.id), "--region", "local", "--json", "--database-url", database_url)
+    assert result.code == 0, result.err
+    answer: dict[str, str] = result.json()
+    assert answer["jobId"] != answer["certificationId"]
+    return answer
+
+
+def test_job_given_a_job_id_shows_each_of_its_certifications(
+        cli_env: str, run_cli: Run, model: ModelRecord, migrated_database_url: str) -> None:
+    answer = _enqueued(run_cli, model, migrated_database_url)
+    result = run_cli("job", answer["jobId"], "--database-url", migrated_database_url)
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"job {answer['jobId']}: ")
+    assert f"certification {answer['certificationId']}: waiting in the queue" in result.out
+
+    shown = run_cli("job", answer["jobId"], "--json", "--database-url", migrated_database_url).json()
+    assert shown["job"]["id"] == answer["jobId"]
+    [entry] = shown["certifications"]
+    assert entry["certification"]["id"] == answer["certificationId"] and entry["certification"]["status"] == "QUEUED"
+    assert entry["queue"]["id"] == answer["certificationId"] and entry["queue"]["state"] == "waiting"
+
+
+def test_job_given_a_certification_id_the_queue_trimmed_shows_what_postgresql_recorded(
+        cli_env: str, run_cli: Run, on_queue: OnQueue, model: ModelRecord, migrated_database_url: str) -> None:
+    answer = _enqueued(run_cli, model, migrated_database_url)
+    queued = run_cli("job", answer["certificationId"], "--json")
+    assert queued.code == 0 and queued.json()["payload"]["jobId"] == answer["jobId"]
+
+    async def trim(queue: Queue, consumer: Consumer) -> bool:
+        return await queue.remove(answer["certificationId"])
+
+    assert on_queue(trim)
+    result = run_cli("job", answer["certificationId"], "--database-url", migrated_database_url)
+    assert result.code == 0, result.err
+    assert f"certification {answer['certificationId']}: QUEUED (from PostgreSQL" in result.out
+    assert f"job        {answer['jobId']}" in result.out
+    stored = run_cli("job", answer["certificationId"], "--json", "--database-url", migrated_database_url).json()
+    assert stored["queue"] is None and stored["certification"]["jobId"] == answer["jobId"]
+
+
+def test_retry_failed_given_a_job_id_retries_its_failed_certifications(
+        cli_env: str, run_cli: Run, on_queue: OnQueue, model: ModelRecord, migrated_database_url: str) -> None:
+    answer = _enqueued(run_cli, model, migrated_database_url)
+
+    async def fail(queue: Queue, consumer: Consumer) -> None:
+        [lease] = (await consumer.claim(1)).leases
+        await consumer.fail(lease, "provider said no", final=True, category="AUTH_ERROR")
+
+    on_queue(fail)
+    result = run_cli("retry-failed", answer["jobId"], "--database-url", migrated_database_url)
+    assert result.code == 0, result.err
+    assert "moved 1 failed job(s)" in result.out
+    assert run_cli("job", answer["certificationId"], "--json").json()["state"] == "waiting"
