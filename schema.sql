@@ -188,9 +188,49 @@ CREATE TABLE IF NOT EXISTS certification_events (
 CREATE INDEX IF NOT EXISTS certification_events_at_idx ON certification_events (at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS certification_events_pair_idx ON certification_events (model_id, region, at DESC);
 
+-- Version 5: schedules (a cron expression in a time zone, a target, a filter, a catch-up policy) and the slots
+-- they fired. A slot fires once: its row (unique per schedule and slot time) commits with its job.
+CREATE TABLE IF NOT EXISTS schedules (
+    id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name              text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    cron              text NOT NULL CHECK (length(cron) BETWEEN 1 AND 200),
+    timezone          text NOT NULL CHECK (length(timezone) BETWEEN 1 AND 100),
+    -- Empty: every active model / every region each model offers.
+    model_ids         uuid[] NOT NULL DEFAULT '{}',
+    regions           text[] NOT NULL DEFAULT '{}',
+    priority          text NOT NULL DEFAULT 'normal' CHECK (priority IN ('high', 'normal', 'low')),
+    filter_standings  text[] CHECK (filter_standings IS NULL OR (cardinality(filter_standings) >= 1
+                          AND filter_standings <@ ARRAY['CERTIFIED', 'QUALITY_WARNING', 'FAILED', 'EXPIRED',
+                                                        'NEVER_CERTIFIED'])),
+    filter_expiring_s integer CHECK (filter_expiring_s IS NULL OR filter_expiring_s BETWEEN 60 AND 31622400),
+    catch_up          text NOT NULL DEFAULT 'once' CHECK (catch_up IN ('once', 'skip')),
+    paused            boolean NOT NULL DEFAULT false,
+    next_slot_at      timestamptz NOT NULL,
+    last_slot_at      timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT schedules_one_filter CHECK (filter_standings IS NULL OR filter_expiring_s IS NULL)
+);
+-- What every worker asks about once a second: one probe, nothing read while no schedule is due.
+CREATE INDEX IF NOT EXISTS schedules_due_idx ON schedules (next_slot_at) WHERE NOT paused;
+CREATE TABLE IF NOT EXISTS schedule_slots (
+    schedule_id  uuid NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+    slot_at      timestamptz NOT NULL,
+    fired_at     timestamptz NOT NULL DEFAULT now(),
+    outcome      text NOT NULL CHECK (outcome IN ('fired', 'dropped')),
+    missed       integer NOT NULL DEFAULT 0 CHECK (missed >= 0),
+    missed_since timestamptz,
+    job_id       uuid REFERENCES certification_jobs (id) ON DELETE SET NULL,
+    queued       integer NOT NULL DEFAULT 0 CHECK (queued >= 0),
+    skipped      integer NOT NULL DEFAULT 0 CHECK (skipped >= 0),
+    PRIMARY KEY (schedule_id, slot_at)
+);
+CREATE INDEX IF NOT EXISTS schedule_slots_job_idx ON schedule_slots (job_id) WHERE job_id IS NOT NULL;
+
 INSERT INTO schema_version (version, description)
 VALUES (1, 'models, certification jobs, certifications, latest verdicts, idempotency keys'),
        (2, 'latest_certifications reads one index probe per model+region instead of every verdict'),
        (3, 'served model names, certificate validity (valid_until), MODEL_MISMATCH'),
-       (4, 'certification_events: degraded, recovered and expired standings')
+       (4, 'certification_events: degraded, recovered and expired standings'),
+       (5, 'schedules and the slots they fired')
 ON CONFLICT (version) DO NOTHING;

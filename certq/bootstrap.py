@@ -7,6 +7,7 @@ Standard library only, so it runs on a fresh machine with nothing but Python 3.1
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -27,21 +28,47 @@ def _say(message: str) -> None:
     print(f"[certq] {message}", flush=True)
 
 
+def _stamp(extras: str) -> Path:
+    return VENV / f".certq-installed-{extras.replace(',', '-')}"
+
+
+def venv_ready(extras: str) -> bool:
+    """Whether `.venv` has certq installed, from this pyproject.toml, with at least these extras
+    (the test set includes the demo's, so `bootstrap test` once also readies `bootstrap demo`)."""
+    if not _python().exists():
+        return False
+    digest = _install_digest()
+    wanted = set(extras.split(","))
+    for stamp in VENV.glob(".certq-installed-*"):
+        if wanted <= set(stamp.name.removeprefix(".certq-installed-").split("-")) and stamp.read_text() == digest:
+            return True
+    return False
+
+
 def ensure_venv(extras: str) -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - this module must run on an old python to say so
         sys.exit("certq needs Python 3.11 or newer")
     if not _python().exists():
         _say(f"creating {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
-    stamp = VENV / f".certq-installed-{extras.replace(',', '-')}"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest:
+    if venv_ready(extras):
         return
     _say(f"installing certq[{extras}] (the first time builds llama-cpp-python: a few minutes)")
     pip = [str(_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "-e", f"{ROOT}[{extras}]"], check=True)
-    stamp.write_text(digest)
+    _stamp(extras).write_text(_install_digest())
+
+
+def _install_digest() -> str:
+    """What an install depends on in pyproject.toml (the build, the project, setuptools' options); a change to
+    the linters' or pytest's sections does not call for a new install."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    relevant = {"build-system": config.get("build-system"), "project": config.get("project"),
+                "setuptools": config.get("tool", {}).get("setuptools")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
 def ensure_chromium() -> None:
@@ -81,7 +108,7 @@ def ensure_promtool() -> None:
                 return
         package = next(Path(tmp).glob("prometheus_*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(package), str(Path(tmp) / "x")], check=True, timeout=300)
-        shutil.copy2(Path(tmp) / "x" / "usr" / "bin" / "promtool", target)
+        shutil.copytree(Path(tmp) / "x" / "usr" / "bin", target.parent, dirs_exist_ok=True)  # promtool, prometheus
     _say(f"promtool installed at {target}")
 
 
@@ -90,13 +117,27 @@ def main(argv: list[str]) -> int:
         print("usage: python3 -m certq.bootstrap {demo|test} [args...]", file=sys.stderr)
         return 2
     what, rest = argv[0], argv[1:]
-    ensure_venv(EXTRAS[what])
+    try:
+        ensure_venv(EXTRAS[what])
+        if what == "test":
+            ensure_chromium()
+            ensure_promtool()
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        _say("interrupted while setting up; run the same command again to finish")
+        return 130
+    except subprocess.CalledProcessError as exc:
+        _say(f"setting up failed: {' '.join(map(str, exc.cmd))} exited with code {exc.returncode}")
+        return 1
     os.chdir(ROOT)
-    if what == "demo":
-        return subprocess.call([str(_python()), "-m", "certq", "demo", *rest])
-    ensure_chromium()
-    ensure_promtool()
-    return subprocess.call([str(_python()), "-m", "pytest", *rest])
+    command = ["-m", "certq", "demo", *rest] if what == "demo" else ["-m", "pytest", *rest]
+    _say(f"running .venv/bin/python {' '.join(command)}")
+    # Become the demo (or pytest) rather than wait for it: a terminal's Ctrl-C then reaches only the
+    # process that owns the cleanup. A waiting parent (subprocess.call) would take the SIGINT too and
+    # SIGKILL its child 0.25 s later, in the middle of stopping the servers it started.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(_python(), [str(_python()), *command])
 
 
 if __name__ == "__main__":

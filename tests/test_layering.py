@@ -26,6 +26,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # Settings validate themselves (the Redis topology rules included) and know no client library.
     "settings": ("certq.connections", "certq.api", "certq.worker", "certq.store", "certq.queue", "certq.cli",
                  "certq.dashboard", "certq.certification", "redis", "asyncpg", "starlette", "httpx"),
+    # Cron slots in a time zone: pure (stdlib and cronsim), used by the store, the API, the CLI and the worker.
+    "cron": ("certq", "pydantic", "redis", "asyncpg", "starlette", "httpx"),
     # The one writer of problem+json bodies, used by the API, the dashboard and the health servers.
     "problems": ("certq", "pydantic", "redis", "asyncpg", "httpx"),
     "web_input": ("certq.api", "certq.worker", "certq.store", "certq.queue", "certq.certification", "certq.cli",

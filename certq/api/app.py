@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import certq
-from certq.api import model_routes, queue_routes, standing_routes
+from certq.api import model_routes, queue_routes, schedule_routes, standing_routes
 from certq.api.auth import BearerAuth
 from certq.api.board import board_route
 from certq.api.openapi import Endpoint, Handler, build_openapi
@@ -40,7 +41,13 @@ from certq.queue.queue import Queue
 from certq.settings import Settings
 from certq.store import Store
 
-ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS, *standing_routes.ENDPOINTS]
+DEPENDENCY_REFRESH_S = 5.0
+"""The API pings Redis and PostgreSQL this often on its own (their gauges feed alerts; /ready is not always called)."""
+PING_TIMEOUT_S = 1.5
+"""A Redis ping that hangs longer counts as down (below the health routes' 2 s bound, so they record it too)."""
+
+ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS, *standing_routes.ENDPOINTS,
+                             *schedule_routes.ENDPOINTS]
 
 # A backing service that went away is a 503 to retry, not a 500.
 UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -87,9 +94,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await _open(services)
+        stop = asyncio.Event()
+        refresh = asyncio.create_task(_refresh_dependencies(services, stop), name="certq-api-dependencies")
         try:
             yield
         finally:
+            stop.set()
+            await refresh
             await _close(services)
 
     app = Starlette(
@@ -152,6 +163,35 @@ async def _close(services: Services) -> None:
     services.owned.clear()
 
 
+async def _redis_check(services: Services) -> Check:
+    """Ping Redis and record the answer in `certq_redis_up` (and the last-success time)."""
+    try:
+        await asyncio.wait_for(services.redis.ping(), PING_TIMEOUT_S)
+    except Exception as exc:
+        services.metrics.base.redis_answered(False)
+        return Check(False, f"Redis: {type(exc).__name__}: {exc}")
+    services.metrics.base.redis_answered(True)
+    return Check(True)
+
+
+async def _database_check(services: Services) -> bool:
+    """Ping PostgreSQL and record the answer in `certq_database_up`."""
+    try:
+        ok = services.store is not None and await services.store.ping()
+    except Exception:  # ping answers False for an outage; anything else is no answer either
+        ok = False
+    services.metrics.base.database_answered(ok)
+    return ok
+
+
+async def _refresh_dependencies(services: Services, stop: asyncio.Event) -> None:
+    """Ask Redis and PostgreSQL every DEPENDENCY_REFRESH_S, so their gauges are true while nobody calls /ready."""
+    while not stop.is_set():
+        await asyncio.gather(_redis_check(services), _database_check(services))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), DEPENDENCY_REFRESH_S)
+
+
 def _probes(services: Services) -> HealthProbes:
     settings = services.settings
 
@@ -160,17 +200,10 @@ def _probes(services: Services) -> HealthProbes:
                 "prefix": settings.queue_prefix}
 
     async def redis_check() -> Check:
-        try:
-            await services.redis.ping()
-        except Exception as exc:
-            services.metrics.base.redis_answered(False)
-            return Check(False, f"Redis: {type(exc).__name__}: {exc}")
-        services.metrics.base.redis_answered(True)
-        return Check(True)
+        return await _redis_check(services)
 
     async def ready() -> Check:
-        redis_ok, db_ok = await asyncio.gather(redis_check(), _database_ok(services))
-        services.metrics.base.database_answered(db_ok)
+        redis_ok, db_ok = await asyncio.gather(_redis_check(services), _database_check(services))
         if not db_ok:
             return Check(False, "PostgreSQL does not answer")
         return redis_ok
@@ -184,10 +217,6 @@ def _probes(services: Services) -> HealthProbes:
 
     return HealthProbes(describe=describe, health=redis_check, ready=ready, queue_counts=queue_counts,
                         registry=services.metrics.base.registry, before_scrape=before_scrape, subject="api")
-
-
-async def _database_ok(services: Services) -> bool:
-    return services.store is not None and await services.store.ping()
 
 
 class RequestMetrics:

@@ -31,10 +31,11 @@ from certq.store.records import (
     SkippedPair,
 )
 from certq.store.runs import DEFAULT_VALIDITY_S, RunsMixin
+from certq.store.schedules import FiredSlot, ScheduleRecord, SchedulesMixin, ScheduleSpec, SlotRecord
 from certq.store.standing import STANDINGS, Standing, StandingMixin, StandingRecord
 
 
-class Store(ModelsMixin, JobsMixin, RunsMixin, ListingMixin, StandingMixin, DriftMixin):
+class Store(ModelsMixin, JobsMixin, RunsMixin, ListingMixin, StandingMixin, DriftMixin, SchedulesMixin):
     """PostgreSQL access for the API, the worker and the CLI. Create with `await Store.connect(dsn)`."""
 
     @classmethod
@@ -57,7 +58,7 @@ class Store(ModelsMixin, JobsMixin, RunsMixin, ListingMixin, StandingMixin, Drif
 
 __all__ = [
     "CERTIFICATION_STATUSES", "DEFAULT_VALIDITY_S", "ERROR_CATEGORIES", "FINAL_STATUSES", "JOB_STATUSES",
-    "JOB_TYPES", "LIVE_STATUSES",
+    "JOB_TYPES", "LIVE_STATUSES", "FiredSlot", "ScheduleRecord", "ScheduleSpec", "SlotRecord",
     "SCHEMA_VERSION", "STANDINGS", "VERDICT_STATUSES", "CancelOutcome", "CertificationRecord", "CertificationRef",
     "CertificationStatus", "DriftEvent", "IdempotencyKey", "JobCreated", "JobRecord", "JobStatus", "JobType",
     "ModelRecord", "Page", "Replay", "SkippedPair", "Standing", "StandingRecord", "Store", "schema_sql",

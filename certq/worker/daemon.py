@@ -27,10 +27,12 @@ from certq.metrics import Metrics
 from certq.queue import ActiveJob, Handler, Lease, Queue, Runner
 from certq.reconcile import reconcile
 from certq.settings import Settings
+from certq.store import Store
 from certq.worker.alerts import Alerter
-from certq.worker.drift_watch import DriftWatch
 from certq.worker.dependencies import Database, DatabaseUnavailable, RedisWatch
+from certq.worker.drift_watch import DriftWatch
 from certq.worker.observer import WorkerHooks
+from certq.worker.scheduler import Scheduler
 
 log = logging.getLogger("certq.worker")
 
@@ -84,7 +86,7 @@ class Worker:
         self.config = queue_config(settings)
         self.alerter = Alerter(settings.alert_webhook_url, metrics=self.metrics)
         self.hooks = WorkerHooks(settings.queue_name, self.metrics, self.alerter)
-        self.drift = DriftWatch(self.alerter, self.metrics.registry, margin=settings.drift_score_margin,
+        self.drift = DriftWatch(self.alerter, self.metrics, margin=settings.drift_score_margin,
                                 validity_s=settings.validity_s)
         self.custom_handler = handler
         self.stop_event = asyncio.Event()
@@ -124,12 +126,14 @@ class Worker:
                              may_claim=self.database.writable.is_set)
         self.runner = runner
         self.metrics.concurrency.labels(settings.queue_name).set(settings.concurrency)
+        self.metrics.expect_queue(settings.queue_name, retry_categories=self._retry_categories())
         self.metrics.track_active(settings.queue_name, lambda: runner.active_count)
         upkeep_stop = asyncio.Event()
         upkeep = [asyncio.create_task(self.redis_watch.watch(upkeep_stop), name="certq-redis-watch"),
                   asyncio.create_task(self.database.keep_connected(upkeep_stop), name="certq-database"),
                   asyncio.create_task(self._reconcile_periodically(upkeep_stop), name="certq-reconcile"),
-                  asyncio.create_task(self.drift.sweep_expiries(self.database, upkeep_stop), name="certq-expiries")]
+                  asyncio.create_task(self.drift.sweep_expiries(self.database, upkeep_stop), name="certq-expiries"),
+                  asyncio.create_task(self._scheduler().run(upkeep_stop), name="certq-scheduler")]
         try:
             await health.start()
             log.info("worker started", extra={
@@ -177,6 +181,17 @@ class Worker:
                 log.warning("reconciled postgresql with the queue", extra={
                     "checked": report.checked, "requeued": report.requeued, "closed": report.closed})
 
+    def _scheduler(self) -> Scheduler:
+        """Fires due schedules (every worker runs one; each slot fires once across them) while PostgreSQL takes
+        writes."""
+        database = self.database
+        assert database is not None
+
+        def store() -> Store | None:
+            return database.store if database.up.is_set() and database.writable.is_set() else None
+
+        return Scheduler(store, self.queue, self.settings, registry=self.metrics.registry)
+
     def request_stop(self, reason: str) -> None:
         """First call: drain (stop claiming, grace period). Second: cancel running jobs now and release them."""
         self.signals_received.append(reason)
@@ -221,6 +236,15 @@ class Worker:
         return CertificationHandler(database, credentials=self.settings.credential_policy,
                                     run_config=RunConfig(limits=limits, egress=self.settings.egress_policy),
                                     validity_s=self.settings.validity_s, drift=self.drift)
+
+    def _retry_categories(self) -> list[str]:
+        """What a retried attempt can be counted under: the runner's TIMEOUT, and the certification's
+        retryable errors when it runs certifications."""
+        if self.custom_handler is not None:
+            return ["TIMEOUT"]
+        from certq.certification import RETRYABLE
+
+        return sorted(RETRYABLE)
 
     def _guarded(self, handler: Handler) -> Handler:
         """Hold a job while PostgreSQL is away or refuses writes for a while, then give it back unburnt (no

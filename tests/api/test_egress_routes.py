@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from conftest import api_settings, serve_app
 
+from tests.conftest import api_settings, serve_app
 from tests.test_egress import INTERNAL_HOSTS
 
 

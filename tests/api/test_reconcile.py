@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import httpx
-from conftest import api_settings, serve_app, unlink_prefix
 
 from api.conftest import CreateModel
 from certq.api import create_app
@@ -15,6 +14,7 @@ from certq.jobs import queue_config
 from certq.queue.consumer import Consumer
 from certq.queue.queue import Queue
 from certq.reconcile import reconcile
+from tests.conftest import api_settings, serve_app, unlink_prefix
 
 BASE = "/api/certification-queue"
 

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from conftest import api_settings, serve_app
 
 from certq.api.auth import Role, required_role
+from tests.conftest import api_settings, serve_app
 
 BASE = "/api/certification-queue"
 

@@ -90,7 +90,7 @@ async def test_a_schema_2_database_with_verdicts_is_upgraded_to_3_keeping_them(e
             DELETE FROM schema_version WHERE version > 2;
         """)
         assert await store.schema_version() == 2
-        assert await store.migrate() == SCHEMA_VERSION == 4
+        assert await store.migrate() == SCHEMA_VERSION == 5
         created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])  # type: ignore[union-attr]
         run = created.certifications[0]  # type: ignore[union-attr]
         assert await store.begin_attempt(run.id, 1)
