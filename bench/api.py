@@ -47,8 +47,9 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
     return int(status_line.split()[1])
 
 
-async def _drive(port: int, token: str, path: str, bodies: list[bytes] | None, clients: int,
-                 seconds: float) -> dict[str, Any]:
+async def _drive(
+    port: int, token: str, path: str, bodies: list[bytes] | None, clients: int, seconds: float
+) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     next_body = 0
@@ -67,8 +68,10 @@ async def _drive(port: int, token: str, path: str, bodies: list[bytes] | None, c
                         return
                     body = bodies[next_body]
                     next_body += 1
-                    head = (f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
-                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                    head = (
+                        f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                    ).encode()
                 started = time.perf_counter()
                 status = await _request(reader, writer, head, body)
                 latencies.append(time.perf_counter() - started)
@@ -84,8 +87,13 @@ async def _drive(port: int, token: str, path: str, bodies: list[bytes] | None, c
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
 
-    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "statuses": statuses}
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "statuses": statuses,
+    }
 
 
 def _load_process(args: tuple[int, str, str, list[bytes] | None, int, float], out: Any) -> None:
@@ -109,8 +117,13 @@ async def prepare(dsn: str, models: int) -> list[bytes]:
         await store.migrate()
         bodies = []
         for i in range(models):
-            model = await store.create_model(name=f"bench-{i}", provider="openai", api_model_id=f"bench-{i}",
-                                             base_url="http://127.0.0.1:9/v1", regions=REGIONS)
+            model = await store.create_model(
+                name=f"bench-{i}",
+                provider="openai",
+                api_model_id=f"bench-{i}",
+                base_url="http://127.0.0.1:9/v1",
+                regions=REGIONS,
+            )
             bodies.extend(orjson.dumps({"modelId": str(model.id), "region": r}) for r in REGIONS)  # type: ignore[union-attr]
         return bodies
     finally:
@@ -144,8 +157,15 @@ def main() -> None:
     server = None
     try:
         bodies = asyncio.run(prepare(dsn, args.models))
-        env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": REDIS, "BULL_QUEUE_PREFIX": prefix,
-               "API_TOKENS": token, "API_PORT": str(port), "LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "REDIS_URL": REDIS,
+            "BULL_QUEUE_PREFIX": prefix,
+            "API_TOKENS": token,
+            "API_PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+        }
         server = subprocess.Popen([sys.executable, "-m", "certq.api"], env=env)
         deadline = time.monotonic() + 30
         while not url_answers(f"redis://127.0.0.1:{port}"):
@@ -155,14 +175,17 @@ def main() -> None:
         print(f"server: python -m certq.api (1 process) on :{port}; load: 1 process; {args.seconds:g}s per row")
         print(f"{'route':<32}{'clients':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}  statuses")
         for clients in args.concurrency:
-            for label, path, payload in (("GET /health", "/health", None),
-                                         ("POST .../certify-model", "/api/certification-queue/certify-model",
-                                          bodies)):
+            for label, path, payload in (
+                ("GET /health", "/health", None),
+                ("POST .../certify-model", "/api/certification-queue/certify-model", bodies),
+            ):
                 result = drive(port, token, path, payload, clients, args.seconds)
                 if payload is not None:
                     del bodies[: result["requests"]]
-                print(f"{label:<32}{clients:>8}{result['rps']:>10.0f}{result['p50_ms']:>10.2f}"
-                      f"{result['p99_ms']:>10.2f}  {result['statuses']}")
+                print(
+                    f"{label:<32}{clients:>8}{result['rps']:>10.0f}{result['p50_ms']:>10.2f}"
+                    f"{result['p99_ms']:>10.2f}  {result['statuses']}"
+                )
     finally:
         if server is not None:
             server.terminate()
@@ -170,7 +193,7 @@ def main() -> None:
         client = redis.Redis.from_url(REDIS)
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for i in range(0, len(keys), 1000):
-            client.unlink(*keys[i: i + 1000])
+            client.unlink(*keys[i : i + 1000])
         client.close()
         asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

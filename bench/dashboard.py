@@ -46,7 +46,8 @@ async def fill(conn: asyncpg.Connection, runs: int, models: int) -> None:
         SELECT 'model-' || i, 'openai', 'api-model-' || i, 'http://127.0.0.1:9/v1', $1::text[]
         FROM generate_series(1, $2) AS i
         """,
-        REGIONS, models,
+        REGIONS,
+        models,
     )
     batch = 1000
     await conn.execute(
@@ -57,7 +58,9 @@ async def fill(conn: asyncpg.Connection, runs: int, models: int) -> None:
                now() - (g * interval '1 minute')
         FROM generate_series(1, $3) AS g
         """,
-        REGIONS, batch, (runs + batch - 1) // batch,
+        REGIONS,
+        batch,
+        (runs + batch - 1) // batch,
     )
     await conn.execute(
         """
@@ -77,7 +80,10 @@ async def fill(conn: asyncpg.Connection, runs: int, models: int) -> None:
         JOIN j ON j.n = g / $4
         ON CONFLICT DO NOTHING
         """,
-        REGIONS, runs, models, batch,
+        REGIONS,
+        runs,
+        models,
+        batch,
     )
     await conn.execute("ANALYZE")
 
@@ -107,25 +113,33 @@ async def main(runs: int, models: int, repeat: int) -> None:
             try:
                 await fill(conn, runs, models)
                 total = await conn.fetchval("SELECT count(*) FROM certifications")
-                some = await conn.fetchrow("SELECT id, job_id, model_id, region FROM certifications OFFSET $1 LIMIT 1",
-                                           total // 2)
+                some = await conn.fetchrow(
+                    "SELECT id, job_id, model_id, region FROM certifications OFFSET $1 LIMIT 1", total // 2
+                )
             finally:
                 await conn.close()
-            print(f"filled {total} runs, {models} models x {len(REGIONS)} regions in "
-                  f"{time.perf_counter() - started:.1f}s")
+            print(
+                f"filled {total} runs, {models} models x {len(REGIONS)} regions in {time.perf_counter() - started:.1f}s"
+            )
             queries = DashboardQueries(store.pool)
             now = datetime.now(UTC)
             cases: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                 ("history, no filter, page 1", lambda: queries.search_history(HistoryFilter())),
                 ("history, no filter, page 100", lambda: queries.search_history(HistoryFilter(), page=100)),
                 ("history by run id", lambda: queries.search_history(HistoryFilter(job_id=str(some["id"])))),
-                ("history by id prefix (8 chars)",
-                 lambda: queries.search_history(HistoryFilter(job_id=str(some["id"])[:8]))),
-                ("history by request (job) id",
-                 lambda: queries.search_history(HistoryFilter(job_id=str(some["job_id"])))),
+                (
+                    "history by id prefix (8 chars)",
+                    lambda: queries.search_history(HistoryFilter(job_id=str(some["id"])[:8])),
+                ),
+                (
+                    "history by request (job) id",
+                    lambda: queries.search_history(HistoryFilter(job_id=str(some["job_id"]))),
+                ),
                 ("history by model name", lambda: queries.search_history(HistoryFilter(model="model-7"))),
-                ("history by region + status",
-                 lambda: queries.search_history(HistoryFilter(region="region-3", status="FAILED"))),
+                (
+                    "history by region + status",
+                    lambda: queries.search_history(HistoryFilter(region="region-3", status="FAILED")),
+                ),
                 ("history, last 24 h", lambda: queries.search_history(HistoryFilter(since=now - timedelta(days=1)))),
                 ("matrix (latest verdict per pair)", lambda: queries.latest_matrix()),
                 ("store.latest_verdicts (the view)", lambda: store.latest_verdicts()),

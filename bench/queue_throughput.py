@@ -55,8 +55,7 @@ async def enqueue_one_by_one(client: aioredis.Redis, jobs: int) -> float:
     return rate
 
 
-async def enqueue_bulk_and_drain(client: aioredis.Redis, jobs: int, concurrency: int
-                                 ) -> tuple[float, float, float]:
+async def enqueue_bulk_and_drain(client: aioredis.Redis, jobs: int, concurrency: int) -> tuple[float, float, float]:
     prefix = f"{{bench{uuid.uuid4().hex[:8]}}}"
     config = config_for(prefix)
     queue = Queue(client, config)
@@ -138,10 +137,14 @@ async def main(argv: list[str]) -> None:
 
 async def run_all(args: argparse.Namespace, url: str) -> None:
     client = aioredis.from_url(url)
-    results: dict[str, list[float]] = {"enqueue one by one (jobs/s)": [], "enqueue bulk (jobs/s)": [],
-                                       "drain, concurrency 10 (jobs/s)": [], "drain CPU of this process (us/job)": [],
-                                       "pickup p50 (ms)": [],
-                                       "pickup p99 (ms)": []}
+    results: dict[str, list[float]] = {
+        "enqueue one by one (jobs/s)": [],
+        "enqueue bulk (jobs/s)": [],
+        "drain, concurrency 10 (jobs/s)": [],
+        "drain CPU of this process (us/job)": [],
+        "pickup p50 (ms)": [],
+        "pickup p99 (ms)": [],
+    }
     for run in range(args.runs):
         row: dict[str, Any] = {}
         if "single" not in args.skip:

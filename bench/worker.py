@@ -54,14 +54,31 @@ class Worker:
 
 
 async def start_worker(args: argparse.Namespace, prefix: str, concurrency: int) -> Worker:
-    env = {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": args.database_url, "BULL_QUEUE_PREFIX": prefix,
-           "CERTIFICATION_QUEUE_NAME": QUEUE, "LOG_FORMAT": "json", "LOG_LEVEL": args.log_level,
-           "WORKER_HEALTH_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "REDIS_URL": args.redis_url,
+        "DATABASE_URL": args.database_url,
+        "BULL_QUEUE_PREFIX": prefix,
+        "CERTIFICATION_QUEUE_NAME": QUEUE,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": args.log_level,
+        "WORKER_HEALTH_HOST": "127.0.0.1",
+    }
     port = free_port()
-    argv = [sys.executable, "-m", "certq.worker", "--concurrency", str(concurrency), "--health-port", str(port),
-            "--handler", "certq.worker.testing:noop"]
-    process = await asyncio.to_thread(subprocess.Popen, argv, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+    argv = [
+        sys.executable,
+        "-m",
+        "certq.worker",
+        "--concurrency",
+        str(concurrency),
+        "--health-port",
+        str(port),
+        "--handler",
+        "certq.worker.testing:noop",
+    ]
+    process = await asyncio.to_thread(
+        subprocess.Popen, argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient(timeout=5) as client:
         while True:
@@ -81,8 +98,9 @@ async def cleanup(client: aioredis.Redis, prefix: str) -> None:
         await client.unlink(key)
 
 
-async def throughput(args: argparse.Namespace, client: aioredis.Redis, processes: int, concurrency: int,
-                     jobs: int) -> tuple[float, float]:
+async def throughput(
+    args: argparse.Namespace, client: aioredis.Redis, processes: int, concurrency: int, jobs: int
+) -> tuple[float, float]:
     prefix = f"{{bw{uuid.uuid4().hex[:8]}}}"
     queue = Queue(client, QueueConfig(prefix=prefix, name=QUEUE))
     await queue.pause()
@@ -136,12 +154,17 @@ async def main() -> None:
             processes, concurrency = (int(part) for part in case.split("x"))
             jobs = args.jobs if concurrency > 1 else max(500, args.jobs // 5)
             rate, rss = await throughput(args, client, processes, concurrency, jobs)
-            print(f"{processes} process(es) x concurrency {concurrency:>3}: {rate:8.0f} jobs/s "
-                  f"({jobs} jobs), worker RSS {rss:.0f} MB", flush=True)
+            print(
+                f"{processes} process(es) x concurrency {concurrency:>3}: {rate:8.0f} jobs/s "
+                f"({jobs} jobs), worker RSS {rss:.0f} MB",
+                flush=True,
+            )
         if args.idle_seconds > 0:
             cpu, rss = await idle(args, client)
-            print(f"idle (empty queue, concurrency 3): {cpu:.2f} % of one core over {args.idle_seconds:g} s, "
-                  f"RSS {rss:.0f} MB")
+            print(
+                f"idle (empty queue, concurrency 3): {cpu:.2f} % of one core over {args.idle_seconds:g} s, "
+                f"RSS {rss:.0f} MB"
+            )
     finally:
         await client.aclose()
 

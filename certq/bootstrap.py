@@ -66,8 +66,11 @@ def _install_digest() -> str:
     import tomllib
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    relevant = {"build-system": config.get("build-system"), "project": config.get("project"),
-                "setuptools": config.get("tool", {}).get("setuptools")}
+    relevant = {
+        "build-system": config.get("build-system"),
+        "project": config.get("project"),
+        "setuptools": config.get("tool", {}).get("setuptools"),
+    }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -96,8 +99,9 @@ def ensure_promtool() -> None:
     import tempfile
 
     def quiet(command: list[str], cwd: str) -> int:
-        return subprocess.run(command, cwd=cwd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=300).returncode
+        return subprocess.run(
+            command, cwd=cwd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300
+        ).returncode
 
     with tempfile.TemporaryDirectory(prefix="certq-promtool-") as tmp:
         download = ["apt-get", "download", "-q", "prometheus"]

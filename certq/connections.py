@@ -40,8 +40,11 @@ def check_redis_settings(settings: Settings) -> Topology:
 
 
 def reconnect_retry(attempts: int = RETRY_ATTEMPTS) -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), attempts,
-                 supported_errors=(RedisConnectionError, RedisTimeoutError))
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.05, cap=0.5),
+        attempts,
+        supported_errors=(RedisConnectionError, RedisTimeoutError),
+    )
 
 
 def _common(decode_responses: bool) -> dict[str, Any]:
@@ -76,25 +79,32 @@ def connect_redis(settings: Settings, *, decode_responses: bool = False) -> AnyR
     if kind == "cluster":
         listed = redis_nodes(settings.redis_cluster_nodes or "", "REDIS_CLUSTER_NODES")
         nodes = [ClusterNode(host, port) for host, port in listed]
-        return RedisCluster(startup_nodes=nodes, password=settings.redis_password,
-                            retry=reconnect_retry(RETRY_ATTEMPTS + 4), **common)
+        return RedisCluster(
+            startup_nodes=nodes, password=settings.redis_password, retry=reconnect_retry(RETRY_ATTEMPTS + 4), **common
+        )
     if kind == "sentinel":
         sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": 2.0}
         if settings.redis_sentinel_password:
             sentinel_kwargs["password"] = settings.redis_sentinel_password
         sentinels = redis_nodes(settings.redis_sentinels or "", "REDIS_SENTINELS")
         sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
-        client = sentinel.master_for(settings.redis_sentinel_master, redis_class=SentinelRedis,
-                                     password=settings.redis_password, db=settings.redis_db,
-                                     retry=reconnect_retry(), retry_on_error=[RedisConnectionError, OSError],
-                                     **common)
+        client = sentinel.master_for(
+            settings.redis_sentinel_master,
+            redis_class=SentinelRedis,
+            password=settings.redis_password,
+            db=settings.redis_db,
+            retry=reconnect_retry(),
+            retry_on_error=[RedisConnectionError, OSError],
+            **common,
+        )
         assert isinstance(client, SentinelRedis)
         client.sentinel_manager = sentinel
         return client
     if settings.redis_dsn.startswith("unix://"):
         common.pop("socket_keepalive")  # a TCP option: a unix socket connection refuses it
-    return aioredis.from_url(settings.redis_dsn, retry=reconnect_retry(),
-                             retry_on_error=[RedisConnectionError, OSError], **common)
+    return aioredis.from_url(
+        settings.redis_dsn, retry=reconnect_retry(), retry_on_error=[RedisConnectionError, OSError], **common
+    )
 
 
 def describe(settings: Settings) -> str:

@@ -21,8 +21,15 @@ from cronsim import CronSim, CronSimError
 CatchUp = Literal["once", "skip"]
 CATCH_UPS: tuple[CatchUp, ...] = ("once", "skip")
 
-ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 LATE_GRACE_S = 60.0
 """A slot reached this late still counts as on time: `skip` fires it (later than that it is dropped)."""
@@ -44,8 +51,9 @@ def time_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # ValueError: a path rather than a key
-        raise CronError("timezone", f"{name[:100]!r} is not an IANA time zone name (e.g. Europe/Berlin, "
-                                    "America/New_York, UTC)") from None
+        raise CronError(
+            "timezone", f"{name[:100]!r} is not an IANA time zone name (e.g. Europe/Berlin, America/New_York, UTC)"
+        ) from None
 
 
 def normalise(expression: str) -> str:
@@ -66,8 +74,11 @@ class Cron:
         zone = time_zone(zone_name)
         text = normalise(expression)
         if len(text.split(" ")) not in (5, 6):
-            raise CronError("cron", f"{expression[:200]!r}: a cron expression has 5 fields (minute hour "
-                                    "day-of-month month day-of-week), or 6 with seconds first")
+            raise CronError(
+                "cron",
+                f"{expression[:200]!r}: a cron expression has 5 fields (minute hour "
+                "day-of-month month day-of-week), or 6 with seconds first",
+            )
         try:
             next(CronSim(text, datetime.now(UTC).astimezone(zone)))
         except CronSimError as exc:
@@ -93,8 +104,9 @@ class Cron:
         """The last slot at or before `instant`, in UTC (None if there is none in 50 years)."""
         at = instant.astimezone(UTC)
         try:
-            for slot in CronSim(self.expression, instant.astimezone(self.zone) + timedelta(microseconds=1),
-                                reverse=True):
+            for slot in CronSim(
+                self.expression, instant.astimezone(self.zone) + timedelta(microseconds=1), reverse=True
+            ):
                 if slot.astimezone(UTC) <= at:
                     return slot.astimezone(UTC)
         except StopIteration:
@@ -121,8 +133,9 @@ class Plan:
     next_slot_at: datetime
 
 
-def plan(cron: Cron, next_slot_at: datetime, now: datetime, catch_up: CatchUp,
-         grace_s: float = LATE_GRACE_S) -> Plan | None:
+def plan(
+    cron: Cron, next_slot_at: datetime, now: datetime, catch_up: CatchUp, grace_s: float = LATE_GRACE_S
+) -> Plan | None:
     """The firing due at `now` for a schedule waiting for `next_slot_at`; None if that is still ahead.
 
     However many slots passed (downtime, a paused database), it is one firing: `once` runs the latest
@@ -142,5 +155,10 @@ def plan(cron: Cron, next_slot_at: datetime, now: datetime, catch_up: CatchUp,
         latest = max(latest, cron.latest_at_or_before(now) or latest)
     missed = len(due) - 1
     fire = catch_up == "once" or (now - latest).total_seconds() <= grace_s
-    return Plan(slot_at=latest, missed=missed, missed_since=next_slot_at if missed else None, fire=fire,
-                next_slot_at=cron.next_after(now))
+    return Plan(
+        slot_at=latest,
+        missed=missed,
+        missed_since=next_slot_at if missed else None,
+        fire=fire,
+        next_slot_at=cron.next_after(now),
+    )

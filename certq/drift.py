@@ -13,8 +13,15 @@ DRIFT_KINDS: tuple[DriftKind, ...] = ("degraded", "recovered", "expired")
 _RANK = {"CERTIFIED": 2, "QUALITY_WARNING": 1, "FAILED": 0}
 
 
-def transition(previous_status: str | None, previous_score: float | None, status: str, score: float | None,
-               *, margin: float, previous_expired: bool = False) -> DriftKind | None:
+def transition(
+    previous_status: str | None,
+    previous_score: float | None,
+    status: str,
+    score: float | None,
+    *,
+    margin: float,
+    previous_expired: bool = False,
+) -> DriftKind | None:
     """What a new verdict `status`/`score` is, after the pair's previous one.
 
     `degraded`: a worse class (CERTIFIED -> QUALITY_WARNING or FAILED, QUALITY_WARNING -> FAILED), or a score

@@ -25,11 +25,18 @@ DEVELOPMENT_DEFAULT = ("public", "private", "loopback")
 PRODUCTION_DEFAULT = ("public",)
 
 # Cloud metadata services: never allowed by a keyword, only by naming the exact address or host.
-METADATA_NETWORKS: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in (
-    "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32",
-))
-METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
-                            "instance-data.ec2.internal"})
+METADATA_NETWORKS: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::254/128",
+        "100.100.100.200/32",
+    )
+)
+METADATA_HOSTS = frozenset(
+    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
+)
 
 _LOOPBACK_NAMES = re.compile(r"^(localhost|.+\.localhost)$")
 _NUMERIC_V4 = re.compile(r"^[0-9a-fx.]+$")  # what inet_aton also reads: 2130706433, 0x7f.1, 0177.0.0.1, 127.1
@@ -138,7 +145,9 @@ def parse_egress(text: str, *, production: bool) -> EgressPolicy:
         except ValueError:
             pass
         if "/" in lowered or ":" in lowered or not re.match(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", lowered):
-            raise ValueError(f"{entry!r} is not public, private, loopback, a network (10.0.0.0/8) or a host "
-                             f"(llm.internal, *.example.com)")
+            raise ValueError(
+                f"{entry!r} is not public, private, loopback, a network (10.0.0.0/8) or a host "
+                f"(llm.internal, *.example.com)"
+            )
         hosts.append(HostScope(lowered))
     return EgressPolicy(frozenset(classes), tuple(hosts), tuple(networks))

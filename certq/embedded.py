@@ -94,8 +94,22 @@ def start_redis(
     workdir = Path(tempfile.mkdtemp(prefix="certq-redis-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(workdir), "--logfile", str(workdir / "redis.log"), *(extra_args or [])]
+    args = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--logfile",
+        str(workdir / "redis.log"),
+        *(extra_args or []),
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = EmbeddedServer("redis", f"redis://127.0.0.1:{port}/0", workdir, process=process, owns_workdir=owns)
     _wait_until(lambda: _redis_pings(port), server, "redis-server did not answer PING")
@@ -137,13 +151,29 @@ def start_postgres(workdir: Path | None = None) -> EmbeddedServer:
 def _start_system_postgres(bindir: Path, workdir: Path, owns: bool) -> EmbeddedServer:
     pgdata = workdir / "pgdata"
     port = free_port()
-    subprocess.run([str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    args = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(port), "-k", str(workdir),
-            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+    subprocess.run(
+        [str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    args = [
+        str(bindir / "postgres"),
+        "-D",
+        str(pgdata),
+        "-p",
+        str(port),
+        "-k",
+        str(workdir),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = EmbeddedServer("postgres", f"postgresql://postgres@127.0.0.1:{port}/postgres", workdir,
-                            process=process, owns_workdir=owns)
+    server = EmbeddedServer(
+        "postgres", f"postgresql://postgres@127.0.0.1:{port}/postgres", workdir, process=process, owns_workdir=owns
+    )
     _wait_until(lambda: port_answers("127.0.0.1", port), server, "postgres did not open its port")
     return server
 

@@ -119,8 +119,7 @@ def build_health_app(probes: HealthProbes) -> Starlette:
         try:
             counts = await asyncio.wait_for(probes.queue_counts(), CHECK_TIMEOUT_S)
         except Exception as exc:
-            body.update(queue=None, error=f"queue counts unavailable: {type(exc).__name__}: {exc}",
-                        timestamp=iso_now())
+            body.update(queue=None, error=f"queue counts unavailable: {type(exc).__name__}: {exc}", timestamp=iso_now())
             return JSONResponse(body, status_code=503)
         body["queue"] = {state: int(counts.get(state, 0)) for state in QUEUE_JSON_STATES}
         body["timestamp"] = iso_now()
@@ -138,9 +137,13 @@ def build_health_app(probes: HealthProbes) -> Starlette:
 async def _problem(request: Request, exc: Exception) -> Response:
     """404/405 and friends as application/problem+json, like every API error (this port has no other errors)."""
     assert isinstance(exc, HTTPException)
-    detail = (f"{request.method} is not allowed on {request.url.path}" if exc.status_code == 405 else
-              f"no such endpoint {request.url.path}: this port serves /health, /ready, /live and /metrics"
-              if exc.status_code == 404 else str(exc.detail))
+    detail = (
+        f"{request.method} is not allowed on {request.url.path}"
+        if exc.status_code == 405
+        else f"no such endpoint {request.url.path}: this port serves /health, /ready, /live and /metrics"
+        if exc.status_code == 404
+        else str(exc.detail)
+    )
     return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response(request.url.path)
 
 
@@ -175,8 +178,9 @@ class HealthServer:
         self.host = host
         self.requested_port = port
         self._socket: socket.socket | None = None
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2,
-                                **server_options())
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2, **server_options()
+        )
         self._server = _ServerWithoutSignals(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -69,8 +69,13 @@ class LimitedH11Protocol(H11Protocol):
     max_headers: ClassVar[int] = MAX_HEADERS
     header_timeout_s: ClassVar[float] = HEADER_TIMEOUT_S
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._limited = _LimitedConnection(self.max_header_bytes, self.max_headers)
         self.conn = self._limited
@@ -121,8 +126,11 @@ class LimitedH11Protocol(H11Protocol):
     def _refuse(self, status: int, msg: str) -> None:
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
         try:
-            for event in (h11.Response(status_code=status, headers=headers, reason=STATUS_PHRASES[status]),
-                          h11.Data(data=msg.encode("ascii")), h11.EndOfMessage()):
+            for event in (
+                h11.Response(status_code=status, headers=headers, reason=STATUS_PHRASES[status]),
+                h11.Data(data=msg.encode("ascii")),
+                h11.EndOfMessage(),
+            ):
                 self.transport.write(self.conn.send(event) or b"")
         except h11.LocalProtocolError:  # a response already under way: closing is all that is left
             pass

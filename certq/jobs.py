@@ -37,8 +37,12 @@ class CertificationJob:
         return cls(certification_id=ref.id, job_id=ref.job_id, model_id=ref.model_id, region=ref.region)
 
     def to_payload(self) -> dict[str, str]:
-        return {"certificationId": str(self.certification_id), "jobId": str(self.job_id),
-                "modelId": str(self.model_id), "region": self.region}
+        return {
+            "certificationId": str(self.certification_id),
+            "jobId": str(self.job_id),
+            "modelId": str(self.model_id),
+            "region": self.region,
+        }
 
     @classmethod
     def from_payload(cls, data: object) -> CertificationJob:
@@ -73,8 +77,12 @@ def job_payload(ref: CertificationRef) -> dict[str, str]:
 
 def queue_config(settings: Settings) -> QueueConfig:
     """The certification queue as configured by the environment."""
-    return QueueConfig(prefix=settings.queue_prefix, name=settings.queue_name, rate_limits=settings.rate_limit_table,
-                       default_max_attempts=settings.max_attempts)
+    return QueueConfig(
+        prefix=settings.queue_prefix,
+        name=settings.queue_name,
+        rate_limits=settings.rate_limit_table,
+        default_max_attempts=settings.max_attempts,
+    )
 
 
 def job_spec(ref: CertificationRef, settings: Settings) -> JobSpec:
@@ -97,12 +105,25 @@ async def enqueue_runs(queue: Queue, settings: Settings, refs: list[Certificatio
 def job_view(job: Job) -> dict[str, Any]:
     """The JSON view of a queue job (camelCase, state as its string) that the dashboard and the CLI show."""
     return {
-        "id": job.id, "payload": job.payload, "state": job.state.value, "attempts": job.attempts,
-        "maxAttempts": job.max_attempts, "priority": job.priority, "group": job.group,
-        "progress": job.progress, "result": job.result, "lastError": job.last_error,
-        "errorCategory": job.error_category, "errors": job.errors, "createdAt": job.created_at,
-        "processedAt": job.processed_at, "finishedAt": job.finished_at, "dueAt": job.due_at,
-        "timeoutMs": job.timeout_ms, "dedupeKey": job.dedupe_key, "stalls": job.stalls,
+        "id": job.id,
+        "payload": job.payload,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "priority": job.priority,
+        "group": job.group,
+        "progress": job.progress,
+        "result": job.result,
+        "lastError": job.last_error,
+        "errorCategory": job.error_category,
+        "errors": job.errors,
+        "createdAt": job.created_at,
+        "processedAt": job.processed_at,
+        "finishedAt": job.finished_at,
+        "dueAt": job.due_at,
+        "timeoutMs": job.timeout_ms,
+        "dedupeKey": job.dedupe_key,
+        "stalls": job.stalls,
         "attemptsBase": job.attempts_base,
         "cancelled": job.cancelled,
     }

@@ -14,8 +14,14 @@ class LoginThrottle:
     whatever the number of distinct clients an attacker uses.
     """
 
-    def __init__(self, limit: int = 10, window_s: float = 60.0, *, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: int = 10,
+        window_s: float = 60.0,
+        *,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
         self.window_s = window_s
         self.max_clients = max_clients

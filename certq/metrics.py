@@ -37,36 +37,65 @@ class Metrics:
         r = self.registry
         if process:
             ProcessCollector(registry=r)
-        self.jobs = Counter("certq_jobs", "Job attempts ended in this process, by outcome.",
-                            ["queue", "outcome"], registry=r)
-        self.job_duration = Histogram("certq_job_duration_seconds", "Wall time of one job attempt, by outcome.",
-                                      ["queue", "outcome"], buckets=DURATION_BUCKETS, registry=r)
-        self.retries = Counter("certq_job_retries", "Failed attempts scheduled to run again, by error category.",
-                               ["queue", "category"], registry=r)
+        self.jobs = Counter(
+            "certq_jobs", "Job attempts ended in this process, by outcome.", ["queue", "outcome"], registry=r
+        )
+        self.job_duration = Histogram(
+            "certq_job_duration_seconds",
+            "Wall time of one job attempt, by outcome.",
+            ["queue", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "certq_job_retries",
+            "Failed attempts scheduled to run again, by error category.",
+            ["queue", "category"],
+            registry=r,
+        )
         self.certification_transitions = Counter(
-            "certq_certification_transitions", "Standings that changed class (or fell by more than "
-            "DRIFT_SCORE_MARGIN), by kind: degraded, recovered, expired.", ["kind"], registry=r)
+            "certq_certification_transitions",
+            "Standings that changed class (or fell by more than "
+            "DRIFT_SCORE_MARGIN), by kind: degraded, recovered, expired.",
+            ["kind"],
+            registry=r,
+        )
         for kind in DRIFT_KINDS:
             self.certification_transitions.labels(kind)  # at 0 from start-up, so increase() sees the first
-        self.stalled_recovered = Counter("certq_stalled_jobs_recovered",
-                                         "Jobs whose consumer vanished, moved back to wait by this process.",
-                                         ["queue"], registry=r)
-        self.lease_renewals_lost = Counter("certq_lease_renewals_lost",
-                                           "Lease renewals refused: another consumer owns the job now.",
-                                           ["queue"], registry=r)
-        self.queue_jobs = Gauge("certq_queue_jobs", "Jobs in each state of the queue, read from Redis at scrape time.",
-                                ["queue", "state"], registry=r)
+        self.stalled_recovered = Counter(
+            "certq_stalled_jobs_recovered",
+            "Jobs whose consumer vanished, moved back to wait by this process.",
+            ["queue"],
+            registry=r,
+        )
+        self.lease_renewals_lost = Counter(
+            "certq_lease_renewals_lost",
+            "Lease renewals refused: another consumer owns the job now.",
+            ["queue"],
+            registry=r,
+        )
+        self.queue_jobs = Gauge(
+            "certq_queue_jobs",
+            "Jobs in each state of the queue, read from Redis at scrape time.",
+            ["queue", "state"],
+            registry=r,
+        )
         self.active_jobs = Gauge("certq_active_jobs", "Jobs running in this process now.", ["queue"], registry=r)
-        self.concurrency = Gauge("certq_worker_concurrency", "Jobs this process runs at once at most.",
-                                 ["queue"], registry=r)
-        self.redis_last_success = Gauge("certq_redis_last_success_timestamp_seconds",
-                                        "Unix time of the last successful Redis round trip of this process.",
-                                        registry=r)
+        self.concurrency = Gauge(
+            "certq_worker_concurrency", "Jobs this process runs at once at most.", ["queue"], registry=r
+        )
+        self.redis_last_success = Gauge(
+            "certq_redis_last_success_timestamp_seconds",
+            "Unix time of the last successful Redis round trip of this process.",
+            registry=r,
+        )
         self.redis_up = Gauge("certq_redis_up", "1 when the last Redis round trip succeeded, else 0.", registry=r)
-        self.database_up = Gauge("certq_database_up", "1 when the last PostgreSQL round trip succeeded, else 0.",
-                                 registry=r)
-        self.alerts = Counter("certq_alerts", "Failure alerts, by outcome (sent, failed, dropped).",
-                              ["outcome"], registry=r)
+        self.database_up = Gauge(
+            "certq_database_up", "1 when the last PostgreSQL round trip succeeded, else 0.", registry=r
+        )
+        self.alerts = Counter(
+            "certq_alerts", "Failure alerts, by outcome (sent, failed, dropped).", ["outcome"], registry=r
+        )
 
     def expect_queue(self, queue: str, *, retry_categories: Iterable[str] = ()) -> None:
         """Create the counters of a queue this process works on at 0, one per label value they will have.

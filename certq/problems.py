@@ -12,9 +12,18 @@ from starlette.types import Receive, Scope, Send
 PROBLEM_TYPE = "application/problem+json"
 
 TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -70,8 +79,9 @@ class Problem(Exception):
         return body
 
     def response(self, instance: str | None = None) -> Response:
-        return Response(orjson.dumps(self.body(instance)), status_code=self.status, media_type=PROBLEM_TYPE,
-                        headers=self.headers)
+        return Response(
+            orjson.dumps(self.body(instance)), status_code=self.status, media_type=PROBLEM_TYPE, headers=self.headers
+        )
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the answer from ASGI middleware that refuses a request before the app sees it."""

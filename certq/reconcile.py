@@ -43,8 +43,10 @@ class ReconcileReport:
     expired_keys: int = 0
 
     def __str__(self) -> str:
-        return (f"checked {self.checked} live certifications: {self.requeued} re-enqueued, {self.closed} closed, "
-                f"{self.corrupt} corrupt queue jobs; {self.expired_keys} idempotency keys expired")
+        return (
+            f"checked {self.checked} live certifications: {self.requeued} re-enqueued, {self.closed} closed, "
+            f"{self.corrupt} corrupt queue jobs; {self.expired_keys} idempotency keys expired"
+        )
 
 
 async def reconcile(
@@ -54,7 +56,7 @@ async def reconcile(
     report = ReconcileReport()
     refs = await store.unfinished_certifications(older_than_s=older_than_s, limit=limit)
     for start in range(0, len(refs), 500):
-        batch = refs[start: start + 500]
+        batch = refs[start : start + 500]
         found = await _jobs(queue, [str(ref.id) for ref in batch])
         missing: list[CertificationRef] = []
         for ref in batch:
@@ -76,8 +78,11 @@ async def reconcile(
         if missing:
             await enqueue_runs(queue, settings, missing)
             report.requeued += len(missing)
-            log.warning("re-enqueued %d certifications whose queue jobs were missing or corrupt: %s", len(missing),
-                        ", ".join(str(ref.id) for ref in missing[:20]))
+            log.warning(
+                "re-enqueued %d certifications whose queue jobs were missing or corrupt: %s",
+                len(missing),
+                ", ".join(str(ref.id) for ref in missing[:20]),
+            )
     report.expired_keys = await store.purge_idempotency_keys(IDEMPOTENCY_KEY_TTL_S)
     return report
 
@@ -98,8 +103,13 @@ async def _jobs(queue: Queue, ids: list[str]) -> dict[str, Job]:
         try:
             job = await queue.get(job_id)
         except ResponseError as exc:
-            job = Job(id=job_id, payload={}, state=JobState.FAILED, last_error=f"corrupt job: {exc}",
-                      error_category=CORRUPT_JOB)
+            job = Job(
+                id=job_id,
+                payload={},
+                state=JobState.FAILED,
+                last_error=f"corrupt job: {exc}",
+                error_category=CORRUPT_JOB,
+            )
         if job is not None:
             out[job_id] = job
     return out
@@ -128,8 +138,9 @@ async def _discard(store: Store, queue: Queue, ref: CertificationRef, job: Job, 
         fields["error"] = f"{fields['error']}; not removable: {exc}"
     # Not removable (no `state` field, or not a hash): a job with this id cannot be enqueued again, so the
     # run ends with the reason. The leftover cannot block its pair: only a pending state does that.
-    if await store.close_certification(ref.id, "INTERNAL_ERROR",
-                                       f"its queue job is corrupt and could not be replaced ({fields['error']})"):
+    if await store.close_certification(
+        ref.id, "INTERNAL_ERROR", f"its queue job is corrupt and could not be replaced ({fields['error']})"
+    ):
         report.closed += 1
         log.warning("closed a run whose queue job is corrupt and could not be replaced", extra=fields)
     return False

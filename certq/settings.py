@@ -283,12 +283,17 @@ class Settings(BaseModel):
             if self.board_password in ("", DEFAULT_BOARD_PASSWORD) or self.board_username == "":
                 raise SettingsError("BULL_BOARD_PASSWORD", "production refuses default or empty dashboard credentials")
             if len(self.board_password) < MIN_PRODUCTION_PASSWORD:
-                raise SettingsError("BULL_BOARD_PASSWORD", f"production needs a dashboard password of at least "
-                                    f"{MIN_PRODUCTION_PASSWORD} characters")
+                raise SettingsError(
+                    "BULL_BOARD_PASSWORD",
+                    f"production needs a dashboard password of at least {MIN_PRODUCTION_PASSWORD} characters",
+                )
             for index, secret in enumerate(self.tokens, 1):
                 if len(secret) < MIN_PRODUCTION_TOKEN:
-                    raise SettingsError("API_TOKENS", f"production needs bearer tokens of at least "
-                                        f"{MIN_PRODUCTION_TOKEN} characters (entry {index} is shorter)")
+                    raise SettingsError(
+                        "API_TOKENS",
+                        f"production needs bearer tokens of at least "
+                        f"{MIN_PRODUCTION_TOKEN} characters (entry {index} is shorter)",
+                    )
         return self
 
     @property

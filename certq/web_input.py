@@ -41,8 +41,11 @@ def validation_problem(exc: ValidationError, *, root: str = "", status: int = 40
             "model_attributes_type": "must be a JSON object",
         }.get(kind, error["msg"].removeprefix("Value error, "))
         if kind == "string_pattern_mismatch":
-            message = ("a region is letters, digits and . _ : - (e.g. us-east-1 or local)"
-                       if where.split("[")[0] in ("region", "regions") else "control characters are not allowed")
+            message = (
+                "a region is letters, digits and . _ : - (e.g. us-east-1 or local)"
+                if where.split("[")[0] in ("region", "regions")
+                else "control characters are not allowed"
+            )
         errors.append({"field": where, "message": message})
     first = errors[0]
     detail = f"{first['field']}: {first['message']}"

@@ -196,11 +196,19 @@ def api_settings(database_url: str, redis_url: str, prefix: str, token: str, **e
     """certq Settings for a test API (aliases as keys: `api_settings(..., CERTIFICATION_MAX_RETRIES=0)`)."""
     from certq.settings import Settings
 
-    return Settings.model_validate({
-        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": prefix, "API_TOKENS": token,
-        "CERTQ_ENV": "development", "API_HOST": "127.0.0.1", "API_PORT": 0,
-        "MODEL_CREDENTIALS": "LLAMA_KEY@127.0.0.1,LLAMA_KEY@localhost", **extra,
-    })
+    return Settings.model_validate(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "BULL_QUEUE_PREFIX": prefix,
+            "API_TOKENS": token,
+            "CERTQ_ENV": "development",
+            "API_HOST": "127.0.0.1",
+            "API_PORT": 0,
+            "MODEL_CREDENTIALS": "LLAMA_KEY@127.0.0.1,LLAMA_KEY@localhost",
+            **extra,
+        }
+    )
 
 
 @asynccontextmanager

@@ -29,11 +29,18 @@ PYTHON3 = Path(sys.base_prefix) / "bin" / "python3"
 def fresh_shell_env(tmp_path: Path) -> dict[str, str]:
     """What a new terminal has: no virtualenv on PATH, no certq or provider variables, no AWS credentials."""
     venv_bin = Path(sys.executable).parent
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-                           if p and Path(p) != venv_bin)
-    return {"PATH": path, "HOME": os.environ.get("HOME", str(tmp_path)), "LANG": "C.UTF-8", "TERM": "xterm",
-            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-            "AWS_EC2_METADATA_DISABLED": "true"}
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p and Path(p) != venv_bin
+    )
+    return {
+        "PATH": path,
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "LANG": "C.UTF-8",
+        "TERM": "xterm",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 class Terminal:
@@ -46,8 +53,16 @@ class Terminal:
         def take_the_terminal() -> None:  # in the child, after setsid(): the pty becomes its controlling tty
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=slave, stdout=slave, stderr=slave,
-                                        start_new_session=True, preexec_fn=take_the_terminal)
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=take_the_terminal,
+        )
         os.close(slave)
         self.output = ""
         self.closed = False
@@ -155,8 +170,7 @@ def _started(output: str) -> tuple[Path, list[int]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_ctrl_c_on_the_quickstart_demo_stops_everything_it_started_and_removes_its_folder(
-        terminals: Terminals) -> None:
+def test_ctrl_c_on_the_quickstart_demo_stops_everything_it_started_and_removes_its_folder(terminals: Terminals) -> None:
     if not bootstrap.venv_ready(bootstrap.EXTRAS["demo"]):
         pytest.skip("the virtualenv is not set up for the demo: run `python3 -m certq.bootstrap demo` once")
     term = terminals.start(str(PYTHON3), "-m", "certq.bootstrap", "demo", "--timeout", "150")
@@ -181,7 +195,8 @@ def test_ctrl_c_on_the_quickstart_demo_stops_everything_it_started_and_removes_i
 
 
 def test_ctrl_c_while_setting_up_exits_130_without_a_traceback(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def interrupted(extras: str) -> None:
         raise KeyboardInterrupt
 
@@ -222,12 +237,32 @@ def test_an_editable_install_prints_no_setuptools_warning(tmp_path: Path) -> Non
     shutil.copytree(ROOT / "certq", checkout / "certq", ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True, timeout=120)
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(target / "bin" / "python"), "install",
-                           "--disable-pip-version-check", "-q", "--no-deps", "-e", str(checkout)],
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(target / "bin" / "python"),
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "--no-deps",
+            "-e",
+            str(checkout),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     printed = done.stdout + done.stderr
     assert "Warning" not in printed and "*****" not in printed, printed
-    imported = subprocess.run([str(target / "bin" / "python"), "-c", "import certq; print(certq.__file__)"],
-                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    imported = subprocess.run(
+        [str(target / "bin" / "python"), "-c", "import certq; print(certq.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert imported.stdout.strip() == str(checkout / "certq" / "__init__.py"), imported.stderr

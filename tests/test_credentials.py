@@ -12,29 +12,35 @@ POLICY = parse_credentials(
 )
 
 
-@pytest.mark.parametrize(("name", "url"), [
-    ("OPENAI_KEY", "https://api.openai.com/v1"),
-    ("OPENAI_KEY", "https://API.OpenAI.com./v1"),
-    ("LOCAL_KEY", "http://127.0.0.1:8080/v1"),
-    ("LOCAL_KEY", "http://[::1]:8080/v1"),
-    ("GATEWAY_KEY", "https://llm.eu.example.com/v1"),
-])
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("OPENAI_KEY", "https://api.openai.com/v1"),
+        ("OPENAI_KEY", "https://API.OpenAI.com./v1"),
+        ("LOCAL_KEY", "http://127.0.0.1:8080/v1"),
+        ("LOCAL_KEY", "http://[::1]:8080/v1"),
+        ("GATEWAY_KEY", "https://llm.eu.example.com/v1"),
+    ],
+)
 def test_a_credential_goes_to_the_hosts_declared_for_it(name: str, url: str) -> None:
     assert POLICY.allows(name, url) and POLICY.refusal(name, url) is None
 
 
-@pytest.mark.parametrize(("name", "url"), [
-    ("OPENAI_KEY", "https://api.openai.com.evil.test/v1"),
-    ("OPENAI_KEY", "https://evil.test/v1?api.openai.com"),
-    ("OPENAI_KEY", "http://127.0.0.1:8080/v1"),
-    ("LOCAL_KEY", "http://127.0.0.1:8081/v1"),  # the declared port only
-    ("LOCAL_KEY", "http://127.0.0.2:8080/v1"),
-    ("LOCAL_KEY", "http://2130706433:8080/v1"),  # 127.0.0.1 in decimal is not the declared host
-    ("GATEWAY_KEY", "https://example.com/v1"),  # a suffix needs a subdomain
-    ("GATEWAY_KEY", "https://evilexample.com/v1"),
-    ("OPENAI_KEY", "ftp://api.openai.com/v1"),
-    ("OPENAI_KEY", "https://api.openai.com:99999/v1"),
-])
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("OPENAI_KEY", "https://api.openai.com.evil.test/v1"),
+        ("OPENAI_KEY", "https://evil.test/v1?api.openai.com"),
+        ("OPENAI_KEY", "http://127.0.0.1:8080/v1"),
+        ("LOCAL_KEY", "http://127.0.0.1:8081/v1"),  # the declared port only
+        ("LOCAL_KEY", "http://127.0.0.2:8080/v1"),
+        ("LOCAL_KEY", "http://2130706433:8080/v1"),  # 127.0.0.1 in decimal is not the declared host
+        ("GATEWAY_KEY", "https://example.com/v1"),  # a suffix needs a subdomain
+        ("GATEWAY_KEY", "https://evilexample.com/v1"),
+        ("OPENAI_KEY", "ftp://api.openai.com/v1"),
+        ("OPENAI_KEY", "https://api.openai.com:99999/v1"),
+    ],
+)
 def test_a_credential_is_refused_for_any_other_host(name: str, url: str) -> None:
     assert not POLICY.allows(name, url)
     refusal = POLICY.refusal(name, url)
@@ -55,10 +61,21 @@ def test_the_default_port_follows_the_scheme() -> None:
     assert not parse_credentials("K@h.test:443").allows("K", "http://h.test/v1")
 
 
-@pytest.mark.parametrize("text", [
-    "NOHOST", "K@", "1BAD@h.test", "K@user:pw@h.test", "K@h.test/v1", "K@h.test:0", "K@h.test:99999",
-    "K@h.*.test", "K@*", "K@h_bad.test",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "NOHOST",
+        "K@",
+        "1BAD@h.test",
+        "K@user:pw@h.test",
+        "K@h.test/v1",
+        "K@h.test:0",
+        "K@h.test:99999",
+        "K@h.*.test",
+        "K@*",
+        "K@h_bad.test",
+    ],
+)
 def test_a_malformed_entry_stops_start_up_naming_model_credentials(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_CREDENTIALS", text)
     with pytest.raises(SettingsError) as info:

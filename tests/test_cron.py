@@ -36,7 +36,10 @@ def test_a_time_inside_the_spring_forward_gap_runs_once_at_the_first_minute_afte
     cron = Cron.parse("30 2 * * *", "Europe/Berlin")
     got = slots(cron, datetime(2025, 3, 29, 12, tzinfo=BERLIN), 3)
     assert [s.astimezone(BERLIN).strftime("%d %H:%M %Z") for s in got] == [
-        "30 03:00 CEST", "31 02:30 CEST", "01 02:30 CEST"]
+        "30 03:00 CEST",
+        "31 02:30 CEST",
+        "01 02:30 CEST",
+    ]
 
 
 def test_a_time_inside_the_repeated_fall_back_hour_runs_once_at_its_first_occurrence() -> None:
@@ -62,15 +65,18 @@ def test_aliases_and_six_fields_with_seconds() -> None:
     assert Cron.parse("*/5 * * * * *", "UTC").next_after(utc(2025, 5, 5, 10, 0, 2)) == utc(2025, 5, 5, 10, 0, 5)
 
 
-@pytest.mark.parametrize(("expression", "zone", "field", "words"), [
-    ("", "UTC", "cron", "5 fields"),
-    ("* * *", "UTC", "cron", "5 fields"),
-    ("61 * * * *", "UTC", "cron", "bad minute"),
-    ("0 0 31 4 *", "UTC", "cron", "bad day-of-month"),
-    ("0 3 * * *", "Mars/Olympus", "timezone", "IANA"),
-    ("0 3 * * *", "/etc/passwd", "timezone", "IANA"),
-    ("0 3 * * *", "", "timezone", "IANA"),
-])
+@pytest.mark.parametrize(
+    ("expression", "zone", "field", "words"),
+    [
+        ("", "UTC", "cron", "5 fields"),
+        ("* * *", "UTC", "cron", "5 fields"),
+        ("61 * * * *", "UTC", "cron", "bad minute"),
+        ("0 0 31 4 *", "UTC", "cron", "bad day-of-month"),
+        ("0 3 * * *", "Mars/Olympus", "timezone", "IANA"),
+        ("0 3 * * *", "/etc/passwd", "timezone", "IANA"),
+        ("0 3 * * *", "", "timezone", "IANA"),
+    ],
+)
 def test_bad_expressions_and_zones_name_their_field(expression: str, zone: str, field: str, words: str) -> None:
     with pytest.raises(CronError) as error:
         Cron.parse(expression, zone)

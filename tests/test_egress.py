@@ -10,10 +10,30 @@ from certq.egress import address_class, literal_address, parse_egress
 from certq.settings import Settings
 
 INTERNAL_HOSTS = [
-    "169.254.169.254", "[fd00:ec2::254]", "fd00:ec2::254", "metadata.google.internal", "100.100.100.200",
-    "127.0.0.1", "2130706433", "0x7f000001", "0x7f.0.0.1", "0177.0.0.1", "127.1", "0.0.0.0", "0", "[::1]",
-    "[::ffff:127.0.0.1]", "[::]", "localhost", "api.localhost", "10.0.0.8", "172.16.3.4", "192.168.1.1",
-    "100.64.0.1", "[fe80::1]", "224.0.0.1",
+    "169.254.169.254",
+    "[fd00:ec2::254]",
+    "fd00:ec2::254",
+    "metadata.google.internal",
+    "100.100.100.200",
+    "127.0.0.1",
+    "2130706433",
+    "0x7f000001",
+    "0x7f.0.0.1",
+    "0177.0.0.1",
+    "127.1",
+    "0.0.0.0",
+    "0",
+    "[::1]",
+    "[::ffff:127.0.0.1]",
+    "[::]",
+    "localhost",
+    "api.localhost",
+    "10.0.0.8",
+    "172.16.3.4",
+    "192.168.1.1",
+    "100.64.0.1",
+    "[fe80::1]",
+    "224.0.0.1",
 ]
 
 
@@ -24,8 +44,9 @@ def test_production_refuses_every_form_of_an_internal_address(host: str) -> None
     assert refusal is not None and "MODEL_EGRESS_ALLOW" in refusal
 
 
-@pytest.mark.parametrize("host", ["api.openai.com", "8.8.8.8", "bedrock-runtime.us-east-1.amazonaws.com",
-                                  "[2606:4700:4700::1111]"])
+@pytest.mark.parametrize(
+    "host", ["api.openai.com", "8.8.8.8", "bedrock-runtime.us-east-1.amazonaws.com", "[2606:4700:4700::1111]"]
+)
 def test_production_allows_public_hosts_and_addresses(host: str) -> None:
     assert parse_egress("", production=True).host_refusal(host) is None
 

@@ -21,8 +21,9 @@ from certq.metrics import Metrics
 class World:
     redis_ok: bool = True
     ready: Check = field(default_factory=lambda: Check(True))
-    counts: Mapping[str, int] = field(default_factory=lambda: {"waiting": 5, "active": 2, "completed": 150,
-                                                                   "failed": 3, "delayed": 0, "paused": 0})
+    counts: Mapping[str, int] = field(
+        default_factory=lambda: {"waiting": 5, "active": 2, "completed": 150, "failed": 3, "delayed": 0, "paused": 0}
+    )
     hang: bool = False
     scrapes: int = 0
 
@@ -51,7 +52,11 @@ async def served() -> AsyncIterator[tuple[World, Metrics, httpx.AsyncClient]]:
 
     probes = HealthProbes(
         describe=lambda: {"isRunning": True, "queueName": "model-certification", "concurrency": 3},
-        health=health, ready=ready, queue_counts=counts, registry=metrics.registry, before_scrape=before_scrape,
+        health=health,
+        ready=ready,
+        queue_counts=counts,
+        registry=metrics.registry,
+        before_scrape=before_scrape,
     )
     server = HealthServer(build_health_app(probes), "127.0.0.1", 0)
     await server.start()
@@ -119,14 +124,20 @@ async def test_metrics_is_prometheus_text_with_queue_states_read_at_scrape_time(
     response = await client.get("/metrics", headers={"Accept": "text/plain"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    samples = {(s.name, s.labels.get("state")): s.value
-               for family in text_string_to_metric_families(response.text) for s in family.samples}
+    samples = {
+        (s.name, s.labels.get("state")): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
     assert samples[("certq_queue_jobs", "waiting")] == 5
     assert samples[("certq_queue_jobs", "completed")] == 150
     world.counts = {"waiting": 7}
     response = await client.get("/metrics")
-    samples = {(s.name, s.labels.get("state")): s.value
-               for family in text_string_to_metric_families(response.text) for s in family.samples}
+    samples = {
+        (s.name, s.labels.get("state")): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
     assert samples[("certq_queue_jobs", "waiting")] == 7
     assert world.scrapes == 2
 
@@ -187,15 +198,18 @@ def _idle_probes() -> HealthProbes:
     return HealthProbes(describe=dict, health=ok, ready=ok, queue_counts=counts, registry=CollectorRegistry())
 
 
-@pytest.mark.parametrize(("method", "path", "status", "kind", "detail"), [
-    ("GET", "/nope", 404, "not-found", "no such endpoint /nope"),
-    ("GET", "/metrics/extra", 404, "not-found", "no such endpoint /metrics/extra"),
-    ("POST", "/health", 405, "method-not-allowed", "POST is not allowed on /health"),
-    ("DELETE", "/metrics", 405, "method-not-allowed", "DELETE is not allowed on /metrics"),
-])
-async def test_unknown_paths_and_methods_answer_problem_json(served: tuple[World, Metrics, httpx.AsyncClient],
-                                                             method: str, path: str, status: int, kind: str,
-                                                             detail: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "status", "kind", "detail"),
+    [
+        ("GET", "/nope", 404, "not-found", "no such endpoint /nope"),
+        ("GET", "/metrics/extra", 404, "not-found", "no such endpoint /metrics/extra"),
+        ("POST", "/health", 405, "method-not-allowed", "POST is not allowed on /health"),
+        ("DELETE", "/metrics", 405, "method-not-allowed", "DELETE is not allowed on /metrics"),
+    ],
+)
+async def test_unknown_paths_and_methods_answer_problem_json(
+    served: tuple[World, Metrics, httpx.AsyncClient], method: str, path: str, status: int, kind: str, detail: str
+) -> None:
     _, _, client = served
     response = await client.request(method, path)
     assert response.status_code == status

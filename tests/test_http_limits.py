@@ -61,8 +61,9 @@ async def _api_server() -> AsyncIterator[int]:
     """uvicorn with the options `certq.api.__main__` passes to `uvicorn.run`, in this loop."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(_app(), log_config=None, access_log=False, proxy_headers=False, lifespan="off",
-                            **server_options())
+    config = uvicorn.Config(
+        _app(), log_config=None, access_log=False, proxy_headers=False, lifespan="off", **server_options()
+    )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -298,9 +299,7 @@ async def test_a_normal_request_is_served_and_the_connection_kept_alive(port: in
     assert await asyncio.to_thread(two_requests) == [(200, b"ok"), (200, b"ok")]
 
 
-async def test_the_deadline_does_not_cut_a_request_the_app_is_still_answering(
-    port: int, short_deadline: float
-) -> None:
+async def test_the_deadline_does_not_cut_a_request_the_app_is_still_answering(port: int, short_deadline: float) -> None:
     def slow_answer() -> list[tuple[int, bytes]]:
         with _connect(port) as sock:
             sock.sendall(_get(f"/slow?s={short_deadline * 1.5}"))
@@ -323,8 +322,14 @@ def api_process(
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "BULL_", "DATABASE_", "API_", "LOG_"))}
-    env |= {"DATABASE_URL": migrated_database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": key_prefix,
-            "API_HOST": "127.0.0.1", "API_PORT": str(port), "API_TOKENS": f"test-{uuid.uuid4().hex}"}
+    env |= {
+        "DATABASE_URL": migrated_database_url,
+        "REDIS_URL": redis_url,
+        "BULL_QUEUE_PREFIX": key_prefix,
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "API_TOKENS": f"test-{uuid.uuid4().hex}",
+    }
     log = tmp_path / "api.log"
     with log.open("w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "certq.api"], env=env, stderr=stderr)

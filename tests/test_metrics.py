@@ -28,9 +28,16 @@ def test_counter_and_duration_names_follow_prometheus_conventions() -> None:
     metrics.lease_renewals_lost.labels("q").inc()
     metrics.alerts.labels("sent").inc()
     names = {name for samples in _families(metrics).values() for name, _, _ in samples}
-    assert {"certq_jobs_total", "certq_job_retries_total", "certq_stalled_jobs_recovered_total",
-            "certq_lease_renewals_lost_total", "certq_alerts_total", "certq_job_duration_seconds_bucket",
-            "certq_job_duration_seconds_count", "certq_redis_last_success_timestamp_seconds"} <= names
+    assert {
+        "certq_jobs_total",
+        "certq_job_retries_total",
+        "certq_stalled_jobs_recovered_total",
+        "certq_lease_renewals_lost_total",
+        "certq_alerts_total",
+        "certq_job_duration_seconds_bucket",
+        "certq_job_duration_seconds_count",
+        "certq_redis_last_success_timestamp_seconds",
+    } <= names
 
 
 def test_an_expected_queue_exports_every_counter_the_alert_rules_read_at_zero() -> None:
@@ -71,8 +78,11 @@ def test_retries_are_counted_by_category_with_unknown_for_none() -> None:
     metrics.retry_scheduled("q", "TIMEOUT")
     metrics.retry_scheduled("q", "TIMEOUT")
     metrics.retry_scheduled("q", None)
-    values = {labels["category"]: value for _, labels, value in _families(metrics)["certq_job_retries"]
-              if "category" in labels}
+    values = {
+        labels["category"]: value
+        for _, labels, value in _families(metrics)["certq_job_retries"]
+        if "category" in labels
+    }
     assert values == {"TIMEOUT": 2.0, "UNKNOWN": 1.0}
 
 

@@ -40,8 +40,13 @@ class Rig:
 
     async def make_model(self) -> ModelRecord:
         suffix = uuid.uuid4().hex[:8]
-        model = await self.store.create_model(name=f"model-{suffix}", provider="openai", api_model_id=f"tiny-{suffix}",
-                                              base_url="http://127.0.0.1:9/v1", regions=["local"])
+        model = await self.store.create_model(
+            name=f"model-{suffix}",
+            provider="openai",
+            api_model_id=f"tiny-{suffix}",
+            base_url="http://127.0.0.1:9/v1",
+            regions=["local"],
+        )
         assert isinstance(model, ModelRecord)
         return model
 
@@ -55,8 +60,9 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(postgres_server_url: str, redis_client: aioredis.Redis, key_prefix: str, redis_url: str
-              ) -> AsyncIterator[Rig]:
+async def rig(
+    postgres_server_url: str, redis_client: aioredis.Redis, key_prefix: str, redis_url: str
+) -> AsyncIterator[Rig]:
     """A database of this test alone: a pass covers every live run in it, and other tests leave theirs live."""
     name = f"certq_test_rc_{uuid.uuid4().hex[:10]}"
     url = _with_database(postgres_server_url, name)

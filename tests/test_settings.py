@@ -9,27 +9,41 @@ import pytest
 from certq.settings import SettingsError, load_settings
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:abc", "redis://127.0.0.1:99999", "redis://[::1",
-                                 "redis://127.0.0.1:0"])
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:abc", "redis://127.0.0.1:99999", "redis://[::1", "redis://127.0.0.1:0"]
+)
 def test_a_redis_url_with_a_bad_port_or_host_names_redis_url(url: str) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings(redis_url=url)
     assert raised.value.variable == "REDIS_URL"
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@127.0.0.1:abc/x", "postgresql://u@127.0.0.1:99999/x",
-                                 "postgresql://u@[::1/x", "postgresql://u@h1:5432,h2:x/db"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@127.0.0.1:abc/x",
+        "postgresql://u@127.0.0.1:99999/x",
+        "postgresql://u@[::1/x",
+        "postgresql://u@h1:5432,h2:x/db",
+    ],
+)
 def test_a_database_url_with_a_bad_port_or_host_names_database_url(url: str) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings(database_url=url)
     assert raised.value.variable == "DATABASE_URL"
 
 
-@pytest.mark.parametrize(("field", "url"), [
-    ("redis_url", "redis://:p%40ss@[::1]:6380/2"), ("redis_url", "unix:///run/redis.sock"),
-    ("redis_url", "rediss://cache.example"), ("database_url", "postgresql://u:p:w@h1:5432,h2:5433/db"),
-    ("database_url", "postgresql://u@[::1]:5432/db"), ("database_url", "postgres:///db?host=/run/pg"),
-])
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [
+        ("redis_url", "redis://:p%40ss@[::1]:6380/2"),
+        ("redis_url", "unix:///run/redis.sock"),
+        ("redis_url", "rediss://cache.example"),
+        ("database_url", "postgresql://u:p:w@h1:5432,h2:5433/db"),
+        ("database_url", "postgresql://u@[::1]:5432/db"),
+        ("database_url", "postgres:///db?host=/run/pg"),
+    ],
+)
 def test_good_urls_are_kept(field: str, url: str) -> None:
     assert getattr(load_settings(**{field: url}), field) == url
 
@@ -41,17 +55,41 @@ def test_shutdown_grace_must_be_a_finite_non_negative_number(grace: str) -> None
     assert raised.value.variable == "CERTIFICATION_SHUTDOWN_GRACE"
 
 
-@pytest.mark.parametrize("path", ["/api", "/api/board", "/api/v1/queue/admin", "/health", "/ready/x", "/live",
-                                  "/metrics", "/openapi.json", "/", "/admin queues", "/admin/\tq", " /admin",
-                                  "/admin/queues\n", "/admin?x=1", "/admin#top"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api",
+        "/api/board",
+        "/api/v1/queue/admin",
+        "/health",
+        "/ready/x",
+        "/live",
+        "/metrics",
+        "/openapi.json",
+        "/",
+        "/admin queues",
+        "/admin/\tq",
+        " /admin",
+        "/admin/queues\n",
+        "/admin?x=1",
+        "/admin#top",
+    ],
+)
 def test_a_board_path_the_api_serves_or_with_whitespace_names_bull_board_path(path: str) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings(board_path=path)
     assert raised.value.variable == "BULL_BOARD_PATH"
 
 
-@pytest.mark.parametrize(("path", "kept"), [("/admin/queues", "/admin/queues"), ("/board/", "/board"),
-                                            ("/apiboard", "/apiboard"), ("/ops/health", "/ops/health")])
+@pytest.mark.parametrize(
+    ("path", "kept"),
+    [
+        ("/admin/queues", "/admin/queues"),
+        ("/board/", "/board"),
+        ("/apiboard", "/apiboard"),
+        ("/ops/health", "/ops/health"),
+    ],
+)
 def test_other_board_paths_are_kept(path: str, kept: str) -> None:
     assert load_settings(board_path=path).board_path == kept
 

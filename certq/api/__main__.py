@@ -35,8 +35,9 @@ async def schema_problem(dsn: str) -> str | None:
     finally:
         await conn.close()
     if version is None or version < SCHEMA_VERSION:
-        return (f"the database has schema version {version}, this API needs {SCHEMA_VERSION}: "
-                "run `python -m certq migrate`")
+        return (
+            f"the database has schema version {version}, this API needs {SCHEMA_VERSION}: run `python -m certq migrate`"
+        )
     return None
 
 
@@ -50,8 +51,10 @@ def port_problem(host: str, port: int) -> str | None:
     except OSError as exc:
         where = f"cannot listen on API_HOST:API_PORT = {host}:{port}: {exc.strerror or exc}"
         if exc.errno == errno.EADDRINUSE:
-            return (f"{where}; another process has the port (`ss -ltnp 'sport = :{port}'` shows which): stop it "
-                    "or set API_PORT to a free port")
+            return (
+                f"{where}; another process has the port (`ss -ltnp 'sport = :{port}'` shows which): stop it "
+                "or set API_PORT to a free port"
+            )
         return f"{where}; check API_HOST and API_PORT"
 
 
@@ -62,9 +65,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m certq.api",
-                     description="certq HTTP API and dashboard on API_HOST:API_PORT; configured by the environment "
-                                 "(and .env): DATABASE_URL, REDIS_URL, API_TOKENS, BULL_BOARD_*...")
+    parser = _Parser(
+        prog="python -m certq.api",
+        description="certq HTTP API and dashboard on API_HOST:API_PORT; configured by the environment "
+        "(and .env): DATABASE_URL, REDIS_URL, API_TOKENS, BULL_BOARD_*...",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,8 +97,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"certq.api: {problem}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False,
-                proxy_headers=False, **server_options())
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        **server_options(),
+    )
 
 
 if __name__ == "__main__":

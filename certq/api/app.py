@@ -46,17 +46,30 @@ DEPENDENCY_REFRESH_S = 5.0
 PING_TIMEOUT_S = 1.5
 """A Redis ping that hangs longer counts as down (below the health routes' 2 s bound, so they record it too)."""
 
-ENDPOINTS: list[Endpoint] = [*model_routes.ENDPOINTS, *queue_routes.ENDPOINTS, *standing_routes.ENDPOINTS,
-                             *schedule_routes.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [
+    *model_routes.ENDPOINTS,
+    *queue_routes.ENDPOINTS,
+    *standing_routes.ENDPOINTS,
+    *schedule_routes.ENDPOINTS,
+]
 
 # A backing service that went away is a 503 to retry, not a 500.
 UNAVAILABLE: tuple[type[Exception], ...] = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.UndefinedTableError,
-    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError, asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.UndefinedTableError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.InsufficientResourcesError,
     asyncpg.OperatorInterventionError,
     # asyncpg's state machine trips on a connection the server terminated while it was idle in the pool.
-    asyncpg.InternalClientError, RedisError,
+    asyncpg.InternalClientError,
+    RedisError,
 )
 
 
@@ -75,9 +88,14 @@ def create_app(
     sub-apps; they can reach the same `Services` (`app.state.services`), filled in by the lifespan
     before the first request.
     """
-    services = Services(settings=settings, tokens=token_set(settings),
-                        metrics=ApiMetrics(metrics if metrics is not None else Metrics(process=True)),
-                        store=store, queue=queue, redis=redis)
+    services = Services(
+        settings=settings,
+        tokens=token_set(settings),
+        metrics=ApiMetrics(metrics if metrics is not None else Metrics(process=True)),
+        store=store,
+        queue=queue,
+        redis=redis,
+    )
     openapi = build_openapi(ENDPOINTS, title="certq API", version=getattr(certq, "__version__", "0.1.0"))
 
     async def openapi_json(request: Request) -> Response:
@@ -105,10 +123,17 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RelativeRedirects), Middleware(RequestMetrics, metrics=services.metrics),
-                    Middleware(BearerAuth, tokens=services.tokens, prefix="/api")],
-        exception_handlers={Problem: problem_handler, HTTPException: http_exception_handler,
-                            **{kind: unavailable_handler for kind in UNAVAILABLE}, Exception: unexpected_handler},
+        middleware=[
+            Middleware(RelativeRedirects),
+            Middleware(RequestMetrics, metrics=services.metrics),
+            Middleware(BearerAuth, tokens=services.tokens, prefix="/api"),
+        ],
+        exception_handlers={
+            Problem: problem_handler,
+            HTTPException: http_exception_handler,
+            **{kind: unavailable_handler for kind in UNAVAILABLE},
+            Exception: unexpected_handler,
+        },
         lifespan=lifespan,
     )
     app.state.services = services
@@ -196,8 +221,11 @@ def _probes(services: Services) -> HealthProbes:
     settings = services.settings
 
     def describe() -> dict[str, Any]:
-        return {"isRunning": services.store is not None, "queueName": settings.queue_name,
-                "prefix": settings.queue_prefix}
+        return {
+            "isRunning": services.store is not None,
+            "queueName": settings.queue_name,
+            "prefix": settings.queue_prefix,
+        }
 
     async def redis_check() -> Check:
         return await _redis_check(services)
@@ -215,8 +243,15 @@ def _probes(services: Services) -> HealthProbes:
     async def before_scrape() -> None:
         services.metrics.base.set_queue_counts(settings.queue_name, await queue_counts())
 
-    return HealthProbes(describe=describe, health=redis_check, ready=ready, queue_counts=queue_counts,
-                        registry=services.metrics.base.registry, before_scrape=before_scrape, subject="api")
+    return HealthProbes(
+        describe=describe,
+        health=redis_check,
+        ready=ready,
+        queue_counts=queue_counts,
+        registry=services.metrics.base.registry,
+        before_scrape=before_scrape,
+        subject="api",
+    )
 
 
 class RequestMetrics:

@@ -92,8 +92,9 @@ def bearer_token(header: str | None) -> str | None:
 class BearerAuth:
     """ASGI middleware: requests under `prefix` need `Authorization: Bearer <token>`."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenSet, prefix: str = "/api",
-                 throttle: LoginThrottle | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: TokenSet, prefix: str = "/api", throttle: LoginThrottle | None = None
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.prefix = prefix
@@ -111,27 +112,47 @@ class BearerAuth:
         client = scope["client"][0] if scope.get("client") else "unknown"
         wait_s = self.throttle.retry_after(client)
         if wait_s > 0:
-            await Problem(429, "too many wrong bearer tokens from this address; try again later",
-                          field="Authorization", kind="too-many-failed-logins",
-                          headers={"Retry-After": str(math.ceil(wait_s))}).response(scope["path"])(
-                scope, receive, send)
+            await Problem(
+                429,
+                "too many wrong bearer tokens from this address; try again later",
+                field="Authorization",
+                kind="too-many-failed-logins",
+                headers={"Retry-After": str(math.ceil(wait_s))},
+            ).response(scope["path"])(scope, receive, send)
             return
         token = bearer_token(header)
         role = None if token is None else self.tokens.role_of(token)
         needed = required_role(scope["method"], scope["path"])
         if token is None:
-            problem = Problem(401, "send Authorization: Bearer <token>", field="Authorization", kind="unauthorized",
-                              headers={"WWW-Authenticate": 'Bearer realm="certq"'})
+            problem = Problem(
+                401,
+                "send Authorization: Bearer <token>",
+                field="Authorization",
+                kind="unauthorized",
+                headers={"WWW-Authenticate": 'Bearer realm="certq"'},
+            )
         elif role is None:
             count = self.throttle.failed(client)
-            log.warning("wrong bearer token", extra={"client": client, "failures_in_window": count,
-                                                     "path": scope["path"], "method": scope["method"]})
-            problem = Problem(401, "the bearer token is not valid", field="Authorization", kind="unauthorized",
-                              headers={"WWW-Authenticate": 'Bearer realm="certq", error="invalid_token"'})
+            log.warning(
+                "wrong bearer token",
+                extra={"client": client, "failures_in_window": count, "path": scope["path"], "method": scope["method"]},
+            )
+            problem = Problem(
+                401,
+                "the bearer token is not valid",
+                field="Authorization",
+                kind="unauthorized",
+                headers={"WWW-Authenticate": 'Bearer realm="certq", error="invalid_token"'},
+            )
         elif role < needed:
-            problem = Problem(403, f"{scope['method']} {scope['path']} needs a token with role {needed.label}; "
-                              f"this token's role is {role.label}", field="Authorization", kind="forbidden",
-                              headers={"WWW-Authenticate": 'Bearer realm="certq", error="insufficient_scope"'})
+            problem = Problem(
+                403,
+                f"{scope['method']} {scope['path']} needs a token with role {needed.label}; "
+                f"this token's role is {role.label}",
+                field="Authorization",
+                kind="forbidden",
+                headers={"WWW-Authenticate": 'Bearer realm="certq", error="insufficient_scope"'},
+            )
         else:
             state = scope.setdefault("state", {})
             state["token_id"] = token_fingerprint(token)

@@ -33,8 +33,9 @@ class ServicesDeps:
 
     async def _certify(self, order: CertifyOrder) -> tuple[int, dict[str, Any]]:
         """The same validation, logic and answers as POST /certify-model, /certify-multiple and /certify-all."""
-        return await certify_logic.certify_order(self._services, order.mode, list(order.model_ids),
-                                                 list(order.regions), order.priority)
+        return await certify_logic.certify_order(
+            self._services, order.mode, list(order.model_ids), list(order.regions), order.priority
+        )
 
 
 def board_route(services: Services) -> Mount:

@@ -28,8 +28,12 @@ def idempotency_key(header: str | None, scope: str, fingerprint_source: bytes) -
 
 def replayed(replay: Replay) -> Answer:
     if not replay.matches:
-        raise Problem(422, "this Idempotency-Key was already used with a different request",
-                      field="Idempotency-Key", kind="idempotency-key-reused")
+        raise Problem(
+            422,
+            "this Idempotency-Key was already used with a different request",
+            field="Idempotency-Key",
+            kind="idempotency-key-reused",
+        )
     return replay.status_code, replay.body
 
 
@@ -46,8 +50,12 @@ async def _enqueue(services: Services, created: JobCreated) -> None:
         services.metrics.enqueued.inc(len(created.certifications))
     except Exception as exc:  # the rows are committed: answer as accepted, let the reconciler retry
         services.metrics.enqueue_failures.inc(len(created.certifications))
-        log.error("certifications %s recorded but not enqueued (%s: %s); the reconciler will enqueue them",
-                  [str(c.id) for c in created.certifications], type(exc).__name__, exc)
+        log.error(
+            "certifications %s recorded but not enqueued (%s: %s); the reconciler will enqueue them",
+            [str(c.id) for c in created.certifications],
+            type(exc).__name__,
+            exc,
+        )
 
 
 def _certifiable(model: ModelRecord | None, model_id: UUID, field: str) -> ModelRecord:
@@ -64,22 +72,40 @@ async def certify_one(
     store = services.need_store()
     model = _certifiable(await store.get_model(model_id), model_id, "modelId")
     if not model.offers(region):
-        raise Problem(422, f"model {model_id} does not offer region {region!r} (it offers {model.regions})",
-                      field="region", kind="region-not-offered")
+        raise Problem(
+            422,
+            f"model {model_id} does not offer region {region!r} (it offers {model.regions})",
+            field="region",
+            kind="region-not-offered",
+        )
 
     def render(created: JobCreated) -> Answer:
         if created.job is not None:
             run = created.certifications[0]
-            answer = CertifyAnswer(job_id=created.job.id, certification_id=run.id, model_id=model_id, region=region,
-                                   status="QUEUED", priority=priority)
+            answer = CertifyAnswer(
+                job_id=created.job.id,
+                certification_id=run.id,
+                model_id=model_id,
+                region=region,
+                status="QUEUED",
+                priority=priority,
+            )
             return 201, _dump(answer)
         live = created.skipped[0]
-        answer = CertifyAnswer(job_id=live.job_id, certification_id=live.certification_id, model_id=model_id,
-                               region=region, status=live.status, priority=priority, existing=True)
+        answer = CertifyAnswer(
+            job_id=live.job_id,
+            certification_id=live.certification_id,
+            model_id=model_id,
+            region=region,
+            status=live.status,
+            priority=priority,
+            existing=True,
+        )
         return 200, _dump(answer)
 
-    result = await store.create_job(type="SINGLE_MODEL", pairs=[(model_id, region)], priority=priority,
-                                    idempotency=key, render=render)
+    result = await store.create_job(
+        type="SINGLE_MODEL", pairs=[(model_id, region)], priority=priority, idempotency=key, render=render
+    )
     if isinstance(result, Replay):
         return replayed(result)
     await _enqueue(services, result)
@@ -100,16 +126,21 @@ async def certify_batch(
         for model in await store.active_models():
             pairs.extend((model.id, r) for r in regions if model.offers(r))
         if not pairs:
-            raise Problem(422, f"no active model offers any of the regions {regions}", field="regions",
-                          kind="nothing-to-certify")
+            raise Problem(
+                422, f"no active model offers any of the regions {regions}", field="regions", kind="nothing-to-certify"
+            )
     else:
         found = await store.get_models(model_ids)
         for index, model_id in enumerate(model_ids):
             model = _certifiable(found.get(model_id), model_id, f"modelIds[{index}]")
             for r_index, region in enumerate(regions):
                 if not model.offers(region):
-                    raise Problem(422, f"model {model_id} does not offer region {region!r} (it offers {model.regions})",
-                                  field=f"regions[{r_index}]", kind="region-not-offered")
+                    raise Problem(
+                        422,
+                        f"model {model_id} does not offer region {region!r} (it offers {model.regions})",
+                        field=f"regions[{r_index}]",
+                        kind="region-not-offered",
+                    )
                 pairs.append((model_id, region))
 
     def render(created: JobCreated) -> Answer:
@@ -122,8 +153,16 @@ async def certify_batch(
             status=None if job is None else job.status,
             priority=priority,
             certification_ids=[c.id for c in created.certifications],
-            skipped=[SkippedOut(model_id=s.model_id, region=s.region, job_id=s.job_id,
-                                certification_id=s.certification_id, status=s.status) for s in created.skipped],
+            skipped=[
+                SkippedOut(
+                    model_id=s.model_id,
+                    region=s.region,
+                    job_id=s.job_id,
+                    certification_id=s.certification_id,
+                    status=s.status,
+                )
+                for s in created.skipped
+            ],
         )
         return (200 if job is None else 201), _dump(answer)
 
@@ -149,9 +188,14 @@ async def cancel(services: Services, job_id: UUID) -> Answer:
             continue
         removed += result == "removed"
         flagged += result == "flagged"
-    answer = CancelAnswer(job_id=outcome.job.id, status=outcome.job.status, cancelled=len(outcome.cancelled),
-                          removed_from_queue=removed, stopped_running=flagged,
-                          already_finished=outcome.already_finished)
+    answer = CancelAnswer(
+        job_id=outcome.job.id,
+        status=outcome.job.status,
+        cancelled=len(outcome.cancelled),
+        removed_from_queue=removed,
+        stopped_running=flagged,
+        already_finished=outcome.already_finished,
+    )
     return 200, _dump(answer)
 
 
@@ -170,14 +214,19 @@ async def certify_order(
     try:
         if mode == "single":
             if len(model_ids) != 1 or len(regions) != 1:
-                raise Problem(400, "single needs exactly one model and one region",
-                              field="modelIds" if len(model_ids) != 1 else "regions")
-            one = CertifyBody.model_validate({"modelId": model_ids[0], "region": regions[0], "priority": priority},
-                                             strict=False)
+                raise Problem(
+                    400,
+                    "single needs exactly one model and one region",
+                    field="modelIds" if len(model_ids) != 1 else "regions",
+                )
+            one = CertifyBody.model_validate(
+                {"modelId": model_ids[0], "region": regions[0], "priority": priority}, strict=False
+            )
             return await certify_one(services, one.model_id, one.region, one.priority)
         if mode == "multiple":
-            many = CertifyMultipleBody.model_validate({"modelIds": model_ids, "regions": regions,
-                                                       "priority": priority}, strict=False)
+            many = CertifyMultipleBody.model_validate(
+                {"modelIds": model_ids, "regions": regions, "priority": priority}, strict=False
+            )
             return await certify_batch(services, list(many.model_ids), list(many.regions), many.priority)
         if mode == "all":
             every = CertifyAllBody.model_validate({"regions": regions, "priority": priority}, strict=False)
@@ -187,8 +236,12 @@ async def certify_order(
         problem = validation_problem(exc)
     except Problem as exc:
         problem = exc
-    body: dict[str, Any] = {"type": f"/problems/{problem.kind}", "status": problem.status, "detail": problem.detail,
-                            "field": problem.field}
+    body: dict[str, Any] = {
+        "type": f"/problems/{problem.kind}",
+        "status": problem.status,
+        "detail": problem.detail,
+        "field": problem.field,
+    }
     if problem.errors:
         body["errors"] = problem.errors
     return problem.status, body

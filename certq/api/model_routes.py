@@ -18,22 +18,35 @@ from certq.credentials import CredentialPolicy, url_target
 from certq.egress import EgressPolicy
 from certq.store import ModelRecord, Replay
 
-_COLUMNS = {"name": "name", "provider": "provider", "apiModelId": "api_model_id", "baseUrl": "base_url",
-            "apiKeyEnv": "api_key_env", "regions": "regions", "isActive": "is_active", "servedModel": "served_model",
-            "validitySeconds": "validity_s"}
+_COLUMNS = {
+    "name": "name",
+    "provider": "provider",
+    "apiModelId": "api_model_id",
+    "baseUrl": "base_url",
+    "apiKeyEnv": "api_key_env",
+    "regions": "regions",
+    "isActive": "is_active",
+    "servedModel": "served_model",
+    "validitySeconds": "validity_s",
+}
 
 
 def _check(provider: str, base_url: str | None, regions: list[str]) -> None:
     problems = check_deployment(provider, base_url, regions)
     if problems:
         errors = [{"field": f, "message": m} for f, m in problems]
-        raise Problem(400, f"{problems[0][0]}: {problems[0][1]}", field=problems[0][0], kind="invalid-input",
-                      errors=errors)
+        raise Problem(
+            400, f"{problems[0][0]}: {problems[0][1]}", field=problems[0][0], kind="invalid-input", errors=errors
+        )
 
 
 def _targets(merged: dict[str, Any]) -> list[str]:
-    return [ModelEndpoint(provider=merged["provider"], api_model_id="", region=region,
-                          base_url=merged["base_url"]).target_url for region in merged["regions"]]
+    return [
+        ModelEndpoint(
+            provider=merged["provider"], api_model_id="", region=region, base_url=merged["base_url"]
+        ).target_url
+        for region in merged["regions"]
+    ]
 
 
 def _check_egress(policy: EgressPolicy, merged: dict[str, Any]) -> None:
@@ -41,12 +54,18 @@ def _check_egress(policy: EgressPolicy, merged: dict[str, Any]) -> None:
     for url in _targets(merged):
         target = url_target(url)
         if target is None:
-            raise Problem(400, "baseUrl: not an http(s) URL with a valid host and port (an IPv6 address goes in "
-                          "brackets: http://[::1]:8080/v1)", field="baseUrl", kind="invalid-input")
+            raise Problem(
+                400,
+                "baseUrl: not an http(s) URL with a valid host and port (an IPv6 address goes in "
+                "brackets: http://[::1]:8080/v1)",
+                field="baseUrl",
+                kind="invalid-input",
+            )
         refusal = policy.host_refusal(target[0])
         if refusal is not None:
-            raise Problem(422, f"baseUrl: {refusal}; ask the operator to allow it", field="baseUrl",
-                          kind="egress-refused")
+            raise Problem(
+                422, f"baseUrl: {refusal}; ask the operator to allow it", field="baseUrl", kind="egress-refused"
+            )
 
 
 def _check_credential(policy: CredentialPolicy, merged: dict[str, Any]) -> None:
@@ -56,9 +75,13 @@ def _check_credential(policy: CredentialPolicy, merged: dict[str, Any]) -> None:
         return
     if not policy.declares(name):
         declared = ", ".join(policy.names) or "none"
-        raise Problem(422, f"apiKeyEnv: {name} is not a credential declared in MODEL_CREDENTIALS (declared: "
-                      f"{declared}); ask the operator to declare it with the hosts it may be sent to",
-                      field="apiKeyEnv", kind="undeclared-credential")
+        raise Problem(
+            422,
+            f"apiKeyEnv: {name} is not a credential declared in MODEL_CREDENTIALS (declared: "
+            f"{declared}); ask the operator to declare it with the hosts it may be sent to",
+            field="apiKeyEnv",
+            kind="undeclared-credential",
+        )
     for url in _targets(merged):
         refusal = policy.refusal(name, url)
         if refusal is not None:
@@ -70,20 +93,30 @@ async def create_model(request: Request) -> Response:
     body, raw = await parse_body(request, ModelCreate)
     base_url = None if body.base_url is None else body.base_url.rstrip("/")
     _check(body.provider, base_url, body.regions)
-    merged = {"provider": body.provider, "base_url": base_url, "regions": body.regions,
-              "api_key_env": body.api_key_env}
+    merged = {"provider": body.provider, "base_url": base_url, "regions": body.regions, "api_key_env": body.api_key_env}
     _check_egress(services.settings.egress_policy, merged)
     _check_credential(services.settings.credential_policy, merged)
-    key = idempotency_key(request.headers.get("idempotency-key"),
-                          f"{request.scope.get('state', {}).get('token_id', '')}:POST /api/models", raw)
+    key = idempotency_key(
+        request.headers.get("idempotency-key"),
+        f"{request.scope.get('state', {}).get('token_id', '')}:POST /api/models",
+        raw,
+    )
 
     def render(record: ModelRecord) -> tuple[int, dict[str, Any]]:
         return 201, model_out(record).model_dump(mode="json", by_alias=True)
 
     result = await services.need_store().create_model(
-        name=body.name, provider=body.provider, api_model_id=body.api_model_id, base_url=base_url,
-        api_key_env=body.api_key_env, regions=body.regions, is_active=body.is_active, served_model=body.served_model,
-        validity_s=body.validity_seconds, idempotency=key, render=render,
+        name=body.name,
+        provider=body.provider,
+        api_model_id=body.api_model_id,
+        base_url=base_url,
+        api_key_env=body.api_key_env,
+        regions=body.regions,
+        is_active=body.is_active,
+        served_model=body.served_model,
+        validity_s=body.validity_seconds,
+        idempotency=key,
+        render=render,
     )
     if isinstance(result, Replay):
         status, replay_body = replayed(result)
@@ -93,8 +126,7 @@ async def create_model(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     query = parse_query(request, ModelsQuery)
-    page = await services_of(request).need_store().list_models(page=query.page, limit=query.limit,
-                                                                active=query.active)
+    page = await services_of(request).need_store().list_models(page=query.page, limit=query.limit, active=query.active)
     return answer(200, ModelList(models=[model_out(m) for m in page.items], pagination=pagination(page)))
 
 
@@ -120,8 +152,12 @@ async def update_model(request: Request) -> Response:
             raise Problem(400, f"{field} cannot be null", field=field, kind="invalid-input")
     if changes.get("base_url"):
         changes["base_url"] = changes["base_url"].rstrip("/")
-    merged = {"provider": current.provider, "base_url": current.base_url, "regions": current.regions,
-              "api_key_env": current.api_key_env} | changes
+    merged = {
+        "provider": current.provider,
+        "base_url": current.base_url,
+        "regions": current.regions,
+        "api_key_env": current.api_key_env,
+    } | changes
     _check(merged["provider"], merged["base_url"], merged["regions"])
     _check_egress(services_of(request).settings.egress_policy, merged)
     _check_credential(services_of(request).settings.credential_policy, merged)
@@ -141,14 +177,45 @@ async def deactivate_model(request: Request) -> Response:
 
 _ONE = "/api/models/{model_id}"
 ENDPOINTS = [
-    Endpoint("POST", "/api/models", create_model, "Register a model deployment", {201: ModelOut},
-             body=ModelCreate, tags=("models",), idempotent_post=True),
-    Endpoint("GET", "/api/models", list_models, "List model deployments, newest first", {200: ModelList},
-             query=ModelsQuery, tags=("models",)),
-    Endpoint("GET", _ONE, get_model, "One model deployment", {200: ModelOut}, path_params=("model_id",),
-             tags=("models",)),
-    Endpoint("PATCH", _ONE, update_model, "Change fields of a model deployment", {200: ModelOut}, body=ModelUpdate,
-             path_params=("model_id",), tags=("models",)),
-    Endpoint("DELETE", _ONE, deactivate_model, "Deactivate a model deployment (kept for its history)",
-             {200: ModelOut}, path_params=("model_id",), tags=("models",)),
+    Endpoint(
+        "POST",
+        "/api/models",
+        create_model,
+        "Register a model deployment",
+        {201: ModelOut},
+        body=ModelCreate,
+        tags=("models",),
+        idempotent_post=True,
+    ),
+    Endpoint(
+        "GET",
+        "/api/models",
+        list_models,
+        "List model deployments, newest first",
+        {200: ModelList},
+        query=ModelsQuery,
+        tags=("models",),
+    ),
+    Endpoint(
+        "GET", _ONE, get_model, "One model deployment", {200: ModelOut}, path_params=("model_id",), tags=("models",)
+    ),
+    Endpoint(
+        "PATCH",
+        _ONE,
+        update_model,
+        "Change fields of a model deployment",
+        {200: ModelOut},
+        body=ModelUpdate,
+        path_params=("model_id",),
+        tags=("models",),
+    ),
+    Endpoint(
+        "DELETE",
+        _ONE,
+        deactivate_model,
+        "Deactivate a model deployment (kept for its history)",
+        {200: ModelOut},
+        path_params=("model_id",),
+        tags=("models",),
+    ),
 ]

@@ -33,9 +33,15 @@ class Endpoint:
     public: bool = False
 
 
-_ERRORS = {400: "bad input (field named)", 401: "missing or wrong bearer token",
-           403: "the token's role is below the operation's x-certq-role", 404: "not found",
-           413: "body too large", 415: "not JSON", 422: "not certifiable / key reused"}
+_ERRORS = {
+    400: "bad input (field named)",
+    401: "missing or wrong bearer token",
+    403: "the token's role is below the operation's x-certq-role",
+    404: "not found",
+    413: "body too large",
+    415: "not JSON",
+    422: "not certifiable / key reused",
+}
 
 
 def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dict[str, Any]:
@@ -44,7 +50,8 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
         models.update(m for m in (e.body, *e.answers.values()) if m is not None)
     _, schemas = models_json_schema(
         [(m, "validation" if _is_input(m, endpoints) else "serialization") for m in sorted(models, key=str)],
-        by_alias=True, ref_template="#/components/schemas/{model}",
+        by_alias=True,
+        ref_template="#/components/schemas/{model}",
     )
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
@@ -62,14 +69,21 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             for name, prop in query_schema.get("properties", {}).items():
                 parameters.append({"name": name, "in": "query", "required": False, "schema": prop})
         if e.idempotent_post:
-            parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                               "schema": {"type": "string", "minLength": 1, "maxLength": 255,
-                                          "pattern": "^[ -~]+$"}})
+            parameters.append(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+                }
+            )
         if parameters:
             operation["parameters"] = parameters
         if e.body is not None:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{e.body.__name__}"}}}}
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{e.body.__name__}"}}},
+            }
         responses: dict[str, Any] = {}
         for status, model in e.answers.items():
             content: dict[str, Any] = {}

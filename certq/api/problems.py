@@ -15,8 +15,17 @@ from certq.web_input import parse_query, validation_problem
 
 # Problem, parse_query and validation_problem are re-exported: the routes import them from here.
 __all__ = [
-    "MAX_BODY_BYTES", "Problem", "http_exception_handler", "parse_body", "parse_query", "parse_uuid", "problem_handler",
-    "read_body", "unavailable_handler", "unexpected_handler", "validation_problem",
+    "MAX_BODY_BYTES",
+    "Problem",
+    "http_exception_handler",
+    "parse_body",
+    "parse_query",
+    "parse_uuid",
+    "problem_handler",
+    "read_body",
+    "unavailable_handler",
+    "unexpected_handler",
+    "validation_problem",
 ]
 
 log = logging.getLogger("certq.api")
@@ -78,8 +87,12 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
         detail = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return Problem(exc.status_code, detail, field="path" if exc.status_code in (404, 405) else None,
-                   headers=dict(exc.headers or {})).response(request.url.path)
+    return Problem(
+        exc.status_code,
+        detail,
+        field="path" if exc.status_code in (404, 405) else None,
+        headers=dict(exc.headers or {}),
+    ).response(request.url.path)
 
 
 async def unavailable_handler(request: Request, exc: Exception) -> Response:

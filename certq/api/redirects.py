@@ -32,8 +32,10 @@ class RelativeRedirects:
 
         async def relative(message: Message) -> None:
             if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
-                message["headers"] = [(name, _path_only(value) if name.lower() == b"location" else value)
-                                      for name, value in message.get("headers", [])]
+                message["headers"] = [
+                    (name, _path_only(value) if name.lower() == b"location" else value)
+                    for name, value in message.get("headers", [])
+                ]
                 if _adds_a_slash(asked, message):
                     held.append(message)
                     return

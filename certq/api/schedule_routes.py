@@ -24,8 +24,16 @@ from certq.api.schedule_schemas import (
 from certq.cron import Cron, CronError
 from certq.store import ScheduleRecord, ScheduleSpec, SlotRecord, Store
 
-_FIELDS = {"name": "name", "cron": "cron", "timezone": "timezone", "modelIds": "model_ids", "regions": "regions",
-           "priority": "priority", "catchUp": "catch_up", "paused": "paused"}
+_FIELDS = {
+    "name": "name",
+    "cron": "cron",
+    "timezone": "timezone",
+    "modelIds": "model_ids",
+    "regions": "regions",
+    "priority": "priority",
+    "catchUp": "catch_up",
+    "paused": "paused",
+}
 _CLEARABLE: dict[str, list[Any]] = {"modelIds": [], "regions": []}
 
 
@@ -34,8 +42,13 @@ def schedule_out(record: ScheduleRecord) -> ScheduleOut:
 
 
 def schedule_detail(record: ScheduleRecord, slots: list[SlotRecord]) -> ScheduleDetail:
-    return ScheduleDetail.model_validate({**record.__dict__, "filter": _filter_out(record),
-                                          "recent_slots": [SlotOut.model_validate(s.__dict__) for s in slots]})
+    return ScheduleDetail.model_validate(
+        {
+            **record.__dict__,
+            "filter": _filter_out(record),
+            "recent_slots": [SlotOut.model_validate(s.__dict__) for s in slots],
+        }
+    )
 
 
 def _filter_out(record: ScheduleRecord) -> ScheduleFilterOut | None:
@@ -67,11 +80,19 @@ async def _check_models(store: Store, model_ids: list[UUID]) -> None:
     for index, model_id in enumerate(model_ids):
         model = found.get(model_id)
         if model is None:
-            raise Problem(404, f"modelIds[{index}]: no model with id {model_id}", field=f"modelIds[{index}]",
-                          kind="model-not-found")
+            raise Problem(
+                404,
+                f"modelIds[{index}]: no model with id {model_id}",
+                field=f"modelIds[{index}]",
+                kind="model-not-found",
+            )
         if not model.is_active:
-            raise Problem(422, f"modelIds[{index}]: model {model_id} is inactive", field=f"modelIds[{index}]",
-                          kind="model-inactive")
+            raise Problem(
+                422,
+                f"modelIds[{index}]: model {model_id} is inactive",
+                field=f"modelIds[{index}]",
+                kind="model-inactive",
+            )
 
 
 async def create_schedule(request: Request) -> Response:
@@ -79,9 +100,17 @@ async def create_schedule(request: Request) -> Response:
     body, _ = await parse_body(request, ScheduleCreate)
     _check_cron(body.cron, body.timezone)
     await _check_models(store, body.model_ids or [])
-    spec = ScheduleSpec(name=body.name, cron=body.cron, timezone=body.timezone, model_ids=body.model_ids or [],
-                        regions=body.regions or [], priority=body.priority, catch_up=body.catch_up,
-                        paused=body.paused, **_filter_columns(body.filter))
+    spec = ScheduleSpec(
+        name=body.name,
+        cron=body.cron,
+        timezone=body.timezone,
+        model_ids=body.model_ids or [],
+        regions=body.regions or [],
+        priority=body.priority,
+        catch_up=body.catch_up,
+        paused=body.paused,
+        **_filter_columns(body.filter),
+    )
     actor, remote = _actor(request)
     record = await store.create_schedule(spec, actor=actor, remote_addr=remote)
     return answer(201, schedule_out(record))
@@ -140,14 +169,49 @@ async def delete_schedule(request: Request) -> Response:
 
 _ONE = "/api/schedules/{schedule_id}"
 ENDPOINTS = [
-    Endpoint("POST", "/api/schedules", create_schedule, "Create a schedule of recurring certifications",
-             {201: ScheduleOut}, body=ScheduleCreate, tags=("schedules",)),
-    Endpoint("GET", "/api/schedules", list_schedules, "List schedules, oldest first", {200: ScheduleList},
-             tags=("schedules",)),
-    Endpoint("GET", _ONE, get_schedule, "One schedule and its newest slots", {200: ScheduleDetail},
-             path_params=("schedule_id",), tags=("schedules",)),
-    Endpoint("PATCH", _ONE, update_schedule, "Change a schedule ({\"paused\": true} pauses it)", {200: ScheduleOut},
-             body=ScheduleUpdate, path_params=("schedule_id",), tags=("schedules",)),
-    Endpoint("DELETE", _ONE, delete_schedule, "Delete a schedule (the jobs it made stay)", {200: ScheduleOut},
-             path_params=("schedule_id",), tags=("schedules",)),
+    Endpoint(
+        "POST",
+        "/api/schedules",
+        create_schedule,
+        "Create a schedule of recurring certifications",
+        {201: ScheduleOut},
+        body=ScheduleCreate,
+        tags=("schedules",),
+    ),
+    Endpoint(
+        "GET",
+        "/api/schedules",
+        list_schedules,
+        "List schedules, oldest first",
+        {200: ScheduleList},
+        tags=("schedules",),
+    ),
+    Endpoint(
+        "GET",
+        _ONE,
+        get_schedule,
+        "One schedule and its newest slots",
+        {200: ScheduleDetail},
+        path_params=("schedule_id",),
+        tags=("schedules",),
+    ),
+    Endpoint(
+        "PATCH",
+        _ONE,
+        update_schedule,
+        'Change a schedule ({"paused": true} pauses it)',
+        {200: ScheduleOut},
+        body=ScheduleUpdate,
+        path_params=("schedule_id",),
+        tags=("schedules",),
+    ),
+    Endpoint(
+        "DELETE",
+        _ONE,
+        delete_schedule,
+        "Delete a schedule (the jobs it made stay)",
+        {200: ScheduleOut},
+        path_params=("schedule_id",),
+        tags=("schedules",),
+    ),
 ]

@@ -39,15 +39,34 @@ def _zone(value: str) -> str:
     return value
 
 
-CronText = Annotated[str, Field(min_length=1, max_length=200, description=(
-    "5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or @hourly, @daily, @weekly, "
-    "@monthly, @yearly"), examples=["30 2 * * *"]), AfterValidator(_cron)]
-TimeZone = Annotated[str, Field(min_length=1, max_length=100, description="an IANA time zone name",
-                                examples=["Europe/Berlin"]), AfterValidator(_zone)]
-ModelIds = Annotated[list[UUID], Field(min_length=1, max_length=MAX_LIMIT, json_schema_extra={"uniqueItems": True}),
-                     AfterValidator(_unique)]
-Standings = Annotated[list[StandingName], Field(min_length=1, max_length=5, json_schema_extra={"uniqueItems": True}),
-                      AfterValidator(_unique)]
+CronText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description=(
+            "5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or @hourly, @daily, @weekly, "
+            "@monthly, @yearly"
+        ),
+        examples=["30 2 * * *"],
+    ),
+    AfterValidator(_cron),
+]
+TimeZone = Annotated[
+    str,
+    Field(min_length=1, max_length=100, description="an IANA time zone name", examples=["Europe/Berlin"]),
+    AfterValidator(_zone),
+]
+ModelIds = Annotated[
+    list[UUID],
+    Field(min_length=1, max_length=MAX_LIMIT, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_unique),
+]
+Standings = Annotated[
+    list[StandingName],
+    Field(min_length=1, max_length=5, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_unique),
+]
 ExpiresWithin = Annotated[int, Field(ge=60, le=31_622_400, description="seconds")]
 
 
@@ -76,8 +95,9 @@ class ScheduleCreate(Body):
     regions: Regions | None = None
     priority: Priority = "normal"
     filter: ScheduleFilter | None = None
-    catch_up: CatchUp = Field("once", description="after downtime: once = one run for every missed slot, "
-                                                  "skip = drop missed slots")
+    catch_up: CatchUp = Field(
+        "once", description="after downtime: once = one run for every missed slot, skip = drop missed slots"
+    )
     paused: bool = False
 
 

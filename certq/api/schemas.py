@@ -29,21 +29,37 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
-Region = Annotated[str, Field(min_length=1, max_length=64, pattern=REGION_PATTERN,
-                               description="letters, digits and . _ : - (e.g. us-east-1, or local)")]
-Regions = Annotated[list[Region], Field(min_length=1, max_length=50, json_schema_extra={"uniqueItems": True}),
-                    AfterValidator(_unique)]
+Region = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=REGION_PATTERN,
+        description="letters, digits and . _ : - (e.g. us-east-1, or local)",
+    ),
+]
+Regions = Annotated[
+    list[Region], Field(min_length=1, max_length=50, json_schema_extra={"uniqueItems": True}), AfterValidator(_unique)
+]
 # No control characters (PostgreSQL text cannot hold NUL; the others are never meant).
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
 ApiModelId = Annotated[str, Field(min_length=1, max_length=300, pattern=TEXT_PATTERN)]
 BaseUrl = Annotated[str, Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN)]
 KeyEnv = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
-ServedModel = Annotated[str, Field(min_length=1, max_length=300, pattern=TEXT_PATTERN,
-                                   description="the name the endpoint reports serving, where it is not apiModelId")]
-ValiditySeconds = Annotated[int, Field(ge=60, le=31_622_400,
-                                       description="how long this model's verdicts stand (default "
-                                                   "CERTIFICATION_VALIDITY)")]
+ServedModel = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=300,
+        pattern=TEXT_PATTERN,
+        description="the name the endpoint reports serving, where it is not apiModelId",
+    ),
+]
+ValiditySeconds = Annotated[
+    int,
+    Field(ge=60, le=31_622_400, description="how long this model's verdicts stand (default CERTIFICATION_VALIDITY)"),
+]
 
 
 class Body(BaseModel):
@@ -61,8 +77,10 @@ class Answer(BaseModel):
 # --- models ---------------------------------------------------------------------------------------
 
 
-_NO_USERINFO = ("may not carry a user name or password (user:secret@host): declare the key in MODEL_CREDENTIALS "
-                "and name it in apiKeyEnv")
+_NO_USERINFO = (
+    "may not carry a user name or password (user:secret@host): declare the key in MODEL_CREDENTIALS "
+    "and name it in apiKeyEnv"
+)
 
 
 def check_deployment(provider: str, base_url: str | None, regions: list[str]) -> list[tuple[str, str]]:
@@ -164,8 +182,11 @@ class CertifyBody(Body):
 
 
 class CertifyMultipleBody(Body):
-    model_ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_LIMIT, json_schema_extra={"uniqueItems": True}),
-                         AfterValidator(_unique)]
+    model_ids: Annotated[
+        list[UUID],
+        Field(min_length=1, max_length=MAX_LIMIT, json_schema_extra={"uniqueItems": True}),
+        AfterValidator(_unique),
+    ]
     regions: Regions
     priority: Priority = "normal"
 
@@ -229,8 +250,10 @@ class CertificationOut(Answer):
     error_message: str | None
     attempts: int
     attempt_log: list[dict[str, Any]]
-    duration_ms: int | None = Field(description="wall time from the first attempt's start to the verdict; each "
-                                                "attempt's own run time is in its attempt_log entry")
+    duration_ms: int | None = Field(
+        description="wall time from the first attempt's start to the verdict; each "
+        "attempt's own run time is in its attempt_log entry"
+    )
     valid_until: datetime | None = Field(description="when this verdict stops standing (EXPIRED after)")
     created_at: datetime
     started_at: datetime | None
@@ -348,7 +371,8 @@ class StandingEntry(Answer):
     region: str
     standing: Literal["CERTIFIED", "QUALITY_WARNING", "FAILED", "EXPIRED", "NEVER_CERTIFIED"]
     recertification: Literal["QUEUED", "RUNNING"] | None = Field(
-        description="a certification of this pair queued or running now")
+        description="a certification of this pair queued or running now"
+    )
     certification_id: UUID | None
     verdict: str | None = Field(description="the newest verdict's status (also once it has expired)")
     passed: bool | None
@@ -362,4 +386,3 @@ class StandingEntry(Answer):
 
 class StandingAnswer(Answer):
     standing: list[StandingEntry]
-

@@ -27,11 +27,19 @@ class ApiMetrics:
     def __init__(self, metrics: Metrics) -> None:
         r = metrics.registry
         self.base = metrics
-        self.requests = Counter("certq_api_requests", "HTTP requests answered, by route and status class.",
-                                ["method", "route", "status"], registry=r)
-        self.latency = Histogram("certq_api_request_duration_seconds", "Time to answer an HTTP request, by route.",
-                                 ["method", "route"], registry=r,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.requests = Counter(
+            "certq_api_requests",
+            "HTTP requests answered, by route and status class.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "certq_api_request_duration_seconds",
+            "Time to answer an HTTP request, by route.",
+            ["method", "route"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.enqueued = Counter("certq_api_certifications_enqueued", "Certifications handed to the queue.", registry=r)
         self.enqueue_failures = Counter(
             "certq_api_enqueue_failures",
@@ -65,11 +73,16 @@ def token_set(settings: Settings) -> TokenSet:
         generated = secrets.token_urlsafe(24)
         try:
             path = write_development_token(generated, settings.api_port)
-            log.warning("API_TOKENS is empty: /api/* accepts only a development (admin) token, written to %s "
-                        "(readable by this user only)", path)
+            log.warning(
+                "API_TOKENS is empty: /api/* accepts only a development (admin) token, written to %s "
+                "(readable by this user only)",
+                path,
+            )
         except OSError as exc:
-            log.warning("API_TOKENS is empty and the development token could not be written (%s): set API_TOKENS "
-                        "to use /api/*", exc)
+            log.warning(
+                "API_TOKENS is empty and the development token could not be written (%s): set API_TOKENS to use /api/*",
+                exc,
+            )
         tokens = {generated: Role.ADMIN}
     return TokenSet(tokens)
 

@@ -25,12 +25,23 @@ def entry_out(record: StandingRecord) -> StandingEntry:
     identity = record.identity or {}
     reported = identity.get("reported")
     return StandingEntry(
-        model_id=record.model_id, model_name=record.model_name, region=record.region, standing=record.standing,
-        recertification=record.recertification, certification_id=record.certification_id, verdict=record.verdict,
-        passed=record.passed, score=record.score, rating=record.rating, certified_at=record.certified_at,
-        valid_until=record.valid_until, error_category=record.error_category,
+        model_id=record.model_id,
+        model_name=record.model_name,
+        region=record.region,
+        standing=record.standing,
+        recertification=record.recertification,
+        certification_id=record.certification_id,
+        verdict=record.verdict,
+        passed=record.passed,
+        score=record.score,
+        rating=record.rating,
+        certified_at=record.certified_at,
+        valid_until=record.valid_until,
+        error_category=record.error_category,
         identity=StandingIdentity(
-            provider=record.provider, api_model_id=record.api_model_id, served_model=record.served_model,
+            provider=record.provider,
+            api_model_id=record.api_model_id,
+            served_model=record.served_model,
             reported=[str(name) for name in reported] if isinstance(reported, list) else [],
             finding=str(identity["finding"]) if identity.get("finding") else None,
         ),
@@ -48,8 +59,9 @@ def _matches(header: str | None, etag: str) -> bool:
 async def standing(request: Request) -> Response:
     query = parse_query(request, StandingQuery)
     services = services_of(request)
-    records = await services.need_store().standing(model_id=query.model_id, region=query.region,
-                                                   default_validity_s=services.settings.validity_s)
+    records = await services.need_store().standing(
+        model_id=query.model_id, region=query.region, default_validity_s=services.settings.validity_s
+    )
     body = StandingAnswer(standing=[entry_out(r) for r in records]).model_dump_json(by_alias=True).encode()
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Authorization"}
@@ -59,6 +71,13 @@ async def standing(request: Request) -> Response:
 
 
 ENDPOINTS = [
-    Endpoint("GET", PATH, standing, "Every active model x region pair's standing now (ETag; 304 on If-None-Match)",
-             {200: StandingAnswer}, query=StandingQuery, tags=("certification",)),
+    Endpoint(
+        "GET",
+        PATH,
+        standing,
+        "Every active model x region pair's standing now (ETag; 304 on If-None-Match)",
+        {200: StandingAnswer},
+        query=StandingQuery,
+        tags=("certification",),
+    ),
 ]

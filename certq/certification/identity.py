@@ -53,8 +53,10 @@ class Identity:
     def message(self) -> str:
         reported = ", ".join(repr(name) for name in self.reported)
         if self.finding == "mismatch":
-            return (f"the endpoint serves {reported}, not {self.expected!r}: a certificate would be for the wrong "
-                    f"model (if that name is right for this deployment, register it as servedModel)")
+            return (
+                f"the endpoint serves {reported}, not {self.expected!r}: a certificate would be for the wrong "
+                f"model (if that name is right for this deployment, register it as servedModel)"
+            )
         if self.finding == "unreported":
             return f"the endpoint reported no model name, so it is not confirmed that it serves {self.expected!r}"
         return ""

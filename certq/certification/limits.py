@@ -51,7 +51,7 @@ async def decoded_chunks(response: httpx.Response, limits: ResponseLimits) -> As
     if encoding in ("", "identity"):
         async for chunk in response.aiter_raw():
             for start in range(0, len(chunk), _PIECE):
-                yield chunk[start:start + _PIECE]
+                yield chunk[start : start + _PIECE]
         return
     wbits = _WBITS.get(encoding)
     if wbits is None:

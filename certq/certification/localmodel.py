@@ -99,16 +99,32 @@ def start_upstream_llama_server(
     """Start llama.cpp's own `llama-server` (the one self-hosted users run) like `start_llama_server`."""
     model = Path(model_path)
     port = port or _free_port()
-    command = [str(binary), "--model", str(model), "--alias", alias or model.stem, "--host", "127.0.0.1",
-               "--port", str(port), "--ctx-size", str(n_ctx), "--parallel", "4", "--threads", "1",
-               "--no-webui"]
+    command = [
+        str(binary),
+        "--model",
+        str(model),
+        "--alias",
+        alias or model.stem,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ctx-size",
+        str(n_ctx),
+        "--parallel",
+        "4",
+        "--threads",
+        "1",
+        "--no-webui",
+    ]
     if api_key:
         command += ["--api-key", api_key]
     return _serve(command, port, model.with_suffix(".upstream.log"), api_key, ready_timeout_s, "llama-server")
 
 
-def _serve(command: list[str], port: int, log_path: Path, api_key: str | None, ready_timeout_s: float,
-           name: str) -> tuple[str, subprocess.Popen[bytes]]:
+def _serve(
+    command: list[str], port: int, log_path: Path, api_key: str | None, ready_timeout_s: float, name: str
+) -> tuple[str, subprocess.Popen[bytes]]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}/v1"

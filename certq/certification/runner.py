@@ -89,7 +89,9 @@ class _Run:
                         f"{error.message} (the run's retry budget of {self.config.retry_budget} is spent: "
                         f"the endpoint failed {sum(self.recorder.transient_counts.values())} of "
                         f"{self.recorder.requests} requests)",
-                        status=error.status, code=error.code, retry_after_s=error.retry_after_s,
+                        status=error.status,
+                        code=error.code,
+                        retry_after_s=error.retry_after_s,
                     ) from None
                 retry += 1
                 self.recorder.on_retry()
@@ -215,8 +217,9 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
     quirks = getattr(run.provider, "quirks", None)
     if quirks:
         metrics["compatibilityFallbacks"] = sorted(quirks)
-    identity = judge(run.endpoint.provider, run.endpoint.api_model_id, run.endpoint.served_model,
-                     run.recorder.models_reported)
+    identity = judge(
+        run.endpoint.provider, run.endpoint.api_model_id, run.endpoint.served_model, run.recorder.models_reported
+    )
     metrics["modelIdentity"] = identity.to_json()
     if identity.finding == "unreported" and run.recorder.answers > 0:
         metrics["warnings"] = [identity.message]
@@ -252,8 +255,7 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
             if summary.failed_probes:
                 reasons.append("failed: " + ", ".join(summary.failed_probes))
             if penalty:
-                reasons.append(f"{penalty} points off for reliability (availability "
-                               f"{run.recorder.availability:.0%})")
+                reasons.append(f"{penalty} points off for reliability (availability {run.recorder.availability:.0%})")
             message = "; ".join(reasons)
     return Verdict(
         status=status,

@@ -40,16 +40,26 @@ class ClusterServers:
     _ids: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, node_timeout_ms: int = 2000, root: Path | None = None, *,
-              password: str | None = None) -> ClusterServers:
+    def start(
+        cls, node_timeout_ms: int = 2000, root: Path | None = None, *, password: str | None = None
+    ) -> ClusterServers:
         if shutil.which("redis-cli") is None:
             raise TopologyError("redis-cli is needed to create a cluster (Debian package redis-tools)")
         root = Path(tempfile.mkdtemp(prefix="certq-cluster-")) if root is None else root
         nodes = []
         for port in distinct_ports(6):
             workdir = root / str(port)
-            args = data_args(port, workdir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                              "--cluster-node-timeout", str(node_timeout_ms), password=password)
+            args = data_args(
+                port,
+                workdir,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(node_timeout_ms),
+                password=password,
+            )
             args[args.index("--appendonly") + 1] = "yes"
             args += ["--appendfsync", "always"]
             nodes.append(RedisNode(port, workdir, args, password=password))
@@ -57,9 +67,22 @@ class ClusterServers:
         try:
             for node in nodes:
                 node.start()
-            subprocess.run(["redis-cli", "--cluster", "create", *(n.address for n in nodes),
-                            "--cluster-replicas", "1", "--cluster-yes"], env=cluster._cli_env(),
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+            subprocess.run(
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *(n.address for n in nodes),
+                    "--cluster-replicas",
+                    "1",
+                    "--cluster-yes",
+                ],
+                env=cluster._cli_env(),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=60,
+            )
             wait_for(cluster.healthy, 30, "the cluster did not reach cluster_state:ok on every node")
         except BaseException:
             cluster.stop()
@@ -170,9 +193,21 @@ class ClusterServers:
         """`redis-cli --cluster reshard` of `slots` slots from `source` to `target`, as an operator runs it.
         redis-cli takes the source's lowest slots first (see `tag_for_slot` to put a queue there)."""
         process = await asyncio.create_subprocess_exec(
-            "redis-cli", "--cluster", "reshard", source.address, "--cluster-from", self.node_id(source),
-            "--cluster-to", self.node_id(target), "--cluster-slots", str(slots), "--cluster-yes",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self._cli_env())
+            "redis-cli",
+            "--cluster",
+            "reshard",
+            source.address,
+            "--cluster-from",
+            self.node_id(source),
+            "--cluster-to",
+            self.node_id(target),
+            "--cluster-slots",
+            str(slots),
+            "--cluster-yes",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._cli_env(),
+        )
         async with asyncio.timeout(60):
             _, err = await process.communicate()
         if process.returncode != 0:

@@ -100,8 +100,11 @@ async def run_drill(
         clients.append(made)
         return made
 
-    runners = [Runner(client(), config, handler, concurrency=concurrency, hooks=tracker, grace_ms=2_000)
-               for config in configs for _ in range(runners_per_queue)]
+    runners = [
+        Runner(client(), config, handler, concurrency=concurrency, hooks=tracker, grace_ms=2_000)
+        for config in configs
+        for _ in range(runners_per_queue)
+    ]
     producer_client = client()
     queues = [Queue(producer_client, config) for config in configs]
     tasks = [asyncio.create_task(runner.run(stop), name=f"drill-runner-{i}") for i, runner in enumerate(runners)]
@@ -211,6 +214,9 @@ def _ledger(scenario: str, state: DrillState, states: dict[str, str], elapsed: f
         after = [at for at in state.finish_times if at >= state.fault_ended]
         if after:
             ledger.recover_s = min(after) - state.fault_started
-    ledger.notes = {"enqueue_errors": state.enqueue_errors, "completion_acks": sum(state.completions.values()),
-                    **state.notes}
+    ledger.notes = {
+        "enqueue_errors": state.enqueue_errors,
+        "completion_acks": sum(state.completions.values()),
+        **state.notes,
+    }
     return ledger

@@ -35,13 +35,17 @@ class Ledger:
     def row(self) -> str:
         """One Markdown table row (see `HEADER`)."""
         recover = "-" if self.recover_s is None else f"{self.recover_s:.1f} s"
-        return (f"| {self.scenario} | {self.accepted} | {self.finished} | {self.lost} | {self.finished_twice} | "
-                f"{self.stuck} | {self.ran_twice} | {recover} | {self.elapsed_s:.1f} s |")
+        return (
+            f"| {self.scenario} | {self.accepted} | {self.finished} | {self.lost} | {self.finished_twice} | "
+            f"{self.stuck} | {self.ran_twice} | {recover} | {self.elapsed_s:.1f} s |"
+        )
 
 
-HEADER = ("| scenario | accepted | finished | lost | finished twice | stuck | ran twice | time to recover "
-          "| run time |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+HEADER = (
+    "| scenario | accepted | finished | lost | finished twice | stuck | ran twice | time to recover "
+    "| run time |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
 
 
 def count_twice(counter: Counter[str]) -> int:

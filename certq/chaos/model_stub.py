@@ -91,10 +91,17 @@ class _Handler(BaseHTTPRequestHandler):
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream"):
             return self._stream(text, usage, bool((body.get("stream_options") or {}).get("include_usage")))
-        self._json(200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
-                         "model": "stub-model", "usage": usage,
-                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                      "finish_reason": "stop"}]})
+        self._json(
+            200,
+            {
+                "id": "chatcmpl-stub",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": "stub-model",
+                "usage": usage,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            },
+        )
 
     def _stream(self, text: str, usage: dict[str, int], include_usage: bool) -> None:
         self.send_response(200)
@@ -102,11 +109,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "model": "stub-model"}
-        events: list[object] = [base | {"choices": [{"index": 0, "delta": {"role": "assistant"},
-                                                      "finish_reason": None}]}]
+        events: list[object] = [
+            base | {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+        ]
         for i, word in enumerate(text.split(" ")):
-            events.append(base | {"choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word},
-                                               "finish_reason": None}]})
+            events.append(
+                base
+                | {
+                    "choices": [
+                        {"index": 0, "delta": {"content": word if i == 0 else " " + word}, "finish_reason": None}
+                    ]
+                }
+            )
         events.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if include_usage:
             events.append(base | {"choices": [], "usage": usage})
@@ -131,8 +145,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--hang-file", type=Path)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args(argv)
-    handler = type("Handler", (_Handler,), {"hang_file": args.hang_file, "delay_s": args.delay,
-                                            "counts": {"requests": 0, "hung": 0}})
+    handler = type(
+        "Handler",
+        (_Handler,),
+        {"hang_file": args.hang_file, "delay_s": args.delay, "counts": {"requests": 0, "hung": 0}},
+    )
     server = _Server(("127.0.0.1", args.port), handler)
     try:
         server.serve_forever(poll_interval=0.1)

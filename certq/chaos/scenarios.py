@@ -71,20 +71,41 @@ async def _provider_hang(world: World) -> dict[str, object]:
     return {"hung_s": 8.0}
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("worker-sigkill", "a worker is SIGKILLed mid-run; a replacement starts", _worker_sigkill),
-    Scenario("worker-sigstop", "a worker is frozen past its leases (SIGSTOP), then resumed (SIGCONT)",
-             _worker_sigstop),
-    Scenario("redis-restart", "Redis is SIGKILLed, stays down 2 s and restarts empty (no persistence)", _redis_restart,
-             watch_ready=True),
-    Scenario("sentinel-failover", "the Sentinel master is SIGKILLed right after accepting a batch its replica "
-             "never got; the replica is promoted", _sentinel_failover,
-             topology="sentinel", watch_ready=True),
-    Scenario("postgres-restart", "PostgreSQL shuts down immediately (SIGQUIT) and restarts", _postgres_restart,
-             watch_ready=True),
-    Scenario("provider-hang", "the model endpoint answers nothing for 8 s (job timeout 4 s)", _provider_hang,
-             job_timeout_ms=4_000),
-]}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("worker-sigkill", "a worker is SIGKILLed mid-run; a replacement starts", _worker_sigkill),
+        Scenario(
+            "worker-sigstop", "a worker is frozen past its leases (SIGSTOP), then resumed (SIGCONT)", _worker_sigstop
+        ),
+        Scenario(
+            "redis-restart",
+            "Redis is SIGKILLed, stays down 2 s and restarts empty (no persistence)",
+            _redis_restart,
+            watch_ready=True,
+        ),
+        Scenario(
+            "sentinel-failover",
+            "the Sentinel master is SIGKILLed right after accepting a batch its replica "
+            "never got; the replica is promoted",
+            _sentinel_failover,
+            topology="sentinel",
+            watch_ready=True,
+        ),
+        Scenario(
+            "postgres-restart",
+            "PostgreSQL shuts down immediately (SIGQUIT) and restarts",
+            _postgres_restart,
+            watch_ready=True,
+        ),
+        Scenario(
+            "provider-hang",
+            "the model endpoint answers nothing for 8 s (job timeout 4 s)",
+            _provider_hang,
+            job_timeout_ms=4_000,
+        ),
+    ]
+}
 
 
 def topologies(name: str) -> tuple[Topology, ...]:
@@ -93,8 +114,14 @@ def topologies(name: str) -> tuple[Topology, ...]:
     return fixed.get(name, ("single", "sentinel", "cluster"))
 
 
-async def run_scenario(name: str, n: int = 40, timeout_s: float = 120.0, workers: int = 2,
-                       concurrency: int = 3, topology: Topology | None = None) -> Ledger:
+async def run_scenario(
+    name: str,
+    n: int = 40,
+    timeout_s: float = 120.0,
+    workers: int = 2,
+    concurrency: int = 3,
+    topology: Topology | None = None,
+) -> Ledger:
     """Start a private certq, accept `n` certifications, strike once a quarter have finished, wait (bounded
     by `timeout_s` after the fault) until every accepted one is final, and count."""
     scenario = SCENARIOS[name]
@@ -102,8 +129,9 @@ async def run_scenario(name: str, n: int = 40, timeout_s: float = 120.0, workers
     if topology not in topologies(name):
         raise ValueError(f"{name} runs on {' or '.join(topologies(name))}, not {topology}")
     started = time.monotonic()
-    world = await World.start(topology=topology, workers=workers, concurrency=concurrency,
-                              job_timeout_ms=scenario.job_timeout_ms)
+    world = await World.start(
+        topology=topology, workers=workers, concurrency=concurrency, job_timeout_ms=scenario.job_timeout_ms
+    )
     stop_watch = asyncio.Event()
     watch = ReadyWatch([worker.health_port for worker in world.workers])
     api_watch = ReadyWatch([world.api_port])

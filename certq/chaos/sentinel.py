@@ -37,21 +37,40 @@ class SentinelGroup:
     sentinel_password: str | None = None
 
     @classmethod
-    def start(cls, down_after_ms: int = 1000, root: Path | None = None, *, password: str | None = None,
-              sentinel_password: str | None = None) -> SentinelGroup:
+    def start(
+        cls,
+        down_after_ms: int = 1000,
+        root: Path | None = None,
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> SentinelGroup:
         """`password`: the data nodes' (REDIS_PASSWORD); `sentinel_password`: the Sentinels' own
         (REDIS_SENTINEL_PASSWORD)."""
         root = Path(tempfile.mkdtemp(prefix="certq-sentinel-")) if root is None else root
         ports = distinct_ports(5)
-        master = RedisNode(ports[0], root / "master", data_args(ports[0], root / "master", password=password),
-                           password=password)
-        replica = RedisNode(ports[1], root / "replica", data_args(
-            ports[1], root / "replica", "--replicaof", "127.0.0.1", str(ports[0]), password=password),
-            password=password)
-        sentinels = [RedisNode(port, root / f"sentinel-{port}", [], sentinel=True, password=sentinel_password)
-                     for port in ports[2:]]
-        group = cls(root, master, replica, sentinels, down_after_ms=down_after_ms, password=password,
-                    sentinel_password=sentinel_password)
+        master = RedisNode(
+            ports[0], root / "master", data_args(ports[0], root / "master", password=password), password=password
+        )
+        replica = RedisNode(
+            ports[1],
+            root / "replica",
+            data_args(ports[1], root / "replica", "--replicaof", "127.0.0.1", str(ports[0]), password=password),
+            password=password,
+        )
+        sentinels = [
+            RedisNode(port, root / f"sentinel-{port}", [], sentinel=True, password=sentinel_password)
+            for port in ports[2:]
+        ]
+        group = cls(
+            root,
+            master,
+            replica,
+            sentinels,
+            down_after_ms=down_after_ms,
+            password=password,
+            sentinel_password=sentinel_password,
+        )
         try:
             master.start()
             replica.start()
@@ -67,17 +86,25 @@ class SentinelGroup:
         return group
 
     def _sentinel_conf(self, node: RedisNode) -> str:
-        return "\n".join([
-            f"port {node.port}", "bind 127.0.0.1", f"dir {node.workdir}", "logfile sentinel.log",
-            f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 2",
-            f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
-            f"sentinel failover-timeout {self.name} 5000",
-            f"sentinel parallel-syncs {self.name} 1",
-            *([f"sentinel auth-pass {self.name} {self.password}"] if self.password else []),
-            *([f"requirepass {self.sentinel_password}", f"sentinel sentinel-pass {self.sentinel_password}"]
-              if self.sentinel_password else []),
-            "",
-        ])
+        return "\n".join(
+            [
+                f"port {node.port}",
+                "bind 127.0.0.1",
+                f"dir {node.workdir}",
+                "logfile sentinel.log",
+                f"sentinel monitor {self.name} 127.0.0.1 {self.master.port} 2",
+                f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.name} 5000",
+                f"sentinel parallel-syncs {self.name} 1",
+                *([f"sentinel auth-pass {self.name} {self.password}"] if self.password else []),
+                *(
+                    [f"requirepass {self.sentinel_password}", f"sentinel sentinel-pass {self.sentinel_password}"]
+                    if self.sentinel_password
+                    else []
+                ),
+                "",
+            ]
+        )
 
     @property
     def sentinel_addresses(self) -> str:
@@ -121,9 +148,9 @@ class SentinelGroup:
                 return node
         raise TopologyError(f"no node of this group listens on the announced master port {port}")
 
-    async def kill_master(self, within_s: float = 30.0, *,
-                          unreplicated: Callable[[], Awaitable[None]] | None = None
-                          ) -> tuple[RedisNode, RedisNode, float]:
+    async def kill_master(
+        self, within_s: float = 30.0, *, unreplicated: Callable[[], Awaitable[None]] | None = None
+    ) -> tuple[RedisNode, RedisNode, float]:
         """SIGKILL the master; return (old, promoted, seconds until the Sentinels announced the promotion).
 
         With `unreplicated`, the replica is frozen while it runs: whatever it writes is acknowledged by the

@@ -42,8 +42,7 @@ def wait_for(check: Callable[[], bool], timeout: float, message: str, period: fl
         time.sleep(period)
 
 
-async def await_for(check: Callable[[], Awaitable[bool]], within_s: float, message: str,
-                    period: float = 0.05) -> None:
+async def await_for(check: Callable[[], Awaitable[bool]], within_s: float, message: str, period: float = 0.05) -> None:
     """`wait_for` for the event loop: the faults run beside live clients, so they must not block it."""
     deadline = time.monotonic() + within_s
     while True:
@@ -77,20 +76,31 @@ class RedisNode:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout,
-                           password=self.password)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            password=self.password,
+        )
 
     def aclient(self, timeout: float = 2.0) -> aioredis.Redis:
-        return aioredis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout,
-                              socket_connect_timeout=timeout, password=self.password)
+        return aioredis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            password=self.password,
+        )
 
     def start(self, timeout: float = 15.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [redis_binary(), *self.args]
         if self.sentinel:
             command = [redis_binary(), str(self.workdir / "sentinel.conf"), "--sentinel"]
-        self.process = subprocess.Popen(command, cwd=self.workdir, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         wait_for(self.pings, timeout, f"redis-server on {self.address} did not answer PING")
 
     def pings(self) -> bool:
@@ -141,8 +151,12 @@ class RedisNode:
         self.workdir.mkdir(parents=True, exist_ok=True)
         # Popen returns as soon as the child is forked: no need for an asyncio subprocess here.
         self.process = subprocess.Popen(  # noqa: ASYNC220
-            [redis_binary(), *self.args], cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            [redis_binary(), *self.args],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         await await_for(self.apings, within_s, f"redis-server on {self.address} did not answer PING")
 
     async def apings(self) -> bool:
@@ -158,8 +172,22 @@ class RedisNode:
 
 def data_args(port: int, workdir: Path, *extra: str, password: str | None = None) -> list[str]:
     auth = ["--requirepass", password, "--masterauth", password] if password else []
-    return ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--logfile", "redis.log",
-            "--save", "", "--appendonly", "no", *auth, *extra]
+    return [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--logfile",
+        "redis.log",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        *auth,
+        *extra,
+    ]
 
 
 async def command(client: aioredis.Redis, *args: Any) -> Any:

@@ -67,11 +67,23 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "certq.worker", "--concurrency", str(self.concurrency),
-                   "--health-port", str(self.health_port), "--health-host", "127.0.0.1", "--shutdown-grace", "5"]
+        command = [
+            sys.executable,
+            "-m",
+            "certq.worker",
+            "--concurrency",
+            str(self.concurrency),
+            "--health-port",
+            str(self.health_port),
+            "--health-host",
+            "127.0.0.1",
+            "--shutdown-grace",
+            "5",
+        ]
         with open(self.workdir / f"worker-{self.index}.log", "ab") as out:
-            self.process = subprocess.Popen(command, env=self.env, cwd=self.workdir, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=self.env, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     @property
     def alive(self) -> bool:
@@ -160,8 +172,15 @@ class World:
         self.accepted: list[UUID] = []
 
     @classmethod
-    async def start(cls, *, topology: Topology = "single", workers: int = 2, concurrency: int = 3,
-                    job_timeout_ms: int = 30_000, model_delay_s: float = MODEL_DELAY_S) -> World:
+    async def start(
+        cls,
+        *,
+        topology: Topology = "single",
+        workers: int = 2,
+        concurrency: int = 3,
+        job_timeout_ms: int = 30_000,
+        model_delay_s: float = MODEL_DELAY_S,
+    ) -> World:
         world = cls(Path(tempfile.mkdtemp(prefix="certq-chaos-")), topology)
         try:
             await world._start(workers, concurrency, job_timeout_ms, model_delay_s)
@@ -171,8 +190,13 @@ class World:
         return world
 
     async def _start(self, workers: int, concurrency: int, job_timeout_ms: int, model_delay_s: float) -> None:
-        env: dict[str, str] = {"BULL_QUEUE_PREFIX": "{chaos}", "CERTIFICATION_TIMEOUT": str(job_timeout_ms),
-                               "LOG_LEVEL": "INFO", "LOG_FORMAT": "json", "CERTQ_ENV": "development"}
+        env: dict[str, str] = {
+            "BULL_QUEUE_PREFIX": "{chaos}",
+            "CERTIFICATION_TIMEOUT": str(job_timeout_ms),
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "json",
+            "CERTQ_ENV": "development",
+        }
         if self.topology == "sentinel":
             self.sentinels = await asyncio.to_thread(SentinelGroup.start, 1000, self.root / "sentinel")
             env |= {"REDIS_SENTINELS": self.sentinels.sentinel_addresses, "REDIS_SENTINEL_MASTER": self.sentinels.name}
@@ -190,29 +214,48 @@ class World:
         self.redis = connect_redis(self.settings)
         self.queue = Queue(self.redis, queue_config(self.settings))
         self.stub_port = free_port()
-        self.stub = _spawn([sys.executable, "-m", "certq.chaos.model_stub", "--port", str(self.stub_port),
-                            "--hang-file", str(self.hang_file), "--delay", str(model_delay_s)], self.root)
+        self.stub = _spawn(
+            [
+                sys.executable,
+                "-m",
+                "certq.chaos.model_stub",
+                "--port",
+                str(self.stub_port),
+                "--hang-file",
+                str(self.hang_file),
+                "--delay",
+                str(model_delay_s),
+            ],
+            self.root,
+        )
 
         async def stub_up() -> bool:
             return port_answers("127.0.0.1", self.stub_port)
 
         await await_for(stub_up, 20, "the model stub did not open its port")
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "BULL_",
-                                                                                "CERTIFICATION_", "WORKER_"))}
+        child_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("REDIS_", "DATABASE_", "BULL_", "CERTIFICATION_", "WORKER_"))
+        }
         child_env |= env
         for index in range(workers):
             worker = WorkerProcess(index, free_port(), child_env, self.root, concurrency)
             worker.start()
             self.workers.append(worker)
         self.api_port = free_port()
-        self.api = _spawn_logged([sys.executable, "-m", "certq.api"], self.root, self.root / "api.log",
-                                 child_env | {"API_HOST": "127.0.0.1", "API_PORT": str(self.api_port),
-                                              "API_TOKENS": "chaos"})
+        self.api = _spawn_logged(
+            [sys.executable, "-m", "certq.api"],
+            self.root,
+            self.root / "api.log",
+            child_env | {"API_HOST": "127.0.0.1", "API_PORT": str(self.api_port), "API_TOKENS": "chaos"},
+        )
         await self.wait_ready(60)
 
     async def wait_ready(self, within_s: float) -> None:
         watch = ReadyWatch([worker.health_port for worker in self.workers if worker.alive] + [self.api_port])
         async with httpx.AsyncClient(timeout=1.0) as client:
+
             async def all_ready() -> bool:
                 return all(await asyncio.gather(*(watch._ready(client, port) for port in watch.ports)))
 
@@ -234,8 +277,12 @@ class World:
         pairs: list[tuple[UUID, str]] = []
         for index in range(math.ceil(n / REGIONS_PER_MODEL)):
             model = await self.store.create_model(
-                name=f"stub-{len(self.accepted)}-{index}", provider="openai", api_model_id="stub-model",
-                regions=regions, base_url=f"http://127.0.0.1:{self.stub_port}/v1")
+                name=f"stub-{len(self.accepted)}-{index}",
+                provider="openai",
+                api_model_id="stub-model",
+                regions=regions,
+                base_url=f"http://127.0.0.1:{self.stub_port}/v1",
+            )
             pairs += [(model.id, region) for region in regions]  # type: ignore[union-attr]
         created = await self.store.create_job(type="MULTIPLE_MODELS", pairs=pairs[:n])
         assert isinstance(created, JobCreated) and created.job is not None
@@ -283,8 +330,9 @@ class World:
         except Exception as exc:  # Redis or PostgreSQL may be down right now: next pass
             log.info("reconcile pass failed: %r", exc)
 
-    async def ledger(self, scenario: str, accepted: list[UUID], fault_at: float | None, fault_over_at: float | None,
-                     elapsed_s: float) -> Ledger:
+    async def ledger(
+        self, scenario: str, accepted: list[UUID], fault_at: float | None, fault_over_at: float | None, elapsed_s: float
+    ) -> Ledger:
         records = {record.id: record for record in await self.records()}
         assert self.queue is not None
         ledger = Ledger(scenario, accepted=len(accepted), elapsed_s=elapsed_s)
@@ -308,16 +356,22 @@ class World:
                 ledger.lost += 1
         if fault_at is not None:
             over = fault_over_at or fault_at
-            after = sorted(r.completed_at.timestamp() for r in records.values()
-                           if r.completed_at is not None and r.completed_at.timestamp() >= over)
+            after = sorted(
+                r.completed_at.timestamp()
+                for r in records.values()
+                if r.completed_at is not None and r.completed_at.timestamp() >= over
+            )
             ledger.recover_s = (after[0] - fault_at) if after else None
         counted = 0
         assert self.store is not None
         for job_id in self.job_ids:
             job = await self.store.get_job(job_id)
             counted += job.processed_models if job is not None else 0
-        ledger.notes = {"statuses": dict(statuses), "requeued_by_reconciler": self.requeued,
-                        "job_counter_processed": counted}
+        ledger.notes = {
+            "statuses": dict(statuses),
+            "requeued_by_reconciler": self.requeued,
+            "job_counter_processed": counted,
+        }
         if counted > ledger.finished:
             ledger.finished_twice = max(ledger.finished_twice, counted - ledger.finished)
         return ledger
@@ -400,8 +454,7 @@ class World:
 
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     """Start a child in its own session (a Ctrl-C of the drill does not reach it; stop() ends it)."""
-    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def _spawn_logged(args: list[str], cwd: Path, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

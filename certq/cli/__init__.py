@@ -17,8 +17,17 @@ EXIT_CONFIG = STARTUP_FAILURE
 
 # Each module defines `register(subparsers)`, adding its commands with `set_defaults(run=...)`,
 # where `run(args) -> int` returns the exit code.
-COMMAND_MODULES: tuple[str, ...] = ("migrate", "certify", "jobs", "doctor", "demo", "reconcile", "enqueue", "chaos",
-                                    "schedules")
+COMMAND_MODULES: tuple[str, ...] = (
+    "migrate",
+    "certify",
+    "jobs",
+    "doctor",
+    "demo",
+    "reconcile",
+    "enqueue",
+    "chaos",
+    "schedules",
+)
 
 
 class CommandError(Exception):

@@ -19,20 +19,25 @@ def register(subparsers: Any) -> None:
 
     lines = "\n".join(f"  {name:<18} {scenario.summary}" for name, scenario in SCENARIOS.items())
     parser = subparsers.add_parser(
-        "chaos", help="run a fault drill (worker kill, Redis/PostgreSQL restart, failover, ...) and print the ledger",
+        "chaos",
+        help="run a fault drill (worker kill, Redis/PostgreSQL restart, failover, ...) and print the ledger",
         description="Starts its own Redis, PostgreSQL, model stub and worker processes on 127.0.0.1 (never the "
-                    "configured servers), accepts N certifications, strikes once a quarter have finished, waits "
-                    f"until every one is final, and prints the ledger.\n\nscenarios:\n{lines}\n  all",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "configured servers), accepts N certifications, strikes once a quarter have finished, waits "
+        f"until every one is final, and prints the ledger.\n\nscenarios:\n{lines}\n  all",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("scenario", choices=[*SCENARIOS, "all"], metavar="scenario")
     parser.add_argument("--n", type=int, default=40, help="certifications to run (default 40)")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for them after the fault (default 120)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for them after the fault (default 120)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--concurrency", type=int, default=3, help="jobs per worker (default 3)")
-    parser.add_argument("--topology", choices=["single", "sentinel", "cluster"],
-                        help="Redis to run on (default: the scenario's own; worker-*, postgres-restart and "
-                             "provider-hang run on any)")
+    parser.add_argument(
+        "--topology",
+        choices=["single", "sentinel", "cluster"],
+        help="Redis to run on (default: the scenario's own; worker-*, postgres-restart and provider-hang run on any)",
+    )
     parser.add_argument("--json", action="store_true", help="print the ledgers as JSON")
     parser.set_defaults(run=run)
 
@@ -58,8 +63,18 @@ def run(args: argparse.Namespace) -> int:
     ledgers = []
     for name in names:
         try:
-            ledgers.append(asyncio.run(run_scenario(name, n=args.n, timeout_s=args.timeout, workers=args.workers,
-                                                    concurrency=args.concurrency, topology=args.topology)))
+            ledgers.append(
+                asyncio.run(
+                    run_scenario(
+                        name,
+                        n=args.n,
+                        timeout_s=args.timeout,
+                        workers=args.workers,
+                        concurrency=args.concurrency,
+                        topology=args.topology,
+                    )
+                )
+            )
         except Exception as exc:  # a broken drill is reported, not a traceback
             raise CommandError(f"chaos {name}: the drill could not run: {type(exc).__name__}: {exc}") from None
     if args.json:

@@ -39,6 +39,7 @@ EXIT_CODES: dict[int, str] = {
 }
 """Every exit code the admin CLI uses; docs/operations.md lists the same table (a test checks)."""
 
+
 def parse_duration_ms(text: str) -> int:
     """`"7d"` -> 604800000; a bare number is seconds. Raises CommandError (usage) on anything else."""
     try:
@@ -76,8 +77,12 @@ def non_negative_seconds(text: str) -> float:
 def settings_from(args: Any) -> Settings:
     """Settings with the command line's overrides (only the options a command defines)."""
     overrides: dict[str, Any] = {}
-    for flag, field in (("redis_url", "redis_url"), ("database_url", "database_url"), ("prefix", "queue_prefix"),
-                        ("queue", "queue_name")):
+    for flag, field in (
+        ("redis_url", "redis_url"),
+        ("database_url", "database_url"),
+        ("prefix", "queue_prefix"),
+        ("queue", "queue_name"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[field] = value
@@ -131,7 +136,8 @@ async def redis_connection(settings: Settings) -> AsyncIterator[AnyRedis]:
             raise CommandError(
                 f"cannot reach Redis at {redis_where(settings)}: {reason}. "
                 f"Is it running (redis-cli ping)? Check {_REDIS_VARIABLES[topology(settings)]}.",
-                EXIT_UNAVAILABLE) from None
+                EXIT_UNAVAILABLE,
+            ) from None
         yield client
     finally:
         await client.aclose()
@@ -155,13 +161,22 @@ async def open_store(settings: Settings) -> Store:
 
 def _postgres_refused(dsn: str, exc: Exception) -> CommandError:
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return CommandError(f"PostgreSQL at {redact_url(dsn)} answers, but {exc}: create it "
-                            "(createdb, or CREATE DATABASE) or fix DATABASE_URL", EXIT_UNAVAILABLE)
+        return CommandError(
+            f"PostgreSQL at {redact_url(dsn)} answers, but {exc}: create it "
+            "(createdb, or CREATE DATABASE) or fix DATABASE_URL",
+            EXIT_UNAVAILABLE,
+        )
     if isinstance(exc, asyncpg.InvalidPasswordError):
-        return CommandError(f"PostgreSQL at {redact_url(dsn)} refused the credentials: {exc}. Check the user and "
-                            "password in DATABASE_URL", EXIT_UNAVAILABLE)
-    return CommandError(f"cannot reach PostgreSQL at {redact_url(dsn)}: {exc or type(exc).__name__}. "
-                        "Is it running (psql \"$DATABASE_URL\" -c 'SELECT 1')? Check DATABASE_URL.", EXIT_UNAVAILABLE)
+        return CommandError(
+            f"PostgreSQL at {redact_url(dsn)} refused the credentials: {exc}. Check the user and "
+            "password in DATABASE_URL",
+            EXIT_UNAVAILABLE,
+        )
+    return CommandError(
+        f"cannot reach PostgreSQL at {redact_url(dsn)}: {exc or type(exc).__name__}. "
+        "Is it running (psql \"$DATABASE_URL\" -c 'SELECT 1')? Check DATABASE_URL.",
+        EXIT_UNAVAILABLE,
+    )
 
 
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:
@@ -185,7 +200,7 @@ def print_json_line(value: Any) -> None:
     sys.stdout.flush()
 
 
-_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))}
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 def printable(value: object) -> str:

@@ -54,21 +54,31 @@ class Target:
 
 def register(subparsers: Any) -> None:
     demo = subparsers.add_parser(
-        "demo", help="start everything privately and certify a real model, showing the verdict",
+        "demo",
+        help="start everything privately and certify a real model, showing the verdict",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Start a private Redis and PostgreSQL (unless REDIS_URL / DATABASE_URL are set), apply the "
-                    "schema, start the API and one worker,\nregister a model and certify it through the HTTP API, "
-                    "then print the verdict and where to look next.\n\n"
-                    "What is certified: OPENAI_BASE_URL (+ OPENAI_API_KEY, model CERTQ_DEMO_MODEL) when set; else "
-                    "Amazon Bedrock when AWS\ncredentials are configured; else a tiny model the demo generates and "
-                    "serves with llama.cpp on 127.0.0.1.\n\n"
-                    "Ctrl-C stops everything it started. Exit codes: 0 verdict printed, 1 no verdict (timeout or "
-                    "failure),\n5 a part could not start, 130 interrupted.")
-    demo.add_argument("--ci", action="store_true",
-                      help="non-interactive: exit right after printing the verdict instead of waiting for Ctrl-C")
-    demo.add_argument("--timeout", type=positive_seconds, metavar="S", default=None,
-                      help=f"give up when no verdict after S seconds (default {CI_TIMEOUT_S:g} with --ci, "
-                           f"else {INTERACTIVE_TIMEOUT_S:g})")
+        "schema, start the API and one worker,\nregister a model and certify it through the HTTP API, "
+        "then print the verdict and where to look next.\n\n"
+        "What is certified: OPENAI_BASE_URL (+ OPENAI_API_KEY, model CERTQ_DEMO_MODEL) when set; else "
+        "Amazon Bedrock when AWS\ncredentials are configured; else a tiny model the demo generates and "
+        "serves with llama.cpp on 127.0.0.1.\n\n"
+        "Ctrl-C stops everything it started. Exit codes: 0 verdict printed, 1 no verdict (timeout or "
+        "failure),\n5 a part could not start, 130 interrupted.",
+    )
+    demo.add_argument(
+        "--ci",
+        action="store_true",
+        help="non-interactive: exit right after printing the verdict instead of waiting for Ctrl-C",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        metavar="S",
+        default=None,
+        help=f"give up when no verdict after S seconds (default {CI_TIMEOUT_S:g} with --ci, "
+        f"else {INTERACTIVE_TIMEOUT_S:g})",
+    )
     demo.add_argument("--api-port", type=int, default=3001, help="API port if free (default 3001, else any)")
     demo.add_argument("--worker-port", type=int, default=3002, help="worker health port if free (default 3002)")
     demo.set_defaults(run=run_demo)
@@ -137,34 +147,60 @@ def _run(args: argparse.Namespace, settings: Settings, stack: Stack, deadline: f
     board_password = secrets.token_urlsafe(12)
     api_port = pick_port(args.api_port, "the API", _say)
     worker_port = pick_port(args.worker_port, "the worker's health port", _say)
-    env = child_env({
-        "REDIS_URL": redis_url, "DATABASE_URL": database_url, "API_TOKENS": token, "API_HOST": "127.0.0.1",
-        "API_PORT": str(api_port), "WORKER_HEALTH_PORT": str(worker_port), "BULL_BOARD_USERNAME": "admin",
-        "BULL_BOARD_PASSWORD": board_password, "CERTQ_ENV": "development", "CERTIFICATION_SHUTDOWN_GRACE": "5",
-        "BULL_QUEUE_PREFIX": settings.queue_prefix, "CERTIFICATION_QUEUE_NAME": settings.queue_name,
-        "LOG_FORMAT": "text", "MODEL_CREDENTIALS": _demo_credentials(settings, target),
-    }, drop=REDIS_TOPOLOGY)
+    env = child_env(
+        {
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "API_TOKENS": token,
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(api_port),
+            "WORKER_HEALTH_PORT": str(worker_port),
+            "BULL_BOARD_USERNAME": "admin",
+            "BULL_BOARD_PASSWORD": board_password,
+            "CERTQ_ENV": "development",
+            "CERTIFICATION_SHUTDOWN_GRACE": "5",
+            "BULL_QUEUE_PREFIX": settings.queue_prefix,
+            "CERTIFICATION_QUEUE_NAME": settings.queue_name,
+            "LOG_FORMAT": "text",
+            "MODEL_CREDENTIALS": _demo_credentials(settings, target),
+        },
+        drop=REDIS_TOPOLOGY,
+    )
     api_url = f"http://127.0.0.1:{api_port}"
     worker_url = f"http://127.0.0.1:{worker_port}"
     api = stack.spawn("api", [sys.executable, "-m", "certq.api"], env)
-    worker = stack.spawn("worker", [sys.executable, "-m", "certq.worker", "--concurrency", "1",
-                                    "--health-port", str(worker_port)], env, stop_timeout_s=15)
+    worker = stack.spawn(
+        "worker",
+        [sys.executable, "-m", "certq.worker", "--concurrency", "1", "--health-port", str(worker_port)],
+        env,
+        stop_timeout_s=15,
+    )
     ready_s = max(5.0, min(60.0, deadline - time.monotonic()))
     stack.wait_http(api, f"{api_url}/ready", ready_s, lambda r: r.status_code == 200)
     _say(f"API ready at {api_url} (pid {api.process.pid})")
     stack.wait_http(worker, f"{worker_url}/ready", ready_s, lambda r: r.status_code == 200)
     _say(f"worker ready, health and metrics at {worker_url} (pid {worker.process.pid})")
 
-    outcome = asyncio.run(_certify(api_url, token, target, settings.model_copy(update={"redis_url": redis_url}),
-                                   deadline))
+    outcome = asyncio.run(
+        _certify(api_url, token, target, settings.model_copy(update={"redis_url": redis_url}), deadline)
+    )
     if outcome is None:
         _say(f"no verdict in time; the worker's log ends with:\n{worker.log_tail()}")
         return EXIT_FAILURE
     print()
     print(render_verdict(outcome))
     print()
-    print(render_next_steps(api_url, worker_url, token, board_password, outcome, stack,
-                            None if args.ci else {"REDIS_URL": redis_url, "DATABASE_URL": database_url}))
+    print(
+        render_next_steps(
+            api_url,
+            worker_url,
+            token,
+            board_password,
+            outcome,
+            stack,
+            None if args.ci else {"REDIS_URL": redis_url, "DATABASE_URL": database_url},
+        )
+    )
     return EXIT_OK
 
 
@@ -172,8 +208,11 @@ def _redis(settings: Settings, stack: Stack) -> str:
     configured = settings.model_fields_set & {"redis_url", "redis_host", "redis_port"}
     if configured:
         if not url_answers(settings.redis_dsn):
-            raise CommandError(f"nothing answers at {redact_url(settings.redis_dsn)} (REDIS_URL / REDIS_HOST): "
-                               "start Redis or unset the variable to let the demo start its own", EXIT_UNAVAILABLE)
+            raise CommandError(
+                f"nothing answers at {redact_url(settings.redis_dsn)} (REDIS_URL / REDIS_HOST): "
+                "start Redis or unset the variable to let the demo start its own",
+                EXIT_UNAVAILABLE,
+            )
         _say(f"using your Redis at {redact_url(settings.redis_dsn)}")
         return settings.redis_dsn
     server = start_redis(stack.workdir / "redis")
@@ -217,14 +256,20 @@ def _demo_credentials(settings: Settings, target: Target) -> str:
 def _target(settings: Settings, stack: Stack) -> Target:
     if settings.openai_base_url:
         model = settings.demo_model or "gpt-4o-mini"
-        return Target(f"the OpenAI-compatible endpoint OPENAI_BASE_URL={settings.openai_base_url} (model {model})",
-                      "openai", model, "default", base_url=settings.openai_base_url,
-                      api_key_env="OPENAI_API_KEY" if settings.openai_api_key else None)
+        return Target(
+            f"the OpenAI-compatible endpoint OPENAI_BASE_URL={settings.openai_base_url} (model {model})",
+            "openai",
+            model,
+            "default",
+            base_url=settings.openai_base_url,
+            api_key_env="OPENAI_API_KEY" if settings.openai_api_key else None,
+        )
     aws_region = _aws_region()
     if aws_region is not None:
         model = settings.demo_model or "amazon.nova-micro-v1:0"
-        return Target(f"Amazon Bedrock model {model} in {aws_region} (AWS credentials found)", "bedrock", model,
-                      aws_region)
+        return Target(
+            f"Amazon Bedrock model {model} in {aws_region} (AWS credentials found)", "bedrock", model, aws_region
+        )
     from certq.certification.localmodel import (
         LocalServerError,
         llama_cpp_available,
@@ -233,9 +278,11 @@ def _target(settings: Settings, stack: Stack) -> Target:
     )
 
     if not llama_cpp_available():
-        raise CommandError("no OPENAI_BASE_URL, no AWS credentials, and llama-cpp-python is not installed for the "
-                           "local model: run `python3 -m certq.bootstrap demo`, or pip install -e '.[llm]'",
-                           EXIT_UNAVAILABLE)
+        raise CommandError(
+            "no OPENAI_BASE_URL, no AWS credentials, and llama-cpp-python is not installed for the "
+            "local model: run `python3 -m certq.bootstrap demo`, or pip install -e '.[llm]'",
+            EXIT_UNAVAILABLE,
+        )
     _say("no OPENAI_BASE_URL or AWS credentials: generating a tiny model and serving it with llama.cpp")
     model_dir = stack.workdir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -245,8 +292,13 @@ def _target(settings: Settings, stack: Stack) -> Target:
         raise CommandError(f"the local model server did not start: {exc}", EXIT_UNAVAILABLE) from None
     stack.on_close("model server", lambda: stop_llama_server(process))
     _say(f"llama.cpp server at {base_url} (pid {process.pid})")
-    return Target(f"the local llama.cpp server at {base_url} (model tiny-scripted)", "openai", "tiny-scripted",
-                  "local", base_url=base_url)
+    return Target(
+        f"the local llama.cpp server at {base_url} (model tiny-scripted)",
+        "openai",
+        "tiny-scripted",
+        "local",
+        base_url=base_url,
+    )
 
 
 def _aws_region() -> str | None:
@@ -262,22 +314,32 @@ def _aws_region() -> str | None:
         return None
 
 
-async def _certify(api_url: str, token: str, target: Target, settings: Settings,
-                   deadline: float) -> dict[str, Any] | None:
+async def _certify(
+    api_url: str, token: str, target: Target, settings: Settings, deadline: float
+) -> dict[str, Any] | None:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=10) as client:
-        body = {"name": f"demo: {target.api_model_id}", "provider": target.provider,
-                "apiModelId": target.api_model_id, "regions": [target.region], "isActive": True}
+        body = {
+            "name": f"demo: {target.api_model_id}",
+            "provider": target.provider,
+            "apiModelId": target.api_model_id,
+            "regions": [target.region],
+            "isActive": True,
+        }
         if target.base_url:
             body["baseUrl"] = target.base_url
         if target.api_key_env:
             body["apiKeyEnv"] = target.api_key_env
         model = _expect(await client.post("/api/models", json=body), "register the model")
         _say(f"registered model {model['id']} (POST /api/models)")
-        job = _expect(await client.post(f"{QUEUE_BASE}/certify-model",
-                                        json={"modelId": model["id"], "region": target.region}), "enqueue")
-        _say(f"queued job {job['jobId']}: certification {job['certificationId']} of {target.api_model_id} in "
-             f"{target.region} (POST {QUEUE_BASE}/certify-model)")
+        job = _expect(
+            await client.post(f"{QUEUE_BASE}/certify-model", json={"modelId": model["id"], "region": target.region}),
+            "enqueue",
+        )
+        _say(
+            f"queued job {job['jobId']}: certification {job['certificationId']} of {target.api_model_id} in "
+            f"{target.region} (POST {QUEUE_BASE}/certify-model)"
+        )
         queued_at = time.monotonic()
         redis = connect_redis(settings)
         queue = Queue(redis, queue_config(settings))
@@ -289,8 +351,10 @@ async def _certify(api_url: str, token: str, target: Target, settings: Settings,
                 status = str(certification.get("status") or detail.get("status"))
                 if status in FINAL:
                     ticker.done()
-                    _say(f"{status} {time.monotonic() - queued_at:.1f}s after it was queued "
-                         "(claimed, probed, recorded in PostgreSQL, read back through the API)")
+                    _say(
+                        f"{status} {time.monotonic() - queued_at:.1f}s after it was queued "
+                        "(claimed, probed, recorded in PostgreSQL, read back through the API)"
+                    )
                     return {**certification, "jobId": job["jobId"]}
                 ticker.show(f"[demo] {status.lower():<10} {await _progress(queue, certification.get('id'))}")
                 await asyncio.sleep(0.5)
@@ -337,8 +401,15 @@ def admin_cli() -> str:
     return shlex.quote(str(script)) if script.exists() else f"{shlex.quote(sys.executable)} -m certq"
 
 
-def render_next_steps(api_url: str, worker_url: str, token: str, board_password: str, outcome: dict[str, Any],
-                      stack: Stack, servers: dict[str, str] | None) -> str:
+def render_next_steps(
+    api_url: str,
+    worker_url: str,
+    token: str,
+    board_password: str,
+    outcome: dict[str, Any],
+    stack: Stack,
+    servers: dict[str, str] | None,
+) -> str:
     """What to open next; with `servers` (the demo's REDIS_URL/DATABASE_URL, only while they keep running)
     the admin CLI commands too, each one ready to paste into a new terminal."""
     job_id, certification_id = outcome.get("jobId", ""), outcome.get("id", "")
@@ -353,19 +424,27 @@ def render_next_steps(api_url: str, worker_url: str, token: str, board_password:
     if servers is None:
         return "\n".join(lines)
     cli = admin_cli()
-    commands = [f"{cli} stats", f"{cli} job {certification_id}", f"{cli} job {job_id}",
-                f"{cli} jobs --state completed", f"{cli} events --last 10", f"{cli} doctor"]
+    commands = [
+        f"{cli} stats",
+        f"{cli} job {certification_id}",
+        f"{cli} job {job_id}",
+        f"{cli} jobs --state completed",
+        f"{cli} events --last 10",
+        f"{cli} doctor",
+    ]
     if outcome.get("modelId") and outcome.get("region"):
         commands.append(f"{cli} enqueue {outcome['modelId']} --region {shlex.quote(str(outcome['region']))} --wait")
-    return "\n".join([
-        *lines,
-        f"  logs            {stack.workdir}/api.log, {stack.workdir}/worker.log",
-        "",
-        "The admin CLI on the demo's servers: paste into any terminal while the demo runs (`job` takes the "
-        "certification id\nor the job id; `enqueue --wait` certifies the model again):",
-        "  export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in servers.items()),
-        *[f"  {command}" for command in commands],
-    ])
+    return "\n".join(
+        [
+            *lines,
+            f"  logs            {stack.workdir}/api.log, {stack.workdir}/worker.log",
+            "",
+            "The admin CLI on the demo's servers: paste into any terminal while the demo runs (`job` takes the "
+            "certification id\nor the job id; `enqueue --wait` certifies the model again):",
+            "  export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in servers.items()),
+            *[f"  {command}" for command in commands],
+        ]
+    )
 
 
 def stop_leftover_postgres(workdir: Path, say: Callable[[str], None]) -> None:
@@ -390,7 +469,9 @@ def _wait_for_interrupt(stack: Stack) -> None:
     while True:
         for child in stack.children.values():
             if child.process.poll() is not None:
-                _say(f"{child.name} exited (code {child.process.returncode}); stopping the demo. Its log ends "
-                     f"with:\n{child.log_tail()}")
+                _say(
+                    f"{child.name} exited (code {child.process.returncode}); stopping the demo. Its log ends "
+                    f"with:\n{child.log_tail()}"
+                )
                 return
         time.sleep(0.5)

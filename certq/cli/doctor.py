@@ -45,30 +45,37 @@ class Finding:
 
 def register(subparsers: Any) -> None:
     doctor = subparsers.add_parser(
-        "doctor", help="check Redis, PostgreSQL, the schema and the workers; say what is wrong",
+        "doctor",
+        help="check Redis, PostgreSQL, the schema and the workers; say what is wrong",
         description="Check everything certq needs and explain each problem with what to do about it: Redis "
-                    "(reachable, persistence, eviction policy), PostgreSQL (reachable, schema version), workers "
-                    "(heartbeats) and the queue (paused, backlog, failures). Exit 0 when nothing FAILs, 1 when "
-                    "something does, 3 on invalid configuration.")
+        "(reachable, persistence, eviction policy), PostgreSQL (reachable, schema version), workers "
+        "(heartbeats) and the queue (paused, backlog, failures). Exit 0 when nothing FAILs, 1 when "
+        "something does, 3 on invalid configuration.",
+    )
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
     doctor.add_argument("--api-url", metavar="URL", help="also check this API (e.g. http://127.0.0.1:3001)")
     add_connection_options(doctor, database=True)
     doctor.set_defaults(run=run_doctor)
 
     health = subparsers.add_parser(
-        "healthcheck", help="exit 0 if the API or worker in this container answers /live",
+        "healthcheck",
+        help="exit 0 if the API or worker in this container answers /live",
         description="For container HEALTHCHECKs: GET /live on 127.0.0.1 at WORKER_HEALTH_PORT and API_PORT; "
-                    "exit 0 when either answers 200, 5 otherwise.")
+        "exit 0 when either answers 200, 5 otherwise.",
+    )
     health.add_argument("--timeout", type=positive_seconds, default=2.0, help="seconds per request (default 2)")
     health.set_defaults(run=run_healthcheck)
 
     wait = subparsers.add_parser(
-        "schema-wait", help="wait until the database schema is the one this certq needs (init containers)",
+        "schema-wait",
+        help="wait until the database schema is the one this certq needs (init containers)",
         description="Block until DATABASE_URL answers and its schema version is this certq's (run `certq migrate` "
-                    "elsewhere, e.g. in the API pods). For Kubernetes initContainers: pods of a new release do not "
-                    "start on an old schema. Exit 0 when the schema is current, 1 on timeout, 3 on bad configuration.")
-    wait.add_argument("--timeout", type=non_negative_seconds, default=300.0, metavar="S",
-                      help="give up after S seconds (300)")
+        "elsewhere, e.g. in the API pods). For Kubernetes initContainers: pods of a new release do not "
+        "start on an old schema. Exit 0 when the schema is current, 1 on timeout, 3 on bad configuration.",
+    )
+    wait.add_argument(
+        "--timeout", type=non_negative_seconds, default=300.0, metavar="S", help="give up after S seconds (300)"
+    )
     wait.add_argument("--database-url", metavar="URL", help="PostgreSQL to use instead of DATABASE_URL")
     wait.set_defaults(run=run_schema_wait)
 
@@ -104,8 +111,10 @@ async def _check_redis(settings: Settings) -> list[Finding]:
             findings += await _check_queue(Queue(client, queue_config(settings)), settings)
             return findings
     except CommandError as exc:
-        return [Finding("FAIL", "redis", str(exc)),
-                Finding("FAIL", "workers", "cannot check worker heartbeats without Redis")]
+        return [
+            Finding("FAIL", "redis", str(exc)),
+            Finding("FAIL", "workers", "cannot check worker heartbeats without Redis"),
+        ]
     except (RedisError, RedisClusterException) as exc:
         return [Finding("FAIL", "redis", f"Redis at {where} answered PING but then failed: {exc}")]
 
@@ -114,15 +123,33 @@ def _redis_settings(info: dict[str, Any], settings: Settings) -> list[Finding]:
     findings: list[Finding] = []
     policy = str(info.get("maxmemory_policy", "noeviction"))
     if policy != "noeviction":
-        findings.append(Finding("FAIL", "redis", f"maxmemory-policy is {policy}: when memory is full Redis will "
-                                "silently delete queued jobs. Set `maxmemory-policy noeviction`."))
+        findings.append(
+            Finding(
+                "FAIL",
+                "redis",
+                f"maxmemory-policy is {policy}: when memory is full Redis will "
+                "silently delete queued jobs. Set `maxmemory-policy noeviction`.",
+            )
+        )
     if int(info.get("aof_enabled", 0)) != 1:
         level: Level = "FAIL" if settings.env == "production" else "warn"
-        findings.append(Finding(level, "redis", "AOF persistence is off: a Redis restart loses every queued job. "
-                                "Run redis-server with `--appendonly yes` (compose.yaml does)."))
+        findings.append(
+            Finding(
+                level,
+                "redis",
+                "AOF persistence is off: a Redis restart loses every queued job. "
+                "Run redis-server with `--appendonly yes` (compose.yaml does).",
+            )
+        )
     if info.get("redis_mode") == "cluster" and hash_tag(settings.queue_prefix) is None:
-        findings.append(Finding("FAIL", "redis", f"Redis Cluster needs a hash-tagged prefix so a queue's keys share "
-                                f"one slot: set BULL_QUEUE_PREFIX={{{settings.queue_prefix}}}"))
+        findings.append(
+            Finding(
+                "FAIL",
+                "redis",
+                f"Redis Cluster needs a hash-tagged prefix so a queue's keys share "
+                f"one slot: set BULL_QUEUE_PREFIX={{{settings.queue_prefix}}}",
+            )
+        )
     return findings
 
 
@@ -139,21 +166,47 @@ async def _check_queue(queue: Queue, settings: Settings) -> list[Finding]:
         findings.append(Finding("ok", "workers", f"{len(workers)} alive (heartbeats), {busy}/{slots} slots busy"))
     else:
         level: Level = "FAIL" if waiting or active else "warn"
-        findings.append(Finding(level, "workers", f"no worker heartbeat on {name}: nothing will process "
-                                f"{waiting} waiting job(s). Start one (certq-worker, or python -m certq.worker) "
-                                "with the same REDIS_* and BULL_QUEUE_PREFIX/CERTIFICATION_QUEUE_NAME as the API."))
+        findings.append(
+            Finding(
+                level,
+                "workers",
+                f"no worker heartbeat on {name}: nothing will process "
+                f"{waiting} waiting job(s). Start one (certq-worker, or python -m certq.worker) "
+                "with the same REDIS_* and BULL_QUEUE_PREFIX/CERTIFICATION_QUEUE_NAME as the API.",
+            )
+        )
     findings += await _probe_workers(workers)
     if paused:
-        findings.append(Finding("warn", "queue", f"{name} is paused: workers claim nothing. `certq resume` to "
-                                "continue."))
-    findings.append(Finding("ok", "queue", ", ".join(f"{state} {counts.get(state, 0)}" for state in
-                                                     ("waiting", "active", "delayed", "completed", "failed"))))
+        findings.append(
+            Finding("warn", "queue", f"{name} is paused: workers claim nothing. `certq resume` to continue.")
+        )
+    findings.append(
+        Finding(
+            "ok",
+            "queue",
+            ", ".join(
+                f"{state} {counts.get(state, 0)}" for state in ("waiting", "active", "delayed", "completed", "failed")
+            ),
+        )
+    )
     if workers and waiting > 2 * sum(int(w.get("concurrency") or 0) for w in workers) and not paused:
-        findings.append(Finding("warn", "queue", f"{waiting} jobs waiting for {len(workers)} worker(s): add workers "
-                                "or raise CERTIFICATION_CONCURRENCY (see docs/operations.md, 'Slow processing')."))
+        findings.append(
+            Finding(
+                "warn",
+                "queue",
+                f"{waiting} jobs waiting for {len(workers)} worker(s): add workers "
+                "or raise CERTIFICATION_CONCURRENCY (see docs/operations.md, 'Slow processing').",
+            )
+        )
     if counts.get("failed", 0):
-        findings.append(Finding("warn", "queue", f"{counts['failed']} failed job(s): `certq jobs --state failed` "
-                                "to see why, `certq retry-failed` to run them again."))
+        findings.append(
+            Finding(
+                "warn",
+                "queue",
+                f"{counts['failed']} failed job(s): `certq jobs --state failed` "
+                "to see why, `certq retry-failed` to run them again.",
+            )
+        )
     return findings
 
 
@@ -175,8 +228,14 @@ async def _probe_workers(workers: list[dict[str, Any]]) -> list[Finding]:
                 continue
             if response.status_code != 200:
                 reason = _reason(response)
-                findings.append(Finding("warn", "workers", f"worker {worker.get('id')} ({host}:{port}) is alive but "
-                                        f"not ready: {reason}. See its /health and logs."))
+                findings.append(
+                    Finding(
+                        "warn",
+                        "workers",
+                        f"worker {worker.get('id')} ({host}:{port}) is alive but "
+                        f"not ready: {reason}. See its /health and logs.",
+                    )
+                )
     return findings
 
 
@@ -202,11 +261,22 @@ async def _check_postgres(settings: Settings) -> list[Finding]:
     if version is None:
         findings.append(Finding("FAIL", "schema", "the database has no certq schema: run `certq migrate`"))
     elif version < SCHEMA_VERSION:
-        findings.append(Finding("FAIL", "schema", f"schema version {version} is older than this certq's "
-                                f"{SCHEMA_VERSION}: run `certq migrate`"))
+        findings.append(
+            Finding(
+                "FAIL",
+                "schema",
+                f"schema version {version} is older than this certq's {SCHEMA_VERSION}: run `certq migrate`",
+            )
+        )
     elif version > SCHEMA_VERSION:
-        findings.append(Finding("FAIL", "schema", f"schema version {version} is newer than this certq's "
-                                f"{SCHEMA_VERSION}: this process runs older code than the last migration"))
+        findings.append(
+            Finding(
+                "FAIL",
+                "schema",
+                f"schema version {version} is newer than this certq's "
+                f"{SCHEMA_VERSION}: this process runs older code than the last migration",
+            )
+        )
     else:
         findings.append(Finding("ok", "schema", f"version {version} (current)"))
     return findings
@@ -238,8 +308,10 @@ def run_healthcheck(args: argparse.Namespace) -> int:
         if status == 200:
             return EXIT_OK
         problems.append(f"{url} answered {status}")
-    raise CommandError("unhealthy: nothing answered 200 on /live (WORKER_HEALTH_PORT, API_PORT): "
-                       + "; ".join(problems), EXIT_UNAVAILABLE)
+    raise CommandError(
+        "unhealthy: nothing answered 200 on /live (WORKER_HEALTH_PORT, API_PORT): " + "; ".join(problems),
+        EXIT_UNAVAILABLE,
+    )
 
 
 def run_schema_wait(args: argparse.Namespace) -> int:

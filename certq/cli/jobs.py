@@ -54,18 +54,23 @@ def register(subparsers: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
 
     stats = subparsers.add_parser(
-        "stats", help="job counts per state, paused flag, live workers",
+        "stats",
+        help="job counts per state, paused flag, live workers",
         description="Show how many jobs are waiting, active, delayed, completed and failed, whether the queue "
-                    "is paused, and which workers are alive (their last heartbeat).", formatter_class=fmt)
+        "is paused, and which workers are alive (their last heartbeat).",
+        formatter_class=fmt,
+    )
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_connection_options(stats)
     stats.set_defaults(run=run_stats)
 
     jobs = subparsers.add_parser(
-        "jobs", help="list jobs in one state",
+        "jobs",
+        help="list jobs in one state",
         description="List the queue's jobs in one state, newest first: one per certification, shown by its "
-                    "certification id.\n\nexample: certq jobs --state failed",
-        formatter_class=fmt)
+        "certification id.\n\nexample: certq jobs --state failed",
+        formatter_class=fmt,
+    )
     jobs.add_argument("--state", choices=STATES, default="waiting", help="which jobs (default: waiting)")
     jobs.add_argument("--limit", type=_positive_int, default=50, help="at most this many (default 50)")
     jobs.add_argument("--offset", type=_non_negative_int, default=0, help="skip this many first")
@@ -74,61 +79,90 @@ def register(subparsers: Any) -> None:
     jobs.set_defaults(run=run_jobs)
 
     job = subparsers.add_parser(
-        "job", help="one certification in detail (payload, attempts, errors, verdict), by certification or job id",
+        "job",
+        help="one certification in detail (payload, attempts, errors, verdict), by certification or job id",
         description="Show a certification's queue job: state, payload, attempts, progress, result and the error of "
-                    "every failed attempt;\nonce the queue has trimmed it, its verdict as PostgreSQL recorded it.\n\n"
-                    "ID is a certification id (`certificationId`; its queue job has the same id: what `certq jobs`, "
-                    "`certq events`\nand the dashboard's queue show) or a job id (`jobId`, what POST "
-                    f"{QUEUE_BASE}/certify-* answers):\na job id is looked up in PostgreSQL and each of its "
-                    "certifications is shown. Exit code 4 when neither exists.", formatter_class=fmt)
+        "every failed attempt;\nonce the queue has trimmed it, its verdict as PostgreSQL recorded it.\n\n"
+        "ID is a certification id (`certificationId`; its queue job has the same id: what `certq jobs`, "
+        "`certq events`\nand the dashboard's queue show) or a job id (`jobId`, what POST "
+        f"{QUEUE_BASE}/certify-* answers):\na job id is looked up in PostgreSQL and each of its "
+        "certifications is shown. Exit code 4 when neither exists.",
+        formatter_class=fmt,
+    )
     job.add_argument("job_id", metavar="ID", help="a certification id or a job id")
-    job.add_argument("--json", action="store_true",
-                     help="print JSON: the queue job; for a trimmed certification {certification, queue: null}; for "
-                          "a job id {job, certifications: [{certification, queue}]}")
+    job.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: the queue job; for a trimmed certification {certification, queue: null}; for "
+        "a job id {job, certifications: [{certification, queue}]}",
+    )
     add_connection_options(job, database=True)
     job.set_defaults(run=run_job)
 
     retry = subparsers.add_parser(
-        "retry-failed", help="move failed jobs back to waiting",
+        "retry-failed",
+        help="move failed jobs back to waiting",
         description="Move failed jobs back to waiting with fresh attempts: all of them, or the ids given: "
-                    "certification ids,\nor job ids (looked up in PostgreSQL: their failed certifications).",
-        formatter_class=fmt)
-    retry.add_argument("job_ids", metavar="ID", nargs="*",
-                       help="only these certification ids or job ids (default: every failed job)")
+        "certification ids,\nor job ids (looked up in PostgreSQL: their failed certifications).",
+        formatter_class=fmt,
+    )
+    retry.add_argument(
+        "job_ids", metavar="ID", nargs="*", help="only these certification ids or job ids (default: every failed job)"
+    )
     add_connection_options(retry, database=True)
     retry.set_defaults(run=run_retry_failed)
 
     clean = subparsers.add_parser(
-        "clean", help="delete finished jobs older than an age",
+        "clean",
+        help="delete finished jobs older than an age",
         description="Delete completed or failed jobs that finished more than --older-than ago, with their data.\n"
-                    "Replaces `redis-cli --scan --pattern 'myia:*:completed' | xargs redis-cli DEL`, which also\n"
-                    "deletes the list itself and leaves every job's data behind.\n\n"
-                    "example: certq clean --state completed --older-than 7d", formatter_class=fmt)
+        "Replaces `redis-cli --scan --pattern 'myia:*:completed' | xargs redis-cli DEL`, which also\n"
+        "deletes the list itself and leaves every job's data behind.\n\n"
+        "example: certq clean --state completed --older-than 7d",
+        formatter_class=fmt,
+    )
     clean.add_argument("--state", choices=CLEAN_STATES, required=True, help="which finished jobs")
-    clean.add_argument("--older-than", metavar="AGE", required=True, type=_duration,
-                       help="finished at least this long ago: 90s, 15m, 12h, 7d, 2w (0 = all)")
+    clean.add_argument(
+        "--older-than",
+        metavar="AGE",
+        required=True,
+        type=_duration,
+        help="finished at least this long ago: 90s, 15m, 12h, 7d, 2w (0 = all)",
+    )
     clean.add_argument("--limit", type=_positive_int, default=None, help="delete at most this many")
     add_connection_options(clean)
     clean.set_defaults(run=run_clean)
 
     pause = subparsers.add_parser(
-        "pause", help="stop workers from claiming new jobs",
+        "pause",
+        help="stop workers from claiming new jobs",
         description="Pause the queue: workers finish what they are running but claim nothing new; "
-                    "enqueueing still works.", formatter_class=fmt)
+        "enqueueing still works.",
+        formatter_class=fmt,
+    )
     add_connection_options(pause)
     pause.set_defaults(run=lambda args: _set_paused(args, True))
 
-    resume = subparsers.add_parser("resume", help="let workers claim jobs again",
-                                   description="Resume a paused queue.", formatter_class=fmt)
+    resume = subparsers.add_parser(
+        "resume", help="let workers claim jobs again", description="Resume a paused queue.", formatter_class=fmt
+    )
     add_connection_options(resume)
     resume.set_defaults(run=lambda args: _set_paused(args, False))
 
     events = subparsers.add_parser(
-        "events", help="show the queue's state changes (added, active, completed, failed, stalled...)",
+        "events",
+        help="show the queue's state changes (added, active, completed, failed, stalled...)",
         description="Print the queue's recent state changes, oldest first, one line each; with --follow keep "
-                    "printing new ones until Ctrl-C. Replaces watching `redis-cli MONITOR`.", formatter_class=fmt)
-    events.add_argument("--last", type=_non_negative_int, default=20, metavar="N",
-                        help="start with the last N (20; with --follow, 0 = only what happens from now on)")
+        "printing new ones until Ctrl-C. Replaces watching `redis-cli MONITOR`.",
+        formatter_class=fmt,
+    )
+    events.add_argument(
+        "--last",
+        type=_non_negative_int,
+        default=20,
+        metavar="N",
+        help="start with the last N (20; with --follow, 0 = only what happens from now on)",
+    )
     events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     add_connection_options(events)
@@ -165,8 +199,13 @@ def run_stats(args: argparse.Namespace) -> int:
     async def go() -> dict[str, Any]:
         async with redis_connection(settings) as client:
             queue = Queue(client, queue_config(settings))
-            return {"queue": settings.queue_name, "prefix": settings.queue_prefix, "counts": await queue.counts(),
-                    "paused": await queue.is_paused(), "workers": await queue.workers()}
+            return {
+                "queue": settings.queue_name,
+                "prefix": settings.queue_prefix,
+                "counts": await queue.counts(),
+                "paused": await queue.is_paused(),
+                "workers": await queue.workers(),
+            }
 
     report = run_async(go)
     if args.json:
@@ -179,9 +218,22 @@ def run_stats(args: argparse.Namespace) -> int:
     workers = report["workers"]
     print(f"\nworkers alive: {len(workers)}")
     if workers:
-        print(table([[w.get("id"), w.get("host"), w.get("pid"), w.get("active"), w.get("concurrency"),
-                      format_ms(w.get("last_seen") or w.get("lastSeen"))] for w in workers],
-                    ["id", "host", "pid", "active", "concurrency", "last seen"]))
+        print(
+            table(
+                [
+                    [
+                        w.get("id"),
+                        w.get("host"),
+                        w.get("pid"),
+                        w.get("active"),
+                        w.get("concurrency"),
+                        format_ms(w.get("last_seen") or w.get("lastSeen")),
+                    ]
+                    for w in workers
+                ],
+                ["id", "host", "pid", "active", "concurrency", "last seen"],
+            )
+        )
     return EXIT_OK
 
 
@@ -199,13 +251,31 @@ def run_jobs(args: argparse.Namespace) -> int:
     if not found:
         print(f"no {args.state} jobs")
         return EXIT_OK
-    print(table([[job.id, job.payload.get("modelId", "-"), job.group or "-", job.priority,
-                  f"{job.attempts}/{job.max_attempts}",
-                  _when(job),
-                  (job.last_error or "")[:60]] for job in found],
-                ["certification", "model", "region", "priority", "attempts",
-                 "due" if args.state == "delayed" else "updated",
-                 "last error"]))
+    print(
+        table(
+            [
+                [
+                    job.id,
+                    job.payload.get("modelId", "-"),
+                    job.group or "-",
+                    job.priority,
+                    f"{job.attempts}/{job.max_attempts}",
+                    _when(job),
+                    (job.last_error or "")[:60],
+                ]
+                for job in found
+            ],
+            [
+                "certification",
+                "model",
+                "region",
+                "priority",
+                "attempts",
+                "due" if args.state == "delayed" else "updated",
+                "last error",
+            ],
+        )
+    )
     return EXIT_OK
 
 
@@ -237,8 +307,11 @@ async def find(settings: Settings, queue: Queue, ident: str) -> Found | None:
     try:
         store = await open_store(settings)
     except CommandError as exc:
-        raise CommandError(f"no queue job {ident!r} in {_queue_name(settings)}, and PostgreSQL cannot say whether "
-                           f"it is a finished certification or a job id: {exc}", exc.exit_code) from None
+        raise CommandError(
+            f"no queue job {ident!r} in {_queue_name(settings)}, and PostgreSQL cannot say whether "
+            f"it is a finished certification or a job id: {exc}",
+            exc.exit_code,
+        ) from None
     try:
         record = await store.get_certification(wanted)
         if record is not None:
@@ -251,8 +324,10 @@ async def find(settings: Settings, queue: Queue, ident: str) -> Found | None:
             found.append((str(certification.id), await queue.get(str(certification.id)), certification))
         return Found(found, parent)
     except asyncpg.UndefinedTableError:
-        raise CommandError(f"the database at {redact_url(settings.database_url)} has no certq schema: run "
-                           "`certq migrate`", EXIT_FAILURE) from None
+        raise CommandError(
+            f"the database at {redact_url(settings.database_url)} has no certq schema: run `certq migrate`",
+            EXIT_FAILURE,
+        ) from None
     finally:
         await store.close()
 
@@ -278,15 +353,18 @@ def run_job(args: argparse.Namespace) -> int:
 
     found = run_async(go)
     if found is None:
-        raise CommandError(f"no certification or job with id {args.job_id!r}: {_not_found(settings, args.job_id)}",
-                           EXIT_NOT_FOUND)
+        raise CommandError(
+            f"no certification or job with id {args.job_id!r}: {_not_found(settings, args.job_id)}", EXIT_NOT_FOUND
+        )
     if args.json:
         print_json(_found_json(found))
         return EXIT_OK
     if found.job is not None:
         job = found.job
-        print(f"job {job.id}: {job.status} ({job.type}, priority {job.priority}), {job.processed_models} of "
-              f"{job.total_models} certification(s) final, created {_when_dt(job.created_at)}")
+        print(
+            f"job {job.id}: {job.status} ({job.type}, priority {job.priority}), {job.processed_models} of "
+            f"{job.total_models} certification(s) final, created {_when_dt(job.created_at)}"
+        )
     for ident, queued, record in found.certifications:
         if found.job is not None:
             print()
@@ -295,40 +373,66 @@ def run_job(args: argparse.Namespace) -> int:
 
 
 def _found_json(found: Found) -> Any:
-    entries = [{"certification": None if record is None else record_view(record),
-                "queue": None if queued is None else job_view(queued)} for _, queued, record in found.certifications]
+    entries = [
+        {
+            "certification": None if record is None else record_view(record),
+            "queue": None if queued is None else job_view(queued),
+        }
+        for _, queued, record in found.certifications
+    ]
     if found.job is None:
         [(_, queued, _record)] = found.certifications
         # A certification still in the queue prints as its queue job, as `certq jobs --json` lists it.
         return job_view(queued) if queued is not None else entries[0]
     job = found.job
-    return {"job": {"id": str(job.id), "type": job.type, "status": job.status, "priority": job.priority,
-                    "regions": job.regions, "modelIds": [str(m) for m in job.model_ids],
-                    "totalModels": job.total_models, "processedModels": job.processed_models,
-                    "createdAt": job.created_at.isoformat(),
-                    "completedAt": None if job.completed_at is None else job.completed_at.isoformat()},
-            "certifications": entries}
+    return {
+        "job": {
+            "id": str(job.id),
+            "type": job.type,
+            "status": job.status,
+            "priority": job.priority,
+            "regions": job.regions,
+            "modelIds": [str(m) for m in job.model_ids],
+            "totalModels": job.total_models,
+            "processedModels": job.processed_models,
+            "createdAt": job.created_at.isoformat(),
+            "completedAt": None if job.completed_at is None else job.completed_at.isoformat(),
+        },
+        "certifications": entries,
+    }
 
 
 def _render_certification(ident: str, queued: Job | None, record: CertificationRecord | None) -> str:
     if queued is None:
         assert record is not None
-        lines = [f"certification {ident}: {record.status} (from PostgreSQL: the queue trims finished jobs)",
-                 f"  job        {record.job_id}",
-                 printable(f"  model      {record.model_name or record.model_id} in {record.region}"),
-                 f"  created    {_when_dt(record.created_at)}", f"  finished   {_when_dt(record.completed_at)}"]
+        lines = [
+            f"certification {ident}: {record.status} (from PostgreSQL: the queue trims finished jobs)",
+            f"  job        {record.job_id}",
+            printable(f"  model      {record.model_name or record.model_id} in {record.region}"),
+            f"  created    {_when_dt(record.created_at)}",
+            f"  finished   {_when_dt(record.completed_at)}",
+        ]
         if record.status in FINAL_STATUSES:
             lines += ["", render_verdict(record_view(record))]
         return "\n".join(lines)
     job = queued
     lines = [f"certification {job.id}: {job.state.value}{' (cancelled)' if job.cancelled else ''} in the queue"]
-    for label, value in (("job", job.payload.get("jobId")), ("payload", job.payload), ("priority", job.priority),
-                         ("group", job.group), ("attempts", f"{job.attempts} of {job.max_attempts}"),
-                         ("stalls", job.stalls), ("created", format_ms(job.created_at)),
-                         ("started", format_ms(job.processed_at)), ("finished", format_ms(job.finished_at)),
-                         ("due", format_ms(job.due_at)), ("progress", job.progress),
-                         ("result", job.result), ("last error", job.last_error),
-                         ("category", job.error_category)):
+    for label, value in (
+        ("job", job.payload.get("jobId")),
+        ("payload", job.payload),
+        ("priority", job.priority),
+        ("group", job.group),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("stalls", job.stalls),
+        ("created", format_ms(job.created_at)),
+        ("started", format_ms(job.processed_at)),
+        ("finished", format_ms(job.finished_at)),
+        ("due", format_ms(job.due_at)),
+        ("progress", job.progress),
+        ("result", job.result),
+        ("last error", job.last_error),
+        ("category", job.error_category),
+    ):
         if value not in (None, "", "-"):
             lines.append(printable(f"  {label:<10} {_plain(value)}"))
     for number, error in enumerate(job.errors, 1):
@@ -474,4 +578,3 @@ def _set_paused(args: argparse.Namespace, paused: bool) -> int:
     name = f"{settings.queue_prefix}:{settings.queue_name}"
     print(f"queue {name} {'paused: workers claim nothing new' if paused else 'resumed'}")
     return EXIT_OK
-

@@ -37,8 +37,11 @@ async def migrate(dsn: str) -> int:
     try:
         store = await asyncio.wait_for(Store.connect(dsn, min_size=1, max_size=1), CONNECT_TIMEOUT_S)
     except TimeoutError:
-        raise CommandError(f"cannot connect to PostgreSQL at {redact(dsn)}: no PostgreSQL answer within "
-                           f"{CONNECT_TIMEOUT_S:g}s (is that PostgreSQL's port?)", EXIT_UNAVAILABLE) from None
+        raise CommandError(
+            f"cannot connect to PostgreSQL at {redact(dsn)}: no PostgreSQL answer within "
+            f"{CONNECT_TIMEOUT_S:g}s (is that PostgreSQL's port?)",
+            EXIT_UNAVAILABLE,
+        ) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         reason = str(exc) or repr(exc)  # some connection errors carry no message at all
         raise CommandError(f"cannot connect to PostgreSQL at {redact(dsn)}: {reason}", EXIT_UNAVAILABLE) from None

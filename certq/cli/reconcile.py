@@ -25,10 +25,16 @@ from certq.store import Store
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "reconcile", help="re-enqueue queued/running certifications missing from Redis (PostgreSQL is the truth)")
+        "reconcile", help="re-enqueue queued/running certifications missing from Redis (PostgreSQL is the truth)"
+    )
     add_connection_options(parser, database=True)
-    parser.add_argument("--older-than", type=non_negative_seconds, default=30.0, metavar="SECONDS",
-                        help="only runs untouched for this long (younger ones may be being enqueued now; default 30)")
+    parser.add_argument(
+        "--older-than",
+        type=non_negative_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="only runs untouched for this long (younger ones may be being enqueued now; default 30)",
+    )
     parser.add_argument("--limit", type=int, default=10_000, help="at most this many runs per pass")
     parser.set_defaults(run=run)
 
@@ -42,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             store = await Store.connect(settings.database_url, min_size=1, max_size=2)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise CommandError(f"cannot reach PostgreSQL at {redact_url(settings.database_url)}: {exc}",
-                               EXIT_UNAVAILABLE) from None
+            raise CommandError(
+                f"cannot reach PostgreSQL at {redact_url(settings.database_url)}: {exc}", EXIT_UNAVAILABLE
+            ) from None
         try:
             async with redis_connection(settings) as redis:
                 queue = Queue(redis, queue_config(settings))

@@ -10,10 +10,20 @@ from certq.store import CertificationRecord
 
 def record_view(record: CertificationRecord) -> dict[str, Any]:
     """A stored certification in the API's camelCase shape (what `render_verdict` reads)."""
-    return {"id": str(record.id), "jobId": str(record.job_id), "status": record.status, "passed": record.passed,
-            "score": record.score, "rating": record.rating, "testResults": record.test_results or [],
-            "metrics": record.metrics or {}, "errorCategory": record.error_category,
-            "errorMessage": record.error_message, "attempts": record.attempts, "durationMs": record.duration_ms}
+    return {
+        "id": str(record.id),
+        "jobId": str(record.job_id),
+        "status": record.status,
+        "passed": record.passed,
+        "score": record.score,
+        "rating": record.rating,
+        "testResults": record.test_results or [],
+        "metrics": record.metrics or {},
+        "errorCategory": record.error_category,
+        "errorMessage": record.error_message,
+        "attempts": record.attempts,
+        "durationMs": record.duration_ms,
+    }
 
 
 def render_verdict(certification: dict[str, Any]) -> str:
@@ -22,24 +32,35 @@ def render_verdict(certification: dict[str, Any]) -> str:
     status = certification.get("status")
     score = certification.get("score")
     attempts = certification.get("attempts")
-    lines = [f"Verdict: {status}   score {score if score is not None else '-'}/100   "
-             f"rating {certification.get('rating') or '-'}   passed {certification.get('passed')}   "
-             + (f"attempts {attempts}   " if attempts is not None else "")
-             + f"{(certification.get('durationMs') or 0) / 1000:.1f}s"]
+    lines = [
+        f"Verdict: {status}   score {score if score is not None else '-'}/100   "
+        f"rating {certification.get('rating') or '-'}   passed {certification.get('passed')}   "
+        + (f"attempts {attempts}   " if attempts is not None else "")
+        + f"{(certification.get('durationMs') or 0) / 1000:.1f}s"
+    ]
     probes = certification.get("testResults") or []
     if probes:
-        rows = [[p.get("name"), "yes" if p.get("critical") else "", _result(p),
-                 "-" if p.get("score") is None else p["score"],
-                 f"{p['latencyMs']:.0f} ms" if isinstance(p.get("latencyMs"), int | float) else "-",
-                 " ".join(str(p.get("detail") or "").split())[:70]] for p in probes]
+        rows = [
+            [
+                p.get("name"),
+                "yes" if p.get("critical") else "",
+                _result(p),
+                "-" if p.get("score") is None else p["score"],
+                f"{p['latencyMs']:.0f} ms" if isinstance(p.get("latencyMs"), int | float) else "-",
+                " ".join(str(p.get("detail") or "").split())[:70],
+            ]
+            for p in probes
+        ]
         lines += ["", table(rows, ["probe", "critical", "result", "score", "latency", "detail"])]
     shown = render_metrics(certification.get("metrics") or {})
     if shown:
         lines += ["", f"metrics: {shown}"]
     if certification.get("errorCategory"):
         retry = " (retryable)" if certification.get("retryable") else ""
-        lines += ["", printable(f"error: {certification['errorCategory']}{retry}: "
-                                f"{certification.get('errorMessage') or ''}")]
+        lines += [
+            "",
+            printable(f"error: {certification['errorCategory']}{retry}: {certification.get('errorMessage') or ''}"),
+        ]
     return "\n".join(lines)
 
 
@@ -51,11 +72,17 @@ def _result(probe: dict[str, Any]) -> str:
     return "PASS" if probe.get("passed") else "FAIL"
 
 
-_METRICS = (("latency p50", ("latencyMs", "p50"), " ms"), ("p95", ("latencyMs", "p95"), " ms"),
-            ("time to first token p50", ("ttftMs", "p50"), " ms"),
-            ("output", ("outputTokensPerSecond", "p50"), " tokens/s"), ("tokens", ("tokens", "total"), ""),
-            ("prompt tokens", ("tokens", "prompt"), ""), ("completion tokens", ("tokens", "completion"), ""),
-            ("requests", ("requests",), ""), ("retries", ("retries",), ""))
+_METRICS = (
+    ("latency p50", ("latencyMs", "p50"), " ms"),
+    ("p95", ("latencyMs", "p95"), " ms"),
+    ("time to first token p50", ("ttftMs", "p50"), " ms"),
+    ("output", ("outputTokensPerSecond", "p50"), " tokens/s"),
+    ("tokens", ("tokens", "total"), ""),
+    ("prompt tokens", ("tokens", "prompt"), ""),
+    ("completion tokens", ("tokens", "completion"), ""),
+    ("requests", ("requests",), ""),
+    ("retries", ("retries",), ""),
+)
 
 
 def render_metrics(metrics: dict[str, Any]) -> str:

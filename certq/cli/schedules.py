@@ -41,10 +41,12 @@ _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "schedules", help="recurring certifications: list, add, pause, resume, delete",
+        "schedules",
+        help="recurring certifications: list, add, pause, resume, delete",
         description="Schedules certify on a cron expression in a time zone; every worker fires them, each slot once."
-                    "\n\nexample: certq schedules add --name nightly --cron '30 2 * * *' --timezone Europe/Berlin",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "\n\nexample: certq schedules add --name nightly --cron '30 2 * * *' --timezone Europe/Berlin",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = parser.add_subparsers(dest="action", metavar="<action>", required=True)
 
     listing = actions.add_parser("list", help="every schedule, its target and its next slot")
@@ -54,30 +56,57 @@ def register(subparsers: Any) -> None:
 
     add = actions.add_parser("add", help="create a schedule")
     add.add_argument("--name", required=True)
-    add.add_argument("--cron", required=True, help="5 fields (minute hour day-of-month month day-of-week), 6 with "
-                                                   "seconds first, or @hourly/@daily/@weekly/@monthly/@yearly")
+    add.add_argument(
+        "--cron",
+        required=True,
+        help="5 fields (minute hour day-of-month month day-of-week), 6 with "
+        "seconds first, or @hourly/@daily/@weekly/@monthly/@yearly",
+    )
     add.add_argument("--timezone", default="UTC", help="IANA time zone the cron is read in (default UTC)")
-    add.add_argument("--model", action="append", default=[], metavar="MODEL_ID",
-                     help="only this model (repeat for several; default: every active model)")
-    add.add_argument("--region", action="append", default=[], metavar="REGION",
-                     help="only this region (repeat for several; default: every region each model offers)")
+    add.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="MODEL_ID",
+        help="only this model (repeat for several; default: every active model)",
+    )
+    add.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="REGION",
+        help="only this region (repeat for several; default: every region each model offers)",
+    )
     add.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
     only = add.add_mutually_exclusive_group()
-    only.add_argument("--only-standing", action="append", choices=STANDINGS, metavar="STANDING",
-                      help="only pairs in this standing now (repeatable), e.g. FAILED")
-    only.add_argument("--expiring-within", metavar="DURATION",
-                      help="only pairs whose verdict stops standing within this long (e.g. 2d), expired and "
-                           "never-certified ones too")
-    add.add_argument("--catch-up", choices=CATCH_UPS, default="once",
-                     help="after downtime: once = one run for all missed slots (default), skip = drop them")
+    only.add_argument(
+        "--only-standing",
+        action="append",
+        choices=STANDINGS,
+        metavar="STANDING",
+        help="only pairs in this standing now (repeatable), e.g. FAILED",
+    )
+    only.add_argument(
+        "--expiring-within",
+        metavar="DURATION",
+        help="only pairs whose verdict stops standing within this long (e.g. 2d), expired and never-certified ones too",
+    )
+    add.add_argument(
+        "--catch-up",
+        choices=CATCH_UPS,
+        default="once",
+        help="after downtime: once = one run for all missed slots (default), skip = drop them",
+    )
     add.add_argument("--paused", action="store_true", help="create it paused")
     add.add_argument("--json", action="store_true", help="print the schedule as JSON")
     _database_option(add)
     add.set_defaults(run=run_add)
 
-    for name, run, text in (("pause", run_pause, "stop firing (slots while paused are not caught up)"),
-                            ("resume", run_resume, "fire again, from the next slot"),
-                            ("delete", run_delete, "delete it (the jobs it made stay)")):
+    for name, run, text in (
+        ("pause", run_pause, "stop firing (slots while paused are not caught up)"),
+        ("resume", run_resume, "fire again, from the next slot"),
+        ("delete", run_delete, "delete it (the jobs it made stay)"),
+    ):
         action = actions.add_parser(name, help=text)
         action.add_argument("schedule_id", metavar="ID")
         _database_option(action)
@@ -101,8 +130,11 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
         try:
             store = await asyncio.wait_for(Store.connect(settings.database_url, min_size=1, max_size=2), 10)
         except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            raise CommandError(f"cannot reach PostgreSQL at {redact_url(settings.database_url)}: "
-                               f"{exc or type(exc).__name__}. Check DATABASE_URL.", EXIT_UNAVAILABLE) from None
+            raise CommandError(
+                f"cannot reach PostgreSQL at {redact_url(settings.database_url)}: "
+                f"{exc or type(exc).__name__}. Check DATABASE_URL.",
+                EXIT_UNAVAILABLE,
+            ) from None
         try:
             return await work(store)
         except asyncpg.UndefinedTableError:
@@ -126,9 +158,16 @@ def view(record: ScheduleRecord) -> dict[str, Any]:
     if record.filter_standings is not None or record.filter_expiring_s is not None:
         filter_ = {"standing": record.filter_standings, "expiresWithinSeconds": record.filter_expiring_s}
     return {
-        "id": str(record.id), "name": record.name, "cron": record.cron, "timezone": record.timezone,
-        "modelIds": [str(m) for m in record.model_ids], "regions": record.regions, "priority": record.priority,
-        "filter": filter_, "catchUp": record.catch_up, "paused": record.paused,
+        "id": str(record.id),
+        "name": record.name,
+        "cron": record.cron,
+        "timezone": record.timezone,
+        "modelIds": [str(m) for m in record.model_ids],
+        "regions": record.regions,
+        "priority": record.priority,
+        "filter": filter_,
+        "catchUp": record.catch_up,
+        "paused": record.paused,
         "nextSlotAt": record.next_slot_at.isoformat(),
         "lastSlotAt": None if record.last_slot_at is None else record.last_slot_at.isoformat(),
     }
@@ -137,15 +176,23 @@ def view(record: ScheduleRecord) -> dict[str, Any]:
 def _row(record: ScheduleRecord) -> list[object]:
     cron = Cron.parse(record.cron, record.timezone)
     target = (f"{len(record.model_ids)} model(s)" if record.model_ids else "all models") + (
-        f" in {', '.join(record.regions)}" if record.regions else "")
+        f" in {', '.join(record.regions)}" if record.regions else ""
+    )
     only = "-"
     if record.filter_standings:
         only = "standing " + "|".join(record.filter_standings)
     elif record.filter_expiring_s:
         only = f"expiring within {record.filter_expiring_s}s"
     next_local = record.next_slot_at.astimezone(cron.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
-    return [record.id, record.name, f"{record.cron} ({record.timezone})", target, only, record.catch_up,
-            "paused" if record.paused else next_local]
+    return [
+        record.id,
+        record.name,
+        f"{record.cron} ({record.timezone})",
+        target,
+        only,
+        record.catch_up,
+        "paused" if record.paused else next_local,
+    ]
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -175,10 +222,18 @@ def run_add(args: argparse.Namespace) -> int:
         if not 60 <= expiring_s <= 31_622_400:
             raise CommandError("--expiring-within: between 1m and 366d", EXIT_USAGE)
     model_ids = [_uuid(text, "--model") for text in dict.fromkeys(args.model)]
-    spec = ScheduleSpec(name=args.name, cron=" ".join(args.cron.split()), timezone=args.timezone,
-                        model_ids=model_ids, regions=list(dict.fromkeys(args.region)), priority=args.priority,
-                        filter_standings=None if not args.only_standing else list(dict.fromkeys(args.only_standing)),
-                        filter_expiring_s=expiring_s, catch_up=args.catch_up, paused=args.paused)
+    spec = ScheduleSpec(
+        name=args.name,
+        cron=" ".join(args.cron.split()),
+        timezone=args.timezone,
+        model_ids=model_ids,
+        regions=list(dict.fromkeys(args.region)),
+        priority=args.priority,
+        filter_standings=None if not args.only_standing else list(dict.fromkeys(args.only_standing)),
+        filter_expiring_s=expiring_s,
+        catch_up=args.catch_up,
+        paused=args.paused,
+    )
 
     async def work(store: Store) -> ScheduleRecord:
         found = await store.get_models(model_ids)

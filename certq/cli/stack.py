@@ -67,8 +67,14 @@ class Stack:
         """Start `argv` in its own session, so a terminal's Ctrl-C reaches the demo, which stops it in order."""
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(list(argv), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                list(argv),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         child = Child(name, process, log_path, stop_timeout_s)
         self.children[name] = child
         self.on_close(name, child.stop)
@@ -79,16 +85,20 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
-                raise StackError(f"{child.name} exited with code {child.process.returncode}; its log "
-                                 f"({child.log_path}) ends with:\n{child.log_tail()}")
+                raise StackError(
+                    f"{child.name} exited with code {child.process.returncode}; its log "
+                    f"({child.log_path}) ends with:\n{child.log_tail()}"
+                )
             try:
                 if ok(httpx.get(url, timeout=2)):
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise StackError(f"{child.name} did not answer {url} within {timeout_s:g}s; its log ({child.log_path}) "
-                         f"ends with:\n{child.log_tail()}")
+        raise StackError(
+            f"{child.name} did not answer {url} within {timeout_s:g}s; its log ({child.log_path}) "
+            f"ends with:\n{child.log_tail()}"
+        )
 
     def close(self, say: Callable[[str], None] | None = None) -> None:
         while self._stops:
@@ -111,8 +121,10 @@ def pick_port(preferred: int, what: str = "it", say: Callable[[str], None] | Non
         return preferred
     port = free_port()
     if say is not None:
-        say(f"port {preferred} is taken (another demo still running? `ss -ltnp 'sport = :{preferred}'` shows "
-            f"who has it): {what} uses port {port} instead")
+        say(
+            f"port {preferred} is taken (another demo still running? `ss -ltnp 'sport = :{preferred}'` shows "
+            f"who has it): {what} uses port {port} instead"
+        )
     return port
 
 

@@ -45,8 +45,9 @@ async def index(request: Request) -> Response:
 
 
 async def me(request: Request) -> Response:
-    return JSON({"user": user_of(request), "role": "read" if request.scope.get("state", {}).get(
-        "board_read_only") else "admin"})
+    return JSON(
+        {"user": user_of(request), "role": "read" if request.scope.get("state", {}).get("board_read_only") else "admin"}
+    )
 
 
 async def _problem(request: Request, exc: Exception) -> Response:
@@ -90,8 +91,14 @@ def _backend(exc: Exception) -> str:
 
 
 OUTAGES: tuple[type[Exception], ...] = (
-    RedisConnectionError, RedisTimeoutError, RedisClusterException, asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError, asyncpg.CannotConnectNowError, OSError, TimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+    TimeoutError,
 )
 
 
@@ -105,10 +112,16 @@ def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
             *cert_views.routes,
             Mount("/static", StaticFiles(packages=[(STATIC, "static")]), name="static"),
         ],
-        exception_handlers={Problem: _problem, QueueError: _queue_error, HTTPException: _http_error,
-                            **{kind: _outage for kind in OUTAGES}, Exception: _unexpected},
+        exception_handlers={
+            Problem: _problem,
+            QueueError: _queue_error,
+            HTTPException: _http_error,
+            **{kind: _outage for kind in OUTAGES},
+            Exception: _unexpected,
+        },
         middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
     )
     app.state.board_deps = deps
-    return BoardGuard(app, username=settings.board_username, password=settings.board_password,
-                      read_only=settings.board_read_only)
+    return BoardGuard(
+        app, username=settings.board_username, password=settings.board_password, read_only=settings.board_read_only
+    )

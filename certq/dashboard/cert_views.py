@@ -53,18 +53,37 @@ async def history(request: Request) -> Response:
         until=time_param(request, "until"),
     )
     found = await queries_of(request).search_history(query, page=page, limit=limit)
-    return JSON({"items": [run_json(r) for r in found.items], "total": found.total, "capped": found.capped,
-                 "page": page, "limit": limit})
+    return JSON(
+        {
+            "items": [run_json(r) for r in found.items],
+            "total": found.total,
+            "capped": found.capped,
+            "page": page,
+            "limit": limit,
+        }
+    )
 
 
 async def matrix(request: Request) -> Response:
     models = await store_of(request).active_models()
     cells = await queries_of(request).latest_matrix()
     regions = sorted({region for model in models for region in model.regions})
-    rows = [{"id": str(m.id), "name": m.name, "apiModelId": m.api_model_id, "provider": m.provider,
-             "regions": m.regions} for m in models]
-    out = [{"modelId": str(c.model_id), "region": c.region, "id": str(c.id), "status": c.status, "rating": c.rating,
-            "score": c.score, "completedAt": c.completed_at and c.completed_at.isoformat()} for c in cells]
+    rows = [
+        {"id": str(m.id), "name": m.name, "apiModelId": m.api_model_id, "provider": m.provider, "regions": m.regions}
+        for m in models
+    ]
+    out = [
+        {
+            "modelId": str(c.model_id),
+            "region": c.region,
+            "id": str(c.id),
+            "status": c.status,
+            "rating": c.rating,
+            "score": c.score,
+            "completedAt": c.completed_at and c.completed_at.isoformat(),
+        }
+        for c in cells
+    ]
     return JSON({"models": rows, "regions": regions, "cells": out})
 
 
@@ -78,9 +97,18 @@ async def pair(request: Request) -> Response:
         raise Problem(404, f"no model {model_id}", field="modelId")
     limit = parse_query(request, PairQuery).limit
     runs = await queries_of(request).pair_history(model_id, region, limit=limit)
-    return JSON({"model": {"id": str(model.id), "name": model.name, "apiModelId": model.api_model_id,
-                           "provider": model.provider},
-                 "region": region, "runs": [run_json(r) for r in runs]})
+    return JSON(
+        {
+            "model": {
+                "id": str(model.id),
+                "name": model.name,
+                "apiModelId": model.api_model_id,
+                "provider": model.provider,
+            },
+            "region": region,
+            "runs": [run_json(r) for r in runs],
+        }
+    )
 
 
 class CertifyForm(BaseModel):
@@ -99,14 +127,23 @@ async def certify(request: Request) -> Response:
     run = deps(request).certify
     if run is None:
         raise Problem(503, "certification is not available in this process")
-    order = CertifyOrder(mode=form.mode, model_ids=[] if form.mode == "all" else form.model_ids,
-                         regions=form.regions, priority=form.priority)
+    order = CertifyOrder(
+        mode=form.mode,
+        model_ids=[] if form.mode == "all" else form.model_ids,
+        regions=form.regions,
+        priority=form.priority,
+    )
     status, body = await run(order)
     detail = {"mode": form.mode, "modelIds": order.model_ids, "regions": form.regions}
     if status >= 400:
         await audit(request, "certify", None, f"refused ({status}): {body.get('detail')}", detail)
-        return Problem(status, str(body.get("detail")), field=body.get("field"), errors=body.get("errors"),
-                       kind=str(body.get("type", "")).removeprefix("/problems/") or None).response(request.url.path)
+        return Problem(
+            status,
+            str(body.get("detail")),
+            field=body.get("field"),
+            errors=body.get("errors"),
+            kind=str(body.get("type", "")).removeprefix("/problems/") or None,
+        ).response(request.url.path)
     total = body.get("totalJobs", 1)
     outcome = f"{form.mode}: {total} certification(s) requested in {', '.join(form.regions)}"
     entry = await audit(request, "certify", body.get("jobId"), outcome, detail)

@@ -23,9 +23,11 @@ fetch that sets it needs a CORS preflight the dashboard never grants."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REALM = 'Basic realm="certq dashboard", charset="UTF-8"'
 SECURITY_HEADERS = [
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-     b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+        b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
@@ -71,8 +73,15 @@ def cross_site_reason(method: str, headers: Headers, scheme: str) -> str | None:
 class BoardGuard:
     """ASGI middleware in front of the whole dashboard (pages, static files and JSON alike)."""
 
-    def __init__(self, app: ASGIApp, *, username: str, password: str, throttle: LoginThrottle | None = None,
-                 read_only: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        username: str,
+        password: str,
+        throttle: LoginThrottle | None = None,
+        read_only: bool = False,
+    ) -> None:
         self.app = app
         self.username = username
         self.password = password
@@ -87,26 +96,33 @@ class BoardGuard:
         client = scope["client"][0] if scope.get("client") else "unknown"
         wait_s = self.throttle.retry_after(client)
         if wait_s > 0:
-            await Problem(429, "too many failed logins from this address; try again later",
-                          headers={"Retry-After": str(math.ceil(wait_s))}).answer(scope, receive, send)
+            await Problem(
+                429,
+                "too many failed logins from this address; try again later",
+                headers={"Retry-After": str(math.ceil(wait_s))},
+            ).answer(scope, receive, send)
             return
         header = headers.get("authorization")
         user = check_credentials(header, self.username, self.password)
         if user is None:
             if header is not None:  # a browser's first request carries none: not a failed login
                 count = self.throttle.failed(client)
-                log.warning("dashboard login failed", extra={"client": client, "failures_in_window": count,
-                                                             "path": scope.get("path")})
-            await Problem(401, "the dashboard needs its user name and password",
-                          headers={"WWW-Authenticate": REALM}).answer(scope, receive, send)
+                log.warning(
+                    "dashboard login failed",
+                    extra={"client": client, "failures_in_window": count, "path": scope.get("path")},
+                )
+            await Problem(
+                401, "the dashboard needs its user name and password", headers={"WWW-Authenticate": REALM}
+            ).answer(scope, receive, send)
             return
         reason = cross_site_reason(scope["method"], headers, scope.get("scheme", "http"))
         if reason is not None:
             await Problem(403, reason).answer(scope, receive, send)
             return
         if self.read_only and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            await Problem(403, "this dashboard is read-only (BULL_BOARD_READ_ONLY): it may look, "
-                          "not act").answer(scope, receive, send)
+            await Problem(403, "this dashboard is read-only (BULL_BOARD_READ_ONLY): it may look, not act").answer(
+                scope, receive, send
+            )
             return
         state = scope.setdefault("state", {})
         state["board_user"] = user

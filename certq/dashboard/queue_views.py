@@ -48,8 +48,11 @@ def _job_json(job: Any) -> dict[str, Any]:
         if isinstance(value, (dict, list, str)):
             encoded = orjson.dumps(value)
             if len(encoded) > FIELD_CAP_BYTES:
-                data[name] = {"truncated": True, "bytes": len(encoded),
-                              "preview": encoded[:PREVIEW_CHARS].decode("utf-8", errors="replace")}
+                data[name] = {
+                    "truncated": True,
+                    "bytes": len(encoded),
+                    "preview": encoded[:PREVIEW_CHARS].decode("utf-8", errors="replace"),
+                }
     return data
 
 
@@ -72,8 +75,13 @@ async def _with_models(request: Request, jobs: list[dict[str, Any]]) -> list[dic
 async def overview(request: Request) -> Response:
     queue = queue_of(request)
     counts = await queue.counts()
-    return JSON({"counts": {state: int(counts.get(state, 0)) for state in STATES},
-                 "paused": await queue.is_paused(), "at": int(time.time() * 1000)})
+    return JSON(
+        {
+            "counts": {state: int(counts.get(state, 0)) for state in STATES},
+            "paused": await queue.is_paused(),
+            "at": int(time.time() * 1000),
+        }
+    )
 
 
 class JobsQuery(BoardQuery):
@@ -142,8 +150,9 @@ async def retry_job(request: Request) -> Response:
         if await queries.certification_exists(job_id):
             record = await store_of(request).get_certification(job_id)
             if record is not None and record.status == "CANCELLED":
-                raise Problem(409, f"certification {job_id} was cancelled; certify the model again instead",
-                              field="jobId")
+                raise Problem(
+                    409, f"certification {job_id} was cancelled; certify the model again instead", field="jobId"
+                )
             try:
                 reopened = await queries.reopen_failed(job_id)
             except RunSuperseded as exc:
@@ -178,8 +187,10 @@ async def retry_all(request: Request) -> Response:
         except JobStateError:  # it left the failed list since it was listed
             continue
         moved += 1
-    outcome = (f"{moved} failed job(s) moved to waiting; {len(superseded)} left failed: a newer certification "
-               "of the same model+region is already queued or running")
+    outcome = (
+        f"{moved} failed job(s) moved to waiting; {len(superseded)} left failed: a newer certification "
+        "of the same model+region is already queued or running"
+    )
     return await _act(request, "retry-all-failed", None, outcome, count=moved, superseded=sorted(superseded))
 
 
@@ -212,8 +223,12 @@ async def cancel_job(request: Request) -> Response:
     job_id, job = await _require_job(request)
     cancelled = await _cancel_run(request, job_id)
     result = await queue_of(request).cancel(job_id)
-    outcome = {"removed": "job cancelled before it ran", "flagged": "running job asked to stop",
-               "finished": "job had already finished", "not_found": "job is gone"}.get(result, result)
+    outcome = {
+        "removed": "job cancelled before it ran",
+        "flagged": "running job asked to stop",
+        "finished": "job had already finished",
+        "not_found": "job is gone",
+    }.get(result, result)
     note = " (its certification is CANCELLED)" if cancelled else ""
     return await _act(request, "cancel", job_id, outcome + note, result=result)
 
@@ -228,9 +243,13 @@ async def clean_state(request: Request) -> Response:
     order: CleanOrder = await body_as(request, CleanOrder)
     removed = await queue_of(request).clean(order.state, int(order.older_than_minutes * 60_000), order.limit)
     return await _act(
-        request, "clean", order.state,
+        request,
+        "clean",
+        order.state,
         f"{removed} {order.state} job(s) older than {order.older_than_minutes:g} min removed",
-        olderThanMinutes=order.older_than_minutes, limit=order.limit, removed=removed,
+        olderThanMinutes=order.older_than_minutes,
+        limit=order.limit,
+        removed=removed,
     )
 
 
@@ -257,8 +276,19 @@ async def audit_log(request: Request) -> Response:
     query = parse_query(request, AuditQuery)
     page, limit = query.page, query.limit
     found = await queries_of(request).list_audit(page=page, limit=limit)
-    items = [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
-              "outcome": e.outcome, "detail": e.detail, "remoteAddr": e.remote_addr} for e in found.items]
+    items = [
+        {
+            "id": e.id,
+            "at": e.at.isoformat(),
+            "actor": e.actor,
+            "action": e.action,
+            "target": e.target,
+            "outcome": e.outcome,
+            "detail": e.detail,
+            "remoteAddr": e.remote_addr,
+        }
+        for e in found.items
+    ]
     return JSON({"items": items, "total": found.total, "page": page, "limit": limit})
 
 

@@ -67,13 +67,26 @@ def run_json(record: Any) -> dict[str, Any]:
     metrics = record.metrics or {}
     latency = (metrics.get("latencyMs") or {}).get("p50") if isinstance(metrics, dict) else None
     return {
-        "id": str(record.id), "jobId": str(record.job_id), "modelId": str(record.model_id),
-        "modelName": record.model_name, "apiModelId": record.api_model_id, "region": record.region,
-        "status": record.status, "priority": record.priority, "attempts": record.attempts,
-        "attemptLog": record.attempt_log, "passed": record.passed, "score": record.score, "rating": record.rating,
-        "testResults": record.test_results, "metrics": record.metrics, "latencyP50Ms": latency,
-        "errorCategory": record.error_category, "errorMessage": record.error_message,
-        "durationMs": record.duration_ms, "createdAt": record.created_at.isoformat(),
+        "id": str(record.id),
+        "jobId": str(record.job_id),
+        "modelId": str(record.model_id),
+        "modelName": record.model_name,
+        "apiModelId": record.api_model_id,
+        "region": record.region,
+        "status": record.status,
+        "priority": record.priority,
+        "attempts": record.attempts,
+        "attemptLog": record.attempt_log,
+        "passed": record.passed,
+        "score": record.score,
+        "rating": record.rating,
+        "testResults": record.test_results,
+        "metrics": record.metrics,
+        "latencyP50Ms": latency,
+        "errorCategory": record.error_category,
+        "errorMessage": record.error_message,
+        "durationMs": record.duration_ms,
+        "createdAt": record.created_at.isoformat(),
         "startedAt": record.started_at and record.started_at.isoformat(),
         "completedAt": record.completed_at and record.completed_at.isoformat(),
     }
@@ -178,11 +191,22 @@ async def audit(
     """Record what an operator did; the answer to the action carries the entry so the UI can show it."""
     client = request.client
     entry = await queries_of(request).record_audit(
-        actor=user_of(request), action=action, target=_storable(target), detail=_storable(detail or {}),
-        outcome=_storable(outcome), remote_addr=None if client is None else client.host,
+        actor=user_of(request),
+        action=action,
+        target=_storable(target),
+        detail=_storable(detail or {}),
+        outcome=_storable(outcome),
+        remote_addr=None if client is None else client.host,
     )
-    return {"id": entry.id, "at": entry.at.isoformat(), "actor": entry.actor, "action": entry.action,
-            "target": entry.target, "outcome": entry.outcome, "detail": entry.detail}
+    return {
+        "id": entry.id,
+        "at": entry.at.isoformat(),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "outcome": entry.outcome,
+        "detail": entry.detail,
+    }
 
 
 def _storable(value: Any) -> Any:

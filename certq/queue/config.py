@@ -42,8 +42,17 @@ class QueueConfig:
     worker_ttl_ms: int = 5_000
 
     def __post_init__(self) -> None:
-        for name in ("lease_ms", "heartbeat_ms", "stalled_check_ms", "backoff_base_ms", "block_ms", "promote_ms",
-                     "retention_ms", "worker_ttl_ms", "default_max_attempts"):
+        for name in (
+            "lease_ms",
+            "heartbeat_ms",
+            "stalled_check_ms",
+            "backoff_base_ms",
+            "block_ms",
+            "promote_ms",
+            "retention_ms",
+            "worker_ttl_ms",
+            "default_max_attempts",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.heartbeat_ms >= self.lease_ms:

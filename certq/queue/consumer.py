@@ -58,8 +58,15 @@ class Consumer:
     """Claims and settles jobs for one consumer identity. Every move is one Lua script; lease expiry is
     the TTL of the job's lock key, renewed by `heartbeat`."""
 
-    def __init__(self, redis: AnyRedis, config: QueueConfig | None = None, *, consumer_id: str | None = None,
-                 clock: Clock = wall_clock_ms, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        config: QueueConfig | None = None,
+        *,
+        consumer_id: str | None = None,
+        clock: Clock = wall_clock_ms,
+        rng: random.Random | None = None,
+    ) -> None:
         self.redis = redis
         self.config = config or QueueConfig()
         self.keys = self.config.keys
@@ -87,8 +94,9 @@ class Consumer:
         statuses, leases, paused = await self.complete_and_claim([], count)
         return Claim(leases, paused)
 
-    async def complete_and_claim(self, done: list[tuple[Lease, Any]], claim: int, *, results_encoded: bool = False
-                                 ) -> tuple[list[bool], list[Lease], bool]:
+    async def complete_and_claim(
+        self, done: list[tuple[Lease, Any]], claim: int, *, results_encoded: bool = False
+    ) -> tuple[list[bool], list[Lease], bool]:
         """Complete `done` (lease, result) pairs and claim up to `claim` more, in one script call.
         Results are JSON-encoded here unless `results_encoded` (then each result is JSON text already).
         Returns (per completion: True if done, False if the lease was lost; new leases; paused)."""
@@ -103,8 +111,17 @@ class Consumer:
                 declare += [keys.job(job.id), keys.lock(job.id)]
                 if job.dedupe_key:
                     declare.append(keys.dedupe(job.dedupe_key))
-        args = [str(self.clock()), str(self.config.lease_ms), self.id, self._token_prefix(), str(claim),
-                str(self.config.keep_completed), self._limits, str(len(done)), "\0".join(packed)]
+        args = [
+            str(self.clock()),
+            str(self.config.lease_ms),
+            self.id,
+            self._token_prefix(),
+            str(claim),
+            str(self.config.keep_completed),
+            self._limits,
+            str(len(done)),
+            "\0".join(packed),
+        ]
         statuses, claimed, paused = await self.scripts.run("complete", args, declare=declare)
         leases: list[Lease] = []
         for item in claimed:
@@ -112,32 +129,54 @@ class Consumer:
             if isinstance(taken, Lease):
                 leases.append(taken)
             else:
-                await self._fail(text(item[0]), text(item[1]), f"corrupt job: {taken}", "CORRUPT_JOB", final=True,
-                                 delay_ms=0)
+                await self._fail(
+                    text(item[0]), text(item[1]), f"corrupt job: {taken}", "CORRUPT_JOB", final=True, delay_ms=0
+                )
         return [bool(s) for s in statuses], leases, bool(paused)
 
     def _lease(self, item: list[Any]) -> Lease | CorruptJob:
         """A Lease from a script's claimed_reply (see lua/includes/start.lua), or why the job is unreadable."""
-        (job_id, token, payload, attempts, max_attempts, attempts_base, priority, group, timeout_ms, created_at,
-         stalls, dedupe_key, progress) = item
+        (
+            job_id,
+            token,
+            payload,
+            attempts,
+            max_attempts,
+            attempts_base,
+            priority,
+            group,
+            timeout_ms,
+            created_at,
+            stalls,
+            dedupe_key,
+            progress,
+        ) = item
         try:
             data = orjson.loads(payload)
             if not isinstance(data, dict):
                 raise CorruptJob("payload is not a JSON object")
-            job = Job(id=text(job_id), payload=data, state=JobState.ACTIVE, attempts=int(attempts),
-                      max_attempts=int(max_attempts or 1), attempts_base=int(attempts_base or 0),
-                      priority=_PRIORITY.get(priority, "normal"), group=None if group is None else text(group),
-                      timeout_ms=None if timeout_ms is None else int(timeout_ms), created_at=int(created_at or 0),
-                      processed_at=self.clock(), stalls=int(stalls or 0),
-                      dedupe_key=None if dedupe_key is None else text(dedupe_key),
-                      progress=None if progress is None else orjson.loads(progress))
+            job = Job(
+                id=text(job_id),
+                payload=data,
+                state=JobState.ACTIVE,
+                attempts=int(attempts),
+                max_attempts=int(max_attempts or 1),
+                attempts_base=int(attempts_base or 0),
+                priority=_PRIORITY.get(priority, "normal"),
+                group=None if group is None else text(group),
+                timeout_ms=None if timeout_ms is None else int(timeout_ms),
+                created_at=int(created_at or 0),
+                processed_at=self.clock(),
+                stalls=int(stalls or 0),
+                dedupe_key=None if dedupe_key is None else text(dedupe_key),
+                progress=None if progress is None else orjson.loads(progress),
+            )
         except (ValueError, orjson.JSONDecodeError, CorruptJob) as exc:
             log.warning("job %s is corrupt (%s): moved to failed", text(job_id), exc)
             return exc if isinstance(exc, CorruptJob) else CorruptJob(f"unreadable job data: {exc}")
         return Lease(job, text(token))
 
-    async def claim_blocking(self, timeout_ms: int | None = None, priority: Priority = "normal"
-                             ) -> Lease | str | None:
+    async def claim_blocking(self, timeout_ms: int | None = None, priority: Priority = "normal") -> Lease | str | None:
         """Block up to `timeout_ms` on BLMOVE from the `priority` wait list (`wait` for normal) to active,
         then take the lease. Returns the Lease, "paused" (the job went back to its list), or None (nothing
         came, or it was diverted: corrupt, cancelled, rate-limited, or taken back by the stalled check)."""
@@ -146,8 +185,14 @@ class Consumer:
         job_id = await self._block_move(source, timeout)
         if job_id is None:
             return None
-        args = [job_id, str(self.clock()), str(self.config.lease_ms), f"{self._token_prefix()}:b", self.id,
-                self._limits]
+        args = [
+            job_id,
+            str(self.clock()),
+            str(self.config.lease_ms),
+            f"{self._token_prefix()}:b",
+            self.id,
+            self._limits,
+        ]
         reply = await self.scripts.run("start", args, source=source, declare=self._job_keys(job_id))
         status = text(reply[0])
         if status != "ok":
@@ -178,25 +223,50 @@ class Consumer:
         if not statuses[0]:
             raise LeaseLost(lease.job.id, lease.attempt)
 
-    async def fail(self, lease: Lease, message: str, *, final: bool = False, category: str | None = None,
-                   stack: str | None = None) -> JobState:
+    async def fail(
+        self, lease: Lease, message: str, *, final: bool = False, category: str | None = None, stack: str | None = None
+    ) -> JobState:
         """Fail this attempt: DELAYED (retry after exponential backoff with full jitter) or FAILED (final
         error, attempts spent, or cancelled). LeaseLost if this lease is no longer held. `stack` (a
         traceback) is kept in the attempt's error entry."""
         retry_number = max(1, lease.job.attempts_counted)
         delay = retry_delay(retry_number, self.config.backoff_base_ms, self.config.backoff_cap_ms, self.rng)
-        state = await self._fail(lease.job.id, lease.token, message, category or "", final=final, delay_ms=delay,
-                                 attempt=lease.attempt, stack=stack, dedupe_key=lease.job.dedupe_key)
+        state = await self._fail(
+            lease.job.id,
+            lease.token,
+            message,
+            category or "",
+            final=final,
+            delay_ms=delay,
+            attempt=lease.attempt,
+            stack=stack,
+            dedupe_key=lease.job.dedupe_key,
+        )
         if state is None:
             raise LeaseLost(lease.job.id, lease.attempt)
         return state
 
-    async def _fail(self, job_id: str, token: str, message: str, category: str, *, final: bool, delay_ms: int,
-                    attempt: int | None = None, stack: str | None = None, dedupe_key: str | None = None
-                    ) -> JobState | None:
+    async def _fail(
+        self,
+        job_id: str,
+        token: str,
+        message: str,
+        category: str,
+        *,
+        final: bool,
+        delay_ms: int,
+        attempt: int | None = None,
+        stack: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> JobState | None:
         now = self.clock()
-        fields: dict[str, Any] = {"attempt": attempt, "at": now, "message": message, "category": category or None,
-                                  "consumer": self.id}
+        fields: dict[str, Any] = {
+            "attempt": attempt,
+            "at": now,
+            "message": message,
+            "category": category or None,
+            "consumer": self.id,
+        }
         if stack:
             fields["stack"] = stack
         entry = orjson.dumps(fields).decode()
@@ -209,8 +279,9 @@ class Consumer:
 
     async def release(self, lease: Lease) -> bool:
         """Give the job back to the front of its wait list without counting the attempt (shutdown)."""
-        return bool(int(await self.scripts.run("release", [lease.job.id, lease.token],
-                                               declare=self._job_keys(lease.job.id))))
+        return bool(
+            int(await self.scripts.run("release", [lease.job.id, lease.token], declare=self._job_keys(lease.job.id)))
+        )
 
     async def progress(self, lease: Lease, value: Any) -> None:
         """Record progress (any JSON value) on the job; LeaseLost if this lease is no longer held."""
@@ -223,8 +294,13 @@ class Consumer:
         LEASE_CANCELLED (renewed, but a cancel was requested) or LEASE_LOST."""
         now = self.clock()
         body = {"id": self.id, "last_seen": now, **(info or {})}
-        args = [str(now), str(self.config.lease_ms), self.id, orjson.dumps(body).decode(),
-                str(self.config.worker_ttl_ms)]
+        args = [
+            str(now),
+            str(self.config.lease_ms),
+            self.id,
+            orjson.dumps(body).decode(),
+            str(self.config.worker_ttl_ms),
+        ]
         declare = [self.keys.worker(self.id)]
         for lease in leases:
             args += [lease.job.id, lease.token]
@@ -245,8 +321,9 @@ class Consumer:
     async def recover_stalled(self) -> tuple[list[str], list[str]] | None:
         """One pass of the two-pass stalled check; None if another consumer ran it within the interval.
         Returns (ids moved back to wait, ids moved to failed)."""
-        reply = await self.scripts.run("recover_stalled", [str(self.clock()), str(self.config.stalled_check_ms),
-                                                           str(self.config.max_stalls)])
+        reply = await self.scripts.run(
+            "recover_stalled", [str(self.clock()), str(self.config.stalled_check_ms), str(self.config.max_stalls)]
+        )
         if not isinstance(reply, list):
             return None
         recovered, failed = reply
@@ -256,8 +333,10 @@ class Consumer:
         """Delete completed/failed jobs older than their max age (the count cap is kept on completion)."""
         now = self.clock()
         deleted = 0
-        for key, age in ((self.keys.completed, self.config.completed_max_age_ms),
-                         (self.keys.failed, self.config.failed_max_age_ms)):
+        for key, age in (
+            (self.keys.completed, self.config.completed_max_age_ms),
+            (self.keys.failed, self.config.failed_max_age_ms),
+        ):
             if age is not None:
                 deleted += int(await self.scripts.run("clean", [str(now - age), str(limit)], list=key))
         return deleted

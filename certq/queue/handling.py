@@ -76,4 +76,4 @@ def format_stack(exc: BaseException, limit: int = STACK_LIMIT) -> str:
     head = limit // 4
     tail = limit - head - 48  # room for the marker, whatever the count's digits
     marker = f"\n... ({len(text) - head - tail} characters cut) ...\n"
-    return text[:head] + marker + text[len(text) - tail:]
+    return text[:head] + marker + text[len(text) - tail :]

@@ -86,18 +86,27 @@ class Job:
         priority = data.get("priority", "normal")
         try:
             return cls(
-                id=job_id, payload=payload, state=state,
-                attempts=int(data.get("attempts", 0)), max_attempts=int(data.get("max_attempts", 1)),
+                id=job_id,
+                payload=payload,
+                state=state,
+                attempts=int(data.get("attempts", 0)),
+                max_attempts=int(data.get("max_attempts", 1)),
                 attempts_base=int(data.get("attempts_base", 0)),
                 priority=priority if priority in ("high", "low") else "normal",  # type: ignore[arg-type]
                 group=data.get("group") or None,
-                progress=_json(data.get("progress")), result=_json(data.get("result")),
-                last_error=data.get("last_error") or None, error_category=data.get("category") or None,
+                progress=_json(data.get("progress")),
+                result=_json(data.get("result")),
+                last_error=data.get("last_error") or None,
+                error_category=data.get("category") or None,
                 errors=_json(data.get("errors")) or [],
-                created_at=int(data.get("created_at", 0)), processed_at=_int(data.get("processed_at")),
-                finished_at=_int(data.get("finished_at")), due_at=_int(data.get("due_at")),
-                timeout_ms=_int(data.get("timeout_ms")), dedupe_key=data.get("dedupe_key") or None,
-                stalls=int(data.get("stalls", 0)), cancelled=data.get("cancel") == "1",
+                created_at=int(data.get("created_at", 0)),
+                processed_at=_int(data.get("processed_at")),
+                finished_at=_int(data.get("finished_at")),
+                due_at=_int(data.get("due_at")),
+                timeout_ms=_int(data.get("timeout_ms")),
+                dedupe_key=data.get("dedupe_key") or None,
+                stalls=int(data.get("stalls", 0)),
+                cancelled=data.get("cancel") == "1",
             )
         except (ValueError, orjson.JSONDecodeError) as exc:
             raise CorruptJob(f"unreadable job data: {exc}") from None

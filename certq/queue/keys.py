@@ -126,5 +126,15 @@ class QueueKeys:
 
     def all_fixed(self) -> list[str]:
         """Every key of the queue that is not per job, per group or per worker."""
-        return [*self.wait_lists, self.active, self.completed, self.failed, self.delayed, self.stalled,
-                self.stalled_check, self.meta, self.events, self.workers]
+        return [
+            *self.wait_lists,
+            self.active,
+            self.completed,
+            self.failed,
+            self.delayed,
+            self.stalled,
+            self.stalled_check,
+            self.meta,
+            self.events,
+            self.workers,
+        ]

@@ -109,11 +109,26 @@ class Queue:
         for field, value in (("job_id", job_id), ("dedupe_key", spec.dedupe_key), ("group", spec.group)):
             if value is not None and (not isinstance(value, str) or not value or len(value) > 512 or "\0" in value):
                 raise InvalidJob(field, "must be a non-empty string of at most 512 characters, without NUL")
-        job = Job(id=job_id, payload=spec.payload, state=JobState.DELAYED if spec.delay_ms > 0 else JobState.WAITING,
-                  max_attempts=max_attempts, priority=spec.priority, group=spec.group, timeout_ms=spec.timeout_ms,
-                  dedupe_key=spec.dedupe_key)
-        args = [job_id, payload_text, spec.priority, str(spec.delay_ms), str(max_attempts),
-                "" if spec.timeout_ms is None else str(spec.timeout_ms), spec.dedupe_key or "", spec.group or ""]
+        job = Job(
+            id=job_id,
+            payload=spec.payload,
+            state=JobState.DELAYED if spec.delay_ms > 0 else JobState.WAITING,
+            max_attempts=max_attempts,
+            priority=spec.priority,
+            group=spec.group,
+            timeout_ms=spec.timeout_ms,
+            dedupe_key=spec.dedupe_key,
+        )
+        args = [
+            job_id,
+            payload_text,
+            spec.priority,
+            str(spec.delay_ms),
+            str(max_attempts),
+            "" if spec.timeout_ms is None else str(spec.timeout_ms),
+            spec.dedupe_key or "",
+            spec.group or "",
+        ]
         return job, args
 
     async def _enqueue_batch(self, batch: list[tuple[Job, list[str]]]) -> list[Job]:
@@ -162,9 +177,17 @@ class Queue:
         pipe.hget(k.meta, "paused")
         high, normal, low, active, delayed, completed, failed, paused = await pipe.execute()
         waiting = int(high) + int(normal) + int(low)
-        return {"waiting": waiting, "active": int(active), "delayed": int(delayed), "completed": int(completed),
-                "failed": int(failed), "paused": waiting if paused in (b"1", "1") else 0,
-                "waiting_high": int(high), "waiting_normal": int(normal), "waiting_low": int(low)}
+        return {
+            "waiting": waiting,
+            "active": int(active),
+            "delayed": int(delayed),
+            "completed": int(completed),
+            "failed": int(failed),
+            "paused": waiting if paused in (b"1", "1") else 0,
+            "waiting_high": int(high),
+            "waiting_normal": int(normal),
+            "waiting_low": int(low),
+        }
 
     async def ids(self, state: str | JobState, offset: int = 0, limit: int = 50) -> list[str]:
         """Job ids in a state: waiting in claim order (high, normal, low; oldest first), delayed soonest
@@ -263,8 +286,9 @@ class Queue:
         (active: its consumer stops it within a heartbeat), "finished" or "not_found"."""
         return text(await self.scripts.run("cancel", [job_id, str(self.clock())], declare=[self.keys.job(job_id)]))
 
-    async def events(self, last_id: str = "0", count: int = 100, block_ms: int | None = None
-                     ) -> builtins.list[tuple[str, dict[str, str]]]:
+    async def events(
+        self, last_id: str = "0", count: int = 100, block_ms: int | None = None
+    ) -> builtins.list[tuple[str, dict[str, str]]]:
         """State changes after stream id `last_id` ("$" = only new ones; pass the last id you saw)."""
         reply = await self.redis.xread({self.keys.events: last_id}, count=count, block=block_ms)
         out: builtins.list[tuple[str, dict[str, str]]] = []
@@ -291,8 +315,9 @@ def _to_job(job_id: str, raw: dict[Any, Any]) -> Job:
     try:
         return Job.from_hash(raw)
     except CorruptJob as exc:
-        return Job(id=job_id, payload={}, state=JobState.FAILED, last_error=f"corrupt job: {exc}",
-                   error_category="CORRUPT_JOB")
+        return Job(
+            id=job_id, payload={}, state=JobState.FAILED, last_error=f"corrupt job: {exc}", error_category="CORRUPT_JOB"
+        )
 
 
 def _state(state: str | JobState) -> JobState:

@@ -36,6 +36,8 @@ _IDLE_ORDER: tuple[Priority, ...] = ("normal", "high", "low")
 """Which wait lists an idle claim loop blocks on, by number of free slots (normal first: `wait` is the
 contract's list and the common case)."""
 """Errors that mean "Redis is unreachable or failing right now": retry with backoff, never die."""
+
+
 @dataclass(eq=False, slots=True)
 class _Lane:
     """A share of the runner's slots with its own claim loop, so one lane's Redis round trip overlaps
@@ -61,10 +63,22 @@ class Runner:
     and released without counting the attempt. `burst=True` returns once nothing is waiting or running.
     """
 
-    def __init__(self, redis: AnyRedis, config: QueueConfig, handler: Handler, *, concurrency: int = 3,
-                 job_timeout_ms: int | None = None, consumer_id: str | None = None, hooks: RunnerHooks | None = None,
-                 grace_ms: int = 30_000, burst: bool = False, info: dict[str, Any] | None = None,
-                 lanes: int = 1, clock: Clock = wall_clock_ms) -> None:
+    def __init__(
+        self,
+        redis: AnyRedis,
+        config: QueueConfig,
+        handler: Handler,
+        *,
+        concurrency: int = 3,
+        job_timeout_ms: int | None = None,
+        consumer_id: str | None = None,
+        hooks: RunnerHooks | None = None,
+        grace_ms: int = 30_000,
+        burst: bool = False,
+        info: dict[str, Any] | None = None,
+        lanes: int = 1,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not 1 <= lanes <= concurrency:
@@ -80,8 +94,10 @@ class Runner:
         self.info = dict(info or {})
         self.stats = RunnerStats()
         self.periods: dict[str, float] = {
-            "heartbeat": config.heartbeat_ms / 1000, "promote": config.promote_ms / 1000,
-            "stalled": config.stalled_check_ms / 1000, "retention": config.retention_ms / 1000,
+            "heartbeat": config.heartbeat_ms / 1000,
+            "promote": config.promote_ms / 1000,
+            "stalled": config.stalled_check_ms / 1000,
+            "retention": config.retention_ms / 1000,
         }
         self.last_claim_loop_at: float | None = None
         """time.monotonic() of the claim loop's last turn; readiness checks compare it to now."""
@@ -109,9 +125,15 @@ class Runner:
         stop = stop_event or asyncio.Event()
         upkeep_stop = asyncio.Event()
         self.running = True
-        background = [asyncio.create_task(self._poll(name, fn, upkeep_stop), name=f"certq-{name}")
-                      for name, fn in (("heartbeat", self._heartbeat), ("promote", self._promote),
-                                       ("stalled", self._recover_stalled), ("retention", self._retention))]
+        background = [
+            asyncio.create_task(self._poll(name, fn, upkeep_stop), name=f"certq-{name}")
+            for name, fn in (
+                ("heartbeat", self._heartbeat),
+                ("promote", self._promote),
+                ("stalled", self._recover_stalled),
+                ("retention", self._retention),
+            )
+        ]
         stop_watch = asyncio.create_task(self._wake_on(stop), name="certq-stop-watch")
         try:
             await asyncio.gather(*(self._claim_loop(lane, stop) for lane in self._lanes))
@@ -182,8 +204,9 @@ class Runner:
             if lane.size - lane.running - len(lane.blocked) <= 0:
                 break
             if priority not in lane.blocked and not stop.is_set():
-                lane.blocked[priority] = asyncio.create_task(self._claim_blocking(lane, priority),
-                                                             name=f"certq-block-{priority}")
+                lane.blocked[priority] = asyncio.create_task(
+                    self._claim_blocking(lane, priority), name=f"certq-block-{priority}"
+                )
 
     async def _claim_blocking(self, lane: _Lane, priority: Priority) -> None:
         try:
@@ -285,11 +308,20 @@ class Runner:
             lane.dirty = True
             lane.wake.set()
 
-    async def _failed(self, active: ActiveJob, message: str, category: str | None, final: bool,
-                      started: float, *, stack: str | None = None) -> None:
+    async def _failed(
+        self,
+        active: ActiveJob,
+        message: str,
+        category: str | None,
+        final: bool,
+        started: float,
+        *,
+        stack: str | None = None,
+    ) -> None:
         lease, seconds = active.lease, time.monotonic() - started
-        state = await self._settle(lease, lambda: self.consumer.fail(lease, message, final=final, category=category,
-                                                                     stack=stack))
+        state = await self._settle(
+            lease, lambda: self.consumer.fail(lease, message, final=final, category=category, stack=stack)
+        )
         if state is JobState.DELAYED:
             self.stats.retried += 1
             self._hook("on_retry", lease.job, message, category, seconds)
@@ -304,8 +336,9 @@ class Runner:
             self.stats.lease_lost += 1
             self._hook("on_lease_lost", lease.job)
         elif reason == "cancelled":
-            state = await self._settle(lease, lambda: self.consumer.fail(lease, "cancelled", final=True,
-                                                                         category="CANCELLED"))
+            state = await self._settle(
+                lease, lambda: self.consumer.fail(lease, "cancelled", final=True, category="CANCELLED")
+            )
             if state is not None:
                 self.stats.cancelled += 1
                 self._hook("on_cancelled", lease.job)
@@ -357,9 +390,16 @@ class Runner:
 
     async def _heartbeat(self) -> None:
         leases = list(self._held.values())
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "queue": self.config.name,
-                "concurrency": self.concurrency, "active": len(self._tasks), "started_at": self._started_at,
-                "draining": self.draining, **self.info}
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queue": self.config.name,
+            "concurrency": self.concurrency,
+            "active": len(self._tasks),
+            "started_at": self._started_at,
+            "draining": self.draining,
+            **self.info,
+        }
         statuses = await self.consumer.heartbeat(leases, info)
         self._hook("on_heartbeat", len(leases))
         self._wake_lanes()  # so a claim loop whose slots are all busy still turns (readiness reads its time)

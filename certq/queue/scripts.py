@@ -30,8 +30,21 @@ _KEY_LINE = re.compile(r"^\s*KEYS\[(\d+)\]\s+(\w+)", re.MULTILINE)
 _DECLARED_LINE = re.compile(r"^\s*KEYS\[(\d+)\.\.\]", re.MULTILINE)
 _INCLUDE = re.compile(r"^-- @include (\w+)\s*$", re.MULTILINE)
 
-SCRIPT_NAMES = ("enqueue", "complete", "start", "fail", "release", "heartbeat", "recover_stalled", "promote",
-                "cancel", "remove", "retry", "clean", "progress")
+SCRIPT_NAMES = (
+    "enqueue",
+    "complete",
+    "start",
+    "fail",
+    "release",
+    "heartbeat",
+    "recover_stalled",
+    "promote",
+    "cancel",
+    "remove",
+    "retry",
+    "clean",
+    "progress",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,11 @@ class DashboardQueries:
             VALUES ($1, $2, $3, $4, $5, $6)
             RETURNING id, at, actor, action, target, detail, outcome, remote_addr
             """,
-            actor[:200], action[:100], None if target is None else target[:500], detail, outcome[:2000],
+            actor[:200],
+            action[:100],
+            None if target is None else target[:500],
+            detail,
+            outcome[:2000],
             remote_addr,
         )
         assert row is not None
@@ -153,7 +157,8 @@ class DashboardQueries:
             SELECT id, at, actor, action, target, detail, outcome, remote_addr, count(*) OVER () AS total
             FROM dashboard_audit ORDER BY at DESC, id DESC LIMIT $1 OFFSET $2
             """,
-            limit, (page - 1) * limit,
+            limit,
+            (page - 1) * limit,
         )
         total = rows[0]["total"] if rows else await self._pool.fetchval("SELECT count(*) FROM dashboard_audit")
         items = [AuditEntry(**{k: v for k, v in dict(r).items() if k != "total"}) for r in rows]
@@ -181,8 +186,10 @@ class DashboardQueries:
             low, high = arg(bounds[0]), arg(bounds[1])
             # The ids first (primary key and job index), then the rest: with `OR` in the WHERE the planner
             # walks the created_at index for the LIMIT and filters the whole history.
-            hits = (f"WITH hits AS MATERIALIZED (SELECT id FROM certifications WHERE id BETWEEN {low} AND {high} "
-                    f"UNION SELECT id FROM certifications WHERE job_id BETWEEN {low} AND {high}) ")
+            hits = (
+                f"WITH hits AS MATERIALIZED (SELECT id FROM certifications WHERE id BETWEEN {low} AND {high} "
+                f"UNION SELECT id FROM certifications WHERE job_id BETWEEN {low} AND {high}) "
+            )
             clauses.append("c.id IN (SELECT id FROM hits)")
         if query.model and query.model.strip():
             model = query.model.strip()
@@ -211,8 +218,13 @@ class DashboardQueries:
                 f"{hits}SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT {COUNT_CAP + 1}) AS matches", *args[:-2]
             )
         total = min(int(counted), COUNT_CAP)
-        return HistoryPage(items=[certification_record(r) for r in rows], total=total,
-                           capped=int(counted) > COUNT_CAP, page=page, limit=limit)
+        return HistoryPage(
+            items=[certification_record(r) for r in rows],
+            total=total,
+            capped=int(counted) > COUNT_CAP,
+            page=page,
+            limit=limit,
+        )
 
     async def reopen_failed(self, certification_id: UUID | str) -> bool:
         """Put a FAILED run back to QUEUED so a retried queue job runs it again; True when it changed.
@@ -266,6 +278,8 @@ class DashboardQueries:
                 WHERE c.model_id = $1 AND c.region = $2 ORDER BY c.created_at DESC, c.id LIMIT $3
             ) recent ORDER BY created_at, id
             """,
-            model_id, region, limit,
+            model_id,
+            region,
+            limit,
         )
         return [certification_record(r) for r in rows]

@@ -29,12 +29,20 @@ class DriftEvent:
     def to_json(self) -> dict[str, Any]:
         """The webhook body: `certification.<kind>` with the model, the region and both verdicts."""
         return {
-            "event": f"certification.{self.kind}", "at": self.at.isoformat(), "modelId": str(self.model_id),
-            "modelName": self.model_name, "region": self.region,
-            "previous": None if self.previous_status is None else {
-                "certificationId": None if self.previous_certification_id is None
+            "event": f"certification.{self.kind}",
+            "at": self.at.isoformat(),
+            "modelId": str(self.model_id),
+            "modelName": self.model_name,
+            "region": self.region,
+            "previous": None
+            if self.previous_status is None
+            else {
+                "certificationId": None
+                if self.previous_certification_id is None
                 else str(self.previous_certification_id),
-                "status": self.previous_status, "score": self.previous_score},
+                "status": self.previous_status,
+                "score": self.previous_score,
+            },
             "current": {"certificationId": str(self.certification_id), "status": self.status, "score": self.score},
         }
 
@@ -54,14 +62,17 @@ SELECT new.*, m.name AS model_name FROM new JOIN models m ON m.id = new.model_id
 
 
 class DriftMixin(StoreBase):
-    async def record_drift(self, certification_id: UUID | str, *, margin: float = 10.0,
-                           default_validity_s: int = 7 * 86_400) -> DriftEvent | None:
+    async def record_drift(
+        self, certification_id: UUID | str, *, margin: float = 10.0, default_validity_s: int = 7 * 86_400
+    ) -> DriftEvent | None:
         """The event the verdict of `certification_id` makes against the pair's previous verdict, recorded
         once (a second call, from any process, returns None); None when nothing changed."""
         async with self._pool.acquire() as conn:
             current = await conn.fetchrow(
                 f"SELECT id, model_id, region, status, score, completed_at FROM certifications "
-                f"WHERE id = $1 AND status IN {_VERDICTS}", UUID(str(certification_id)))
+                f"WHERE id = $1 AND status IN {_VERDICTS}",
+                UUID(str(certification_id)),
+            )
             if current is None:
                 return None
             previous = await conn.fetchrow(
@@ -72,17 +83,35 @@ class DriftMixin(StoreBase):
                 WHERE model_id = $1 AND region = $2 AND status IN {_VERDICTS} AND completed_at < $3
                 ORDER BY completed_at DESC, id LIMIT 1
                 """,
-                current["model_id"], current["region"], current["completed_at"], default_validity_s,
+                current["model_id"],
+                current["region"],
+                current["completed_at"],
+                default_validity_s,
             )
             if previous is None:
                 return None
-            kind = transition(previous["status"], previous["score"], current["status"], current["score"],
-                              margin=margin, previous_expired=bool(previous["expired"]))
+            kind = transition(
+                previous["status"],
+                previous["score"],
+                current["status"],
+                current["score"],
+                margin=margin,
+                previous_expired=bool(previous["expired"]),
+            )
             if kind is None:
                 return None
-            row = await conn.fetchrow(_INSERT, kind, current["model_id"], current["region"], current["id"],
-                                      current["status"], current["score"], previous["id"], previous["status"],
-                                      previous["score"])
+            row = await conn.fetchrow(
+                _INSERT,
+                kind,
+                current["model_id"],
+                current["region"],
+                current["id"],
+                current["status"],
+                current["score"],
+                previous["id"],
+                previous["status"],
+                previous["score"],
+            )
         return None if row is None else DriftEvent(**dict(row))
 
     async def record_expiries(self, *, default_validity_s: int = 7 * 86_400) -> list[DriftEvent]:
@@ -110,5 +139,7 @@ class DriftMixin(StoreBase):
     async def recent_drift(self, limit: int = 100) -> list[DriftEvent]:
         rows = await self._pool.fetch(
             "SELECT e.*, m.name AS model_name FROM certification_events e JOIN models m ON m.id = e.model_id "
-            "ORDER BY e.at DESC, e.id DESC LIMIT $1", limit)
+            "ORDER BY e.at DESC, e.id DESC LIMIT $1",
+            limit,
+        )
         return [DriftEvent(**dict(row)) for row in rows]

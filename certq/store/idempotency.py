@@ -22,13 +22,16 @@ async def claim_key(conn: Conn, key: IdempotencyKey) -> Replay | None:
         INSERT INTO idempotency_keys (scope, key, fingerprint, status_code, body) VALUES ($1, $2, $3, 0, '{}')
         ON CONFLICT (scope, key) DO NOTHING RETURNING true
         """,
-        key.scope, key.key, key.fingerprint,
+        key.scope,
+        key.key,
+        key.fingerprint,
     )
     if inserted:
         return None
     row = await conn.fetchrow(
         "SELECT fingerprint, status_code, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        key.scope, key.key,
+        key.scope,
+        key.key,
     )
     assert row is not None
     return Replay(status_code=row["status_code"], body=row["body"], matches=row["fingerprint"] == key.fingerprint)
@@ -37,7 +40,10 @@ async def claim_key(conn: Conn, key: IdempotencyKey) -> Replay | None:
 async def save_answer(conn: Conn, key: IdempotencyKey, status_code: int, body: dict[str, Any]) -> None:
     await conn.execute(
         "UPDATE idempotency_keys SET status_code = $3, body = $4 WHERE scope = $1 AND key = $2",
-        key.scope, key.key, status_code, body,
+        key.scope,
+        key.key,
+        status_code,
+        body,
     )
 
 

@@ -125,7 +125,8 @@ class JobsMixin(StoreBase):
                     completed_at = COALESCE(completed_at, now()), updated_at = now()
                 WHERE id = $1 RETURNING {JOB_COLUMNS}
                 """,
-                jid, len(rows),
+                jid,
+                len(rows),
             )
             assert row is not None
             finished = not rows and row["status"] != "CANCELLED"
@@ -134,7 +135,11 @@ class JobsMixin(StoreBase):
 
 
 async def _insert_job(
-    conn: Conn, type: JobType, priority: Priority, regions: list[str], model_ids: list[UUID],
+    conn: Conn,
+    type: JobType,
+    priority: Priority,
+    regions: list[str],
+    model_ids: list[UUID],
     pairs: list[tuple[UUID, str]],
 ) -> JobCreated | None:
     """Insert the job and a run per pair that has no live run; None when the answer raced with runs
@@ -158,7 +163,12 @@ async def _insert_job(
         )
         SELECT (SELECT row_to_json(job) FROM job) AS job, (SELECT coalesce(json_agg(runs), '[]') FROM runs) AS runs
         """,
-        type, priority, regions, model_ids, [m for m, _ in pairs], [r for _, r in pairs],
+        type,
+        priority,
+        regions,
+        model_ids,
+        [m for m, _ in pairs],
+        [r for _, r in pairs],
     )
     assert row is not None
     order = {pair: index for index, pair in enumerate(pairs)}
@@ -184,7 +194,8 @@ async def _insert_job(
                                         ELSE completed_at END
                 WHERE id = $1 RETURNING {JOB_COLUMNS}
                 """,
-                job.id, len(refs),
+                job.id,
+                len(refs),
             )
             assert updated is not None
             job = job_record(updated)
@@ -216,10 +227,12 @@ async def _live_runs(conn: Conn, pairs: Sequence[tuple[UUID, str]]) -> list[Skip
           ON c.model_id = p.model_id AND c.region = p.region
         WHERE c.status IN {_LIVE}
         """,
-        [m for m, _ in pairs], [r for _, r in pairs],
+        [m for m, _ in pairs],
+        [r for _, r in pairs],
     )
     return [
-        SkippedPair(model_id=r["model_id"], region=r["region"], job_id=r["job_id"], certification_id=r["id"],
-                    status=r["status"])
+        SkippedPair(
+            model_id=r["model_id"], region=r["region"], job_id=r["job_id"], certification_id=r["id"], status=r["status"]
+        )
         for r in rows
     ]

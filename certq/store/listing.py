@@ -25,8 +25,10 @@ def latest_verdicts_sql(*, by_model: bool) -> str:
     walk every pair; here the filter narrows each probe to that model's regions.
     """
     if not by_model:
-        return (f"SELECT {CERTIFICATION_COLUMNS} FROM latest_certifications c JOIN models m ON m.id = c.model_id "
-                "ORDER BY m.name, c.region")
+        return (
+            f"SELECT {CERTIFICATION_COLUMNS} FROM latest_certifications c JOIN models m ON m.id = c.model_id "
+            "ORDER BY m.name, c.region"
+        )
     return f"""
         WITH RECURSIVE pairs (region) AS (
             (SELECT c.region FROM certifications c WHERE {_VERDICT} AND c.model_id = $1 ORDER BY c.region LIMIT 1)
@@ -55,10 +57,15 @@ class ListingMixin(StoreBase):
             SELECT {JOB_COLUMNS}, count(*) OVER () AS total FROM certification_jobs WHERE {where}
             ORDER BY created_at DESC, id LIMIT $3 OFFSET $4
             """,
-            status, type, limit, (page - 1) * limit,
+            status,
+            type,
+            limit,
+            (page - 1) * limit,
         )
-        total = rows[0]["total"] if rows else await self._pool.fetchval(
-            f"SELECT count(*) FROM certification_jobs WHERE {where}", status, type
+        total = (
+            rows[0]["total"]
+            if rows
+            else await self._pool.fetchval(f"SELECT count(*) FROM certification_jobs WHERE {where}", status, type)
         )
         return Page(items=[job_record(_strip_total(r)) for r in rows], total=int(total), page=page, limit=limit)
 
@@ -82,10 +89,18 @@ class ListingMixin(StoreBase):
             FROM certifications c JOIN models m ON m.id = c.model_id WHERE {where}
             ORDER BY c.created_at DESC, c.id LIMIT $4 OFFSET $5
             """,
-            model_id, region, status, limit, (page - 1) * limit,
+            model_id,
+            region,
+            status,
+            limit,
+            (page - 1) * limit,
         )
-        total = rows[0]["total"] if rows else await self._pool.fetchval(
-            f"SELECT count(*) FROM certifications c WHERE {where}", model_id, region, status
+        total = (
+            rows[0]["total"]
+            if rows
+            else await self._pool.fetchval(
+                f"SELECT count(*) FROM certifications c WHERE {where}", model_id, region, status
+            )
         )
         items = [certification_record(_strip_total(r)) for r in rows]
         return Page(items=items, total=int(total), page=page, limit=limit)

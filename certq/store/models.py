@@ -9,8 +9,17 @@ from uuid import UUID
 from certq.store.base import MODEL_COLUMNS, Conn, Render, StoreBase, model_record
 from certq.store.records import IdempotencyKey, ModelRecord, Page, Replay
 
-_UPDATABLE = {"name", "provider", "api_model_id", "base_url", "api_key_env", "regions", "is_active", "served_model",
-              "validity_s"}
+_UPDATABLE = {
+    "name",
+    "provider",
+    "api_model_id",
+    "base_url",
+    "api_key_env",
+    "regions",
+    "is_active",
+    "served_model",
+    "validity_s",
+}
 
 
 class ModelsMixin(StoreBase):
@@ -38,7 +47,15 @@ class ModelsMixin(StoreBase):
                                     served_model, validity_s)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {MODEL_COLUMNS}
                 """,
-                name, provider, api_model_id, base_url, api_key_env, list(regions), is_active, served_model, validity_s,
+                name,
+                provider,
+                api_model_id,
+                base_url,
+                api_key_env,
+                list(regions),
+                is_active,
+                served_model,
+                validity_s,
             )
             assert row is not None
             return model_record(row)
@@ -64,10 +81,16 @@ class ModelsMixin(StoreBase):
             WHERE ($1::boolean IS NULL OR is_active = $1)
             ORDER BY created_at DESC, id LIMIT $2 OFFSET $3
             """,
-            active, limit, (page - 1) * limit,
+            active,
+            limit,
+            (page - 1) * limit,
         )
-        total = rows[0]["total"] if rows else await self._pool.fetchval(
-            "SELECT count(*) FROM models WHERE ($1::boolean IS NULL OR is_active = $1)", active
+        total = (
+            rows[0]["total"]
+            if rows
+            else await self._pool.fetchval(
+                "SELECT count(*) FROM models WHERE ($1::boolean IS NULL OR is_active = $1)", active
+            )
         )
         items = [model_record(_without_total(row)) for row in rows]
         return Page(items=items, total=int(total), page=page, limit=limit)

@@ -155,7 +155,11 @@ class RunsMixin(StoreBase):
                     ), counted AS ({_COUNT_OUTCOME})
                     SELECT count(*) FROM done
                     """,
-                    cid, attempt, "FAILED", category, message,
+                    cid,
+                    attempt,
+                    "FAILED",
+                    category,
+                    message,
                 )
                 if changed:
                     return True
@@ -168,15 +172,25 @@ class RunsMixin(StoreBase):
                 WHERE id = $1 AND attempt = $2 AND status = 'PROCESSING'
                 RETURNING true
                 """,
-                cid, attempt, "RETRY", category, message,
+                cid,
+                attempt,
+                "RETRY",
+                category,
+                message,
             )
             if changed:
                 return True
             row = await conn.fetchrow("SELECT status, attempt FROM certifications WHERE id = $1", cid)
         return row is not None and row["status"] == "QUEUED" and row["attempt"] == attempt
 
-    async def finish_certification(self, certification_id: UUID | str, attempt: int, verdict: dict[str, Any],
-                                   *, validity_s: int = DEFAULT_VALIDITY_S) -> bool:
+    async def finish_certification(
+        self,
+        certification_id: UUID | str,
+        attempt: int,
+        verdict: dict[str, Any],
+        *,
+        validity_s: int = DEFAULT_VALIDITY_S,
+    ) -> bool:
         """Store the verdict (Verdict.to_json(): camelCase) of `attempt`; count it once on the parent job.
 
         The verdict is valid for the model's own validity, else `validity_s`, from now. `duration_ms`
@@ -255,7 +269,11 @@ class RunsMixin(StoreBase):
             ), counted AS ({_COUNT_OUTCOME})
             SELECT count(*) FROM done
             """,
-            UUID(str(certification_id)), None, "FAILED", _category(category), _message(message),
+            UUID(str(certification_id)),
+            None,
+            "FAILED",
+            _category(category),
+            _message(message),
         )
         return bool(changed)
 
@@ -289,4 +307,3 @@ class RunsMixin(StoreBase):
             UUID(str(certification_id)),
         )
         return None if row is None else ref_record(row)
-

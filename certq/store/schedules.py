@@ -115,18 +115,25 @@ def _json(values: Mapping[str, Any]) -> dict[str, Any]:
     return {key: plain(value) for key, value in values.items()}
 
 
-async def _audit(conn: Conn, actor: str, action: str, target: UUID, detail: Mapping[str, Any],
-                 remote_addr: str | None) -> None:
+async def _audit(
+    conn: Conn, actor: str, action: str, target: UUID, detail: Mapping[str, Any], remote_addr: str | None
+) -> None:
     # The dashboard's audit log (dashboard_audit): one trail of what operators did, whichever door they used.
     await conn.execute(
         "INSERT INTO dashboard_audit (actor, action, target, detail, outcome, remote_addr) "
         "VALUES ($1, $2, $3, $4, 'ok', $5)",
-        actor[:200], action, str(target), _json(detail), remote_addr)
+        actor[:200],
+        action,
+        str(target),
+        _json(detail),
+        remote_addr,
+    )
 
 
 class SchedulesMixin(StoreBase):
-    async def create_schedule(self, spec: ScheduleSpec, *, actor: str, remote_addr: str | None = None,
-                              now: datetime | None = None) -> ScheduleRecord:
+    async def create_schedule(
+        self, spec: ScheduleSpec, *, actor: str, remote_addr: str | None = None, now: datetime | None = None
+    ) -> ScheduleRecord:
         """Insert a schedule whose first slot is the first after `now`; raises CronError for a bad cron/zone."""
         first = Cron.parse(spec.cron, spec.timezone).next_after(now or datetime.now(UTC))
         values = asdict(spec)
@@ -137,8 +144,17 @@ class SchedulesMixin(StoreBase):
                                        filter_expiring_s, catch_up, paused, next_slot_at)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {SCHEDULE_COLUMNS}
                 """,
-                spec.name, spec.cron, spec.timezone, list(spec.model_ids), list(spec.regions), spec.priority,
-                spec.filter_standings, spec.filter_expiring_s, spec.catch_up, spec.paused, first,
+                spec.name,
+                spec.cron,
+                spec.timezone,
+                list(spec.model_ids),
+                list(spec.regions),
+                spec.priority,
+                spec.filter_standings,
+                spec.filter_expiring_s,
+                spec.catch_up,
+                spec.paused,
+                first,
             )
             assert row is not None
             record = _schedule(row)
@@ -146,17 +162,26 @@ class SchedulesMixin(StoreBase):
         return record
 
     async def get_schedule(self, schedule_id: UUID | str) -> ScheduleRecord | None:
-        row = await self._pool.fetchrow(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1",
-                                        UUID(str(schedule_id)))
+        row = await self._pool.fetchrow(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1", UUID(str(schedule_id))
+        )
         return None if row is None else _schedule(row)
 
     async def list_schedules(self, limit: int = 1000) -> list[ScheduleRecord]:
-        rows = await self._pool.fetch(f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY created_at, id LIMIT $1",
-                                      limit)
+        rows = await self._pool.fetch(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY created_at, id LIMIT $1", limit
+        )
         return [_schedule(row) for row in rows]
 
-    async def update_schedule(self, schedule_id: UUID | str, changes: Mapping[str, Any], *, actor: str,
-                              remote_addr: str | None = None, now: datetime | None = None) -> ScheduleRecord | None:
+    async def update_schedule(
+        self,
+        schedule_id: UUID | str,
+        changes: Mapping[str, Any],
+        *,
+        actor: str,
+        remote_addr: str | None = None,
+        now: datetime | None = None,
+    ) -> ScheduleRecord | None:
         """Change fields (names of ScheduleSpec); None for an unknown schedule.
 
         A new cron or time zone, or a resume, starts from the first slot after `now`: slots that passed while
@@ -172,8 +197,11 @@ class SchedulesMixin(StoreBase):
                 return None
             current = _schedule(row)
             merged = {**{name: getattr(current, name) for name in UPDATABLE}, **changes}
-            restart = (merged["cron"] != current.cron or merged["timezone"] != current.timezone
-                       or (current.paused and not merged["paused"]))
+            restart = (
+                merged["cron"] != current.cron
+                or merged["timezone"] != current.timezone
+                or (current.paused and not merged["paused"])
+            )
             next_slot_at = current.next_slot_at
             if restart:
                 next_slot_at = Cron.parse(merged["cron"], merged["timezone"]).next_after(now or datetime.now(UTC))
@@ -184,9 +212,18 @@ class SchedulesMixin(StoreBase):
                     updated_at = now()
                 WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}
                 """,
-                sid, merged["name"], merged["cron"], merged["timezone"], list(merged["model_ids"]),
-                list(merged["regions"]), merged["priority"], merged["filter_standings"], merged["filter_expiring_s"],
-                merged["catch_up"], merged["paused"], next_slot_at,
+                sid,
+                merged["name"],
+                merged["cron"],
+                merged["timezone"],
+                list(merged["model_ids"]),
+                list(merged["regions"]),
+                merged["priority"],
+                merged["filter_standings"],
+                merged["filter_expiring_s"],
+                merged["catch_up"],
+                merged["paused"],
+                next_slot_at,
             )
             assert row is not None
             if set(changes) == {"paused"}:
@@ -196,8 +233,9 @@ class SchedulesMixin(StoreBase):
             await _audit(conn, actor, action, sid, dict(changes), remote_addr)
         return _schedule(row)
 
-    async def delete_schedule(self, schedule_id: UUID | str, *, actor: str,
-                              remote_addr: str | None = None) -> ScheduleRecord | None:
+    async def delete_schedule(
+        self, schedule_id: UUID | str, *, actor: str, remote_addr: str | None = None
+    ) -> ScheduleRecord | None:
         """Delete it and its slot rows (the jobs it made stay); the audit entry keeps what it was."""
         sid = UUID(str(schedule_id))
         async with self._pool.acquire() as conn, conn.transaction():
@@ -212,23 +250,31 @@ class SchedulesMixin(StoreBase):
         """The newest slots first."""
         rows = await self._pool.fetch(
             f"SELECT {SLOT_COLUMNS} FROM schedule_slots WHERE schedule_id = $1 ORDER BY slot_at DESC LIMIT $2",
-            UUID(str(schedule_id)), limit)
+            UUID(str(schedule_id)),
+            limit,
+        )
         return [_slot(row) for row in rows]
 
     async def due_schedules(self, now: datetime, limit: int = 50) -> list[UUID]:
         """Schedules whose next slot is at or before `now`, earliest first (one probe of a partial index)."""
         rows = await self._pool.fetch(
             "SELECT id FROM schedules WHERE NOT paused AND next_slot_at <= $1 ORDER BY next_slot_at LIMIT $2",
-            now, limit)
+            now,
+            limit,
+        )
         return [row["id"] for row in rows]
 
-    async def fire_schedule(self, schedule_id: UUID | str, *, now: datetime,
-                            default_validity_s: int = 7 * 86_400) -> FiredSlot | None:
+    async def fire_schedule(
+        self, schedule_id: UUID | str, *, now: datetime, default_validity_s: int = 7 * 86_400
+    ) -> FiredSlot | None:
         """Fire the schedule's due slot, once; None when it is not due, paused, gone, or another process holds it."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 AND NOT paused AND next_slot_at <= $2 "
-                "FOR UPDATE SKIP LOCKED", UUID(str(schedule_id)), now)
+                "FOR UPDATE SKIP LOCKED",
+                UUID(str(schedule_id)),
+                now,
+            )
             if row is None:
                 return None
             schedule = _schedule(row)
@@ -239,7 +285,12 @@ class SchedulesMixin(StoreBase):
                 INSERT INTO schedule_slots (schedule_id, slot_at, outcome, missed, missed_since)
                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING {SLOT_COLUMNS}
                 """,
-                schedule.id, due.slot_at, "fired" if due.fire else "dropped", due.missed, due.missed_since)
+                schedule.id,
+                due.slot_at,
+                "fired" if due.fire else "dropped",
+                due.missed,
+                due.missed_since,
+            )
             job: JobRecord | None = None
             runs: list[CertificationRef] = []
             if slot_row is not None and due.fire:
@@ -250,18 +301,28 @@ class SchedulesMixin(StoreBase):
                     slot_row = await conn.fetchrow(
                         f"UPDATE schedule_slots SET job_id = $3, queued = $4, skipped = $5 "
                         f"WHERE schedule_id = $1 AND slot_at = $2 RETURNING {SLOT_COLUMNS}",
-                        schedule.id, due.slot_at, None if job is None else job.id, len(runs), len(pairs) - len(runs))
+                        schedule.id,
+                        due.slot_at,
+                        None if job is None else job.id,
+                        len(runs),
+                        len(pairs) - len(runs),
+                    )
             await conn.execute(
                 "UPDATE schedules SET next_slot_at = $2, last_slot_at = GREATEST(last_slot_at, $3) WHERE id = $1",
-                schedule.id, due.next_slot_at, due.slot_at)
-            await conn.execute("DELETE FROM schedule_slots WHERE schedule_id = $1 AND slot_at < $2",
-                               schedule.id, now - SLOT_RETENTION)
+                schedule.id,
+                due.next_slot_at,
+                due.slot_at,
+            )
+            await conn.execute(
+                "DELETE FROM schedule_slots WHERE schedule_id = $1 AND slot_at < $2", schedule.id, now - SLOT_RETENTION
+            )
         # No row: the slot was recorded already (a clock that went back); its next_slot_at moved on all the same.
         return None if slot_row is None else FiredSlot(slot=_slot(slot_row), job=job, runs=runs)
 
 
-async def _pairs(conn: Conn, schedule: ScheduleRecord, now: datetime,
-                 default_validity_s: int) -> list[tuple[UUID, str]]:
+async def _pairs(
+    conn: Conn, schedule: ScheduleRecord, now: datetime, default_validity_s: int
+) -> list[tuple[UUID, str]]:
     """The schedule's target now: active models x the regions they offer, narrowed by its models, regions and
     filter. The standing is the one GET /standing answers (store/standing.py)."""
     rows = await conn.fetch(_STANDING_SQL, None, None, default_validity_s)
@@ -279,8 +340,9 @@ async def _pairs(conn: Conn, schedule: ScheduleRecord, now: datetime,
     return pairs
 
 
-async def _create_job(conn: Conn, schedule: ScheduleRecord,
-                      pairs: Sequence[tuple[UUID, str]]) -> tuple[JobRecord | None, list[CertificationRef]]:
+async def _create_job(
+    conn: Conn, schedule: ScheduleRecord, pairs: Sequence[tuple[UUID, str]]
+) -> tuple[JobRecord | None, list[CertificationRef]]:
     """store.create_job's insert, on this transaction: pairs with a live run are left out (and no job at all
     when every pair has one)."""
     pair_list = list(dict.fromkeys(pairs))

@@ -67,8 +67,9 @@ ORDER BY m.name, m.id, r.region
 
 
 class StandingMixin(StoreBase):
-    async def standing(self, *, model_id: UUID | None = None, region: str | None = None,
-                       default_validity_s: int = 7 * 86_400) -> list[StandingRecord]:
+    async def standing(
+        self, *, model_id: UUID | None = None, region: str | None = None, default_validity_s: int = 7 * 86_400
+    ) -> list[StandingRecord]:
         rows = await self._pool.fetch(_STANDING_SQL, model_id, region, default_validity_s)
         records = []
         for row in rows:

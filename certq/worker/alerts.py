@@ -47,10 +47,18 @@ class Alerter:
 
     def job_failed(self, alert: dict[str, Any]) -> None:
         """Log the final failure at ERROR and, with a webhook, post `alert` in the background."""
-        log.error("job failed for good", extra={
-            "job_id": alert.get("jobId"), "attempt": alert.get("attempts"), "state": "failed",
-            "duration_ms": alert.get("durationMs"), "error_category": alert.get("errorCategory"),
-            "error": alert.get("errorMessage"), "alert": alert})
+        log.error(
+            "job failed for good",
+            extra={
+                "job_id": alert.get("jobId"),
+                "attempt": alert.get("attempts"),
+                "state": "failed",
+                "duration_ms": alert.get("durationMs"),
+                "error_category": alert.get("errorCategory"),
+                "error": alert.get("errorMessage"),
+                "alert": alert,
+            },
+        )
         self.send(alert, name=f"alert-{alert.get('jobId')}")
 
     def send(self, alert: dict[str, Any], *, name: str) -> None:
@@ -59,8 +67,10 @@ class Alerter:
             return
         if len(self._pending) >= self.max_pending:
             self._count("dropped")
-            log.warning("alert dropped: webhook backlog full", extra={"job_id": alert.get("jobId"),
-                                                                       "pending": len(self._pending)})
+            log.warning(
+                "alert dropped: webhook backlog full",
+                extra={"job_id": alert.get("jobId"), "pending": len(self._pending)},
+            )
             return
         task = asyncio.create_task(self._post(alert), name=name)
         self._pending.add(task)

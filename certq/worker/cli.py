@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL)")
     parser.add_argument("--log-format", help="json or text (LOG_FORMAT; default json unless on a terminal)")
     parser.add_argument("--timeout", type=int, help="per-job timeout in ms (CERTIFICATION_TIMEOUT)")
-    parser.add_argument("--shutdown-grace", type=float,
-                        help="seconds running jobs get to finish after SIGTERM (CERTIFICATION_SHUTDOWN_GRACE)")
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds running jobs get to finish after SIGTERM (CERTIFICATION_SHUTDOWN_GRACE)",
+    )
     parser.add_argument("--handler", help=argparse.SUPPRESS)
     return parser
 
@@ -66,8 +69,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     try:
         return load_settings(env_file=DOTENV, **overrides)
     except SettingsError as exc:
-        flag = next((f"--{name.replace('_', '-')}" for name, fld in FLAG_FIELDS.items()
-                     if fld in overrides and Settings.model_fields[fld].alias == exc.variable), None)
+        flag = next(
+            (
+                f"--{name.replace('_', '-')}"
+                for name, fld in FLAG_FIELDS.items()
+                if fld in overrides and Settings.model_fields[fld].alias == exc.variable
+            ),
+            None,
+        )
         raise StartupError(f"{flag} ({exc.variable}): {exc.message}" if flag else str(exc)) from None
 
 

@@ -79,15 +79,17 @@ class Worker:
     `handler` replaces the certification handler (tests, benchmarks); it gets each ActiveJob.
     """
 
-    def __init__(self, settings: Settings, *, handler: Handler | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, handler: Handler | None = None, registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics(registry, process=registry is None)
         self.config = queue_config(settings)
         self.alerter = Alerter(settings.alert_webhook_url, metrics=self.metrics)
         self.hooks = WorkerHooks(settings.queue_name, self.metrics, self.alerter)
-        self.drift = DriftWatch(self.alerter, self.metrics, margin=settings.drift_score_margin,
-                                validity_s=settings.validity_s)
+        self.drift = DriftWatch(
+            self.alerter, self.metrics, margin=settings.drift_score_margin, validity_s=settings.validity_s
+        )
         self.custom_handler = handler
         self.stop_event = asyncio.Event()
         self.force_event = asyncio.Event()
@@ -105,14 +107,16 @@ class Worker:
 
     async def run(self) -> int:
         settings = self.settings
-        health = HealthServer(build_health_app(self._probes()), settings.worker_health_host,
-                              settings.worker_health_port)
+        health = HealthServer(
+            build_health_app(self._probes()), settings.worker_health_host, settings.worker_health_port
+        )
         try:
             health.bind()
         except OSError as exc:
             raise WorkerStartupError(
                 f"WORKER_HEALTH_PORT: cannot listen on {settings.worker_health_host}:{settings.worker_health_port}"
-                f" ({exc.strerror or exc})") from None
+                f" ({exc.strerror or exc})"
+            ) from None
         self.health_server = health
         self._install_signal_handlers()
         redis = connect_redis(settings)
@@ -120,26 +124,43 @@ class Worker:
         self.redis_watch = RedisWatch(redis, self.metrics)
         self.database = Database(settings.database_url, self.metrics, pool_size=settings.concurrency + 2)
         handler = self.custom_handler or self._certification_handler(self.database)
-        runner = GatedRunner(redis, self.config, self._guarded(handler), concurrency=settings.concurrency,
-                             job_timeout_ms=settings.timeout_ms, hooks=self.hooks,
-                             grace_ms=int(settings.shutdown_grace_s * 1000), info={"healthPort": health.port},
-                             may_claim=self.database.writable.is_set)
+        runner = GatedRunner(
+            redis,
+            self.config,
+            self._guarded(handler),
+            concurrency=settings.concurrency,
+            job_timeout_ms=settings.timeout_ms,
+            hooks=self.hooks,
+            grace_ms=int(settings.shutdown_grace_s * 1000),
+            info={"healthPort": health.port},
+            may_claim=self.database.writable.is_set,
+        )
         self.runner = runner
         self.metrics.concurrency.labels(settings.queue_name).set(settings.concurrency)
         self.metrics.expect_queue(settings.queue_name, retry_categories=self._retry_categories())
         self.metrics.track_active(settings.queue_name, lambda: runner.active_count)
         upkeep_stop = asyncio.Event()
-        upkeep = [asyncio.create_task(self.redis_watch.watch(upkeep_stop), name="certq-redis-watch"),
-                  asyncio.create_task(self.database.keep_connected(upkeep_stop), name="certq-database"),
-                  asyncio.create_task(self._reconcile_periodically(upkeep_stop), name="certq-reconcile"),
-                  asyncio.create_task(self.drift.sweep_expiries(self.database, upkeep_stop), name="certq-expiries"),
-                  asyncio.create_task(self._scheduler().run(upkeep_stop), name="certq-scheduler")]
+        upkeep = [
+            asyncio.create_task(self.redis_watch.watch(upkeep_stop), name="certq-redis-watch"),
+            asyncio.create_task(self.database.keep_connected(upkeep_stop), name="certq-database"),
+            asyncio.create_task(self._reconcile_periodically(upkeep_stop), name="certq-reconcile"),
+            asyncio.create_task(self.drift.sweep_expiries(self.database, upkeep_stop), name="certq-expiries"),
+            asyncio.create_task(self._scheduler().run(upkeep_stop), name="certq-scheduler"),
+        ]
         try:
             await health.start()
-            log.info("worker started", extra={
-                "queue": settings.queue_name, "prefix": settings.queue_prefix, "concurrency": settings.concurrency,
-                "health_port": health.port, "timeout_ms": settings.timeout_ms, "consumer": runner.id,
-                "shutdown_grace_s": settings.shutdown_grace_s})
+            log.info(
+                "worker started",
+                extra={
+                    "queue": settings.queue_name,
+                    "prefix": settings.queue_prefix,
+                    "concurrency": settings.concurrency,
+                    "health_port": health.port,
+                    "timeout_ms": settings.timeout_ms,
+                    "consumer": runner.id,
+                    "shutdown_grace_s": settings.shutdown_grace_s,
+                },
+            )
             # Jobs claimed before PostgreSQL answers would only wait for it; start claiming either way.
             await _first_of(self.database.up, self.stop_event, within=STARTUP_DATABASE_WAIT_S)
             if not self.stop_event.is_set():
@@ -156,9 +177,16 @@ class Worker:
             with contextlib.suppress(Exception):
                 await redis.aclose()
             self._remove_signal_handlers()
-        log.info("worker stopped", extra={
-            "queue": settings.queue_name, "signals": self.signals_received, "forced": self.force_event.is_set(),
-            "uptime_s": round(time.monotonic() - self._started, 1), **asdict(runner.stats)})
+        log.info(
+            "worker stopped",
+            extra={
+                "queue": settings.queue_name,
+                "signals": self.signals_received,
+                "forced": self.force_event.is_set(),
+                "uptime_s": round(time.monotonic() - self._started, 1),
+                **asdict(runner.stats),
+            },
+        )
         return 0
 
     async def _reconcile_periodically(self, stop: asyncio.Event) -> None:
@@ -178,8 +206,10 @@ class Worker:
                 log.warning("reconcile pass failed", extra={"error": f"{type(exc).__name__}: {exc}"})
                 continue
             if report.requeued or report.closed:
-                log.warning("reconciled postgresql with the queue", extra={
-                    "checked": report.checked, "requeued": report.requeued, "closed": report.closed})
+                log.warning(
+                    "reconciled postgresql with the queue",
+                    extra={"checked": report.checked, "requeued": report.requeued, "closed": report.closed},
+                )
 
     def _scheduler(self) -> Scheduler:
         """Fires due schedules (every worker runs one; each slot fires once across them) while PostgreSQL takes
@@ -198,13 +228,20 @@ class Worker:
         if not self.stop_event.is_set():
             self.phase = "draining"
             self.stop_event.set()
-            log.info("shutdown requested; draining", extra={
-                "signal": reason, "active": self.runner.active_count if self.runner else 0,
-                "shutdown_grace_s": self.settings.shutdown_grace_s})
+            log.info(
+                "shutdown requested; draining",
+                extra={
+                    "signal": reason,
+                    "active": self.runner.active_count if self.runner else 0,
+                    "shutdown_grace_s": self.settings.shutdown_grace_s,
+                },
+            )
         elif not self.force_event.is_set():
             self.force_event.set()
-            log.warning("second signal; cancelling running jobs now", extra={
-                "signal": reason, "active": self.runner.active_count if self.runner else 0})
+            log.warning(
+                "second signal; cancelling running jobs now",
+                extra={"signal": reason, "active": self.runner.active_count if self.runner else 0},
+            )
         else:
             # A handler that ignores cancellation must not keep the process alive: its lease expires and
             # the stalled check hands the job to another worker.
@@ -230,12 +267,18 @@ class Worker:
         from certq.certification import ResponseLimits, RunConfig
         from certq.worker.handler import CertificationHandler
 
-        limits = ResponseLimits(max_body_bytes=self.settings.model_max_response_mb * 1024 * 1024,
-                                max_stream_bytes=self.settings.model_max_response_mb * 1024 * 1024,
-                                max_stream_seconds=self.settings.model_max_stream_s)
-        return CertificationHandler(database, credentials=self.settings.credential_policy,
-                                    run_config=RunConfig(limits=limits, egress=self.settings.egress_policy),
-                                    validity_s=self.settings.validity_s, drift=self.drift)
+        limits = ResponseLimits(
+            max_body_bytes=self.settings.model_max_response_mb * 1024 * 1024,
+            max_stream_bytes=self.settings.model_max_response_mb * 1024 * 1024,
+            max_stream_seconds=self.settings.model_max_stream_s,
+        )
+        return CertificationHandler(
+            database,
+            credentials=self.settings.credential_policy,
+            run_config=RunConfig(limits=limits, egress=self.settings.egress_policy),
+            validity_s=self.settings.validity_s,
+            drift=self.drift,
+        )
 
     def _retry_categories(self) -> list[str]:
         """What a retried attempt can be counted under: the runner's TIMEOUT, and the certification's
@@ -274,8 +317,7 @@ class Worker:
 
     def describe(self) -> dict[str, Any]:
         running = self.runner is not None and self.runner.running and self.phase == "running"
-        return {"isRunning": running, "queueName": self.settings.queue_name,
-                "concurrency": self.settings.concurrency}
+        return {"isRunning": running, "queueName": self.settings.queue_name, "concurrency": self.settings.concurrency}
 
     async def health(self) -> Check:
         assert self.redis_watch is not None
@@ -316,10 +358,14 @@ class Worker:
         self.metrics.set_queue_counts(self.settings.queue_name, await self.queue_counts())
 
     def _probes(self) -> HealthProbes:
-        return HealthProbes(describe=self.describe, health=self.health, ready=self.ready,
-                            queue_counts=self.queue_counts, registry=self.metrics.registry,
-                            before_scrape=self.before_scrape)
-
+        return HealthProbes(
+            describe=self.describe,
+            health=self.health,
+            ready=self.ready,
+            queue_counts=self.queue_counts,
+            registry=self.metrics.registry,
+            before_scrape=self.before_scrape,
+        )
 
 
 async def _all_set(*events: asyncio.Event) -> None:

@@ -20,12 +20,19 @@ log = logging.getLogger("certq.worker")
 PING_TIMEOUT_S = 1.0
 
 WRITE_REFUSED_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientResourcesError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.InsufficientResourcesError,
 )
 """A server that answers a `SELECT` but cannot take writes (read-only standby, disk full, out of memory)."""
 DATABASE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError, asyncpg.OperatorInterventionError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.OperatorInterventionError,
     # A database that cannot take writes is away too: the job goes back unburnt, its verdict is kept with
     # the job and written when PostgreSQL takes writes again.
     *WRITE_REFUSED_ERRORS,

@@ -32,8 +32,10 @@ class DriftWatch:
         try:
             event = await store.record_drift(certification_id, margin=self.margin, default_validity_s=self.validity_s)
         except Exception as exc:
-            log.warning("drift not recorded", extra={"certification_id": certification_id,
-                                                     "error": f"{type(exc).__name__}: {exc}"})
+            log.warning(
+                "drift not recorded",
+                extra={"certification_id": certification_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
             return
         if event is not None:
             self.announce(event)
@@ -42,9 +44,18 @@ class DriftWatch:
         self.transitions.labels(event.kind).inc()
         body = event.to_json()
         level = logging.INFO if event.kind == "recovered" else logging.WARNING
-        log.log(level, f"certification {event.kind}", extra={
-            "model_id": str(event.model_id), "region": event.region, "status": event.status, "score": event.score,
-            "previous_status": event.previous_status, "previous_score": event.previous_score})
+        log.log(
+            level,
+            f"certification {event.kind}",
+            extra={
+                "model_id": str(event.model_id),
+                "region": event.region,
+                "status": event.status,
+                "score": event.score,
+                "previous_status": event.previous_status,
+                "previous_score": event.previous_score,
+            },
+        )
         self.alerter.send(body, name=f"{body['event']}:{event.certification_id}")
 
     async def sweep_expiries(self, store_of: object, stop: asyncio.Event) -> None:

@@ -38,9 +38,16 @@ NOT_JOB_FAILURES = frozenset({"QUALITY_BELOW_THRESHOLD"})
 class CertificationHandler:
     """`await handler(active)` certifies the run a CertificationJob payload names (its model in its region)."""
 
-    def __init__(self, database: Database, *, certify: Certify = run_certification,
-                 run_config: RunConfig | None = None, credentials: CredentialPolicy | None = None,
-                 validity_s: int = DEFAULT_VALIDITY_S, drift: DriftWatch | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        certify: Certify = run_certification,
+        run_config: RunConfig | None = None,
+        credentials: CredentialPolicy | None = None,
+        validity_s: int = DEFAULT_VALIDITY_S,
+        drift: DriftWatch | None = None,
+    ) -> None:
         self.database = database
         self.validity_s = validity_s
         self.drift = drift
@@ -65,26 +72,37 @@ class CertificationHandler:
         try:
             spec = CertificationJob.from_payload(job.payload)
         except InvalidJobPayload as exc:
-            log.warning("job payload is not a certification job", extra={
-                "job_id": job.id, "attempt": attempt, "field": exc.field, "error": exc.message})
+            log.warning(
+                "job payload is not a certification job",
+                extra={"job_id": job.id, "attempt": attempt, "field": exc.field, "error": exc.message},
+            )
             raise JobFailed(exc.message, final=True, category="CONFIG_ERROR") from None
         certification_id = str(spec.certification_id)
-        fields = {"job_id": job.id, "attempt": attempt, "certification_id": certification_id,
-                  "model_id": str(spec.model_id), "region": spec.region}
+        fields = {
+            "job_id": job.id,
+            "attempt": attempt,
+            "certification_id": certification_id,
+            "model_id": str(spec.model_id),
+            "region": spec.region,
+        }
         store = self._store()
         record = await self._db(store.get_certification(certification_id))
         if record is None:
             log.warning("certification not found", extra=fields)
-            raise JobFailed(f"no certification {certification_id} in PostgreSQL", final=True,
-                            category="CONFIG_ERROR")
+            raise JobFailed(f"no certification {certification_id} in PostgreSQL", final=True, category="CONFIG_ERROR")
         # PostgreSQL is the source of truth: a payload naming another model or region is corrupt, and the
         # row is left for the reconciler rather than certified with the wrong target.
         if spec.model_id != record.model_id or spec.region != record.region:
-            log.warning("job payload does not match its certification", extra={
-                **fields, "stored_model_id": str(record.model_id), "stored_region": record.region})
-            raise JobFailed(f"corrupt job: payload names model {spec.model_id} in region {spec.region}, but "
-                            f"certification {certification_id} is model {record.model_id} in region {record.region}",
-                            final=True, category="CONFIG_ERROR")
+            log.warning(
+                "job payload does not match its certification",
+                extra={**fields, "stored_model_id": str(record.model_id), "stored_region": record.region},
+            )
+            raise JobFailed(
+                f"corrupt job: payload names model {spec.model_id} in region {spec.region}, but "
+                f"certification {certification_id} is model {record.model_id} in region {record.region}",
+                final=True,
+                category="CONFIG_ERROR",
+            )
         model_id, region = str(record.model_id), record.region
         if not await self._db(store.begin_attempt(certification_id, attempt)):
             log.info("certification skipped: cancelled, finished or owned by a newer attempt", extra=fields)
@@ -116,14 +134,16 @@ class CertificationHandler:
         if not model.is_active:
             raise JobFailed(f"model {model.name} is deactivated", final=True, category="CONFIG_ERROR")
         if not model.offers(region):
-            raise JobFailed(f"model {model.name} is not deployed in region {region}", final=True,
-                            category="CONFIG_ERROR")
+            raise JobFailed(
+                f"model {model.name} is not deployed in region {region}", final=True, category="CONFIG_ERROR"
+            )
         api_key = None
         if model.api_key_env:
             # The scope is checked before the secret is read: an undeclared name or a host outside the
             # credential's scope sends nothing anywhere.
-            target = ModelEndpoint(provider=model.provider, api_model_id=model.api_model_id, region=region,
-                                   base_url=model.base_url).target_url
+            target = ModelEndpoint(
+                provider=model.provider, api_model_id=model.api_model_id, region=region, base_url=model.base_url
+            ).target_url
             refusal = self.credentials.refusal(model.api_key_env, target)
             if refusal is not None:
                 raise JobFailed(f"apiKeyEnv of {model.name}: {refusal}", final=True, category="CONFIG_ERROR")
@@ -133,10 +153,19 @@ class CertificationHandler:
                 raise JobFailed(f"apiKeyEnv: {exc.message}", final=True, category="CONFIG_ERROR") from None
             if api_key is None:
                 # Names the variable, never a value.
-                raise JobFailed(f"environment variable {model.api_key_env} (apiKeyEnv of {model.name}) is not set "
-                                "on this worker", final=True, category="CONFIG_ERROR")
-        return ModelEndpoint(provider=model.provider, api_model_id=model.api_model_id, region=region,
-                             base_url=model.base_url, api_key=api_key, served_model=model.served_model)
+                raise JobFailed(
+                    f"environment variable {model.api_key_env} (apiKeyEnv of {model.name}) is not set on this worker",
+                    final=True,
+                    category="CONFIG_ERROR",
+                )
+        return ModelEndpoint(
+            provider=model.provider,
+            api_model_id=model.api_model_id,
+            region=region,
+            base_url=model.base_url,
+            api_key=api_key,
+            served_model=model.served_model,
+        )
 
     def _progress(self, active: ActiveJob, seen: dict[str, Any]) -> Callable[[int, int], Awaitable[None]]:
         async def forward(done: int, total: int) -> None:
@@ -151,8 +180,15 @@ class CertificationHandler:
 
         return forward
 
-    async def _settle(self, store: Store, active: ActiveJob, certification_id: str, verdict: Verdict,
-                      fields: dict[str, Any], seen: dict[str, Any]) -> dict[str, Any]:
+    async def _settle(
+        self,
+        store: Store,
+        active: ActiveJob,
+        certification_id: str,
+        verdict: Verdict,
+        fields: dict[str, Any],
+        seen: dict[str, Any],
+    ) -> dict[str, Any]:
         job, attempt = active.job, active.attempt
         category, message = verdict.error_category, verdict.error_message or verdict.error_category or "failed"
         more_attempts = job.attempts_counted < job.max_attempts
@@ -166,11 +202,20 @@ class CertificationHandler:
             await self._keep(active, certification_id, final, seen)
             raise
 
-    async def _finish(self, store: Store, active: ActiveJob, certification_id: str, verdict: dict[str, Any],
-                      fields: dict[str, Any], *, kept_in: Any = None) -> dict[str, Any]:
+    async def _finish(
+        self,
+        store: Store,
+        active: ActiveJob,
+        certification_id: str,
+        verdict: dict[str, Any],
+        fields: dict[str, Any],
+        *,
+        kept_in: Any = None,
+    ) -> dict[str, Any]:
         """Write a final verdict (Verdict.to_json()); `kept_in` is the progress it was kept in, dropped once written."""
-        stored = await self._db(store.finish_certification(certification_id, active.attempt, verdict,
-                                                                 validity_s=self.validity_s))
+        stored = await self._db(
+            store.finish_certification(certification_id, active.attempt, verdict, validity_s=self.validity_s)
+        )
         if not stored:
             log.warning("verdict not stored: the attempt no longer owns the certification", extra=fields)
         elif self.drift is not None:
@@ -180,22 +225,40 @@ class CertificationHandler:
         status, category = verdict.get("status"), verdict.get("errorCategory")
         if status == "FAILED" and category not in NOT_JOB_FAILURES:
             raise JobFailed(verdict.get("errorMessage") or category or "failed", final=True, category=category)
-        log.info("certification finished", extra={**fields, "status": status, "score": verdict.get("score"),
-                                                   "rating": verdict.get("rating"),
-                                                   "duration_ms": verdict.get("durationMs")})
-        return {"certificationId": certification_id, "status": status, "passed": verdict.get("passed"),
-                "score": verdict.get("score"), "rating": verdict.get("rating"), "durationMs": verdict.get("durationMs")}
+        log.info(
+            "certification finished",
+            extra={
+                **fields,
+                "status": status,
+                "score": verdict.get("score"),
+                "rating": verdict.get("rating"),
+                "duration_ms": verdict.get("durationMs"),
+            },
+        )
+        return {
+            "certificationId": certification_id,
+            "status": status,
+            "passed": verdict.get("passed"),
+            "score": verdict.get("score"),
+            "rating": verdict.get("rating"),
+            "durationMs": verdict.get("durationMs"),
+        }
 
-    async def _keep(self, active: ActiveJob, certification_id: str, verdict: dict[str, Any],
-                    seen: dict[str, Any]) -> None:
+    async def _keep(
+        self, active: ActiveJob, certification_id: str, verdict: dict[str, Any], seen: dict[str, Any]
+    ) -> None:
         """PostgreSQL did not take a finished verdict: keep it with the job for the next attempt to write."""
         sealed = self.verdicts.seal(certification_id, verdict)
         if sealed is None:
-            log.warning("verdict too large to keep; the next attempt probes again",
-                        extra={"job_id": active.job.id, "certification_id": certification_id})
+            log.warning(
+                "verdict too large to keep; the next attempt probes again",
+                extra={"job_id": active.job.id, "certification_id": certification_id},
+            )
         elif await self._record(active, {**seen, PROGRESS_FIELD: sealed}):
-            log.info("verdict kept with the job until postgresql takes writes",
-                     extra={"job_id": active.job.id, "certification_id": certification_id})
+            log.info(
+                "verdict kept with the job until postgresql takes writes",
+                extra={"job_id": active.job.id, "certification_id": certification_id},
+            )
 
     async def _record(self, active: ActiveJob, progress: dict[str, Any]) -> bool:
         try:
@@ -215,10 +278,12 @@ class CertificationHandler:
         elif reason is None:  # the job's timeout cancelled us
             job = active.job
             last = job.attempts_counted >= job.max_attempts
-            write = store.record_attempt_failure(certification_id, active.attempt, "TIMEOUT",
-                                                 f"certification timed out (attempt {active.attempt})", last)
+            write = store.record_attempt_failure(
+                certification_id, active.attempt, "TIMEOUT", f"certification timed out (attempt {active.attempt})", last
+            )
         else:  # shutdown, or PostgreSQL went away: the job goes back to wait
-            write = store.record_attempt_failure(certification_id, active.attempt, None,
-                                                 "released unfinished (worker stopping)", False)
+            write = store.record_attempt_failure(
+                certification_id, active.attempt, None, "released unfinished (worker stopping)", False
+            )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(write), 5.0)

@@ -54,28 +54,34 @@ class WorkerHooks(RunnerHooks):
     def on_retry(self, job: Job, error: str, category: str | None, seconds: float) -> None:
         self._ended(job, "retried", seconds)
         self.metrics.retry_scheduled(self.queue, category)
-        log.warning("job attempt failed; retry scheduled", extra=self._fields(
-            job, state="delayed", duration_ms=round(seconds * 1000), error=error, error_category=category))
+        log.warning(
+            "job attempt failed; retry scheduled",
+            extra=self._fields(
+                job, state="delayed", duration_ms=round(seconds * 1000), error=error, error_category=category
+            ),
+        )
 
     def on_fail(self, job: Job, error: str, category: str | None, seconds: float) -> None:
         self._ended(job, "failed", seconds)
         payload = job.payload if isinstance(job.payload, dict) else {}
-        self.alerter.job_failed({
-            "event": "job.failed",
-            "queue": self.queue,
-            "jobId": job.id,
-            "certificationId": payload.get("certificationId"),
-            "parentJobId": payload.get("jobId"),
-            "modelId": payload.get("modelId"),
-            "region": payload.get("region") or job.group,
-            "errorCategory": category,
-            "errorMessage": error,
-            "attempts": job.attempts,
-            "maxAttempts": job.max_attempts,
-            "durationMs": round(seconds * 1000),
-            "worker": self.worker,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+        self.alerter.job_failed(
+            {
+                "event": "job.failed",
+                "queue": self.queue,
+                "jobId": job.id,
+                "certificationId": payload.get("certificationId"),
+                "parentJobId": payload.get("jobId"),
+                "modelId": payload.get("modelId"),
+                "region": payload.get("region") or job.group,
+                "errorCategory": category,
+                "errorMessage": error,
+                "attempts": job.attempts,
+                "maxAttempts": job.max_attempts,
+                "durationMs": round(seconds * 1000),
+                "worker": self.worker,
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
 
     def on_lease_lost(self, job: Job) -> None:
         self._ended(job, "lease_lost")
@@ -96,10 +102,17 @@ class WorkerHooks(RunnerHooks):
             log.warning("stalled jobs moved back to wait", extra={"queue": self.queue, "job_ids": recovered})
         for job_id in failed:
             self.metrics.jobs.labels(self.queue, "failed").inc()
-            self.alerter.job_failed({"event": "job.failed", "queue": self.queue, "jobId": job_id,
-                                     "errorCategory": "STALLED", "errorMessage": "stalled too many times",
-                                     "worker": self.worker,
-                                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            self.alerter.job_failed(
+                {
+                    "event": "job.failed",
+                    "queue": self.queue,
+                    "jobId": job_id,
+                    "errorCategory": "STALLED",
+                    "errorMessage": "stalled too many times",
+                    "worker": self.worker,
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
 
     def on_redis_error(self, where: str, error: BaseException) -> None:
         self.metrics.redis_answered(False)

@@ -34,9 +34,17 @@ class Scheduler:
     time slots are judged by (tests move it).
     """
 
-    def __init__(self, store_of: Callable[[], Store | None], queue: Queue, settings: Settings, *,
-                 registry: CollectorRegistry | None = None, clock: Callable[[], datetime] = _now,
-                 period_s: float = PERIOD_S, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        store_of: Callable[[], Store | None],
+        queue: Queue,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], datetime] = _now,
+        period_s: float = PERIOD_S,
+        rng: random.Random | None = None,
+    ) -> None:
         self.store_of = store_of
         self.queue = queue
         self.settings = settings
@@ -45,10 +53,17 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.failing = False
         registry = registry if registry is not None else CollectorRegistry()
-        self.slots = Counter("certq_schedule_slots", "Schedule slots this process fired (or dropped, catch-up "
-                             "skip), by outcome.", ["outcome"], registry=registry)
-        self.enqueue_failures = Counter("certq_schedule_enqueue_failures", "Scheduled runs committed but not "
-                                        "enqueued (Redis error); the reconciler enqueues them.", registry=registry)
+        self.slots = Counter(
+            "certq_schedule_slots",
+            "Schedule slots this process fired (or dropped, catch-up skip), by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.enqueue_failures = Counter(
+            "certq_schedule_enqueue_failures",
+            "Scheduled runs committed but not enqueued (Redis error); the reconciler enqueues them.",
+            registry=registry,
+        )
         for outcome in ("fired", "dropped"):
             self.slots.labels(outcome)
 
@@ -93,16 +108,27 @@ class Scheduler:
         except Exception as exc:
             # Committed in PostgreSQL as QUEUED: the reconciler finds them without a queue job and enqueues them.
             self.enqueue_failures.inc(len(slot.runs))
-            log.warning("scheduled runs not enqueued; the reconciler will enqueue them", extra={
-                "schedule_id": str(slot.slot.schedule_id), "slot_at": slot.slot.slot_at.isoformat(),
-                "runs": len(slot.runs), "error": f"{type(exc).__name__}: {exc}"})
+            log.warning(
+                "scheduled runs not enqueued; the reconciler will enqueue them",
+                extra={
+                    "schedule_id": str(slot.slot.schedule_id),
+                    "slot_at": slot.slot.slot_at.isoformat(),
+                    "runs": len(slot.runs),
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
 
     def _announce(self, slot: FiredSlot) -> None:
         record = slot.slot
         self.slots.labels(record.outcome).inc()
-        fields = {"schedule_id": str(record.schedule_id), "slot_at": record.slot_at.isoformat(),
-                  "missed": record.missed, "queued": record.queued, "skipped": record.skipped,
-                  "job_id": None if record.job_id is None else str(record.job_id)}
+        fields = {
+            "schedule_id": str(record.schedule_id),
+            "slot_at": record.slot_at.isoformat(),
+            "missed": record.missed,
+            "queued": record.queued,
+            "skipped": record.skipped,
+            "job_id": None if record.job_id is None else str(record.job_id),
+        }
         if record.outcome == "dropped":
             log.warning("schedule slot dropped (catch-up skip: too late)", extra=fields)
         elif record.missed:

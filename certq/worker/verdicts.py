@@ -43,8 +43,12 @@ class VerdictSeal:
     def seal(self, certification_id: str, verdict: dict[str, Any]) -> dict[str, Any] | None:
         """The JSON object to keep with the job, or None when the verdict is too large to keep."""
         saved_at = int(self.clock() * 1000)
-        sealed = {"certificationId": certification_id, "savedAt": saved_at, "verdict": verdict,
-                  "mac": self._mac(certification_id, saved_at, verdict)}
+        sealed = {
+            "certificationId": certification_id,
+            "savedAt": saved_at,
+            "verdict": verdict,
+            "mac": self._mac(certification_id, saved_at, verdict),
+        }
         return sealed if len(orjson.dumps(sealed)) <= MAX_KEPT_BYTES else None
 
     def open(self, progress: Any, certification_id: str) -> dict[str, Any] | None:
@@ -54,8 +58,9 @@ class VerdictSeal:
             return None
         why = self._refusal(sealed, certification_id)
         if why is not None:
-            log.warning("kept verdict not used; probing again", extra={"certification_id": certification_id,
-                                                                      "reason": why})
+            log.warning(
+                "kept verdict not used; probing again", extra={"certification_id": certification_id, "reason": why}
+            )
             return None
         verdict: dict[str, Any] = sealed["verdict"]
         return verdict
@@ -64,8 +69,11 @@ class VerdictSeal:
         if not isinstance(sealed, dict) or not isinstance(sealed.get("verdict"), dict):
             return "not a kept verdict"
         saved_at, mac = sealed.get("savedAt"), sealed.get("mac")
-        if sealed.get("certificationId") != certification_id or not isinstance(saved_at, int) or not isinstance(
-                mac, str):
+        if (
+            sealed.get("certificationId") != certification_id
+            or not isinstance(saved_at, int)
+            or not isinstance(mac, str)
+        ):
             return "kept for another certification, or incomplete"
         if not hmac.compare_digest(mac, self._mac(certification_id, saved_at, sealed["verdict"])):
             return "its seal does not match (edited, or kept by a worker with another DATABASE_URL)"

@@ -22,8 +22,13 @@ async def client(api_server: Any) -> AsyncIterator[httpx.AsyncClient]:
 def create_model(client: httpx.AsyncClient) -> CreateModel:
     async def create(**fields: Any) -> dict[str, Any]:
         suffix = uuid.uuid4().hex[:8]
-        body: dict[str, Any] = {"name": f"model-{suffix}", "provider": "openai", "apiModelId": f"tiny-{suffix}",
-                                "baseUrl": "http://127.0.0.1:9/v1", "regions": ["local"]}
+        body: dict[str, Any] = {
+            "name": f"model-{suffix}",
+            "provider": "openai",
+            "apiModelId": f"tiny-{suffix}",
+            "baseUrl": "http://127.0.0.1:9/v1",
+            "regions": ["local"],
+        }
         body.update(fields)
         response = await client.post("/api/models", json=body)
         assert response.status_code == 201, response.text

@@ -43,15 +43,24 @@ async def test_health_ready_and_metrics_answer_on_the_api(api_server: Any) -> No
     assert set(seed.json()["queue"]) == {"waiting", "active", "completed", "failed", "delayed"}
 
 
-@pytest.mark.parametrize(("env", "variable"), [
-    ({"CERTQ_ENV": "production", "API_TOKENS": ""}, "API_TOKENS"),
-    ({"CERTQ_ENV": "production", "API_TOKENS": "t" * 32, "BULL_BOARD_PASSWORD": "admin123"}, "BULL_BOARD_PASSWORD"),
-    ({"CERTQ_ENV": "production", "API_TOKENS": "a", "BULL_BOARD_PASSWORD": "long enough pw"}, "API_TOKENS"),
-    ({"API_PORT": "not-a-port"}, "API_PORT"),
-])
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"CERTQ_ENV": "production", "API_TOKENS": ""}, "API_TOKENS"),
+        ({"CERTQ_ENV": "production", "API_TOKENS": "t" * 32, "BULL_BOARD_PASSWORD": "admin123"}, "BULL_BOARD_PASSWORD"),
+        ({"CERTQ_ENV": "production", "API_TOKENS": "a", "BULL_BOARD_PASSWORD": "long enough pw"}, "API_TOKENS"),
+        ({"API_PORT": "not-a-port"}, "API_PORT"),
+    ],
+)
 def test_api_refuses_to_start_with_unsafe_or_invalid_configuration(env: dict[str, str], variable: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "certq.api"], env={**os.environ, **env}, capture_output=True,
-                            text=True, timeout=60, cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        [sys.executable, "-m", "certq.api"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tempfile.gettempdir(),
+    )
     assert result.returncode == 3
     assert variable in result.stderr and "Traceback" not in result.stderr
 
@@ -74,8 +83,14 @@ def test_api_refuses_to_start_on_an_unmigrated_database(postgres_server_url: str
     asyncio.run(sql(f'CREATE DATABASE "{name}"'))
     try:
         empty = postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
-        result = subprocess.run([sys.executable, "-m", "certq.api"], env={**os.environ, "DATABASE_URL": empty},
-                                capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir())
+        result = subprocess.run(
+            [sys.executable, "-m", "certq.api"],
+            env={**os.environ, "DATABASE_URL": empty},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tempfile.gettempdir(),
+        )
     finally:
         asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     assert result.returncode == 3
@@ -96,11 +111,11 @@ async def test_a_lost_database_is_a_503_not_a_500(api_server: Any) -> None:
 async def test_a_redirect_names_a_path_not_the_host_header(api_server: Any, path: str) -> None:
     settings = api_server.settings
     # The board asks for its own login before it redirects; /api/* takes the bearer token.
-    auth = (httpx.BasicAuth(settings.board_username, settings.board_password) if path.startswith("/admin")
-            else None)
+    auth = httpx.BasicAuth(settings.board_username, settings.board_password) if path.startswith("/admin") else None
     async with httpx.AsyncClient(base_url=api_server.url, follow_redirects=False, auth=auth) as client:
-        headers = {"Host": "evil.test"} if auth else {"Host": "evil.test",
-                                                     "Authorization": f"Bearer {api_server.token}"}
+        headers = (
+            {"Host": "evil.test"} if auth else {"Host": "evil.test", "Authorization": f"Bearer {api_server.token}"}
+        )
         response = await client.get(path, headers=headers)
     assert 300 <= response.status_code < 400
     location = response.headers["location"]

@@ -42,8 +42,10 @@ async def test_wrong_tokens_are_logged_and_throttled_per_client(
 
     wrong = "Bearer wrong-token-that-must-never-be-logged"
     async with httpx.AsyncClient(base_url=api_server.url) as http:
-        statuses = [(await http.get("/api/models", headers={"Authorization": wrong})).status_code
-                    for _ in range(FAILED_TOKENS_PER_MINUTE)]
+        statuses = [
+            (await http.get("/api/models", headers={"Authorization": wrong})).status_code
+            for _ in range(FAILED_TOKENS_PER_MINUTE)
+        ]
         refused = await http.get("/api/models", headers={"Authorization": f"Bearer {api_server.token}"})
         open_route = await http.get("/health")
     assert statuses == [401] * FAILED_TOKENS_PER_MINUTE

@@ -77,14 +77,16 @@ async def test_cancel_of_a_single_job_removes_its_queued_certification(
     assert again.status_code == 201 and again.json()["jobId"] != created["jobId"]
 
 
-async def test_a_finished_job_stays_as_it_is(client: httpx.AsyncClient, create_model: CreateModel,
-                                             api_server: Any) -> None:
+async def test_a_finished_job_stays_as_it_is(
+    client: httpx.AsyncClient, create_model: CreateModel, api_server: Any
+) -> None:
     store = api_server.services.store
     model = await create_model(regions=["local"])
     created = (await client.post(f"{BASE}/certify-model", json={"modelId": model["id"], "region": "local"})).json()
     await store.begin_attempt(created["certificationId"], 1)
-    await store.finish_certification(created["certificationId"], 1, {"status": "CERTIFIED", "score": 95,
-                                                                     "rating": "A", "passed": True})
+    await store.finish_certification(
+        created["certificationId"], 1, {"status": "CERTIFIED", "score": 95, "rating": "A", "passed": True}
+    )
     response = await client.delete(f"{BASE}/jobs/{created['jobId']}")
     assert response.status_code == 200
     assert response.json()["status"] == "COMPLETED" and response.json()["alreadyFinished"] is True

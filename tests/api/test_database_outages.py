@@ -45,11 +45,16 @@ async def test_a_read_only_database_answers_503_not_500(
     name, url = own_database
     token = f"test-{uuid.uuid4().hex}"
     app = create_app(api_settings(url, redis_url, key_prefix, token))
-    body: dict[str, Any] = {"provider": "openai", "apiModelId": "x", "baseUrl": "http://127.0.0.1:9/v1",
-                            "regions": ["local"]}
-    async with serve_app(app) as base, httpx.AsyncClient(
-        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ) as client:
+    body: dict[str, Any] = {
+        "provider": "openai",
+        "apiModelId": "x",
+        "baseUrl": "http://127.0.0.1:9/v1",
+        "regions": ["local"],
+    }
+    async with (
+        serve_app(app) as base,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client,
+    ):
         assert (await client.post("/api/models", json={**body, "name": "before"})).status_code == 201
         admin = await asyncpg.connect(postgres_server_url)
         try:

@@ -17,17 +17,24 @@ async def client(migrated_database_url: str, redis_url: str, key_prefix: str) ->
     from certq.api import create_app
 
     token = f"test-{uuid.uuid4().hex}"
-    settings = api_settings(migrated_database_url, redis_url, key_prefix, token,
-                            MODEL_EGRESS_ALLOW="public,127.0.0.1/32")
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    ) as http:
+    settings = api_settings(
+        migrated_database_url, redis_url, key_prefix, token, MODEL_EGRESS_ALLOW="public,127.0.0.1/32"
+    )
+    async with (
+        serve_app(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http,
+    ):
         yield http
 
 
 def _model(base_url: str) -> dict[str, object]:
-    return {"name": f"m-{uuid.uuid4().hex[:8]}", "provider": "openai", "apiModelId": "x", "baseUrl": base_url,
-            "regions": ["local"]}
+    return {
+        "name": f"m-{uuid.uuid4().hex[:8]}",
+        "provider": "openai",
+        "apiModelId": "x",
+        "baseUrl": base_url,
+        "regions": ["local"],
+    }
 
 
 ALLOWED_LOOPBACK = ("127.0.0.1", "0x7f000001", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "127.1", "[::ffff:127.0.0.1]")

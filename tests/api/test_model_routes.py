@@ -20,8 +20,9 @@ async def test_created_model_reads_back_with_one_identity(client: httpx.AsyncCli
 
 
 async def test_bedrock_model_takes_aws_regions(create_model: CreateModel) -> None:
-    model = await create_model(provider="bedrock", apiModelId="anthropic.claude-3-haiku", baseUrl=None,
-                               regions=["us-east-1", "eu-west-1"])
+    model = await create_model(
+        provider="bedrock", apiModelId="anthropic.claude-3-haiku", baseUrl=None, regions=["us-east-1", "eu-west-1"]
+    )
     assert model["provider"] == "bedrock" and model["baseUrl"] is None
 
 
@@ -60,26 +61,29 @@ async def test_idempotency_key_returns_the_first_model(client: httpx.AsyncClient
 VALID = {"name": "m", "provider": "openai", "apiModelId": "x", "baseUrl": "http://h:1/v1", "regions": ["local"]}
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({**VALID, "baseUrl": None}, "baseUrl"),
-    ({**VALID, "baseUrl": "http://h:1/api"}, "baseUrl"),
-    ({**VALID, "baseUrl": "ftp://h/v1"}, "baseUrl"),
-    ({**VALID, "provider": "bedrock", "regions": ["local"]}, "regions[0]"),
-    ({**VALID, "provider": "groq"}, "provider"),
-    ({**VALID, "regions": []}, "regions"),
-    ({**VALID, "regions": ["a", "a"]}, "regions"),
-    ({**VALID, "regions": ["has space"]}, "regions[0]"),
-    ({**VALID, "regions": "local"}, "regions"),
-    ({**VALID, "name": ""}, "name"),
-    ({**VALID, "name": 5}, "name"),
-    ({**VALID, "name": "nul\u0000inside"}, "name"),
-    ({**VALID, "apiModelId": "tab\tinside"}, "apiModelId"),
-    ({**VALID, "isActive": "yes"}, "isActive"),
-    ({**VALID, "apiKeyEnv": "sk-secret value"}, "apiKeyEnv"),
-    ({**VALID, "apiKey": "sk-123"}, "apiKey"),
-    ({**VALID, "api_model_id": "snake"}, "api_model_id"),
-    ({k: v for k, v in VALID.items() if k != "apiModelId"}, "apiModelId"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**VALID, "baseUrl": None}, "baseUrl"),
+        ({**VALID, "baseUrl": "http://h:1/api"}, "baseUrl"),
+        ({**VALID, "baseUrl": "ftp://h/v1"}, "baseUrl"),
+        ({**VALID, "provider": "bedrock", "regions": ["local"]}, "regions[0]"),
+        ({**VALID, "provider": "groq"}, "provider"),
+        ({**VALID, "regions": []}, "regions"),
+        ({**VALID, "regions": ["a", "a"]}, "regions"),
+        ({**VALID, "regions": ["has space"]}, "regions[0]"),
+        ({**VALID, "regions": "local"}, "regions"),
+        ({**VALID, "name": ""}, "name"),
+        ({**VALID, "name": 5}, "name"),
+        ({**VALID, "name": "nul\u0000inside"}, "name"),
+        ({**VALID, "apiModelId": "tab\tinside"}, "apiModelId"),
+        ({**VALID, "isActive": "yes"}, "isActive"),
+        ({**VALID, "apiKeyEnv": "sk-secret value"}, "apiKeyEnv"),
+        ({**VALID, "apiKey": "sk-123"}, "apiKey"),
+        ({**VALID, "api_model_id": "snake"}, "api_model_id"),
+        ({k: v for k, v in VALID.items() if k != "apiModelId"}, "apiModelId"),
+    ],
+)
 async def test_invalid_model_bodies_name_the_field(client: httpx.AsyncClient, body: dict[str, Any], field: str) -> None:
     response = await client.post("/api/models", json=body)
     assert response.status_code == 400, response.text
@@ -109,8 +113,14 @@ async def test_model_ids_must_be_uuids_and_exist(client: httpx.AsyncClient, meth
 async def test_api_key_env_must_name_a_declared_credential(
     client: httpx.AsyncClient, create_model: CreateModel, name: str
 ) -> None:
-    body = {"name": f"m-{uuid.uuid4().hex[:6]}", "provider": "openai", "apiModelId": "x",
-            "baseUrl": "http://127.0.0.1:9/v1", "apiKeyEnv": name, "regions": ["local"]}
+    body = {
+        "name": f"m-{uuid.uuid4().hex[:6]}",
+        "provider": "openai",
+        "apiModelId": "x",
+        "baseUrl": "http://127.0.0.1:9/v1",
+        "apiKeyEnv": name,
+        "regions": ["local"],
+    }
     response = await client.post("/api/models", json=body)
     assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
     assert response.json()["field"] == "apiKeyEnv" and "MODEL_CREDENTIALS" in response.json()["detail"]
@@ -136,8 +146,13 @@ async def test_a_model_with_a_credential_cannot_move_it_to_another_host(
 async def test_a_base_url_with_a_password_is_refused_and_not_stored(
     client: httpx.AsyncClient, create_model: CreateModel, base_url: str
 ) -> None:
-    body = {"name": f"m-{uuid.uuid4().hex[:6]}", "provider": "openai", "apiModelId": "x", "baseUrl": base_url,
-            "regions": ["local"]}
+    body = {
+        "name": f"m-{uuid.uuid4().hex[:6]}",
+        "provider": "openai",
+        "apiModelId": "x",
+        "baseUrl": base_url,
+        "regions": ["local"],
+    }
     response = await client.post("/api/models", json=body)
     assert response.status_code == 400 and response.json()["field"] == "baseUrl"
     assert "pw-7f3k" not in response.text

@@ -20,14 +20,30 @@ from hypothesis import strategies as st
 from certq.embedded import free_port
 
 BASE = "/api/certification-queue"
-FIELDS = ["name", "provider", "apiModelId", "baseUrl", "apiKeyEnv", "regions", "isActive", "modelId", "modelIds",
-          "region", "priority", "extra"]
+FIELDS = [
+    "name",
+    "provider",
+    "apiModelId",
+    "baseUrl",
+    "apiKeyEnv",
+    "regions",
+    "isActive",
+    "modelId",
+    "modelIds",
+    "region",
+    "priority",
+    "extra",
+]
 QUERY = ["page", "limit", "status", "type", "modelId", "region", "active"]
 
 WORDS = ["openai", "bedrock", "local", "us-east-1", "high", "QUEUED", "http://h:1/v1", "nul\x00"]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30) | st.uuids().map(str)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+    | st.uuids().map(str)
     | st.sampled_from(WORDS),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(FIELDS), inner, max_size=4),
     max_leaves=12,
@@ -39,21 +55,41 @@ bodies = st.one_of(
 )
 segment = st.one_of(st.uuids().map(str), st.text(min_size=1, max_size=40).map(lambda t: quote(t, safe="")))
 paths = st.one_of(
-    st.sampled_from(["/api/models", f"{BASE}/certify-model", f"{BASE}/certify", f"{BASE}/certify-multiple",
-                     f"{BASE}/certify-all", f"{BASE}/history", f"{BASE}/certifications", f"{BASE}/stats",
-                     f"{BASE}/regions", "/health", "/ready", "/metrics", "/openapi.json", "/api"]),
+    st.sampled_from(
+        [
+            "/api/models",
+            f"{BASE}/certify-model",
+            f"{BASE}/certify",
+            f"{BASE}/certify-multiple",
+            f"{BASE}/certify-all",
+            f"{BASE}/history",
+            f"{BASE}/certifications",
+            f"{BASE}/stats",
+            f"{BASE}/regions",
+            "/health",
+            "/ready",
+            "/metrics",
+            "/openapi.json",
+            "/api",
+        ]
+    ),
     segment.map(lambda s: f"/api/models/{s}"),
     segment.map(lambda s: f"{BASE}/jobs/{s}"),
     segment.map(lambda s: f"/api/{s}"),
 )
-queries = st.dictionaries(st.sampled_from(QUERY), st.text(max_size=20) | st.integers().map(str)
-                          | st.sampled_from(WORDS), max_size=3)
-headers = st.fixed_dictionaries({}, optional={
-    "Idempotency-Key": st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300)
-    .map(lambda s: s.strip() or "k"),
-    "Content-Type": st.sampled_from(["application/json", "text/plain", "application/problem+json", "x/y; a=b"]),
-    "Accept": st.sampled_from(["application/json", "text/plain", "*/*"]),
-})
+queries = st.dictionaries(
+    st.sampled_from(QUERY), st.text(max_size=20) | st.integers().map(str) | st.sampled_from(WORDS), max_size=3
+)
+headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "Idempotency-Key": st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300).map(
+            lambda s: s.strip() or "k"
+        ),
+        "Content-Type": st.sampled_from(["application/json", "text/plain", "application/problem+json", "x/y; a=b"]),
+        "Accept": st.sampled_from(["application/json", "text/plain", "*/*"]),
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +98,26 @@ def api_process(database_url: str, redis_url: str) -> Iterator[dict[str, Any]]:
     token = uuid.uuid4().hex
     prefix = f"{{t{uuid.uuid4().hex[:12]}}}"
     port = free_port()
-    subprocess.run([sys.executable, "-m", "certq", "migrate", "--database-url", database_url], check=True,
-                   capture_output=True, timeout=60)
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": prefix,
-           "API_TOKENS": token, "API_PORT": str(port), "API_HOST": "127.0.0.1", "LOG_FORMAT": "text"}
+    subprocess.run(
+        [sys.executable, "-m", "certq", "migrate", "--database-url", database_url],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "BULL_QUEUE_PREFIX": prefix,
+        "API_TOKENS": token,
+        "API_PORT": str(port),
+        "API_HOST": "127.0.0.1",
+        "LOG_FORMAT": "text",
+    }
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen([sys.executable, "-m", "certq.api"], env=env, stdout=log, stderr=log,
-                                   cwd=tempfile.gettempdir())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "certq.api"], env=env, stdout=log, stderr=log, cwd=tempfile.gettempdir()
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30
@@ -100,10 +149,22 @@ def test_no_request_gets_a_server_error(api_process: dict[str, Any]) -> None:
     with httpx.Client(base_url=api_process["url"], timeout=10) as http:
 
         @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(method=st.sampled_from(["GET", "POST", "PATCH", "DELETE", "PUT"]), path=paths, query=queries,
-               body=bodies, extra=headers, authorized=st.booleans())
-        def check(method: str, path: str, query: dict[str, str], body: tuple[str, Any], extra: dict[str, str],
-                  authorized: bool) -> None:
+        @given(
+            method=st.sampled_from(["GET", "POST", "PATCH", "DELETE", "PUT"]),
+            path=paths,
+            query=queries,
+            body=bodies,
+            extra=headers,
+            authorized=st.booleans(),
+        )
+        def check(
+            method: str,
+            path: str,
+            query: dict[str, str],
+            body: tuple[str, Any],
+            extra: dict[str, str],
+            authorized: bool,
+        ) -> None:
             kind, value = body
             request_headers = {**extra, **(auth if authorized else {})}
             kwargs: dict[str, Any] = {"params": query, "headers": request_headers}

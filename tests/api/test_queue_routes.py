@@ -24,8 +24,12 @@ async def test_certify_model_records_then_enqueues_one_job(
     assert body["status"] == "QUEUED" and body["modelId"] == model["id"] and body["region"] == "local"
     job = await api_server.services.queue.get(body["certificationId"])
     assert job is not None and job.state.value == "waiting"
-    assert job.payload == {"certificationId": body["certificationId"], "jobId": body["jobId"],
-                           "modelId": model["id"], "region": "local"}
+    assert job.payload == {
+        "certificationId": body["certificationId"],
+        "jobId": body["jobId"],
+        "modelId": model["id"],
+        "region": "local",
+    }
     assert job.group == "local" and job.dedupe_key == f"{model['id']}:local"
     assert job.max_attempts == api_server.settings.max_attempts
 
@@ -60,8 +64,9 @@ async def test_certify_multiple_skips_live_pairs_and_reports_them(
     one = await create_model(regions=["a", "b"])
     two = await create_model(regions=["a", "b"])
     single = await client.post(f"{BASE}/certify-model", json={"modelId": one["id"], "region": "a"})
-    batch = await client.post(f"{BASE}/certify-multiple", json={"modelIds": [one["id"], two["id"]],
-                                                                 "regions": ["a", "b"], "priority": "low"})
+    batch = await client.post(
+        f"{BASE}/certify-multiple", json={"modelIds": [one["id"], two["id"]], "regions": ["a", "b"], "priority": "low"}
+    )
     assert batch.status_code == 201, batch.text
     body = batch.json()
     assert body["totalJobs"] == 3 and body["status"] == "QUEUED" and len(body["certificationIds"]) == 3
@@ -90,13 +95,12 @@ async def test_job_detail_names_each_model(client: httpx.AsyncClient, create_mod
     assert job["status"] == "QUEUED" and job["totalModels"] == 2 and job["processedModels"] == 0
     assert job["type"] == "MULTIPLE_MODELS" and job["progress"] == 0
     assert {(c["name"], c["apiModelId"], c["model"]["name"]) for c in job["certifications"]} == {
-        (model["name"], model["apiModelId"], model["name"])}
+        (model["name"], model["apiModelId"], model["name"])
+    }
     assert {c["region"] for c in job["certifications"]} == {"a", "b"}
 
 
-async def test_history_and_certifications_page_and_filter(
-    client: httpx.AsyncClient, create_model: CreateModel
-) -> None:
+async def test_history_and_certifications_page_and_filter(client: httpx.AsyncClient, create_model: CreateModel) -> None:
     model = await create_model(regions=["a", "b", "c"])
     for region in ("a", "b", "c"):
         await client.post(f"{BASE}/certify-model", json={"modelId": model["id"], "region": region})
@@ -135,20 +139,26 @@ async def test_regions_lists_aws_defaults_and_regions_in_use(
 # --- bad input ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "field", "status"), [
-    (b"{not json", "body", 400),
-    (b"", "body", 400),
-    (b"[]", "body", 400),
-    (b'{"modelId": "nope", "region": "local"}', "modelId", 400),
-    (b'{"modelId": 42, "region": "local"}', "modelId", 400),
-    (b'{"modelId": "00000000-0000-0000-0000-000000000000"}', "region", 400),
-    (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "local", "extra": 1}', "extra", 400),
-    (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "local", "priority": "urgent"}',
-     "priority", 400),
-    (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "local"}', "modelId", 404),
-    (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "lo\\u0000cal"}', "region", 400),
-    (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "\\ud800"}', "body", 400),
-])
+@pytest.mark.parametrize(
+    ("raw", "field", "status"),
+    [
+        (b"{not json", "body", 400),
+        (b"", "body", 400),
+        (b"[]", "body", 400),
+        (b'{"modelId": "nope", "region": "local"}', "modelId", 400),
+        (b'{"modelId": 42, "region": "local"}', "modelId", 400),
+        (b'{"modelId": "00000000-0000-0000-0000-000000000000"}', "region", 400),
+        (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "local", "extra": 1}', "extra", 400),
+        (
+            b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "local", "priority": "urgent"}',
+            "priority",
+            400,
+        ),
+        (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "local"}', "modelId", 404),
+        (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "lo\\u0000cal"}', "region", 400),
+        (b'{"modelId": "00000000-0000-0000-0000-000000000000", "region": "\\ud800"}', "body", 400),
+    ],
+)
 async def test_bad_certify_bodies_are_problems_naming_the_field(
     client: httpx.AsyncClient, raw: bytes, field: str, status: int
 ) -> None:
@@ -167,11 +177,13 @@ async def test_inactive_models_and_regions_not_offered_are_not_certifiable(
     active = await create_model(regions=["local"])
     response = await client.post(f"{BASE}/certify-model", json={"modelId": active["id"], "region": "us-east-1"})
     assert response.status_code == 422 and response.json()["field"] == "region"
-    response = await client.post(f"{BASE}/certify-multiple", json={"modelIds": [active["id"]],
-                                                                   "regions": ["local", "mars"]})
+    response = await client.post(
+        f"{BASE}/certify-multiple", json={"modelIds": [active["id"]], "regions": ["local", "mars"]}
+    )
     assert response.status_code == 422 and response.json()["field"] == "regions[1]"
-    response = await client.post(f"{BASE}/certify-multiple", json={"modelIds": [active["id"], str(uuid.uuid4())],
-                                                                   "regions": ["local"]})
+    response = await client.post(
+        f"{BASE}/certify-multiple", json={"modelIds": [active["id"], str(uuid.uuid4())], "regions": ["local"]}
+    )
     assert response.status_code == 404 and response.json()["field"] == "modelIds[1]"
 
 
@@ -179,22 +191,26 @@ async def test_oversized_and_non_json_bodies_are_refused(client: httpx.AsyncClie
     huge = b'{"regions": ["' + b"a" * 70_000 + b'"]}'
     response = await client.post(f"{BASE}/certify-all", content=huge, headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["field"] == "body"
-    response = await client.post(f"{BASE}/certify-all", content=b"regions=a",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await client.post(
+        f"{BASE}/certify-all", content=b"regions=a", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert response.status_code == 415
 
 
-@pytest.mark.parametrize(("path", "params", "field"), [
-    ("history", {"limit": "101"}, "limit"),
-    ("history", {"limit": "0"}, "limit"),
-    ("history", {"page": "zero"}, "page"),
-    ("history", {"status": "PAUSED"}, "status"),
-    ("history", {"type": "RECERTIFY"}, "type"),
-    ("certifications", {"limit": "1000"}, "limit"),
-    ("certifications", {"modelId": "abc"}, "modelId"),
-    ("certifications", {"status": "COMPLETED"}, "status"),
-    ("certifications", {"region": "us\x00east"}, "region"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("history", {"limit": "101"}, "limit"),
+        ("history", {"limit": "0"}, "limit"),
+        ("history", {"page": "zero"}, "page"),
+        ("history", {"status": "PAUSED"}, "status"),
+        ("history", {"type": "RECERTIFY"}, "type"),
+        ("certifications", {"limit": "1000"}, "limit"),
+        ("certifications", {"modelId": "abc"}, "modelId"),
+        ("certifications", {"status": "COMPLETED"}, "status"),
+        ("certifications", {"region": "us\x00east"}, "region"),
+    ],
+)
 async def test_bad_query_parameters_name_the_parameter(
     client: httpx.AsyncClient, path: str, params: dict[str, str], field: str
 ) -> None:

@@ -24,8 +24,9 @@ async def test_certifications_lost_by_redis_are_enqueued_again(
 ) -> None:
     services = api_server.services
     model = await create_model(regions=["a", "b"])
-    batch = (await client.post(f"{BASE}/certify-multiple", json={"modelIds": [model["id"]],
-                                                                  "regions": ["a", "b"]})).json()
+    batch = (
+        await client.post(f"{BASE}/certify-multiple", json={"modelIds": [model["id"]], "regions": ["a", "b"]})
+    ).json()
     running_id, queued_id = batch["certificationIds"]
     assert await services.store.begin_attempt(running_id, 1)
     await unlink_prefix(services.redis, key_prefix)  # Redis restarted empty
@@ -61,9 +62,23 @@ async def test_young_certifications_are_left_to_the_api(
 
 def test_reconcile_command_reports_and_exits_zero(migrated_database_url: str, redis_url: str, key_prefix: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "certq", "reconcile", "--database-url", migrated_database_url, "--redis-url",
-         redis_url, "--prefix", key_prefix, "--older-than", "3600"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "certq",
+            "reconcile",
+            "--database-url",
+            migrated_database_url,
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            key_prefix,
+            "--older-than",
+            "3600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "re-enqueued" in result.stdout
@@ -102,8 +117,10 @@ async def test_a_certification_accepted_while_redis_is_down_is_enqueued_later(
     down = api_settings(migrated_database_url, "redis://127.0.0.1:1/0", key_prefix, token)
     model = await make_model(regions=["local"])
     app = create_app(down)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30,
-                                                         headers={"Authorization": f"Bearer {token}"}) as http:
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as http,
+    ):
         response = await http.post(f"{BASE}/certify-model", json={"modelId": str(model.id), "region": "local"})
         stats = await http.get(f"{BASE}/stats")
     assert response.status_code == 201, response.text  # recorded in PostgreSQL: accepted

@@ -24,8 +24,9 @@ class RoleServer:
     tokens: dict[str, str]  # role name ("read", "certify", "admin", "bare") -> bearer secret
 
     def client(self, role: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=10,
-                                 headers={"Authorization": f"Bearer {self.tokens[role]}"})
+        return httpx.AsyncClient(
+            base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {self.tokens[role]}"}
+        )
 
 
 @pytest.fixture
@@ -44,9 +45,16 @@ async def roles_server(
 async def _new_model(server: RoleServer) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:8]
     async with server.client("admin") as http:
-        response = await http.post("/api/models", json={
-            "name": f"model-{suffix}", "provider": "openai", "apiModelId": f"tiny-{suffix}",
-            "baseUrl": "http://127.0.0.1:9/v1", "regions": ["local"]})
+        response = await http.post(
+            "/api/models",
+            json={
+                "name": f"model-{suffix}",
+                "provider": "openai",
+                "apiModelId": f"tiny-{suffix}",
+                "baseUrl": "http://127.0.0.1:9/v1",
+                "regions": ["local"],
+            },
+        )
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
@@ -99,13 +107,20 @@ async def test_a_wrong_token_is_still_401_not_403(roles_server: RoleServer) -> N
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize(("method", "path", "role"), [
-    ("GET", f"{BASE}/jobs/{{job_id}}", Role.READ), ("HEAD", "/api/models", Role.READ),
-    ("POST", f"{BASE}/certify", Role.CERTIFY), ("POST", f"{BASE}/certify-all/", Role.CERTIFY),
-    ("DELETE", f"{BASE}/jobs/{uuid.uuid4()}", Role.CERTIFY), ("POST", "/api/models", Role.ADMIN),
-    ("DELETE", "/api/models/x", Role.ADMIN), ("POST", f"{BASE}/pause", Role.ADMIN),
-    ("DELETE", f"{BASE}/jobs/a/b", Role.ADMIN),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "role"),
+    [
+        ("GET", f"{BASE}/jobs/{{job_id}}", Role.READ),
+        ("HEAD", "/api/models", Role.READ),
+        ("POST", f"{BASE}/certify", Role.CERTIFY),
+        ("POST", f"{BASE}/certify-all/", Role.CERTIFY),
+        ("DELETE", f"{BASE}/jobs/{uuid.uuid4()}", Role.CERTIFY),
+        ("POST", "/api/models", Role.ADMIN),
+        ("DELETE", "/api/models/x", Role.ADMIN),
+        ("POST", f"{BASE}/pause", Role.ADMIN),
+        ("DELETE", f"{BASE}/jobs/a/b", Role.ADMIN),
+    ],
+)
 def test_required_role_reads_are_read_certify_routes_certify_other_writes_admin(
     method: str, path: str, role: Role
 ) -> None:

@@ -33,16 +33,27 @@ def _body(**fields: Any) -> dict[str, Any]:
     return {"name": f"nightly-{uuid.uuid4().hex[:6]}", "cron": "30 2 * * *", "timezone": "Europe/Berlin", **fields}
 
 
-async def test_create_list_get_patch_pause_and_delete(client: httpx.AsyncClient, create_model: CreateModel,
-                                                      db: asyncpg.Connection) -> None:
+async def test_create_list_get_patch_pause_and_delete(
+    client: httpx.AsyncClient, create_model: CreateModel, db: asyncpg.Connection
+) -> None:
     model = await create_model(regions=["local", "eu"])
-    created = await client.post("/api/schedules", json=_body(
-        modelIds=[model["id"]], regions=["eu"], priority="low", filter={"standing": ["FAILED"]}, catchUp="skip"))
+    created = await client.post(
+        "/api/schedules",
+        json=_body(
+            modelIds=[model["id"]], regions=["eu"], priority="low", filter={"standing": ["FAILED"]}, catchUp="skip"
+        ),
+    )
     assert created.status_code == 201, created.text
     schedule = created.json()
     assert {k: schedule[k] for k in ("cron", "timezone", "modelIds", "regions", "priority", "catchUp", "paused")} == {
-        "cron": "30 2 * * *", "timezone": "Europe/Berlin", "modelIds": [model["id"]], "regions": ["eu"],
-        "priority": "low", "catchUp": "skip", "paused": False}
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        "modelIds": [model["id"]],
+        "regions": ["eu"],
+        "priority": "low",
+        "catchUp": "skip",
+        "paused": False,
+    }
     assert schedule["filter"] == {"standing": ["FAILED"], "expiresWithinSeconds": None}
     assert schedule["nextSlotAt"].endswith(("T00:30:00Z", "T01:30:00Z"))  # 02:30 Berlin, summer or winter
 
@@ -53,8 +64,10 @@ async def test_create_list_get_patch_pause_and_delete(client: httpx.AsyncClient,
 
     paused = await client.patch(f"/api/schedules/{schedule['id']}", json={"paused": True})
     assert paused.status_code == 200 and paused.json()["paused"] is True
-    changed = await client.patch(f"/api/schedules/{schedule['id']}", json={
-        "cron": "@hourly", "timezone": "UTC", "regions": None, "filter": {"expiresWithinSeconds": 172800}})
+    changed = await client.patch(
+        f"/api/schedules/{schedule['id']}",
+        json={"cron": "@hourly", "timezone": "UTC", "regions": None, "filter": {"expiresWithinSeconds": 172800}},
+    )
     assert changed.status_code == 200, changed.text
     after = changed.json()
     assert after["cron"] == "@hourly" and after["regions"] == [] and after["paused"] is True
@@ -67,25 +80,29 @@ async def test_create_list_get_patch_pause_and_delete(client: httpx.AsyncClient,
     assert (await client.delete(f"/api/schedules/{schedule['id']}")).status_code == 404
 
 
-@pytest.mark.parametrize(("fields", "status", "field"), [
-    ({"cron": "61 * * * *"}, 400, "cron"),
-    ({"cron": "0 0 31 2 *"}, 400, "cron"),
-    ({"cron": "* * *"}, 400, "cron"),
-    ({"timezone": "Europe/Atlantis"}, 400, "timezone"),
-    ({"timezone": "../../etc/passwd"}, 400, "timezone"),
-    ({"modelIds": [str(uuid.uuid4())]}, 404, "modelIds[0]"),
-    ({"modelIds": ["not-a-uuid"]}, 400, "modelIds[0]"),
-    ({"priority": "urgent"}, 400, "priority"),
-    ({"catchUp": "all"}, 400, "catchUp"),
-    ({"filter": {"standing": ["FAILED"], "expiresWithinSeconds": 3600}}, 400, "filter"),
-    ({"filter": {}}, 400, "filter"),
-    ({"filter": {"expiresWithinSeconds": 5}}, 400, "filter.expiresWithinSeconds"),
-    ({"filter": {"standing": ["BROKEN"]}}, 400, "filter.standing[0]"),
-    ({"regions": ["bad region"]}, 400, "regions[0]"),
-    ({"every": "day"}, 400, "every"),
-])
-async def test_bad_input_is_a_problem_naming_the_field(client: httpx.AsyncClient, db: asyncpg.Connection,
-                                                       fields: dict[str, Any], status: int, field: str) -> None:
+@pytest.mark.parametrize(
+    ("fields", "status", "field"),
+    [
+        ({"cron": "61 * * * *"}, 400, "cron"),
+        ({"cron": "0 0 31 2 *"}, 400, "cron"),
+        ({"cron": "* * *"}, 400, "cron"),
+        ({"timezone": "Europe/Atlantis"}, 400, "timezone"),
+        ({"timezone": "../../etc/passwd"}, 400, "timezone"),
+        ({"modelIds": [str(uuid.uuid4())]}, 404, "modelIds[0]"),
+        ({"modelIds": ["not-a-uuid"]}, 400, "modelIds[0]"),
+        ({"priority": "urgent"}, 400, "priority"),
+        ({"catchUp": "all"}, 400, "catchUp"),
+        ({"filter": {"standing": ["FAILED"], "expiresWithinSeconds": 3600}}, 400, "filter"),
+        ({"filter": {}}, 400, "filter"),
+        ({"filter": {"expiresWithinSeconds": 5}}, 400, "filter.expiresWithinSeconds"),
+        ({"filter": {"standing": ["BROKEN"]}}, 400, "filter.standing[0]"),
+        ({"regions": ["bad region"]}, 400, "regions[0]"),
+        ({"every": "day"}, 400, "every"),
+    ],
+)
+async def test_bad_input_is_a_problem_naming_the_field(
+    client: httpx.AsyncClient, db: asyncpg.Connection, fields: dict[str, Any], status: int, field: str
+) -> None:
     response = await client.post("/api/schedules", json=_body(**fields))
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -93,7 +110,8 @@ async def test_bad_input_is_a_problem_naming_the_field(client: httpx.AsyncClient
 
 
 async def test_an_inactive_model_and_null_for_a_required_field_are_refused(
-        client: httpx.AsyncClient, create_model: CreateModel, db: asyncpg.Connection) -> None:
+    client: httpx.AsyncClient, create_model: CreateModel, db: asyncpg.Connection
+) -> None:
     model = await create_model(isActive=False)
     refused = await client.post("/api/schedules", json=_body(modelIds=[model["id"]]))
     assert refused.status_code == 422 and refused.json()["field"] == "modelIds[0]"
@@ -107,8 +125,9 @@ async def test_an_inactive_model_and_null_for_a_required_field_are_refused(
 
 
 @pytest.fixture
-async def read_and_admin(migrated_database_url: str, redis_url: str, key_prefix: str,
-                         redis_client: aioredis.Redis) -> AsyncIterator[tuple[str, str, str]]:
+async def read_and_admin(
+    migrated_database_url: str, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
+) -> AsyncIterator[tuple[str, str, str]]:
     from certq.api import create_app
 
     read, admin = f"read-{uuid.uuid4().hex}", f"admin-{uuid.uuid4().hex}"
@@ -118,25 +137,36 @@ async def read_and_admin(migrated_database_url: str, redis_url: str, key_prefix:
 
 
 async def test_a_read_token_may_look_but_not_write_and_every_write_is_audited_with_its_token(
-        read_and_admin: tuple[str, str, str], db: asyncpg.Connection) -> None:
+    read_and_admin: tuple[str, str, str], db: asyncpg.Connection
+) -> None:
     url, read, admin = read_and_admin
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin}"}) as as_admin, \
-            httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {read}"}) as as_reader:
+    async with (
+        httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin}"}) as as_admin,
+        httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {read}"}) as as_reader,
+    ):
         schedule = (await as_admin.post("/api/schedules", json=_body())).json()
         one = f"/api/schedules/{schedule['id']}"
-        for response in (await as_reader.post("/api/schedules", json=_body()),
-                         await as_reader.patch(one, json={"paused": True}), await as_reader.delete(one)):
+        for response in (
+            await as_reader.post("/api/schedules", json=_body()),
+            await as_reader.patch(one, json={"paused": True}),
+            await as_reader.delete(one),
+        ):
             assert response.status_code == 403 and response.json()["field"] == "Authorization"
         assert (await as_reader.get(one)).status_code == 200
         assert (await as_reader.get("/api/schedules")).status_code == 200
         assert (await as_admin.patch(one, json={"paused": True})).status_code == 200
         assert (await as_admin.patch(one, json={"paused": False})).status_code == 200
         assert (await as_admin.delete(one)).status_code == 200
-    rows = await db.fetch("SELECT actor, action, remote_addr FROM dashboard_audit WHERE target = $1 ORDER BY id",
-                          schedule["id"])
+    rows = await db.fetch(
+        "SELECT actor, action, remote_addr FROM dashboard_audit WHERE target = $1 ORDER BY id", schedule["id"]
+    )
     actor = f"token:{token_fingerprint(admin)}"
     assert [(r["actor"], r["action"]) for r in rows] == [
-        (actor, "schedule.create"), (actor, "schedule.pause"), (actor, "schedule.resume"), (actor, "schedule.delete")]
+        (actor, "schedule.create"),
+        (actor, "schedule.pause"),
+        (actor, "schedule.resume"),
+        (actor, "schedule.delete"),
+    ]
     assert rows[0]["remote_addr"] == "127.0.0.1"
 
 

@@ -11,8 +11,14 @@ import httpx
 from tests.api.conftest import CreateModel
 
 PATH = "/api/certification-queue/standing"
-CERTIFIED = {"status": "CERTIFIED", "passed": True, "score": 93.0, "rating": "A", "durationMs": 800,
-             "metrics": {"modelIdentity": {"finding": "matched", "expected": "x", "reported": ["x-2024-08-06"]}}}
+CERTIFIED = {
+    "status": "CERTIFIED",
+    "passed": True,
+    "score": 93.0,
+    "rating": "A",
+    "durationMs": 800,
+    "metrics": {"modelIdentity": {"finding": "matched", "expected": "x", "reported": ["x-2024-08-06"]}},
+}
 
 
 async def _finish(store: Any, model_id: str, region: str, verdict: dict[str, Any], validity_s: int = 7 * 86_400) -> Any:
@@ -35,7 +41,9 @@ async def test_a_new_model_is_never_certified_in_each_region_it_offers(
     assert response.status_code == 200, response.text
     entries = response.json()["standing"]
     assert [(e["region"], e["standing"], e["recertification"]) for e in entries] == [
-        ("edge", "NEVER_CERTIFIED", None), ("local", "NEVER_CERTIFIED", None)]
+        ("edge", "NEVER_CERTIFIED", None),
+        ("local", "NEVER_CERTIFIED", None),
+    ]
     assert entries[0]["identity"]["apiModelId"] == model["apiModelId"]
 
 
@@ -49,8 +57,9 @@ async def test_a_verdict_stands_until_valid_until_then_the_pair_is_expired(
     assert entry["certificationId"] == str(run_id) and entry["identity"]["reported"] == ["x-2024-08-06"]
     certified = datetime.fromisoformat(entry["certifiedAt"])
     assert datetime.fromisoformat(entry["validUntil"]) - certified == timedelta(hours=1)
-    await store.pool.execute("UPDATE certifications SET valid_until = now() - interval '1 second' WHERE id = $1",
-                             run_id)
+    await store.pool.execute(
+        "UPDATE certifications SET valid_until = now() - interval '1 second' WHERE id = $1", run_id
+    )
     [expired] = (await _standing(client, modelId=model["id"])).json()["standing"]
     assert expired["standing"] == "EXPIRED" and expired["verdict"] == "CERTIFIED"
 
@@ -77,7 +86,9 @@ async def test_the_etag_changes_only_when_a_standing_changes_and_a_match_is_304(
     assert await store.finish_certification(run.id, 1, CERTIFIED)
     done = await _standing(client, modelId=model["id"])
     assert done.json()["standing"][0]["standing"] == "CERTIFIED" and done.headers["etag"] not in (
-        etag, running.headers["etag"])
+        etag,
+        running.headers["etag"],
+    )
 
 
 async def test_filters_narrow_to_one_region_and_bad_filters_name_the_field(

@@ -294,8 +294,9 @@ class OpenAIHandler(_Base):
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         served = self._served_model(str(body.get("model", "")))
         if body.get("stream"):
-            return self._stream(text, finish, usage, bool((body.get("stream_options") or {}).get("include_usage")),
-                                served)
+            return self._stream(
+                text, finish, usage, bool((body.get("stream_options") or {}).get("include_usage")), served
+            )
         answer: dict[str, Any] = {
             "id": "chatcmpl-stub",
             "object": "chat.completion",
@@ -320,8 +321,7 @@ class OpenAIHandler(_Base):
             return None
         return asked
 
-    def _stream(self, text: str, finish: str, usage: dict[str, int], include_usage: bool,
-                served: str | None) -> None:
+    def _stream(self, text: str, finish: str, usage: dict[str, int], include_usage: bool, served: str | None) -> None:
         behaviour = self.state.behaviour
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -529,7 +529,10 @@ class _Server(ThreadingHTTPServer):
 
 @contextmanager
 def serve(
-    handler: type[_Base], behaviour: str = "ok", failures: int | None = None, delay_s: float = 0.0,
+    handler: type[_Base],
+    behaviour: str = "ok",
+    failures: int | None = None,
+    delay_s: float = 0.0,
     host: str = "127.0.0.1",
 ) -> Iterator[tuple[str, StubState]]:
     """Serve on <host>:<free port> (a loopback address); yields (root URL, state). With `failures`, an error

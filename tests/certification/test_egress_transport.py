@@ -20,8 +20,13 @@ def _config(fast_config: RunConfig, allow: str) -> RunConfig:
 
 
 def _endpoint(root: str) -> ModelEndpoint:
-    return ModelEndpoint(provider="openai", api_model_id="gpt-x", region="local", base_url=root + "/v1",
-                         api_key="sk-test-never-sent-0123456789")
+    return ModelEndpoint(
+        provider="openai",
+        api_model_id="gpt-x",
+        region="local",
+        base_url=root + "/v1",
+        api_key="sk-test-never-sent-0123456789",
+    )
 
 
 async def test_a_loopback_endpoint_gets_no_request_when_the_policy_refuses_it(fast_config: RunConfig) -> None:

@@ -9,19 +9,34 @@ from certq.certification.identity import judge, names_match
 from tests.certification.stubs import OpenAIHandler, serve
 
 
-@pytest.mark.parametrize(("expected", "reported"), [
-    ("gpt-4o", "gpt-4o"), ("gpt-4o", "GPT-4o"), ("gpt-4o", "gpt-4o-2024-08-06"), ("gpt-4", "gpt-4-0613"),
-    ("claude-3-5-sonnet", "claude-3-5-sonnet-20241022"), ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b-instruct"),
-    ("qwen2.5-7b-instruct", "/models/Qwen2.5-7B-Instruct.gguf"), ("llama3", "llama3:latest"),
-])
+@pytest.mark.parametrize(
+    ("expected", "reported"),
+    [
+        ("gpt-4o", "gpt-4o"),
+        ("gpt-4o", "GPT-4o"),
+        ("gpt-4o", "gpt-4o-2024-08-06"),
+        ("gpt-4", "gpt-4-0613"),
+        ("claude-3-5-sonnet", "claude-3-5-sonnet-20241022"),
+        ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b-instruct"),
+        ("qwen2.5-7b-instruct", "/models/Qwen2.5-7B-Instruct.gguf"),
+        ("llama3", "llama3:latest"),
+    ],
+)
 def test_the_same_model_or_a_dated_snapshot_of_it_matches(expected: str, reported: str) -> None:
     assert names_match(expected, reported)
 
 
-@pytest.mark.parametrize(("expected", "reported"), [
-    ("gpt-4o", "gpt-4o-mini"), ("gpt-4o", "gpt-4"), ("llama-3-70b", "llama-3-8b"), ("tiny", "tiny-scripted"),
-    ("gpt-4o", ""), ("", "gpt-4o"),
-])
+@pytest.mark.parametrize(
+    ("expected", "reported"),
+    [
+        ("gpt-4o", "gpt-4o-mini"),
+        ("gpt-4o", "gpt-4"),
+        ("llama-3-70b", "llama-3-8b"),
+        ("tiny", "tiny-scripted"),
+        ("gpt-4o", ""),
+        ("", "gpt-4o"),
+    ],
+)
 def test_another_model_does_not_match(expected: str, reported: str) -> None:
     assert not names_match(expected, reported)
 
@@ -34,8 +49,9 @@ def test_a_declared_served_name_replaces_the_asked_one_and_bedrock_is_checked_by
 
 
 def _endpoint(root: str, served: str | None = None) -> ModelEndpoint:
-    return ModelEndpoint(provider="openai", api_model_id="gpt-x", region="local", base_url=root + "/v1",
-                         served_model=served)
+    return ModelEndpoint(
+        provider="openai", api_model_id="gpt-x", region="local", base_url=root + "/v1", served_model=served
+    )
 
 
 async def test_an_endpoint_serving_another_model_is_not_certified_and_says_both_names(fast_config: RunConfig) -> None:
@@ -46,8 +62,11 @@ async def test_an_endpoint_serving_another_model_is_not_certified_and_says_both_
     assert "'some-other-model'" in verdict["errorMessage"] and "'gpt-x'" in verdict["errorMessage"]
     assert verdict["score"] <= 59 and verdict["rating"] == "F"
     assert all(p["passed"] for p in verdict["testResults"])  # the answers were fine: another model's
-    assert verdict["metrics"]["modelIdentity"] == {"finding": "mismatch", "expected": "gpt-x",
-                                                   "reported": ["some-other-model"]}
+    assert verdict["metrics"]["modelIdentity"] == {
+        "finding": "mismatch",
+        "expected": "gpt-x",
+        "reported": ["some-other-model"],
+    }
 
 
 async def test_a_declared_served_name_lets_that_endpoint_be_certified(fast_config: RunConfig) -> None:

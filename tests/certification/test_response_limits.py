@@ -87,7 +87,7 @@ async def test_lines_are_split_on_bytes_and_an_endless_line_is_refused() -> None
 def test_nesting_depth_is_counted_outside_strings_only() -> None:
     assert not depth_exceeds(b'{"a": [[1]], "b": "[[[[[[[[[["}', 3)
     assert depth_exceeds(b'{"a": [[[1]]]}', 3)
-    assert not depth_exceeds(b'[[[]]]', 3) and depth_exceeds(b'[[[[]]]]', 3)
+    assert not depth_exceeds(b"[[[]]]", 3) and depth_exceeds(b"[[[[]]]]", 3)
     assert depth_exceeds(b"[" * 100_000 + b"]" * 100_000, 64)
     with pytest.raises(ProviderError, match="nesting exceeds 64"):
         loads(b"[" * 100_000 + b"]" * 100_000, ResponseLimits())

@@ -27,8 +27,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def scripted_upstream(models: dict[str, Path]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    url, process = start_upstream_llama_server(llama_server_binary(), models["scripted"], alias="tiny-scripted",
-                                               api_key=KEY)
+    url, process = start_upstream_llama_server(
+        llama_server_binary(), models["scripted"], alias="tiny-scripted", api_key=KEY
+    )
     try:
         yield url, process
     finally:
@@ -36,7 +37,7 @@ def scripted_upstream(models: dict[str, Path]) -> Iterator[tuple[str, subprocess
 
 
 async def test_the_scripted_model_is_certified_on_upstream_llama_server(
-    scripted_upstream: tuple[str, subprocess.Popen[bytes]]
+    scripted_upstream: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     url, _ = scripted_upstream
     verdict = (await run_certification(ModelEndpoint("openai", "tiny-scripted", "local", url, KEY))).to_json()
@@ -51,7 +52,7 @@ async def test_a_wrong_key_is_a_final_auth_error(scripted_upstream: tuple[str, s
 
 
 async def test_a_model_name_it_does_not_serve_is_not_certified(
-    scripted_upstream: tuple[str, subprocess.Popen[bytes]]
+    scripted_upstream: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     url, _ = scripted_upstream
     verdict = await run_certification(ModelEndpoint("openai", "gpt-4o", "local", url, KEY))

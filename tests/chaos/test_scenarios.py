@@ -51,13 +51,24 @@ async def test_sentinel_failover_loses_unreplicated_jobs_and_postgresql_brings_t
 
 
 def test_every_scenario_of_the_issue_is_shipped() -> None:
-    assert set(SCENARIOS) == {"worker-sigkill", "worker-sigstop", "redis-restart", "sentinel-failover",
-                              "postgres-restart", "provider-hang"}
+    assert set(SCENARIOS) == {
+        "worker-sigkill",
+        "worker-sigstop",
+        "redis-restart",
+        "sentinel-failover",
+        "postgres-restart",
+        "provider-hang",
+    }
 
 
-@pytest.mark.parametrize("argv", [["chaos", "worker-sigkill", "--n", "0"],
-                                  ["chaos", "worker-sigkill", "--timeout", "0"],
-                                  ["chaos", "worker-sigkill", "--workers", "99"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["chaos", "worker-sigkill", "--n", "0"],
+        ["chaos", "worker-sigkill", "--timeout", "0"],
+        ["chaos", "worker-sigkill", "--workers", "99"],
+    ],
+)
 def test_chaos_command_refuses_unbounded_runs(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(argv)

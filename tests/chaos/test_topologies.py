@@ -20,8 +20,7 @@ async def test_api_dashboard_and_worker_serve_a_run_on(topology: Topology) -> No
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             board = {"auth": ("admin", "admin123")}
             overview = await client.get("/admin/queues/api/overview", **board)  # type: ignore[arg-type]
-            completed = await client.get("/admin/queues/api/jobs", params={"state": "completed"},
-                                         **board)  # type: ignore[arg-type]
+            completed = await client.get("/admin/queues/api/jobs", params={"state": "completed"}, **board)  # type: ignore[arg-type]
             workers = await client.get("/admin/queues/api/workers", **board)  # type: ignore[arg-type]
             stats = await client.get("/api/certification-queue/stats", headers={"Authorization": "Bearer chaos"})
             ready = await client.get("/ready")

@@ -72,20 +72,48 @@ def test_the_report_shows_every_probe_the_score_and_the_metrics(capsys: pytest.C
 
 def _verdict(**changes: Any) -> Verdict:
     fields: dict[str, Any] = dict(
-        status="FAILED", passed=False, score=40, rating="D",
-        test_results=[{"name": "connectivity", "passed": True, "score": 100, "latencyMs": 12.5, "critical": True,
-                       "outcome": "scored", "detail": "ok"},
-                      {"name": "streaming", "passed": False, "score": None, "latencyMs": None, "critical": True,
-                       "outcome": "error", "detail": "stream\ncut"}],
+        status="FAILED",
+        passed=False,
+        score=40,
+        rating="D",
+        test_results=[
+            {
+                "name": "connectivity",
+                "passed": True,
+                "score": 100,
+                "latencyMs": 12.5,
+                "critical": True,
+                "outcome": "scored",
+                "detail": "ok",
+            },
+            {
+                "name": "streaming",
+                "passed": False,
+                "score": None,
+                "latencyMs": None,
+                "critical": True,
+                "outcome": "error",
+                "detail": "stream\ncut",
+            },
+        ],
         metrics={"latencyMs": {"p50": 12.5, "p95": 30.0}, "requests": 3, "retries": 1},
-        error_category="SERVER_ERROR", error_message="502 from upstream", retryable=True, duration_ms=1500,
-        started_at="2024-01-01T00:00:00Z", finished_at="2024-01-01T00:00:01Z", suite_version="test",
-        provider="openai", api_model_id="gpt-x", region="local")
+        error_category="SERVER_ERROR",
+        error_message="502 from upstream",
+        retryable=True,
+        duration_ms=1500,
+        started_at="2024-01-01T00:00:00Z",
+        finished_at="2024-01-01T00:00:01Z",
+        suite_version="test",
+        provider="openai",
+        api_model_id="gpt-x",
+        region="local",
+    )
     return Verdict(**{**fields, **changes})
 
 
 def test_certify_prints_its_verdict_with_the_renderer_enqueue_and_the_demo_use(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     verdict = _verdict()
 
     async def fake_run(endpoint: Any, on_progress: Any = None, *, config: Any = None) -> Verdict:

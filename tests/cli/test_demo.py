@@ -18,12 +18,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _demo_env(tmp_path: Path) -> dict[str, str]:
     """No REDIS_URL/DATABASE_URL/provider credentials: the demo must start and serve everything itself."""
-    drop = {"REDIS_URL", "REDIS_HOST", "REDIS_PORT", "DATABASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "CERTQ_DEMO_MODEL",
-            "REDIS_SENTINELS", "REDIS_CLUSTER_NODES"}
+    drop = {
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "DATABASE_URL",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "CERTQ_DEMO_MODEL",
+        "REDIS_SENTINELS",
+        "REDIS_CLUSTER_NODES",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_EC2_METADATA_DISABLED="true")
+    env.update(
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     return env
 
 
@@ -35,11 +50,14 @@ def _metrics_feed_the_alerts_and_the_autoscaler(output: str) -> None:
     api = re.search(r"API +(http://127.0.0.1:\d+) ", output)
     assert worker and api, output
     text = httpx.get(worker.group(1), headers={"Accept": "text/plain"}, timeout=5).text
-    for series in ('certq_queue_jobs{queue="model-certification",state="waiting"}',
-                   'certq_queue_jobs{queue="model-certification",state="active"}',
-                   'certq_worker_concurrency{queue="model-certification"} 1.0',
-                   'certq_jobs_total{outcome="completed",queue="model-certification"} 1.0',
-                   "certq_redis_up 1.0", "certq_database_up 1.0"):
+    for series in (
+        'certq_queue_jobs{queue="model-certification",state="waiting"}',
+        'certq_queue_jobs{queue="model-certification",state="active"}',
+        'certq_worker_concurrency{queue="model-certification"} 1.0',
+        'certq_jobs_total{outcome="completed",queue="model-certification"} 1.0',
+        "certq_redis_up 1.0",
+        "certq_database_up 1.0",
+    ):
         assert series in text, f"{series} missing from the worker's /metrics"
     api_text = httpx.get(api.group(1) + "/metrics", timeout=5).text
     assert "certq_api_requests_total" in api_text and "certq_api_certifications_enqueued_total 1.0" in api_text
@@ -51,7 +69,7 @@ def _admin_commands(output: str) -> tuple[str, list[str]]:
     start = next((i for i, line in enumerate(lines) if line.startswith("  export ")), None)
     assert start is not None, output
     commands: list[str] = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("  "):
             break
         commands.append(line.strip())
@@ -73,8 +91,14 @@ def _the_printed_admin_commands_work_in_a_fresh_shell(output: str, tmp_path: Pat
     assert subcommands[:3] == ["stats", f"job {certification_id}", f"job {job_id}"], commands
     shown: dict[str, str] = {}
     for command, sub in zip(commands, subcommands, strict=True):
-        done = subprocess.run(["bash", "-c", f"{export}\n{command}"], env=fresh_shell_env(tmp_path), cwd=tmp_path,
-                              capture_output=True, text=True, timeout=90)
+        done = subprocess.run(
+            ["bash", "-c", f"{export}\n{command}"],
+            env=fresh_shell_env(tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
         shown[sub] = done.stdout
     assert "workers alive: 1" in shown["stats"]
@@ -88,8 +112,14 @@ def _the_printed_admin_commands_work_in_a_fresh_shell(output: str, tmp_path: Pat
 
 def _run_demo(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 170) -> tuple[int, str]:
     """Run the demo to its end; if it overruns, Ctrl-C it and kill whatever it reported starting."""
-    process = subprocess.Popen([sys.executable, "-m", "certq", "demo", *args], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certq", "demo", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -137,8 +167,14 @@ def test_demo_certifies_the_local_model_and_leaves_nothing_running(tmp_path: Pat
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_ctrl_c_stops_an_interactive_demo_cleanly(tmp_path: Path) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "certq", "demo", "--timeout", "120"], cwd=tmp_path,
-                               env=_demo_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certq", "demo", "--timeout", "120"],
+        cwd=tmp_path,
+        env=_demo_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert process.stdout is not None
     lines: list[str] = []
     try:
@@ -183,7 +219,8 @@ def test_demo_certifies_the_endpoint_named_by_openai_base_url(tmp_path: Path) ->
 
 
 def test_demo_picks_bedrock_when_aws_credentials_are_configured(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from certq.cli.demo import _target
     from certq.cli.stack import Stack
     from certq.settings import load_settings
@@ -218,8 +255,14 @@ def test_demo_without_a_verdict_in_time_exits_non_zero_and_still_cleans_up(tmp_p
 @pytest.mark.timeout(180)
 def test_a_reader_that_goes_away_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
     """`certq demo | head -5`: stdout breaks mid-run; the demo exits without a traceback and leaves no child."""
-    process = subprocess.Popen([sys.executable, "-m", "certq", "demo", "--ci", "--timeout", "120"], cwd=tmp_path,
-                               env=_demo_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certq", "demo", "--ci", "--timeout", "120"],
+        cwd=tmp_path,
+        env=_demo_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None and process.stderr is not None
     lines: list[str] = []
     try:
@@ -251,10 +294,15 @@ def test_the_api_on_a_taken_port_exits_3_naming_api_port(tmp_path: Path) -> None
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        env = _demo_env(tmp_path) | {"API_HOST": "127.0.0.1", "API_PORT": str(port), "CERTQ_ENV": "development",
-                                     "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/none"}
-        done = subprocess.run([sys.executable, "-m", "certq.api"], env=env, cwd=tmp_path, capture_output=True,
-                              text=True, timeout=60)
+        env = _demo_env(tmp_path) | {
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(port),
+            "CERTQ_ENV": "development",
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "certq.api"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
     assert done.returncode == STARTUP_FAILURE, done.stderr
     assert f"API_HOST:API_PORT = 127.0.0.1:{port}" in done.stderr and "set API_PORT to a free port" in done.stderr
     assert "Traceback" not in done.stderr
@@ -270,8 +318,10 @@ def test_a_taken_demo_port_is_replaced_and_said_so() -> None:
         port = taken.getsockname()[1]
         chosen = pick_port(port, "the API", said.append)
     assert chosen != port
-    assert said == [f"port {port} is taken (another demo still running? `ss -ltnp 'sport = :{port}'` shows who has "
-                    f"it): the API uses port {chosen} instead"]
+    assert said == [
+        f"port {port} is taken (another demo still running? `ss -ltnp 'sport = :{port}'` shows who has "
+        f"it): the API uses port {chosen} instead"
+    ]
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ def _findings(result: Any) -> dict[tuple[str, str], str]:
 
 
 def test_doctor_passes_with_a_migrated_database_and_an_idle_queue(
-        cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue) -> None:
+    cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue
+) -> None:
     on_queue(_worker_heartbeat)
     result = run_cli("doctor", "--database-url", migrated_database_url)
     assert result.code == 0, result.out
@@ -35,15 +36,15 @@ def test_doctor_passes_with_a_migrated_database_and_an_idle_queue(
     assert "everything certq needs is in place" in result.out
 
 
-def test_doctor_says_to_migrate_a_database_without_schema(
-        cli_env: str, run_cli: Run, empty_database_url: str) -> None:
+def test_doctor_says_to_migrate_a_database_without_schema(cli_env: str, run_cli: Run, empty_database_url: str) -> None:
     result = run_cli("doctor", "--json", "--database-url", empty_database_url)
     assert result.code == 1
     assert "run `certq migrate`" in _findings(result)[("FAIL", "schema")]
 
 
 def test_doctor_fails_when_jobs_wait_and_no_worker_is_alive(
-        cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue) -> None:
+    cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue
+) -> None:
     on_queue(_one_waiting)
     result = run_cli("doctor", "--json", "--database-url", migrated_database_url)
     assert result.code == 1
@@ -52,7 +53,8 @@ def test_doctor_fails_when_jobs_wait_and_no_worker_is_alive(
 
 
 def test_doctor_warns_about_a_paused_queue(
-        cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue) -> None:
+    cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue
+) -> None:
     on_queue(_worker_heartbeat)
     assert run_cli("pause").code == 0
     result = run_cli("doctor", "--json", "--database-url", migrated_database_url)
@@ -60,8 +62,7 @@ def test_doctor_warns_about_a_paused_queue(
     assert "`certq resume`" in _findings(result)[("warn", "queue")]
 
 
-def test_doctor_reports_unreachable_servers_without_a_traceback(
-        run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_reports_unreachable_servers_without_a_traceback(run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     result = run_cli("doctor", "--database-url", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
     assert result.code == 1
@@ -71,7 +72,8 @@ def test_doctor_reports_unreachable_servers_without_a_traceback(
 
 
 def test_doctor_reports_an_unreachable_redis_cluster_without_a_traceback(
-        run_cli: Run, cli_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_cli: Run, cli_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("REDIS_CLUSTER_NODES", f"127.0.0.1:{free_port()}")
     result = run_cli("doctor", "--database-url", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
     assert result.code == 1
@@ -88,12 +90,14 @@ def test_healthcheck_fails_when_nothing_answers(run_cli: Run, monkeypatch: pytes
 
 
 def test_doctor_reports_a_live_worker_that_is_not_ready(
-        cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue, fake_health: Any) -> None:
+    cli_env: str, run_cli: Run, migrated_database_url: str, on_queue: OnQueue, fake_health: Any
+) -> None:
     fake_health.statuses["/ready"] = (503, b'{"ready": false, "reason": "PostgreSQL is unreachable"}')
 
     async def heartbeat(queue: Queue, consumer: Consumer) -> None:
-        await consumer.heartbeat([], {"host": "127.0.0.1", "healthPort": fake_health.port, "concurrency": 3,
-                                      "active": 0})
+        await consumer.heartbeat(
+            [], {"host": "127.0.0.1", "healthPort": fake_health.port, "concurrency": 3, "active": 0}
+        )
 
     on_queue(heartbeat)
     result = run_cli("doctor", "--json", "--database-url", migrated_database_url)
@@ -102,7 +106,8 @@ def test_doctor_reports_a_live_worker_that_is_not_ready(
 
 
 def test_healthcheck_passes_when_the_worker_port_answers_live(
-        run_cli: Run, monkeypatch: pytest.MonkeyPatch, fake_health: Any) -> None:
+    run_cli: Run, monkeypatch: pytest.MonkeyPatch, fake_health: Any
+) -> None:
     fake_health.statuses["/live"] = (200, b'{"alive": true}')
     monkeypatch.setenv("WORKER_HEALTH_PORT", str(fake_health.port))
     monkeypatch.setenv("API_PORT", str(free_port()))
@@ -121,7 +126,8 @@ def test_schema_wait_gives_up_on_a_database_without_schema(run_cli: Run, empty_d
 
 
 def test_doctor_fails_a_redis_that_may_evict_jobs_or_lose_them_on_restart(
-        run_cli: Run, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_cli: Run, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from certq.embedded import start_redis
 
     server = start_redis(extra_args=["--maxmemory-policy", "allkeys-lru"])
@@ -140,12 +146,21 @@ def test_doctor_fails_a_redis_that_may_evict_jobs_or_lose_them_on_restart(
 
 
 async def test_doctor_checks_the_api_when_asked(
-        cli_env: str, run_cli: Run, api_server: Any, migrated_database_url: str) -> None:
+    cli_env: str, run_cli: Run, api_server: Any, migrated_database_url: str
+) -> None:
     import asyncio
 
-    result = await asyncio.to_thread(run_cli, "doctor", "--json", "--database-url", migrated_database_url,
-                                     "--api-url", api_server.url)
+    result = await asyncio.to_thread(
+        run_cli, "doctor", "--json", "--database-url", migrated_database_url, "--api-url", api_server.url
+    )
     assert _findings(result)[("ok", "api")] == f"{api_server.url} is ready"
-    down = await asyncio.to_thread(run_cli, "doctor", "--json", "--database-url", migrated_database_url,
-                                   "--api-url", f"http://127.0.0.1:{free_port()}")
+    down = await asyncio.to_thread(
+        run_cli,
+        "doctor",
+        "--json",
+        "--database-url",
+        migrated_database_url,
+        "--api-url",
+        f"http://127.0.0.1:{free_port()}",
+    )
     assert down.code == 1 and "no answer from" in _findings(down)[("FAIL", "api")]

@@ -83,22 +83,27 @@ def test_job_that_does_not_exist_exits_not_found(cli_env: str, run_cli: Run) -> 
 
 
 def test_a_uuid_neither_queued_nor_stored_exits_not_found_naming_both_places(
-        cli_env: str, run_cli: Run, migrated_database_url: str) -> None:
+    cli_env: str, run_cli: Run, migrated_database_url: str
+) -> None:
     result = run_cli("job", str(uuid.uuid4()), "--database-url", migrated_database_url)
     assert result.code == EXIT_NOT_FOUND
     assert "neither in queue" in result.err and "nor in PostgreSQL" in result.err
 
 
 def test_job_prints_payload_progress_and_result_as_json_not_python_reprs(
-        cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    cli_env: str, run_cli: Run, on_queue: OnQueue
+) -> None:
     async def done_with_a_result(queue: Queue, consumer: Consumer) -> None:
         await queue.enqueue(_payload(5), job_id="done-5")
         [lease] = (await consumer.claim(1)).leases
         await consumer.complete(lease, {"status": "CERTIFIED", "passed": True, "score": None})
 
     on_queue(done_with_a_result)
-    fields = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in run_cli("job", "done-5").out.splitlines()[1:]
-              if line.startswith("  ") and len(line.split(None, 1)) == 2}
+    fields = {
+        line.split(None, 1)[0]: line.split(None, 1)[1]
+        for line in run_cli("job", "done-5").out.splitlines()[1:]
+        if line.startswith("  ") and len(line.split(None, 1)) == 2
+    }
     assert json.loads(fields["payload"]) == _payload(5)
     assert json.loads(fields["result"]) == {"status": "CERTIFIED", "passed": True, "score": None}
 
@@ -116,7 +121,8 @@ def test_retry_failed_moves_failed_jobs_back_to_waiting(cli_env: str, run_cli: R
 
 
 def test_retry_failed_of_a_job_that_has_not_failed_exits_non_zero(
-        cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
+    cli_env: str, run_cli: Run, on_queue: OnQueue
+) -> None:
     on_queue(_two_waiting)
     result = run_cli("retry-failed", "job-1")
     assert result.code == 1
@@ -163,7 +169,7 @@ def test_unreachable_redis_is_reported_in_plain_words(run_cli: Run, monkeypatch:
 @pytest.mark.parametrize("command", ["stats", "pause", "jobs"])
 @pytest.mark.parametrize("nodes", ["unreachable", "not a cluster"])
 def test_an_unusable_redis_cluster_is_reported_like_any_unreachable_redis(
-        run_cli: Run, cli_env: str, monkeypatch: pytest.MonkeyPatch, redis_url: str, command: str, nodes: str
+    run_cli: Run, cli_env: str, monkeypatch: pytest.MonkeyPatch, redis_url: str, command: str, nodes: str
 ) -> None:
     address = f"127.0.0.1:{free_port()}" if nodes == "unreachable" else redis_url.split("//")[1].split("/")[0]
     monkeypatch.setenv("REDIS_CLUSTER_NODES", address)
@@ -180,8 +186,18 @@ def test_invalid_configuration_exits_3_naming_the_variable(run_cli: Run, monkeyp
     assert "CERTIFICATION_CONCURRENCY" in result.err
 
 
-@pytest.mark.parametrize(("text", "ms"), [("7d", 604_800_000), ("90s", 90_000), ("15m", 900_000), ("0", 0),
-                                          ("1.5h", 5_400_000), ("250ms", 250), ("2w", 1_209_600_000)])
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("7d", 604_800_000),
+        ("90s", 90_000),
+        ("15m", 900_000),
+        ("0", 0),
+        ("1.5h", 5_400_000),
+        ("250ms", 250),
+        ("2w", 1_209_600_000),
+    ],
+)
 def test_durations_read_like_operators_write_them(text: str, ms: int) -> None:
     assert parse_duration_ms(text) == ms
 
@@ -196,8 +212,7 @@ def test_events_shows_a_jobs_life_oldest_first(cli_env: str, run_cli: Run, on_qu
     assert [e for e in events if e["jobId"] == "bad-2"][-1]["event"] == "failed"
 
 
-def test_events_follow_prints_new_events_until_interrupted(
-        cli_env: str, redis_url: str, on_queue: OnQueue) -> None:
+def test_events_follow_prints_new_events_until_interrupted(cli_env: str, redis_url: str, on_queue: OnQueue) -> None:
     import os
     import select
     import signal
@@ -206,8 +221,13 @@ def test_events_follow_prints_new_events_until_interrupted(
     import time
 
     env = {**os.environ, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": cli_env}
-    follower = subprocess.Popen([sys.executable, "-m", "certq", "events", "--follow"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "certq", "events", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert follower.stdout is not None
         deadline = time.monotonic() + 20
@@ -248,7 +268,8 @@ def test_delayed_jobs_are_listed_with_their_due_time(cli_env: str, run_cli: Run,
 
 @pytest.mark.parametrize(("variable", "value"), [("REDIS_URL", "localhost:6379"), ("DATABASE_URL", "certq")])
 def test_a_url_without_its_scheme_is_a_configuration_error(
-        run_cli: Run, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    run_cli: Run, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
     monkeypatch.setenv(variable, value)
     result = run_cli("doctor")
     assert result.code == 3
@@ -261,9 +282,7 @@ async def _failed_with_terminal_escapes(queue: Queue, consumer: Consumer) -> Non
     await consumer.fail(lease, "endpoint said \x1b[2J\x1b[31mred\x9b", final=True, category="SERVER_ERROR")
 
 
-def test_job_and_jobs_escape_control_characters_from_endpoints(
-    cli_env: str, run_cli: Run, on_queue: OnQueue
-) -> None:
+def test_job_and_jobs_escape_control_characters_from_endpoints(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
     on_queue(_failed_with_terminal_escapes)
     for result in (run_cli("job", "esc-3"), run_cli("jobs", "--state", "failed")):
         assert result.code == 0
@@ -277,12 +296,18 @@ def _follow(env: dict[str, str], *argv: str) -> Any:
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "certq", "events", "--follow", *argv], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "certq", "events", "--follow", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_events_follow_with_last_0_prints_only_what_happens_from_now_on(
-        cli_env: str, redis_url: str, on_queue: OnQueue) -> None:
+    cli_env: str, redis_url: str, on_queue: OnQueue
+) -> None:
     import os
     import select
     import signal
@@ -330,9 +355,13 @@ def model(migrated_database_url: str) -> ModelRecord:
     async def create() -> ModelRecord:
         store = await Store.connect(migrated_database_url, min_size=1, max_size=1)
         try:
-            record = await store.create_model(name=f"m-{uuid.uuid4().hex[:6]}", provider="openai",
-                                              api_model_id="tiny", base_url="http://127.0.0.1:9/v1",
-                                              regions=["local"])
+            record = await store.create_model(
+                name=f"m-{uuid.uuid4().hex[:6]}",
+                provider="openai",
+                api_model_id="tiny",
+                base_url="http://127.0.0.1:9/v1",
+                regions=["local"],
+            )
             assert isinstance(record, ModelRecord)
             return record
         finally:
@@ -351,7 +380,8 @@ def _enqueued(run_cli: Run, model: ModelRecord, database_url: str) -> dict[str, 
 
 
 def test_job_given_a_job_id_shows_each_of_its_certifications(
-        cli_env: str, run_cli: Run, model: ModelRecord, migrated_database_url: str) -> None:
+    cli_env: str, run_cli: Run, model: ModelRecord, migrated_database_url: str
+) -> None:
     answer = _enqueued(run_cli, model, migrated_database_url)
     result = run_cli("job", answer["jobId"], "--database-url", migrated_database_url)
     assert result.code == 0, result.err
@@ -366,7 +396,8 @@ def test_job_given_a_job_id_shows_each_of_its_certifications(
 
 
 def test_job_given_a_certification_id_the_queue_trimmed_shows_what_postgresql_recorded(
-        cli_env: str, run_cli: Run, on_queue: OnQueue, model: ModelRecord, migrated_database_url: str) -> None:
+    cli_env: str, run_cli: Run, on_queue: OnQueue, model: ModelRecord, migrated_database_url: str
+) -> None:
     answer = _enqueued(run_cli, model, migrated_database_url)
     queued = run_cli("job", answer["certificationId"], "--json")
     assert queued.code == 0 and queued.json()["payload"]["jobId"] == answer["jobId"]
@@ -384,7 +415,8 @@ def test_job_given_a_certification_id_the_queue_trimmed_shows_what_postgresql_re
 
 
 def test_retry_failed_given_a_job_id_retries_its_failed_certifications(
-        cli_env: str, run_cli: Run, on_queue: OnQueue, model: ModelRecord, migrated_database_url: str) -> None:
+    cli_env: str, run_cli: Run, on_queue: OnQueue, model: ModelRecord, migrated_database_url: str
+) -> None:
     answer = _enqueued(run_cli, model, migrated_database_url)
 
     async def fail(queue: Queue, consumer: Consumer) -> None:

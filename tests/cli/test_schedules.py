@@ -37,21 +37,50 @@ def db(migrated_database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def model_id(db: str) -> str:
-    [row] = _sql(db, "INSERT INTO models (name, provider, api_model_id, base_url, regions) "
-                     "VALUES ($1, 'openai', 'x', 'http://127.0.0.1:9/v1', '{eu,us}') RETURNING id",
-                 f"cli-{uuid.uuid4().hex[:6]}")
+    [row] = _sql(
+        db,
+        "INSERT INTO models (name, provider, api_model_id, base_url, regions) "
+        "VALUES ($1, 'openai', 'x', 'http://127.0.0.1:9/v1', '{eu,us}') RETURNING id",
+        f"cli-{uuid.uuid4().hex[:6]}",
+    )
     return str(row["id"])
 
 
 def test_add_list_pause_resume_and_delete(run_cli: RunCli, cli_env: str, db: str, model_id: str) -> None:
-    added = run_cli("schedules", "add", "--name", "nightly", "--cron", "30  2 * * *", "--timezone", "Europe/Berlin",
-                    "--model", model_id, "--region", "eu", "--expiring-within", "2d", "--catch-up", "skip",
-                    "--priority", "low", "--json", "--database-url", db)
+    added = run_cli(
+        "schedules",
+        "add",
+        "--name",
+        "nightly",
+        "--cron",
+        "30  2 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--model",
+        model_id,
+        "--region",
+        "eu",
+        "--expiring-within",
+        "2d",
+        "--catch-up",
+        "skip",
+        "--priority",
+        "low",
+        "--json",
+        "--database-url",
+        db,
+    )
     assert added.code == 0, added.err
     schedule = added.json()
     assert {k: schedule[k] for k in ("cron", "timezone", "modelIds", "regions", "priority", "catchUp", "filter")} == {
-        "cron": "30 2 * * *", "timezone": "Europe/Berlin", "modelIds": [model_id], "regions": ["eu"],
-        "priority": "low", "catchUp": "skip", "filter": {"standing": None, "expiresWithinSeconds": 172800}}
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        "modelIds": [model_id],
+        "regions": ["eu"],
+        "priority": "low",
+        "catchUp": "skip",
+        "filter": {"standing": None, "expiresWithinSeconds": 172800},
+    }
 
     listed = run_cli("schedules", "list", "--json", "--database-url", db)
     assert schedule["id"] in [s["id"] for s in listed.json()]
@@ -70,21 +99,24 @@ def test_add_list_pause_resume_and_delete(run_cli: RunCli, cli_env: str, db: str
     assert again.code == 4 and "no schedule" in again.err
 
     actions = _sql(db, "SELECT actor, action FROM dashboard_audit WHERE target = $1 ORDER BY id", schedule["id"])
-    assert [r["action"] for r in actions] == ["schedule.create", "schedule.pause", "schedule.resume",
-                                              "schedule.delete"]
+    assert [r["action"] for r in actions] == ["schedule.create", "schedule.pause", "schedule.resume", "schedule.delete"]
     assert all(r["actor"].startswith("cli:") and "@" in r["actor"] for r in actions)
 
 
-@pytest.mark.parametrize(("argv", "code", "words"), [
-    (["--cron", "61 * * * *"], 2, "--cron: '61 * * * *': bad minute"),
-    (["--cron", "@daily", "--timezone", "Mars/Base"], 2, "--timezone:"),
-    (["--cron", "@daily", "--model", "nope"], 2, "--model: 'nope' is not a UUID"),
-    (["--cron", "@daily", "--model", "00000000-0000-0000-0000-000000000001"], 4, "--model: no model"),
-    (["--cron", "@daily", "--region", "bad region"], 2, "--region:"),
-    (["--cron", "@daily", "--expiring-within", "5s"], 2, "--expiring-within"),
-])
-def test_bad_arguments_name_the_option(run_cli: RunCli, cli_env: str, db: str, argv: list[str], code: int,
-                                       words: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "code", "words"),
+    [
+        (["--cron", "61 * * * *"], 2, "--cron: '61 * * * *': bad minute"),
+        (["--cron", "@daily", "--timezone", "Mars/Base"], 2, "--timezone:"),
+        (["--cron", "@daily", "--model", "nope"], 2, "--model: 'nope' is not a UUID"),
+        (["--cron", "@daily", "--model", "00000000-0000-0000-0000-000000000001"], 4, "--model: no model"),
+        (["--cron", "@daily", "--region", "bad region"], 2, "--region:"),
+        (["--cron", "@daily", "--expiring-within", "5s"], 2, "--expiring-within"),
+    ],
+)
+def test_bad_arguments_name_the_option(
+    run_cli: RunCli, cli_env: str, db: str, argv: list[str], code: int, words: str
+) -> None:
     result = run_cli("schedules", "add", "--name", "n", *argv, "--database-url", db)
     assert result.code == code and words in result.err, result.err
     assert "Traceback" not in result.err

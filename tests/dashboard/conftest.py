@@ -51,9 +51,18 @@ class Board:
 
 @pytest.fixture
 def queue_config(key_prefix: str) -> QueueConfig:
-    return QueueConfig(prefix=key_prefix, name="model-certification", lease_ms=2_000, heartbeat_ms=200,
-                       stalled_check_ms=200, backoff_base_ms=50, backoff_cap_ms=200, promote_ms=50,
-                       retention_ms=500, block_ms=100)
+    return QueueConfig(
+        prefix=key_prefix,
+        name="model-certification",
+        lease_ms=2_000,
+        heartbeat_ms=200,
+        stalled_check_ms=200,
+        backoff_base_ms=50,
+        backoff_cap_ms=200,
+        promote_ms=50,
+        retention_ms=500,
+        block_ms=100,
+    )
 
 
 @pytest.fixture
@@ -64,8 +73,9 @@ def board_user() -> str:
 
 @pytest.fixture
 def board_settings(key_prefix: str, board_user: str) -> Settings:
-    return load_settings(board_username=board_user, board_password=PASSWORD, queue_prefix=key_prefix,
-                         board_path=BOARD_PATH)
+    return load_settings(
+        board_username=board_user, board_password=PASSWORD, queue_prefix=key_prefix, board_path=BOARD_PATH
+    )
 
 
 async def serve_board(settings: Settings, deps: StaticDeps) -> tuple[HealthServer, str]:
@@ -87,8 +97,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
     """Serve `app` (lifespan on, as `python -m certq.api` does) on a free loopback port; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                    timeout_graceful_shutdown=2))
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(20):
@@ -120,21 +129,35 @@ class Api:
 
 @pytest.fixture
 async def api(
-    redis_client: aioredis.Redis, store: Store, queue_config: QueueConfig, key_prefix: str,
-    migrated_database_url: str, redis_url: str, board_user: str,
+    redis_client: aioredis.Redis,
+    store: Store,
+    queue_config: QueueConfig,
+    key_prefix: str,
+    migrated_database_url: str,
+    redis_url: str,
+    board_user: str,
 ) -> AsyncIterator[Api]:
     from certq.api import create_app
 
     token = f"test-{uuid.uuid4().hex}"
-    settings = Settings.model_validate({
-        "DATABASE_URL": migrated_database_url, "REDIS_URL": redis_url, "BULL_QUEUE_PREFIX": key_prefix,
-        "API_TOKENS": token, "BULL_BOARD_USERNAME": board_user, "BULL_BOARD_PASSWORD": PASSWORD,
-    })
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": migrated_database_url,
+            "REDIS_URL": redis_url,
+            "BULL_QUEUE_PREFIX": key_prefix,
+            "API_TOKENS": token,
+            "BULL_BOARD_USERNAME": board_user,
+            "BULL_BOARD_PASSWORD": PASSWORD,
+        }
+    )
     queue = Queue(redis_client, queue_config)
     app = create_app(settings, store=store, queue=queue)
     async with serving(app) as url:
-        client = httpx.AsyncClient(base_url=url + BOARD_PATH + "/", timeout=10,
-                                   headers={"Authorization": basic(board_user, PASSWORD), "X-Certq-Board": "1"})
+        client = httpx.AsyncClient(
+            base_url=url + BOARD_PATH + "/",
+            timeout=10,
+            headers={"Authorization": basic(board_user, PASSWORD), "X-Certq-Board": "1"},
+        )
         try:
             yield Api(url=url, user=board_user, token=token, settings=settings, queue=queue, store=store, board=client)
         finally:
@@ -148,11 +171,13 @@ async def board(
     queue = Queue(redis_client, queue_config)
     deps = StaticDeps(queue=queue, store=store)
     server, url = await serve_board(board_settings, deps)
-    client = httpx.AsyncClient(base_url=url + BOARD_PATH + "/", headers={"Authorization": basic(board_user, PASSWORD)},
-                               timeout=10)
+    client = httpx.AsyncClient(
+        base_url=url + BOARD_PATH + "/", headers={"Authorization": basic(board_user, PASSWORD)}, timeout=10
+    )
     try:
-        yield Board(url=url, user=board_user, queue=queue, store=store, deps=deps, client=client,
-                    settings=board_settings)
+        yield Board(
+            url=url, user=board_user, queue=queue, store=store, deps=deps, client=client, settings=board_settings
+        )
     finally:
         await client.aclose()
         await server.stop()
@@ -165,25 +190,40 @@ VerdictMaker = Callable[..., Awaitable[UUID]]
 def finished_run(store: Store) -> VerdictMaker:
     """`await finished_run(model, region, status=..., score=...)`: a run recorded and finished as the worker does."""
 
-    async def make(model: Any, region: str, *, status: str = "CERTIFIED", score: float = 92.0,
-                   latency_ms: float = 120.0, category: str | None = None) -> UUID:
+    async def make(
+        model: Any,
+        region: str,
+        *,
+        status: str = "CERTIFIED",
+        score: float = 92.0,
+        latency_ms: float = 120.0,
+        category: str | None = None,
+    ) -> UUID:
         created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, region)])
         run = created.certifications[0]  # type: ignore[union-attr]
         assert await store.begin_attempt(run.id, 1)
         rating = "A" if score >= 90 else "B" if score >= 80 else "C" if score >= 70 else "D" if score >= 60 else "F"
         verdict = {
-            "status": status, "passed": status == "CERTIFIED", "score": score, "rating": rating,
+            "status": status,
+            "passed": status == "CERTIFIED",
+            "score": score,
+            "rating": rating,
             "testResults": [
                 {"name": "basic-chat", "passed": True, "score": 100, "latencyMs": latency_ms, "detail": "ok"},
-                {"name": "json-output", "passed": status == "CERTIFIED", "score": score, "latencyMs": latency_ms,
-                 "detail": "schema checked"},
+                {
+                    "name": "json-output",
+                    "passed": status == "CERTIFIED",
+                    "score": score,
+                    "latencyMs": latency_ms,
+                    "detail": "schema checked",
+                },
             ],
             "metrics": {"latencyMs": {"p50": latency_ms, "p95": latency_ms * 2}},
-            "errorCategory": category, "errorMessage": None if category is None else "too slow", "durationMs": 900,
+            "errorCategory": category,
+            "errorMessage": None if category is None else "too slow",
+            "durationMs": 900,
         }
         assert await store.finish_certification(run.id, 1, verdict)
         return run.id
 
     return make
-
-

@@ -46,8 +46,9 @@ async def test_other_slash_redirects_of_the_api_are_not_held_for_a_login(api: Ap
 
 async def test_certify_from_the_board_records_and_enqueues_like_the_api(api: Api, make_model: Any) -> None:
     model = await make_model(regions=["local", "eu-west-1"])
-    response = await api.board.post("api/certify", json={"mode": "multiple", "modelIds": [str(model.id)],
-                                                         "regions": ["local", "eu-west-1"]})
+    response = await api.board.post(
+        "api/certify", json={"mode": "multiple", "modelIds": [str(model.id)], "regions": ["local", "eu-west-1"]}
+    )
     assert response.status_code == 201, response.text
     result = response.json()["result"]
     assert result["totalJobs"] == 2
@@ -57,19 +58,20 @@ async def test_certify_from_the_board_records_and_enqueues_like_the_api(api: Api
     audit = [e for e in (await DashboardQueries(api.store.pool).list_audit()).items if e.actor == api.user]
     assert [(e.action, e.target) for e in audit] == [("certify", result["jobId"])]
 
-    again = await api.board.post("api/certify", json={"mode": "single", "modelIds": [str(model.id)],
-                                                      "regions": ["local"]})
+    again = await api.board.post(
+        "api/certify", json={"mode": "single", "modelIds": [str(model.id)], "regions": ["local"]}
+    )
     assert again.status_code == 200 and again.json()["result"]["existing"] is True
 
 
 async def test_certify_refusals_from_the_api_logic_reach_the_board(api: Api, make_model: Any) -> None:
     model = await make_model(regions=["local"])
-    response = await api.board.post("api/certify", json={"mode": "single", "modelIds": [str(model.id)],
-                                                         "regions": ["mars-1"]})
+    response = await api.board.post(
+        "api/certify", json={"mode": "single", "modelIds": [str(model.id)], "regions": ["mars-1"]}
+    )
     assert response.status_code == 422
     assert response.json()["field"] == "region"
-    bad_id = await api.board.post("api/certify", json={"mode": "multiple", "modelIds": ["nope"],
-                                                       "regions": ["local"]})
+    bad_id = await api.board.post("api/certify", json={"mode": "multiple", "modelIds": ["nope"], "regions": ["local"]})
     assert bad_id.status_code == 400 and bad_id.json()["field"] == "modelIds[0]"
     assert (await api.queue.counts())["waiting"] == 0
     audit = [e for e in (await DashboardQueries(api.store.pool).list_audit()).items if e.actor == api.user]
@@ -99,8 +101,13 @@ async def test_the_api_certify_logic_refuses_empty_orders_it_is_handed_directly(
     from certq.dashboard import CertifyOrder
     from certq.metrics import Metrics
 
-    services = Services(settings=api.settings, tokens=token_set(api.settings), metrics=ApiMetrics(Metrics()),
-                        store=api.store, queue=api.queue)
+    services = Services(
+        settings=api.settings,
+        tokens=token_set(api.settings),
+        metrics=ApiMetrics(Metrics()),
+        store=api.store,
+        queue=api.queue,
+    )
     run = ServicesDeps(services).certify
     assert run is not None
     for mode in ("single", "multiple", "all"):

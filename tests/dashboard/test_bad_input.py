@@ -18,10 +18,16 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> None
         assert response.json()["field"] == field, response.text
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("model=%00", "model"), ("region=a%00b", "region"), ("jobId=%00", "jobId"),
-    ("since=0001-01-01T00:00:00%2B14:00", "since"), ("until=9999-12-31T23:59:59-14:00", "until"),
-])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("model=%00", "model"),
+        ("region=a%00b", "region"),
+        ("jobId=%00", "jobId"),
+        ("since=0001-01-01T00:00:00%2B14:00", "since"),
+        ("until=9999-12-31T23:59:59-14:00", "until"),
+    ],
+)
 async def test_history_filters_postgresql_cannot_take_are_400s(board: Board, query: str, field: str) -> None:
     assert_problem(await board.client.get(f"api/history?{query}"), 400, field)
     assert (await board.client.get("api/history")).status_code == 200  # the connection and server stay fine
@@ -29,8 +35,7 @@ async def test_history_filters_postgresql_cannot_take_are_400s(board: Board, que
 
 async def test_a_pair_region_with_nul_is_a_400(board: Board, make_model: Any) -> None:
     model = await make_model(regions=["local"])
-    assert_problem(await board.client.get(f"api/certifications/pair?modelId={model.id}&region=lo%00cal"), 400,
-                   "region")
+    assert_problem(await board.client.get(f"api/certifications/pair?modelId={model.id}&region=lo%00cal"), 400, "region")
 
 
 @pytest.mark.parametrize("action", ["retry", "promote", "remove", "cancel"])
@@ -66,7 +71,6 @@ async def test_an_unexpected_error_is_a_problem_json_500_and_the_connection_surv
     assert (await board.client.get("api/overview")).status_code == 200
 
 
-
 async def raw_request(board: Board, head: bytes) -> tuple[int, bytes]:
     """Send `head` as it is (headers httpx would not send) and read the status line and the rest."""
     host, port = board.url.removeprefix("http://").split(":")
@@ -83,17 +87,21 @@ async def raw_request(board: Board, head: bytes) -> tuple[int, bytes]:
 
 async def test_basic_credentials_that_are_not_ascii_are_a_401(board: Board) -> None:
     status, answer = await raw_request(
-        board, f"GET {BOARD_PATH}/api/overview HTTP/1.1\r\nHost: x\r\n".encode()
-        + b"Authorization: Basic \xe9\xe9\r\nConnection: close\r\n\r\n")
+        board,
+        f"GET {BOARD_PATH}/api/overview HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"Authorization: Basic \xe9\xe9\r\nConnection: close\r\n\r\n",
+    )
     assert status == 401, answer
     assert b"application/problem+json" in answer
 
 
 async def test_a_body_above_the_cap_is_a_413_without_reading_it_all(board: Board) -> None:
     status, answer = await raw_request(
-        board, f"POST {BOARD_PATH}/api/queue/clean HTTP/1.1\r\nHost: x\r\nX-Certq-Board: 1\r\n"
+        board,
+        f"POST {BOARD_PATH}/api/queue/clean HTTP/1.1\r\nHost: x\r\nX-Certq-Board: 1\r\n"
         f"Authorization: {basic(board.user, PASSWORD)}\r\nContent-Type: application/json\r\n"
-        "Content-Length: 50000000\r\n\r\n{".encode())
+        "Content-Length: 50000000\r\n\r\n{".encode(),
+    )
     assert status == 413, answer
     assert b'"field":"body"' in answer
 
@@ -130,11 +138,17 @@ async def test_dashboard_problems_have_the_api_shape(board: Board) -> None:
     assert refused["instance"] == f"{BOARD_PATH}/api/overview"
 
 
-@pytest.mark.parametrize(("path", "name", "low", "high"), [
-    ("api/jobs", "page", 1, 100_000), ("api/jobs", "limit", 1, 100),
-    ("api/audit", "page", 1, 100_000), ("api/audit", "limit", 1, 100),
-    ("api/history", "page", 1, 100_000), ("api/history", "limit", 1, 100),
-])
+@pytest.mark.parametrize(
+    ("path", "name", "low", "high"),
+    [
+        ("api/jobs", "page", 1, 100_000),
+        ("api/jobs", "limit", 1, 100),
+        ("api/audit", "page", 1, 100_000),
+        ("api/audit", "limit", 1, 100),
+        ("api/history", "page", 1, 100_000),
+        ("api/history", "limit", 1, 100),
+    ],
+)
 async def test_paging_parameters_keep_their_limits(board: Board, path: str, name: str, low: int, high: int) -> None:
     for fine in (low, high, ""):
         assert (await board.client.get(path, params={name: fine})).status_code == 200, (path, name, fine)

@@ -24,12 +24,21 @@ from certq.queue import ActiveJob, JobFailed, Runner
 from tests.dashboard.conftest import BOARD_PATH, PASSWORD, Api, VerdictMaker
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
-                       reason="Debian's chromium is not installed (the bootstrap installs it)"),
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
+        reason="Debian's chromium is not installed (the bootstrap installs it)",
+    ),
     pytest.mark.timeout(60),
 ]
 expect.set_options(timeout=10_000)
@@ -83,8 +92,15 @@ class Worker:
     def __init__(self, api: Api) -> None:
         self.gate = asyncio.Event()
         self.seen: set[str] = set()
-        self.runner = Runner(api.queue.redis, api.queue.config, self.handle, concurrency=3,
-                             consumer_id=f"e2e-{uuid.uuid4().hex[:6]}", grace_ms=500, info={"health_port": 3002})
+        self.runner = Runner(
+            api.queue.redis,
+            api.queue.config,
+            self.handle,
+            concurrency=3,
+            consumer_id=f"e2e-{uuid.uuid4().hex[:6]}",
+            grace_ms=500,
+            info={"health_port": 3002},
+        )
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -148,8 +164,7 @@ async def test_counts_change_live_while_a_worker_runs(page: Page, api: Api, work
     await shots(page, "workers")
 
 
-async def test_a_failed_job_is_opened_retried_and_completes(page: Page, api: Api, worker: Worker,
-                                                              shots: Any) -> None:
+async def test_a_failed_job_is_opened_retried_and_completes(page: Page, api: Api, worker: Worker, shots: Any) -> None:
     worker.start()
     job = await api.queue.enqueue({"flaky": True, "region": "us-east-1"}, max_attempts=2)
     await open_board(page, api)
@@ -168,8 +183,9 @@ async def test_a_failed_job_is_opened_retried_and_completes(page: Page, api: Api
     await expect(page.locator("#count-failed")).to_have_text("0")
 
 
-async def test_pause_asks_first_stops_claiming_and_resume_lets_the_job_run(page: Page, api: Api, worker: Worker,
-                                                                          shots: Any) -> None:
+async def test_pause_asks_first_stops_claiming_and_resume_lets_the_job_run(
+    page: Page, api: Api, worker: Worker, shots: Any
+) -> None:
     worker.start()
     await open_board(page, api)
     await page.click("#pause-toggle")
@@ -204,16 +220,18 @@ async def test_certification_matrix_pair_history_and_certify_form(
     good = await make_model(name=f"llama-{tag}", regions=["eu-west-1", zone])
     weak = await make_model(name=f"tiny-{tag}", regions=["eu-west-1"])
     for score, latency in ((78, 420), (86, 310), (93, 240)):
-        await finished_run(good, "eu-west-1", status="CERTIFIED" if score >= 80 else "QUALITY_WARNING",
-                           score=score, latency_ms=latency)
+        await finished_run(
+            good, "eu-west-1", status="CERTIFIED" if score >= 80 else "QUALITY_WARNING", score=score, latency_ms=latency
+        )
     await finished_run(good, zone, status="QUALITY_WARNING", score=72)
     await finished_run(weak, "eu-west-1", status="FAILED", score=35, category="QUALITY_BELOW_THRESHOLD")
 
     await open_board(page, api, "certifications")
     cell = page.get_by_role("button", name=f"llama-{tag} in eu-west-1: CERTIFIED, rating A, score 93")
     await expect(cell).to_contain_text("Certified")
-    await expect(page.get_by_role("button", name=f"tiny-{tag} in eu-west-1: FAILED, rating F, score 35"))\
-        .to_contain_text("Failed")
+    await expect(
+        page.get_by_role("button", name=f"tiny-{tag} in eu-west-1: FAILED, rating F, score 35")
+    ).to_contain_text("Failed")
     await shots(page, "certifications")
 
     await cell.click()
@@ -239,8 +257,9 @@ async def test_certification_matrix_pair_history_and_certify_form(
     await expect(page.locator("#count-waiting")).to_have_text("2")
 
 
-async def test_history_search_runs_over_postgresql(page: Page, api: Api, make_model: Any,
-                                                   finished_run: VerdictMaker, shots: Any) -> None:
+async def test_history_search_runs_over_postgresql(
+    page: Page, api: Api, make_model: Any, finished_run: VerdictMaker, shots: Any
+) -> None:
     tag = uuid.uuid4().hex[:6]
     model = await make_model(name=f"search-{tag}", regions=["eu-west-1", "ap-south-1"])
     await finished_run(model, "eu-west-1", status="CERTIFIED", score=91)
@@ -264,8 +283,11 @@ async def test_history_search_runs_over_postgresql(page: Page, api: Api, make_mo
 
 
 async def test_phone_width_keeps_counts_and_navigation_usable(browser: Browser, api: Api, shots: Any) -> None:
-    context = await browser.new_context(http_credentials={"username": api.user, "password": PASSWORD},
-                                        viewport={"width": 390, "height": 844}, is_mobile=True)
+    context = await browser.new_context(
+        http_credentials={"username": api.user, "password": PASSWORD},
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+    )
     try:
         phone = await context.new_page()
         await api.queue.enqueue({"n": 1})
@@ -281,8 +303,9 @@ async def test_phone_width_keeps_counts_and_navigation_usable(browser: Browser, 
         await context.close()
 
 
-async def test_main_views_pass_axe_wcag_aa_checks(page: Page, api: Api, make_model: Any,
-                                                  finished_run: VerdictMaker) -> None:
+async def test_main_views_pass_axe_wcag_aa_checks(
+    page: Page, api: Api, make_model: Any, finished_run: VerdictMaker
+) -> None:
     from axe_playwright_python.async_playwright import Axe
 
     model = await make_model(regions=["eu-west-1", "us-east-1"])
@@ -290,9 +313,15 @@ async def test_main_views_pass_axe_wcag_aa_checks(page: Page, api: Api, make_mod
     job = await api.queue.enqueue({"modelId": str(model.id), "region": "eu-west-1"})
     axe = Axe()
     found: dict[str, list[str]] = {}
-    for view, ready in (("queue", "tbody tr[data-job]"), (f"job/{job.id}", "#job-state"),
-                        ("history", "main tbody tr"), ("workers", "main table"), ("audit", "main table"),
-                        ("certifications", "table.matrix"), (f"pair/{model.id}/eu-west-1", "svg.chart")):
+    for view, ready in (
+        ("queue", "tbody tr[data-job]"),
+        (f"job/{job.id}", "#job-state"),
+        ("history", "main tbody tr"),
+        ("workers", "main table"),
+        ("audit", "main table"),
+        ("certifications", "table.matrix"),
+        (f"pair/{model.id}/eu-west-1", "svg.chart"),
+    ):
         await open_board(page, api, view)
         await expect(page.locator(ready).first).to_be_visible()
         results = await axe.run(page, options={"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa"]}})
@@ -301,18 +330,34 @@ async def test_main_views_pass_axe_wcag_aa_checks(page: Page, api: Api, make_mod
     assert all(not v for v in found.values()), found
 
 
-async def test_counts_and_workers_follow_the_real_worker_process(page: Page, api: Api, redis_url: str,
-                                                                 migrated_database_url: str) -> None:
+async def test_counts_and_workers_follow_the_real_worker_process(
+    page: Page, api: Api, redis_url: str, migrated_database_url: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CERTIFICATION_", "WORKER_", "LOG_", "BULL_"))}
-    env.update(REDIS_URL=redis_url, DATABASE_URL=migrated_database_url, BULL_QUEUE_PREFIX=api.settings.queue_prefix,
-               WORKER_HEALTH_HOST="127.0.0.1", WORKER_HEALTH_PORT="0", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=migrated_database_url,
+        BULL_QUEUE_PREFIX=api.settings.queue_prefix,
+        WORKER_HEALTH_HOST="127.0.0.1",
+        WORKER_HEALTH_PORT="0",
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
     for n in range(4):
         await api.queue.enqueue({"n": n, "sleep": 0.8})
     await open_board(page, api)
     await expect(page.locator("#count-waiting")).to_have_text("4")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "certq.worker", "--concurrency", "2", "--handler", "certq.worker.testing:scripted",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "certq.worker",
+        "--concurrency",
+        "2",
+        "--handler",
+        "certq.worker.testing:scripted",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         await expect(page.locator("#count-active")).to_have_text("2", timeout=20_000)
@@ -374,8 +419,17 @@ async def test_the_browsers_own_prompt_comes_before_the_slash_redirect(browser: 
 
         async def sign_in(event: dict[str, Any]) -> None:
             challenged.append(event["request"]["url"])
-            await cdp.send("Fetch.continueWithAuth", {"requestId": event["requestId"], "authChallengeResponse": {
-                "response": "ProvideCredentials", "username": api.user, "password": PASSWORD}})
+            await cdp.send(
+                "Fetch.continueWithAuth",
+                {
+                    "requestId": event["requestId"],
+                    "authChallengeResponse": {
+                        "response": "ProvideCredentials",
+                        "username": api.user,
+                        "password": PASSWORD,
+                    },
+                },
+            )
 
         cdp.on("Fetch.requestPaused", go_on)
         cdp.on("Fetch.authRequired", sign_in)

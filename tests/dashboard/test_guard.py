@@ -18,8 +18,16 @@ LONG_TOKEN = "tok-" + "a" * 28
 def test_credentials_must_match_both_user_and_password() -> None:
     assert check_credentials(basic("ops", "s3cret"), "ops", "s3cret") == "ops"
     assert check_credentials(basic("ops", "s3cret:with:colons"), "ops", "s3cret:with:colons") == "ops"
-    for header in (basic("ops", "wrong"), basic("other", "s3cret"), basic("ops", ""), "Bearer s3cret",
-                   "Basic not-base64!", "Basic " + "b3Bz", None, ""):
+    for header in (
+        basic("ops", "wrong"),
+        basic("other", "s3cret"),
+        basic("ops", ""),
+        "Bearer s3cret",
+        "Basic not-base64!",
+        "Basic " + "b3Bz",
+        None,
+        "",
+    ):
         assert check_credentials(header, "ops", "s3cret") is None, header
 
 
@@ -77,13 +85,19 @@ async def test_a_read_only_dashboard_may_look_but_not_act(
     from certq.queue import Queue
     from tests.dashboard.conftest import BOARD_PATH, PASSWORD, serve_board
 
-    settings = load_settings(board_username=board_user, board_password=PASSWORD, queue_prefix=key_prefix,
-                             board_path=BOARD_PATH, board_read_only=True)
+    settings = load_settings(
+        board_username=board_user,
+        board_password=PASSWORD,
+        queue_prefix=key_prefix,
+        board_path=BOARD_PATH,
+        board_read_only=True,
+    )
     queue = Queue(redis_client, queue_config)
     server, url = await serve_board(settings, StaticDeps(queue=queue, store=store))
     try:
-        async with httpx.AsyncClient(base_url=url + BOARD_PATH + "/", timeout=10,
-                                     headers={"Authorization": basic(board_user, PASSWORD)}) as client:
+        async with httpx.AsyncClient(
+            base_url=url + BOARD_PATH + "/", timeout=10, headers={"Authorization": basic(board_user, PASSWORD)}
+        ) as client:
             assert (await client.get("api/overview")).status_code == 200
             assert (await client.get("api/me")).json()["role"] == "read"
             for action in ("api/queue/pause", "api/jobs/retry-failed", "api/queue/clean"):

@@ -144,8 +144,14 @@ async def test_promote_remove_and_clean_change_redis(board: Board) -> None:
     assert [await board.queue.get(i) for i in failed] == [None, None]
     entries = (await DashboardQueries(board.store.pool).list_audit(limit=100)).items
     mine = [(e.action, e.outcome.split(" ")[0]) for e in entries if e.actor == board.user]
-    assert mine == [("clean", "2"), ("clean", "0"), ("remove", "refused"), ("remove", "waiting"),
-                    ("promote", "refused"), ("promote", "delayed")]
+    assert mine == [
+        ("clean", "2"),
+        ("clean", "0"),
+        ("remove", "refused"),
+        ("remove", "waiting"),
+        ("promote", "refused"),
+        ("promote", "delayed"),
+    ]
 
 
 async def test_bad_input_gets_a_problem_naming_the_field(board: Board) -> None:
@@ -195,9 +201,7 @@ async def test_history_search_finds_runs_in_postgresql_by_id_model_region_status
     assert await ids(model="100%_nothing") == set()
 
 
-async def test_retrying_a_failed_certification_job_reopens_its_run(
-    board: Board, store: Store, make_model: Any
-) -> None:
+async def test_retrying_a_failed_certification_job_reopens_its_run(board: Board, store: Store, make_model: Any) -> None:
     model = await make_model(regions=["local"])
     created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
     run = created.certifications[0]  # type: ignore[union-attr]
@@ -229,10 +233,20 @@ async def test_matrix_shows_latest_verdict_per_model_and_region_and_pair_history
     matrix = (await board.client.get("api/certifications/matrix")).json()
     assert {"eu-west-1", "us-east-1"} <= set(matrix["regions"])
     cells = [c for c in matrix["cells"] if c["modelId"] == str(model.id)]
-    assert cells == [{"modelId": str(model.id), "region": "eu-west-1", "id": str(latest), "status": "CERTIFIED",
-                      "rating": "A", "score": 95.0, "completedAt": cells[0]["completedAt"]}]
-    pair = (await board.client.get("api/certifications/pair",
-                                   params={"modelId": str(model.id), "region": "eu-west-1"})).json()
+    assert cells == [
+        {
+            "modelId": str(model.id),
+            "region": "eu-west-1",
+            "id": str(latest),
+            "status": "CERTIFIED",
+            "rating": "A",
+            "score": 95.0,
+            "completedAt": cells[0]["completedAt"],
+        }
+    ]
+    pair = (
+        await board.client.get("api/certifications/pair", params={"modelId": str(model.id), "region": "eu-west-1"})
+    ).json()
     assert [r["status"] for r in pair["runs"]] == ["FAILED", "CERTIFIED"]
     assert [r["latencyP50Ms"] for r in pair["runs"]] == [300, 150]
     assert pair["runs"][1]["testResults"][0]["name"] == "basic-chat"
@@ -265,8 +279,9 @@ async def test_removing_or_cancelling_a_certification_job_cancels_its_run(
     created = await store.create_job(type="MULTIPLE_MODELS", pairs=[(model.id, "local"), (model.id, "eu-west-1")])
     first, second = created.certifications  # type: ignore[union-attr]
     for run in (first, second):
-        await board.queue.enqueue({"certificationId": str(run.id), "modelId": str(model.id), "region": run.region},
-                                  job_id=str(run.id))
+        await board.queue.enqueue(
+            {"certificationId": str(run.id), "modelId": str(model.id), "region": run.region}, job_id=str(run.id)
+        )
 
     removed = await board.post(f"api/jobs/{first.id}/remove")
     assert "CANCELLED" in removed.json()["outcome"]
@@ -317,8 +332,9 @@ async def test_a_redis_outage_answers_503_problems_not_500(
     dead = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     server, url = await serve_board(board_settings, StaticDeps(queue=Queue(dead, queue_config), store=store))
     try:
-        async with httpx.AsyncClient(base_url=f"{url}{BOARD_PATH}/", timeout=10,
-                                     headers={"Authorization": basic(board_user, PASSWORD)}) as client:
+        async with httpx.AsyncClient(
+            base_url=f"{url}{BOARD_PATH}/", timeout=10, headers={"Authorization": basic(board_user, PASSWORD)}
+        ) as client:
             response = await client.get("api/overview")
             assert response.status_code == 503
             assert response.headers["content-type"] == "application/problem+json"
@@ -345,8 +361,9 @@ async def _failed_run_with_a_newer_live_one(board: Board, store: Store, make_mod
     old = created.certifications[0]  # type: ignore[union-attr]
     assert await store.begin_attempt(old.id, 1)
     assert await store.record_attempt_failure(old.id, 1, "SERVER_ERROR", "503 from upstream", final=True)
-    await failed_job(board, {"certificationId": str(old.id), "modelId": str(model.id), "region": "local"},
-                     job_id=str(old.id))
+    await failed_job(
+        board, {"certificationId": str(old.id), "modelId": str(model.id), "region": "local"}, job_id=str(old.id)
+    )
     newer = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
     live = newer.certifications[0]  # type: ignore[union-attr]
     return old, live

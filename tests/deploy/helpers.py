@@ -16,8 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 
 # Variables read by libraries or by the model endpoints' credentials, not by certq's Settings.
-PASSTHROUGH_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-                   "AWS_DEFAULT_REGION"}
+PASSTHROUGH_ENV = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+}
 
 _METRIC = re.compile(r"\bcertq_[a-z0-9_]+\b")
 

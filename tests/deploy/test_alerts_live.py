@@ -44,9 +44,12 @@ PROMETHEUS = shutil.which("prometheus") or (str(_BESIDE_PYTHON) if _BESIDE_PYTHO
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(150),
-    pytest.mark.skipif(PROMETHEUS is None, reason="no prometheus server on PATH or beside this python: "
-                                                  "`apt-get install prometheus` (Debian), or let "
-                                                  "`python3 -m certq.bootstrap test` copy it from that package"),
+    pytest.mark.skipif(
+        PROMETHEUS is None,
+        reason="no prometheus server on PATH or beside this python: "
+        "`apt-get install prometheus` (Debian), or let "
+        "`python3 -m certq.bootstrap test` copy it from that package",
+    ),
 ]
 
 FOR_SCALE = 60
@@ -87,8 +90,12 @@ def scrape_config(rules: Path, api: list[str], workers: list[str]) -> dict[str, 
     return config
 
 
-async def until(check: Callable[[], Awaitable[T | None]], within: float, what: str,
-                explain: Callable[[], Awaitable[str]] | None = None) -> T:
+async def until(
+    check: Callable[[], Awaitable[T | None]],
+    within: float,
+    what: str,
+    explain: Callable[[], Awaitable[str]] | None = None,
+) -> T:
     """Ask `check` (a process outside this one: nothing to await) until it answers something."""
     deadline = time.monotonic() + within
     while True:
@@ -118,8 +125,11 @@ class Prometheus:
     async def alerts(self, name: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         """Active alerts (pending or firing), as /api/v1/alerts lists them."""
         found: list[dict[str, Any]] = (await self._get("/api/v1/alerts"))["alerts"]
-        return [alert for alert in found if (name is None or alert["labels"]["alertname"] == name)
-                and (state is None or alert["state"] == state)]
+        return [
+            alert
+            for alert in found
+            if (name is None or alert["labels"]["alertname"] == name) and (state is None or alert["state"] == state)
+        ]
 
     async def query(self, expr: str) -> dict[str, float]:
         """An instant vector, keyed by each sample's `instance` label."""
@@ -149,8 +159,9 @@ class Prometheus:
     async def state(self) -> str:
         """What Prometheus sees now: each target's last scrape, and the active alerts."""
         targets = (await self._get("/api/v1/targets"))["activeTargets"]
-        scrapes = [(t["labels"]["instance"], t["health"], round(t["lastScrapeDuration"], 3), t["lastError"])
-                   for t in targets]
+        scrapes = [
+            (t["labels"]["instance"], t["health"], round(t["lastScrapeDuration"], 3), t["lastError"]) for t in targets
+        ]
         alerts = [(a["labels"]["alertname"], a["labels"].get("instance"), a["state"]) for a in await self.alerts()]
         return f"targets {scrapes}, alerts {alerts}"
 
@@ -189,9 +200,16 @@ class Launcher:
 
     def _env(self, redis_url: str, database_url: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(BACKING_SERVICES)}
-        env.update(REDIS_URL=redis_url, DATABASE_URL=database_url, BULL_QUEUE_PREFIX=self.prefix,
-                   CERTIFICATION_QUEUE_NAME=QUEUE_NAME, LOG_FORMAT="json", LOG_LEVEL="INFO", PYTHONUNBUFFERED="1",
-                   API_TOKENS="alerts-live-token:admin")
+        env.update(
+            REDIS_URL=redis_url,
+            DATABASE_URL=database_url,
+            BULL_QUEUE_PREFIX=self.prefix,
+            CERTIFICATION_QUEUE_NAME=QUEUE_NAME,
+            LOG_FORMAT="json",
+            LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+            API_TOKENS="alerts-live-token:admin",
+        )
         return env
 
     def _log(self, name: str) -> Any:
@@ -207,26 +225,39 @@ class Launcher:
         api, api_port, started = self._spawn(self._env(redis_url, database_url), workers)
         ports = [await worker.started() for worker in started]
         for port in [api_port, *ports]:
-            await until(functools.partial(_live, port), 30, f"127.0.0.1:{port}/live answers 200",
-                        functools.partial(self._tail, "api"))
+            await until(
+                functools.partial(_live, port),
+                30,
+                f"127.0.0.1:{port}/live answers 200",
+                functools.partial(self._tail, "api"),
+            )
         prometheus = self.prometheus([f"127.0.0.1:{api_port}"], [f"127.0.0.1:{port}" for port in ports])
         await until(prometheus.ready, 30, "prometheus is ready")
-        await prometheus.wait(lambda: prometheus.all_scraped(1 + workers), 30,
-                              "prometheus scraped every target, then evaluated the rules")
+        await prometheus.wait(
+            lambda: prometheus.all_scraped(1 + workers), 30, "prometheus scraped every target, then evaluated the rules"
+        )
         return Stack(api, api_port, started, ports, prometheus)
 
     def _spawn(self, env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], int, list[WorkerProcess]]:
         api_port = free_port()
-        api = subprocess.Popen([sys.executable, "-m", "certq.api"], env={**env, "API_HOST": "127.0.0.1",
-                               "API_PORT": str(api_port)}, cwd=self.tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=self._log("api"))
+        api = subprocess.Popen(
+            [sys.executable, "-m", "certq.api"],
+            env={**env, "API_HOST": "127.0.0.1", "API_PORT": str(api_port)},
+            cwd=self.tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log("api"),
+        )
         self.children.append(api)
         started = []
         for _ in range(workers):
             process = subprocess.Popen(
                 [sys.executable, "-m", "certq.worker", "--concurrency", "1", "--handler", SCRIPTED],
-                env={**env, "WORKER_HEALTH_HOST": "127.0.0.1", "WORKER_HEALTH_PORT": "0"}, cwd=self.tmp_path,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                env={**env, "WORKER_HEALTH_HOST": "127.0.0.1", "WORKER_HEALTH_PORT": "0"},
+                cwd=self.tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             self.children.append(process)
             started.append(WorkerProcess(process))
         return api, api_port, started
@@ -239,9 +270,16 @@ class Launcher:
         (home / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(home / "alerts.yml", api, workers)))
         port = free_port()
         process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=self._log("prometheus"))
+            [
+                PROMETHEUS,
+                f"--config.file={home / 'prometheus.yml'}",
+                f"--storage.tsdb.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log("prometheus"),
+        )
         self.children.append(process)
         return Prometheus(process, f"http://127.0.0.1:{port}", self.tmp_path / "prometheus.log")
 
@@ -315,7 +353,6 @@ async def fresh_database_url(postgres_server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-
 async def test_a_healthy_idle_stack_fires_nothing(
     launcher: Launcher, redis_url: str, fresh_database_url: str, redis_client: aioredis.Redis
 ) -> None:
@@ -332,8 +369,12 @@ async def test_a_healthy_idle_stack_fires_nothing(
     fresh = await prometheus.query("time() - certq_redis_last_success_timestamp_seconds")
     assert fresh.keys() == everyone and max(fresh.values()) < 10
     # The counters the rules read exist at 0 in every worker before anything happened.
-    for series in ('certq_stalled_jobs_recovered_total', 'certq_lease_renewals_lost_total',
-                   'certq_jobs_total{outcome="failed"}', 'certq_job_retries_total{category="TIMEOUT"}'):
+    for series in (
+        "certq_stalled_jobs_recovered_total",
+        "certq_lease_renewals_lost_total",
+        'certq_jobs_total{outcome="failed"}',
+        'certq_job_retries_total{category="TIMEOUT"}',
+    ):
         assert await prometheus.query(series) == dict.fromkeys(stack.worker_instances, 0.0), series
     assert await prometheus.query("certq_api_enqueue_failures_total") == {stack.api_instance: 0.0}
 
@@ -344,13 +385,19 @@ async def test_a_stopped_postgresql_fires_database_down_for_the_api_and_the_work
     stack = await launcher.stack(redis_url, private_postgres.url)
     everyone = {stack.api_instance, *stack.worker_instances}
     prometheus = stack.prometheus
-    await prometheus.wait(lambda: _equals(prometheus.query("certq_database_up"), dict.fromkeys(everyone, 1.0)), 15,
-                          "every process reports PostgreSQL up")
+    await prometheus.wait(
+        lambda: _equals(prometheus.query("certq_database_up"), dict.fromkeys(everyone, 1.0)),
+        15,
+        "every process reports PostgreSQL up",
+    )
     assert await prometheus.alerts("CertqDatabaseDown") == []
 
     await asyncio.to_thread(private_postgres.stop)
-    await prometheus.wait(lambda: prometheus.firing_for("CertqDatabaseDown", everyone), 30,
-                          "CertqDatabaseDown fires for the API and the worker")
+    await prometheus.wait(
+        lambda: prometheus.firing_for("CertqDatabaseDown", everyone),
+        30,
+        "CertqDatabaseDown fires for the API and the worker",
+    )
     assert await prometheus.alerts("CertqWorkerLostRedis") == []
 
 
@@ -367,12 +414,16 @@ async def test_a_redis_outage_fires_lost_redis_for_every_process_and_clears_when
 
         redis.stop()
         down_at = time.monotonic()
-        await prometheus.wait(lambda: prometheus.firing_for("CertqWorkerLostRedis", everyone), 30,
-                              "CertqWorkerLostRedis fires for the API and the worker")
+        await prometheus.wait(
+            lambda: prometheus.firing_for("CertqWorkerLostRedis", everyone),
+            30,
+            "CertqWorkerLostRedis fires for the API and the worker",
+        )
         assert time.monotonic() - down_at < 20
         redis = start_redis(workdir=tmp_path / "redis", port=port)
-        await prometheus.wait(lambda: _none_active(prometheus, "CertqWorkerLostRedis"), 30,
-                              "CertqWorkerLostRedis clears")
+        await prometheus.wait(
+            lambda: _none_active(prometheus, "CertqWorkerLostRedis"), 30, "CertqWorkerLostRedis clears"
+        )
         assert await prometheus.query("certq_redis_up") == dict.fromkeys(everyone, 1.0)
     finally:
         redis.stop()
@@ -396,8 +447,9 @@ async def test_a_worker_killed_mid_job_fires_stalled_jobs_once_another_worker_re
     [done] = await wait_finished(queue, [job.id], within=30)
     assert done.state.value == "completed" and done.result["pid"] == survivor.pid
     assert survivor.events("stalled jobs moved back to wait")
-    [alert] = await prometheus.wait(lambda: _listed(prometheus.alerts("CertqStalledJobs", "firing")), 15,
-                                    "CertqStalledJobs fires")
+    [alert] = await prometheus.wait(
+        lambda: _listed(prometheus.alerts("CertqStalledJobs", "firing")), 15, "CertqStalledJobs fires"
+    )
     assert alert["labels"]["queue"] == QUEUE_NAME
 
 

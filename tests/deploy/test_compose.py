@@ -60,7 +60,8 @@ def test_workers_listen_on_3002_and_3003_consistently() -> None:
         assert SERVICES[service]["environment"]["WORKER_HEALTH_PORT"] == port
         assert SERVICES[service]["ports"] == [f"{port}:{port}"]
         assert int(SERVICES[service]["stop_grace_period"].rstrip("s")) > int(
-            re.search(r":-(\d+)", SERVICES[service]["environment"]["CERTIFICATION_SHUTDOWN_GRACE"]).group(1))  # type: ignore[union-attr]
+            re.search(r":-(\d+)", SERVICES[service]["environment"]["CERTIFICATION_SHUTDOWN_GRACE"]).group(1)
+        )  # type: ignore[union-attr]
     assert SERVICES["api"]["ports"] == ["3001:3001"]
     assert SERVICES["api"]["environment"]["API_PORT"] == "3001"
 
@@ -114,7 +115,7 @@ def test_containerfile_is_multi_stage_non_root_with_a_healthcheck_and_no_secrets
     user = [line for line in instructions if line.startswith("USER ")]
     assert user and user[-1].split()[1].split(":")[0] not in {"0", "root"}
     healthcheck = next(line for line in instructions if line.startswith("HEALTHCHECK "))
-    command = json.loads(healthcheck[healthcheck.index("CMD") + 3:].strip())
+    command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
     assert command[0] == "certq"
     assert command[1] in _cli_commands()
     for line in instructions:
@@ -159,8 +160,12 @@ def test_compose_environment_passes_production_validation_and_the_flags_parse() 
     from certq.worker.cli import build_parser as worker_parser
 
     t1, t2 = "t1" + "x" * 30, "t2" + "y" * 30
-    secrets = {"REDIS_PASSWORD": "r", "POSTGRES_PASSWORD": "p", "API_TOKENS": f"{t1},{t2}",
-               "BULL_BOARD_PASSWORD": "b" * 16}
+    secrets = {
+        "REDIS_PASSWORD": "r",
+        "POSTGRES_PASSWORD": "p",
+        "API_TOKENS": f"{t1},{t2}",
+        "BULL_BOARD_PASSWORD": "b" * 16,
+    }
     for service in CERTQ_SERVICES:
         env = {k: _interpolate(str(v), secrets) for k, v in SERVICES[service]["environment"].items()}
         settings = Settings.model_validate(env)

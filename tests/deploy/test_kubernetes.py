@@ -39,8 +39,9 @@ def _worker_health_paths() -> set[str]:
     async def never() -> Any:
         raise AssertionError("not called")
 
-    app = build_health_app(HealthProbes(describe=dict, health=never, ready=never, queue_counts=never,
-                                        registry=CollectorRegistry()))
+    app = build_health_app(
+        HealthProbes(describe=dict, health=never, ready=never, queue_counts=never, registry=CollectorRegistry())
+    )
     return {route.path for route in app.routes if isinstance(route, Route)}
 
 
@@ -159,13 +160,16 @@ def test_scaled_object_counts_waiting_and_active_jobs_and_reads_the_real_wait_li
 
 def test_service_monitor_scrapes_ports_the_services_expose() -> None:
     monitor = find(OBJECTS, "ServiceMonitor", "certq")
-    service_ports = {p["name"] for name in ("certq-api", "certq-worker")
-                     for p in find(OBJECTS, "Service", name)["spec"]["ports"]}
+    service_ports = {
+        p["name"] for name in ("certq-api", "certq-worker") for p in find(OBJECTS, "Service", name)["spec"]["ports"]
+    }
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["port"] in service_ports
         assert endpoint["path"] == "/metrics"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
-        find(OBJECTS, "Service", "certq-worker")["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items()
+        <= find(OBJECTS, "Service", "certq-worker")["metadata"]["labels"].items()
+    )
 
 
 def test_alert_rules_cover_the_required_conditions_with_real_metric_names() -> None:
@@ -203,8 +207,12 @@ def test_kustomize_renders_the_manifests_with_the_release_image() -> None:
     assert rendered.returncode == 0, rendered.stderr
     objects = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
     assert len(objects) == len(OBJECTS) - 1  # everything but the Secret template
-    images = {c["image"] for o in objects if o["kind"] in {"Deployment", "Job"}
-              for c in o["spec"]["template"]["spec"]["containers"]}
+    images = {
+        c["image"]
+        for o in objects
+        if o["kind"] in {"Deployment", "Job"}
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
     assert len(images) == 1 and next(iter(images)).startswith("ghcr.io/")
     assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "certq" for o in objects)
 

@@ -40,10 +40,14 @@ def test_the_live_tests_rules_are_the_shipped_ones_with_only_for_shortened(tmp_p
 
     shipped = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
     shortened = shortened_rules()
-    pairs = [(a, b) for g, h in zip(shipped["groups"], shortened["groups"], strict=True)
-             for a, b in zip(g["rules"], h["rules"], strict=True)]
-    assert pairs and all({k: v for k, v in a.items() if k != "for"} == {k: v for k, v in b.items() if k != "for"}
-                         for a, b in pairs)
+    pairs = [
+        (a, b)
+        for g, h in zip(shipped["groups"], shortened["groups"], strict=True)
+        for a, b in zip(g["rules"], h["rules"], strict=True)
+    ]
+    assert pairs and all(
+        {k: v for k, v in a.items() if k != "for"} == {k: v for k, v in b.items() if k != "for"} for a, b in pairs
+    )
     assert {b["for"] for _, b in pairs} <= {"0ms", "2000ms", "3000ms", "5000ms", "10000ms", "15000ms", "30000ms"}
     (tmp_path / "alerts.yml").write_text(yaml.safe_dump(shortened))
     checked = _promtool("check", "rules", str(tmp_path / "alerts.yml"))
@@ -64,9 +68,13 @@ def test_every_alert_has_a_rule_test_that_fires_it() -> None:
 
 def test_counters_in_the_rule_tests_start_at_zero_as_real_processes_start_them() -> None:
     # The one exception shows what a counter born at its first increment hides; its name says so.
-    late = [series["series"] for test in _rule_tests() if not test["name"].startswith("why")
-            for series in test["input_series"]
-            if series["series"].split("{")[0].endswith("_total") and not series["values"].startswith("0")]
+    late = [
+        series["series"]
+        for test in _rule_tests()
+        if not test["name"].startswith("why")
+        for series in test["input_series"]
+        if series["series"].split("{")[0].endswith("_total") and not series["values"].startswith("0")
+    ]
     assert late == []
 
 
@@ -80,12 +88,18 @@ def test_scrape_config_is_valid(tmp_path: Path) -> None:
 
 def test_dashboard_and_autoscaler_queries_parse(tmp_path: Path) -> None:
     dashboard = json.loads((ROOT / "deploy/grafana/certq-dashboard.json").read_text())
-    exprs = [t["expr"].replace("$queue", "model-certification")
-             for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    exprs = [
+        t["expr"].replace("$queue", "model-certification")
+        for panel in dashboard["panels"]
+        for t in panel.get("targets", [])
+    ]
     scaled = find(kubernetes_objects(), "ScaledObject", "certq-worker")
     exprs += [t["metadata"]["query"] for t in scaled["spec"]["triggers"] if t["type"] == "prometheus"]
-    rules = {"groups": [{"name": "queries", "rules": [{"record": f"certq:query_{i}", "expr": e}
-                                                       for i, e in enumerate(exprs)]}]}
+    rules = {
+        "groups": [
+            {"name": "queries", "rules": [{"record": f"certq:query_{i}", "expr": e} for i, e in enumerate(exprs)]}
+        ]
+    }
     (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
     checked = _promtool("check", "rules", str(tmp_path / "queries.yml"))
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -39,7 +39,8 @@ async def test_queue_keys_of_one_prefix_share_the_prefix_slot(redis_cluster: Clu
 
 
 async def test_queues_on_different_masters_survive_a_master_restart_and_live_slot_migrations(
-        redis_cluster: ClusterServers) -> None:
+    redis_cluster: ClusterServers,
+) -> None:
     east, west = redis_cluster.tags_on_different_masters(2, stem="region")
     east_slot, west_slot = redis_cluster.keyslot(east), redis_cluster.keyslot(west)
     assert redis_cluster.owner(east_slot) is not redis_cluster.owner(west_slot)
@@ -66,8 +67,17 @@ async def test_queues_on_different_masters_survive_a_master_restart_and_live_slo
 
     n = 240
     queues = [config(east, "certification"), config(west, "certification"), config(north, "certification")]
-    ledger = await run_drill("cluster restart + 2 slot migrations (queue)", client, queues, n=n, fault=faults,
-                             concurrency=4, work_s=0.05, enqueue_every_s=0.02, timeout_s=100)
+    ledger = await run_drill(
+        "cluster restart + 2 slot migrations (queue)",
+        client,
+        queues,
+        n=n,
+        fault=faults,
+        concurrency=4,
+        work_s=0.05,
+        enqueue_every_s=0.02,
+        timeout_s=100,
+    )
     print(ledger.row(), ledger.notes)
     assert ledger.notes["migrated_keys"] > 0
     assert (ledger.accepted, ledger.finished, ledger.lost, ledger.stuck, ledger.finished_twice) == (n, n, 0, 0, 0)
@@ -92,12 +102,16 @@ def finish_migration(cluster: ClusterServers, slot: int, source: RedisNode, targ
 
 
 async def states_of(queue: Queue, job_id: str) -> list[str]:
-    return [state for state in ("waiting", "active", "delayed", "failed", "completed")
-            if job_id in await queue.ids(state, 0, 100)]
+    return [
+        state
+        for state in ("waiting", "active", "delayed", "failed", "completed")
+        if job_id in await queue.ids(state, 0, 100)
+    ]
 
 
 async def test_a_job_failed_while_its_slot_is_half_migrated_stays_in_a_state_list(
-        redis_cluster: ClusterServers) -> None:
+    redis_cluster: ClusterServers,
+) -> None:
     tag = tag_for_slot(9000, stem="half")
     slot = redis_cluster.keyslot(tag)
     source = redis_cluster.owner(slot)
@@ -125,7 +139,8 @@ async def test_a_job_failed_while_its_slot_is_half_migrated_stays_in_a_state_lis
 
 
 async def test_a_claim_and_a_completion_while_the_slot_is_half_migrated_change_nothing(
-        redis_cluster: ClusterServers) -> None:
+    redis_cluster: ClusterServers,
+) -> None:
     tag = tag_for_slot(9100, stem="halfclaim")
     slot = redis_cluster.keyslot(tag)
     source = redis_cluster.owner(slot)
@@ -144,8 +159,13 @@ async def test_a_claim_and_a_completion_while_the_slot_is_half_migrated_change_n
         await client.hset(queue.keys.meta, "note", "meta exists")  # type: ignore[misc]
         await queue.enqueue({"name": "done"}, job_id="done", dedupe_key="model:region")
         [lease] = (await consumer.claim(1)).leases
-        await queue.enqueue_many([JobSpec({"name": "next"}, job_id="next", priority="high"),
-                                  JobSpec({"name": "normal"}), JobSpec({"name": "low"}, priority="low")])
+        await queue.enqueue_many(
+            [
+                JobSpec({"name": "next"}, job_id="next", priority="high"),
+                JobSpec({"name": "normal"}),
+                JobSpec({"name": "low"}, priority="low"),
+            ]
+        )
         half_migrate(redis_cluster, slot, target, queue.keys.job("next"), queue.keys.job("done"))
         # The claim cannot know "next" in advance: complete.lua peeks it, reads its moved hash and stops
         # before popping it.

@@ -19,8 +19,10 @@ def settings(**values: object) -> Settings:
     return Settings.model_validate({"REDIS_URL": "redis://127.0.0.1:6399/0", **values})
 
 
-@pytest.mark.parametrize(("prefix", "tag"), [("{myia}", "myia"), ("a{b}c", "b"), ("myia", None), ("{}myia", None),
-                                             ("{myia", None), ("x}{y}", "y")])
+@pytest.mark.parametrize(
+    ("prefix", "tag"),
+    [("{myia}", "myia"), ("a{b}c", "b"), ("myia", None), ("{}myia", None), ("{myia", None), ("x}{y}", "y")],
+)
 def test_hash_tag_follows_redis_cluster_rules(prefix: str, tag: str | None) -> None:
     assert hash_tag(prefix) == tag
 
@@ -39,13 +41,23 @@ def test_connect_redis_applies_the_same_refusal() -> None:
 
 def test_sentinel_and_cluster_together_are_refused() -> None:
     with pytest.raises(SettingsError) as caught:
-        check_redis_settings(settings(REDIS_CLUSTER_NODES="127.0.0.1:7000", REDIS_SENTINELS="127.0.0.1:26379",
-                                      BULL_QUEUE_PREFIX="{myia}"))
+        check_redis_settings(
+            settings(
+                REDIS_CLUSTER_NODES="127.0.0.1:7000", REDIS_SENTINELS="127.0.0.1:26379", BULL_QUEUE_PREFIX="{myia}"
+            )
+        )
     assert caught.value.variable == "REDIS_CLUSTER_NODES"
 
 
-@pytest.mark.parametrize(("variable", "value"), [("REDIS_SENTINELS", "127.0.0.1"), ("REDIS_SENTINELS", "h:0"),
-                                                 ("REDIS_CLUSTER_NODES", "h:port"), ("REDIS_SENTINELS", " , ")])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REDIS_SENTINELS", "127.0.0.1"),
+        ("REDIS_SENTINELS", "h:0"),
+        ("REDIS_CLUSTER_NODES", "h:port"),
+        ("REDIS_SENTINELS", " , "),
+    ],
+)
 def test_node_lists_must_be_host_port(variable: str, value: str) -> None:
     with pytest.raises(SettingsError) as caught:
         check_redis_settings(settings(**{variable: value, "BULL_QUEUE_PREFIX": "{myia}"}))

@@ -27,10 +27,15 @@ async def round_trip(settings: Settings, name: str) -> None:
 async def test_sentinel_with_passwords_on_data_nodes_and_sentinels_survives_a_failover() -> None:
     group = SentinelGroup.start(password="data-secret", sentinel_password="sentinel-secret")
     try:
-        settings = Settings.model_validate({
-            "REDIS_SENTINELS": group.sentinel_addresses, "REDIS_SENTINEL_MASTER": group.name,
-            "REDIS_PASSWORD": "data-secret", "REDIS_SENTINEL_PASSWORD": "sentinel-secret",
-            "BULL_QUEUE_PREFIX": "{pw}"})
+        settings = Settings.model_validate(
+            {
+                "REDIS_SENTINELS": group.sentinel_addresses,
+                "REDIS_SENTINEL_MASTER": group.name,
+                "REDIS_PASSWORD": "data-secret",
+                "REDIS_SENTINEL_PASSWORD": "sentinel-secret",
+                "BULL_QUEUE_PREFIX": "{pw}",
+            }
+        )
         await round_trip(settings, "before")
         await group.kill_master()
         await round_trip(settings, "after")
@@ -41,8 +46,13 @@ async def test_sentinel_with_passwords_on_data_nodes_and_sentinels_survives_a_fa
 async def test_cluster_with_a_password() -> None:
     cluster = ClusterServers.start(password="cluster-secret")
     try:
-        settings = Settings.model_validate({"REDIS_CLUSTER_NODES": cluster.startup_nodes,
-                                            "REDIS_PASSWORD": "cluster-secret", "BULL_QUEUE_PREFIX": "{pw}"})
+        settings = Settings.model_validate(
+            {
+                "REDIS_CLUSTER_NODES": cluster.startup_nodes,
+                "REDIS_PASSWORD": "cluster-secret",
+                "BULL_QUEUE_PREFIX": "{pw}",
+            }
+        )
         await round_trip(settings, "one")
         wrong = settings.model_copy(update={"redis_password": "nope"})
         with pytest.raises(Exception, match="(?i)auth|password|WRONGPASS"):

@@ -14,12 +14,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
 def sentinel_settings(group: SentinelGroup) -> Settings:
-    return Settings.model_validate({"REDIS_SENTINELS": group.sentinel_addresses,
-                                    "REDIS_SENTINEL_MASTER": group.name, "BULL_QUEUE_PREFIX": "{ha}"})
+    return Settings.model_validate(
+        {"REDIS_SENTINELS": group.sentinel_addresses, "REDIS_SENTINEL_MASTER": group.name, "BULL_QUEUE_PREFIX": "{ha}"}
+    )
 
 
 async def test_runners_follow_the_promoted_replica_and_finish_every_job_still_in_redis(
-        sentinel_group: SentinelGroup) -> None:
+    sentinel_group: SentinelGroup,
+) -> None:
     settings = sentinel_settings(sentinel_group)
     config = QueueConfig(prefix="{ha}", name="failover", lease_ms=2_000, heartbeat_ms=400, stalled_check_ms=500)
 
@@ -30,8 +32,17 @@ async def test_runners_follow_the_promoted_replica_and_finish_every_job_still_in
     def client() -> AnyRedis:
         return connect_redis(settings)
 
-    ledger = await run_drill("sentinel failover (queue)", client, [config], n=120, fault=kill_master,
-                             concurrency=4, work_s=0.05, enqueue_every_s=0.02, timeout_s=90)
+    ledger = await run_drill(
+        "sentinel failover (queue)",
+        client,
+        [config],
+        n=120,
+        fault=kill_master,
+        concurrency=4,
+        work_s=0.05,
+        enqueue_every_s=0.02,
+        timeout_s=90,
+    )
     print(ledger.row(), ledger.notes)
     assert ledger.notes["promoted"] == sentinel_group.replica.address
     assert ledger.accepted == 120

@@ -19,8 +19,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=["fake", "real"])
-async def backend(request: pytest.FixtureRequest, redis_url: str, key_prefix: str,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[aioredis.Redis]:
+async def backend(
+    request: pytest.FixtureRequest, redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[aioredis.Redis]:
     """A Redis client: fakeredis (own server per test) or the real server (keys under the test's
     key_prefix are removed afterwards, by SCAN+UNLINK of that prefix only). On fakeredis every script
     run is also checked for Cluster safety (script_trace: no key first reached after the first write)."""
@@ -38,7 +39,7 @@ async def backend(request: pytest.FixtureRequest, redis_url: str, key_prefix: st
     finally:
         keys = [key async for key in client.scan_iter(match=f"{key_prefix}*", count=1000)]
         for start in range(0, len(keys), 500):
-            await client.unlink(*keys[start:start + 500])
+            await client.unlink(*keys[start : start + 500])
         await client.aclose()
 
 

@@ -24,8 +24,14 @@ class FakeClock:
 async def locate(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, list[str]]:
     """job id -> every structure holding it (lists may hold an id twice: that is a bug too)."""
     where: dict[str, list[str]] = {}
-    for name, key in (("wait_high", keys.wait_high), ("wait", keys.wait), ("wait_low", keys.wait_low),
-                      ("active", keys.active), ("completed", keys.completed), ("failed", keys.failed)):
+    for name, key in (
+        ("wait_high", keys.wait_high),
+        ("wait", keys.wait),
+        ("wait_low", keys.wait_low),
+        ("active", keys.active),
+        ("completed", keys.completed),
+        ("failed", keys.failed),
+    ):
         for raw in await redis.lrange(key, 0, -1):  # type: ignore[misc]
             where.setdefault(raw.decode(), []).append(name)
     for raw in await redis.zrange(keys.delayed, 0, -1):
@@ -33,8 +39,15 @@ async def locate(redis: aioredis.Redis, keys: QueueKeys) -> dict[str, list[str]]
     return where
 
 
-STRUCTURE_STATE = {"wait_high": "waiting", "wait": "waiting", "wait_low": "waiting", "active": "active",
-                   "delayed": "delayed", "completed": "completed", "failed": "failed"}
+STRUCTURE_STATE = {
+    "wait_high": "waiting",
+    "wait": "waiting",
+    "wait_low": "waiting",
+    "active": "active",
+    "delayed": "delayed",
+    "completed": "completed",
+    "failed": "failed",
+}
 
 
 async def assert_each_in_one_place(redis: aioredis.Redis, keys: QueueKeys, ids: set[str]) -> dict[str, str]:

@@ -13,8 +13,30 @@ from typing import Any
 import pytest
 from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
 
-WRITES = {"SET", "DEL", "UNLINK", "HSET", "HSETNX", "HINCRBY", "HDEL", "LPUSH", "RPUSH", "LREM", "RPOP", "LPOP",
-          "ZADD", "ZREM", "ZREMRANGEBYSCORE", "XADD", "PEXPIRE", "EXPIRE", "SADD", "SREM", "INCR", "INCRBY"}
+WRITES = {
+    "SET",
+    "DEL",
+    "UNLINK",
+    "HSET",
+    "HSETNX",
+    "HINCRBY",
+    "HDEL",
+    "LPUSH",
+    "RPUSH",
+    "LREM",
+    "RPOP",
+    "LPOP",
+    "ZADD",
+    "ZREM",
+    "ZREMRANGEBYSCORE",
+    "XADD",
+    "PEXPIRE",
+    "EXPIRE",
+    "SADD",
+    "SREM",
+    "INCR",
+    "INCRBY",
+}
 ALL_ARGS_ARE_KEYS = {"DEL", "UNLINK", "EXISTS", "MGET"}
 
 
@@ -42,8 +64,9 @@ class ScriptTrace:
         trace = self
 
         def traced_eval(self: Any, script: bytes, numkeys: int, *keys_and_args: bytes) -> Any:
-            title = next((line.strip() for line in script.decode(errors="replace").splitlines()[2:]
-                          if line.strip()), "?")
+            title = next(
+                (line.strip() for line in script.decode(errors="replace").splitlines()[2:] if line.strip()), "?"
+            )
             trace._stack.append(_Run(title, {_as_bytes(k) for k in keys_and_args[:numkeys]}))
             trace.runs += 1
             try:
@@ -65,8 +88,10 @@ class ScriptTrace:
         if run.written:
             for key in keys:
                 if key not in run.declared and key not in run.reached:
-                    self.violations.append(f"{run.script!r}: {command} {key.decode()} after the first write, "
-                                           "neither declared nor reached before it")
+                    self.violations.append(
+                        f"{run.script!r}: {command} {key.decode()} after the first write, "
+                        "neither declared nor reached before it"
+                    )
         else:
             run.reached.update(keys)  # a key reached by the first write itself would abort before any change
             run.written = command in WRITES

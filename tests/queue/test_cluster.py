@@ -36,8 +36,9 @@ def _cluster_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster_node() -> Iterator[EmbeddedServer]:
-    server = start_redis(port=_cluster_port(),
-                         extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    server = start_redis(
+        port=_cluster_port(), extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    )
     try:
         yield server
     finally:
@@ -62,8 +63,18 @@ async def cluster(cluster_node: EmbeddedServer) -> AsyncIterator[RedisCluster]:
 async def test_queue_and_runner_work_through_the_cluster_client(cluster: RedisCluster) -> None:
     config = QueueConfig(prefix="{myia}", name="model-certification", events_maxlen=100)
     queue = Queue(cluster, config)
-    await queue.enqueue_many([JobSpec({"n": n}, job_id=f"c{n}", priority="high" if n % 3 == 0 else "normal",
-                                      dedupe_key=f"m{n}", group="us-east-1") for n in range(20)])
+    await queue.enqueue_many(
+        [
+            JobSpec(
+                {"n": n},
+                job_id=f"c{n}",
+                priority="high" if n % 3 == 0 else "normal",
+                dedupe_key=f"m{n}",
+                group="us-east-1",
+            )
+            for n in range(20)
+        ]
+    )
     await queue.enqueue({}, job_id="later", delay_ms=60_000)
     assert (await queue.counts())["waiting"] == 20
     assert await queue.cancel("c1") == "removed"

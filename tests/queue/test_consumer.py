@@ -18,15 +18,23 @@ async def stalled_pass(consumer: Consumer) -> tuple[list[str], list[str]] | None
 
 
 async def test_claim_takes_priorities_strictly_and_fifo_within_each(queue: Queue, consumer: Consumer) -> None:
-    await queue.enqueue_many([JobSpec({}, job_id="low1", priority="low"), JobSpec({}, job_id="n1"),
-                              JobSpec({}, job_id="high1", priority="high"), JobSpec({}, job_id="n2"),
-                              JobSpec({}, job_id="high2", priority="high"), JobSpec({}, job_id="low2", priority="low")])
+    await queue.enqueue_many(
+        [
+            JobSpec({}, job_id="low1", priority="low"),
+            JobSpec({}, job_id="n1"),
+            JobSpec({}, job_id="high1", priority="high"),
+            JobSpec({}, job_id="n2"),
+            JobSpec({}, job_id="high2", priority="high"),
+            JobSpec({}, job_id="low2", priority="low"),
+        ]
+    )
     claim = await consumer.claim(10)
     assert [lease.job.id for lease in claim.leases] == ["high1", "high2", "n1", "n2", "low1", "low2"]
 
 
-async def test_claim_moves_to_active_with_a_lease_that_expires_by_ttl(queue: Queue, consumer: Consumer,
-                                                                      backend: aioredis.Redis) -> None:
+async def test_claim_moves_to_active_with_a_lease_that_expires_by_ttl(
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis
+) -> None:
     await queue.enqueue({"x": 1}, job_id="j")
     [lease] = (await consumer.claim(1)).leases
     assert (lease.job.state, lease.attempt, lease.job.payload) == (JobState.ACTIVE, 1, {"x": 1})
@@ -35,8 +43,9 @@ async def test_claim_moves_to_active_with_a_lease_that_expires_by_ttl(queue: Que
     await assert_each_in_one_place(backend, queue.keys, {"j"})
 
 
-async def test_complete_stores_result_and_rejects_a_lost_lease(queue: Queue, consumer: Consumer,
-                                                              backend: aioredis.Redis, clock: FakeClock) -> None:
+async def test_complete_stores_result_and_rejects_a_lost_lease(
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis, clock: FakeClock
+) -> None:
     await queue.enqueue({}, job_id="a")
     await queue.enqueue({}, job_id="b")
     first, second = (await consumer.claim(2)).leases
@@ -54,8 +63,9 @@ async def test_complete_stores_result_and_rejects_a_lost_lease(queue: Queue, con
     await assert_each_in_one_place(backend, queue.keys, {"a", "b"})
 
 
-async def test_fail_retries_with_backoff_until_max_attempts_then_failed(queue: Queue, consumer: Consumer,
-                                                                        clock: FakeClock) -> None:
+async def test_fail_retries_with_backoff_until_max_attempts_then_failed(
+    queue: Queue, consumer: Consumer, clock: FakeClock
+) -> None:
     await queue.enqueue({}, job_id="f", max_attempts=3)
     for attempt in (1, 2):
         [lease] = (await consumer.claim(1)).leases
@@ -82,8 +92,9 @@ async def test_final_error_goes_straight_to_failed(queue: Queue, consumer: Consu
     assert (await queue.counts())["failed"] == 1
 
 
-async def test_an_attempt_error_keeps_its_stack_only_when_given(queue: Queue, consumer: Consumer,
-                                                                  clock: FakeClock) -> None:
+async def test_an_attempt_error_keeps_its_stack_only_when_given(
+    queue: Queue, consumer: Consumer, clock: FakeClock
+) -> None:
     await queue.enqueue({}, job_id="s", max_attempts=2)
     [lease] = (await consumer.claim(1)).leases
     stack = 'Traceback (most recent call last):\n  File "h.py", line 1, in handler\nRuntimeError: bug "quoted"\n'
@@ -108,8 +119,9 @@ async def test_release_puts_job_first_in_line_without_counting_the_attempt(queue
     assert await consumer.fail(again, "once") is JobState.FAILED  # the released start did not count
 
 
-async def test_retry_replays_failed_jobs_with_fresh_attempts(queue: Queue, consumer: Consumer,
-                                                             backend: aioredis.Redis) -> None:
+async def test_retry_replays_failed_jobs_with_fresh_attempts(
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis
+) -> None:
     await queue.enqueue_many([JobSpec({}, job_id=f"d{n}", max_attempts=1) for n in range(3)])
     for lease in (await consumer.claim(3)).leases:
         await consumer.fail(lease, "dead")
@@ -123,10 +135,12 @@ async def test_retry_replays_failed_jobs_with_fresh_attempts(queue: Queue, consu
     await assert_each_in_one_place(backend, queue.keys, {"d0", "d1", "d2"})
 
 
-async def test_cancel_waiting_delayed_active_and_finished(queue: Queue, consumer: Consumer,
-                                                          backend: aioredis.Redis) -> None:
-    await queue.enqueue_many([JobSpec({}, job_id="w"), JobSpec({}, job_id="d", delay_ms=1_000),
-                              JobSpec({}, job_id="a")])
+async def test_cancel_waiting_delayed_active_and_finished(
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis
+) -> None:
+    await queue.enqueue_many(
+        [JobSpec({}, job_id="w"), JobSpec({}, job_id="d", delay_ms=1_000), JobSpec({}, job_id="a")]
+    )
     assert await queue.cancel("w") == "removed"
     assert await queue.cancel("d") == "removed"
     [lease] = (await consumer.claim(1)).leases
@@ -142,14 +156,17 @@ async def test_cancel_waiting_delayed_active_and_finished(queue: Queue, consumer
     await assert_each_in_one_place(backend, queue.keys, {"w", "d", "a"})
 
 
-async def test_heartbeat_renews_leases_and_registers_the_worker(queue: Queue, consumer: Consumer,
-                                                               backend: aioredis.Redis) -> None:
+async def test_heartbeat_renews_leases_and_registers_the_worker(
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis
+) -> None:
     await queue.enqueue_many([JobSpec({}, job_id="h1"), JobSpec({}, job_id="h2")])
     first, second = (await consumer.claim(2)).leases
     await backend.pexpire(queue.keys.lock("h1"), 100)
     await backend.delete(queue.keys.lock("h2"))
-    assert await consumer.heartbeat([first, second], {"concurrency": 2, "health_port": 3002}) == [LEASE_RENEWED,
-                                                                                                   LEASE_LOST]
+    assert await consumer.heartbeat([first, second], {"concurrency": 2, "health_port": 3002}) == [
+        LEASE_RENEWED,
+        LEASE_LOST,
+    ]
     assert await backend.pttl(queue.keys.lock("h1")) > 100
     [worker] = await queue.workers()
     assert (worker["id"], worker["concurrency"], worker["health_port"]) == ("c1", 2, 3002)
@@ -167,10 +184,12 @@ async def test_progress_is_recorded_and_streamed(queue: Queue, consumer: Consume
     assert {"event": "progress", "jobId": "p", "progress": '{"done":3,"total":10}'} in events
 
 
-async def test_stalled_job_returns_to_wait_on_second_pass_only_without_lease(queue: Queue, consumer: Consumer,
-                                                                            backend: aioredis.Redis) -> None:
-    await queue.enqueue_many([JobSpec({}, job_id="dead", priority="high"), JobSpec({}, job_id="alive"),
-                              JobSpec({}, job_id="next")])
+async def test_stalled_job_returns_to_wait_on_second_pass_only_without_lease(
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis
+) -> None:
+    await queue.enqueue_many(
+        [JobSpec({}, job_id="dead", priority="high"), JobSpec({}, job_id="alive"), JobSpec({}, job_id="next")]
+    )
     dead, alive = (await consumer.claim(2)).leases
     assert await stalled_pass(consumer) == ([], [])  # first pass only marks
     await backend.delete(queue.keys.lock("dead"))  # its consumer crashed: the lease ran out
@@ -188,8 +207,9 @@ async def test_recover_stalled_runs_once_per_interval(queue: Queue, consumer: Co
     assert await consumer.recover_stalled() is None
 
 
-async def test_job_stalling_too_often_goes_to_failed_with_reason(backend: aioredis.Redis, key_prefix: str,
-                                                                clock: FakeClock) -> None:
+async def test_job_stalling_too_often_goes_to_failed_with_reason(
+    backend: aioredis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
     config = QueueConfig(prefix=key_prefix, name="s", max_stalls=1)
     queue, consumer = Queue(backend, config, clock=clock), Consumer(backend, config, clock=clock)
     await queue.enqueue({}, job_id="s")
@@ -203,24 +223,29 @@ async def test_job_stalling_too_often_goes_to_failed_with_reason(backend: aiored
     assert "stalled more than 1 times" in (job.last_error or "")
 
 
-async def test_claim_lease_gap_is_not_taken_for_a_stall(queue: Queue, consumer: Consumer,
-                                                        backend: aioredis.Redis) -> None:
+async def test_claim_lease_gap_is_not_taken_for_a_stall(
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis
+) -> None:
     await queue.enqueue({}, job_id="g")
     await backend.lmove(queue.keys.wait, queue.keys.active, "RIGHT", "LEFT")  # BLMOVE done, lease not yet taken
     await stalled_pass(consumer)  # marks "g" while it has no lease
-    reply = await consumer.scripts.run("start", ["g", str(consumer.clock()), "3000", "tok", "c1", ""],
-                                       source=queue.keys.wait)
+    reply = await consumer.scripts.run(
+        "start", ["g", str(consumer.clock()), "3000", "tok", "c1", ""], source=queue.keys.wait
+    )
     assert reply[0] == b"ok"
     assert await stalled_pass(consumer) == ([], [])
     await assert_each_in_one_place(backend, queue.keys, {"g"})
 
 
-async def test_rate_limited_group_waits_in_delayed_without_burning_attempts(backend: aioredis.Redis, key_prefix: str,
-                                                                           clock: FakeClock) -> None:
+async def test_rate_limited_group_waits_in_delayed_without_burning_attempts(
+    backend: aioredis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
     config = QueueConfig(prefix=key_prefix, name="rl", rate_limits={"us-east-1": (2, 60.0), "*": (10, 1.0)})
     queue, consumer = Queue(backend, config, clock=clock), Consumer(backend, config, clock=clock)
-    await queue.enqueue_many([JobSpec({}, job_id=f"us{n}", group="us-east-1") for n in range(4)]
-                             + [JobSpec({}, job_id="eu", group="eu-west-1"), JobSpec({}, job_id="none")])
+    await queue.enqueue_many(
+        [JobSpec({}, job_id=f"us{n}", group="us-east-1") for n in range(4)]
+        + [JobSpec({}, job_id="eu", group="eu-west-1"), JobSpec({}, job_id="none")]
+    )
     claimed = [lease.job.id for lease in (await consumer.claim(10)).leases]
     assert claimed == ["us0", "us1", "eu", "none"]  # other groups are not held up
     limited = await queue.list("delayed")
@@ -232,8 +257,9 @@ async def test_rate_limited_group_waits_in_delayed_without_burning_attempts(back
     assert [lease.job.id for lease in (await consumer.claim(10)).leases] == ["us2"]  # its token was reserved
 
 
-async def test_unknown_id_and_corrupt_hash_go_to_failed_and_claiming_goes_on(queue: Queue, consumer: Consumer,
-                                                                             backend: aioredis.Redis) -> None:
+async def test_unknown_id_and_corrupt_hash_go_to_failed_and_claiming_goes_on(
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis
+) -> None:
     await queue.enqueue({}, job_id="good")
     await backend.rpush(queue.keys.wait, "ghost")  # type: ignore[misc]  # claimed first: popped from the right
     garbled = {"id": "garbled", "state": "waiting", "payload": "{oops"}
@@ -248,8 +274,9 @@ async def test_unknown_id_and_corrupt_hash_go_to_failed_and_claiming_goes_on(que
     await assert_each_in_one_place(backend, queue.keys, {"good", "ghost", "garbled"})
 
 
-async def test_retention_keeps_last_n_completed_and_cleans_by_age(backend: aioredis.Redis, key_prefix: str,
-                                                                  clock: FakeClock) -> None:
+async def test_retention_keeps_last_n_completed_and_cleans_by_age(
+    backend: aioredis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
     config = QueueConfig(prefix=key_prefix, name="ret", keep_completed=3, failed_max_age_ms=10_000)
     queue, consumer = Queue(backend, config, clock=clock), Consumer(backend, config, clock=clock)
     await queue.enqueue_many([JobSpec({}, job_id=f"c{n}") for n in range(5)])
@@ -278,7 +305,8 @@ async def test_complete_and_claim_settles_and_claims_in_one_call(queue: Queue, c
 
 
 async def test_job_lost_in_the_claim_lease_gap_is_recovered_with_its_attempts_intact(
-        queue: Queue, consumer: Consumer, backend: aioredis.Redis) -> None:
+    queue: Queue, consumer: Consumer, backend: aioredis.Redis
+) -> None:
     await queue.enqueue({}, job_id="gap", max_attempts=2)
     await backend.lmove(queue.keys.wait, queue.keys.active, "RIGHT", "LEFT")  # the consumer died right after BLMOVE
     await stalled_pass(consumer)

@@ -32,15 +32,21 @@ class Clocked(RunnerHooks):
 
 
 async def test_sigkilled_consumer_jobs_run_again_within_5s_and_finish_once(
-        redis_client: aioredis.Redis, redis_url: str, key_prefix: str) -> None:
+    redis_client: aioredis.Redis, redis_url: str, key_prefix: str
+) -> None:
     config = QueueConfig(prefix=key_prefix, name="crash")  # library defaults: lease 3 s, stalled check 0.5 s
     queue = Queue(redis_client, config)
     total = 60
     ids = {job.id for job in await queue.enqueue_many([JobSpec({"work_s": 0.2}) for _ in range(total)])}
     started_key = f"{key_prefix}:test:started"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).with_name("consumer_process.py")), redis_url, key_prefix, "crash",
-        started_key)
+        sys.executable,
+        str(Path(__file__).with_name("consumer_process.py")),
+        redis_url,
+        key_prefix,
+        "crash",
+        started_key,
+    )
     try:
         async with asyncio.timeout(30):
             for _ in range(15):  # wait for 15 handler starts

@@ -12,7 +12,7 @@ def crc16_slot(key: str) -> int:
     if start != -1:
         end = data.find(b"}", start + 1)
         if end > start + 1:
-            data = data[start + 1:end]
+            data = data[start + 1 : end]
     crc = 0
     for byte in data:
         crc ^= byte << 8
@@ -23,8 +23,14 @@ def crc16_slot(key: str) -> int:
 
 
 def every_key(keys: QueueKeys) -> list[str]:
-    return [*keys.all_fixed(), keys.job("j-1"), keys.lock("j-1"), keys.dedupe("m:us-east-1"),
-            keys.limiter("us-east-1"), keys.worker("host:1")]
+    return [
+        *keys.all_fixed(),
+        keys.job("j-1"),
+        keys.lock("j-1"),
+        keys.dedupe("m:us-east-1"),
+        keys.limiter("us-east-1"),
+        keys.worker("host:1"),
+    ]
 
 
 def test_contract_key_names() -> None:

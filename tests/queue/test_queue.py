@@ -14,8 +14,12 @@ async def test_enqueue_stores_the_job_and_counts_it_as_waiting(queue: Queue, bac
     assert (job.id, job.state, job.existing) == ("j1", JobState.WAITING, False)
     stored = await queue.get("j1")
     assert stored is not None
-    assert (stored.payload, stored.max_attempts, stored.timeout_ms, stored.group) == ({"modelId": "m"}, 3, 500,
-                                                                                     "us-east-1")
+    assert (stored.payload, stored.max_attempts, stored.timeout_ms, stored.group) == (
+        {"modelId": "m"},
+        3,
+        500,
+        "us-east-1",
+    )
     assert stored.created_at == queue.clock()
     assert await backend.llen(queue.keys.wait) == 1  # type: ignore[misc]
     assert (await queue.counts())["waiting"] == 1
@@ -38,10 +42,17 @@ async def test_enqueue_refuses_payload_that_is_not_a_json_object(queue: Queue, p
     assert (await queue.counts())["waiting"] == 0
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"priority": "urgent"}, "priority"), ({"max_attempts": 0}, "max_attempts"), ({"delay_ms": -1}, "delay_ms"),
-    ({"timeout_ms": 0}, "timeout_ms"), ({"job_id": ""}, "job_id"), ({"dedupe_key": ""}, "dedupe_key"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"priority": "urgent"}, "priority"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"delay_ms": -1}, "delay_ms"),
+        ({"timeout_ms": 0}, "timeout_ms"),
+        ({"job_id": ""}, "job_id"),
+        ({"dedupe_key": ""}, "dedupe_key"),
+    ],
+)
 async def test_enqueue_refuses_bad_options_naming_them(queue: Queue, kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidJob) as info:
         await queue.enqueue({}, **kwargs)  # type: ignore[arg-type]
@@ -57,6 +68,7 @@ async def test_enqueue_with_existing_id_returns_that_job(queue: Queue) -> None:
 
 async def test_dedupe_key_returns_pending_job_until_it_finishes(queue: Queue, consumer: object) -> None:
     from certq.queue import Consumer
+
     assert isinstance(consumer, Consumer)
     first = await queue.enqueue({}, job_id="a", dedupe_key="m:us-east-1")
     dup = await queue.enqueue({}, job_id="b", dedupe_key="m:us-east-1")
@@ -76,9 +88,11 @@ async def test_enqueue_many_adds_all_in_order(queue: Queue, backend: aioredis.Re
     await assert_each_in_one_place(backend, queue.keys, {f"j{n}" for n in range(25)})
 
 
-async def test_delayed_job_waits_in_zset_until_due(queue: Queue, backend: aioredis.Redis, clock: FakeClock,
-                                                   consumer: object) -> None:
+async def test_delayed_job_waits_in_zset_until_due(
+    queue: Queue, backend: aioredis.Redis, clock: FakeClock, consumer: object
+) -> None:
     from certq.queue import Consumer
+
     assert isinstance(consumer, Consumer)
     job = await queue.enqueue({}, job_id="later", delay_ms=5_000)
     assert job.state is JobState.DELAYED and job.due_at == clock.now + 5_000
@@ -109,6 +123,7 @@ async def test_list_pages_each_state(queue: Queue) -> None:
 
 async def test_pause_keeps_enqueue_working_and_resume_restores(queue: Queue, consumer: object) -> None:
     from certq.queue import Consumer
+
     assert isinstance(consumer, Consumer)
     await queue.pause()
     assert await queue.is_paused()
@@ -122,6 +137,7 @@ async def test_pause_keeps_enqueue_working_and_resume_restores(queue: Queue, con
 
 async def test_remove_deletes_non_active_jobs(queue: Queue, backend: aioredis.Redis, consumer: object) -> None:
     from certq.queue import Consumer
+
     assert isinstance(consumer, Consumer)
     await queue.enqueue({}, job_id="r", dedupe_key="k")
     await queue.enqueue({}, job_id="act")
@@ -134,8 +150,9 @@ async def test_remove_deletes_non_active_jobs(queue: Queue, backend: aioredis.Re
         await queue.remove("act")
 
 
-async def test_events_stream_records_state_changes_and_is_capped(backend: aioredis.Redis, key_prefix: str,
-                                                                 clock: FakeClock) -> None:
+async def test_events_stream_records_state_changes_and_is_capped(
+    backend: aioredis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
     queue = Queue(backend, QueueConfig(prefix=key_prefix, name="ev", events_maxlen=50), clock=clock)
     await queue.enqueue({}, job_id="e1")
     events = await queue.events("0", 10)

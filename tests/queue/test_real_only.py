@@ -47,8 +47,9 @@ async def test_lease_expires_by_redis_ttl_and_is_then_lost(redis_client: aioredi
     assert await consumer.heartbeat([lease]) == [LEASE_LOST]
 
 
-async def test_paused_while_blocked_puts_the_job_back_first_in_line(redis_client: aioredis.Redis,
-                                                                     config: QueueConfig) -> None:
+async def test_paused_while_blocked_puts_the_job_back_first_in_line(
+    redis_client: aioredis.Redis, config: QueueConfig
+) -> None:
     consumer, queue = Consumer(redis_client, config), Queue(redis_client, config)
     claim = asyncio.create_task(consumer.claim_blocking(5_000))
     await asyncio.sleep(0.05)
@@ -60,8 +61,9 @@ async def test_paused_while_blocked_puts_the_job_back_first_in_line(redis_client
     await assert_each_in_one_place(redis_client, config.keys, {"p1"})
 
 
-async def test_cancel_in_the_blmove_gap_fails_the_job_at_lease_time(redis_client: aioredis.Redis,
-                                                                    config: QueueConfig) -> None:
+async def test_cancel_in_the_blmove_gap_fails_the_job_at_lease_time(
+    redis_client: aioredis.Redis, config: QueueConfig
+) -> None:
     consumer, queue = Consumer(redis_client, config), Queue(redis_client, config)
     await queue.enqueue({}, job_id="gap")
     await redis_client.lmove(config.keys.wait, config.keys.active, "RIGHT", "LEFT")

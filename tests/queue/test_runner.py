@@ -18,8 +18,17 @@ pytestmark = pytest.mark.real_redis
 
 @pytest.fixture
 def fast_config(key_prefix: str) -> QueueConfig:
-    return QueueConfig(prefix=key_prefix, name="run", lease_ms=1_000, heartbeat_ms=100, stalled_check_ms=100,
-                       promote_ms=50, backoff_base_ms=10, backoff_cap_ms=20, block_ms=100)
+    return QueueConfig(
+        prefix=key_prefix,
+        name="run",
+        lease_ms=1_000,
+        heartbeat_ms=100,
+        stalled_check_ms=100,
+        promote_ms=50,
+        backoff_base_ms=10,
+        backoff_cap_ms=20,
+        block_ms=100,
+    )
 
 
 @pytest.fixture
@@ -38,13 +47,26 @@ class Recorder(RunnerHooks):
         self.calls.append((name, job.id))
         self.changed.set()
 
-    def on_claim(self, job: Job) -> None: self._add("claim", job)
-    def on_complete(self, job: Job, seconds: float) -> None: self._add("complete", job)
-    def on_retry(self, job: Job, error: str, category: str | None, seconds: float) -> None: self._add("retry", job)
-    def on_fail(self, job: Job, error: str, category: str | None, seconds: float) -> None: self._add("fail", job)
-    def on_lease_lost(self, job: Job) -> None: self._add("lease_lost", job)
-    def on_cancelled(self, job: Job) -> None: self._add("cancelled", job)
-    def on_release(self, job: Job) -> None: self._add("release", job)
+    def on_claim(self, job: Job) -> None:
+        self._add("claim", job)
+
+    def on_complete(self, job: Job, seconds: float) -> None:
+        self._add("complete", job)
+
+    def on_retry(self, job: Job, error: str, category: str | None, seconds: float) -> None:
+        self._add("retry", job)
+
+    def on_fail(self, job: Job, error: str, category: str | None, seconds: float) -> None:
+        self._add("fail", job)
+
+    def on_lease_lost(self, job: Job) -> None:
+        self._add("lease_lost", job)
+
+    def on_cancelled(self, job: Job) -> None:
+        self._add("cancelled", job)
+
+    def on_release(self, job: Job) -> None:
+        self._add("release", job)
 
     def on_heartbeat(self, leases: int) -> None:
         self.heartbeats += 1
@@ -78,8 +100,9 @@ async def running() -> AsyncIterator[Callable[[Runner], Awaitable[asyncio.Event]
         await asyncio.gather(*(task for task, _ in started))
 
 
-async def test_burst_runs_every_job_with_exactly_n_at_once(redis_client: aioredis.Redis, queue: Queue,
-                                                          fast_config: QueueConfig) -> None:
+async def test_burst_runs_every_job_with_exactly_n_at_once(
+    redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig
+) -> None:
     await queue.enqueue_many([JobSpec({"n": n}) for n in range(30)])
     now = peak = 0
 
@@ -100,8 +123,9 @@ async def test_burst_runs_every_job_with_exactly_n_at_once(redis_client: aioredi
     assert {job.result for job in await queue.list("completed", 0, 30)} == {n * 2 for n in range(30)}
 
 
-async def test_handler_outcomes_map_to_retry_or_failed(redis_client: aioredis.Redis, queue: Queue,
-                                                       fast_config: QueueConfig) -> None:
+async def test_handler_outcomes_map_to_retry_or_failed(
+    redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig
+) -> None:
     await queue.enqueue_many([JobSpec({"kind": kind}, job_id=kind) for kind in ("final", "again", "crash")])
 
     async def handler(active: ActiveJob) -> None:
@@ -118,8 +142,16 @@ async def test_handler_outcomes_map_to_retry_or_failed(redis_client: aioredis.Re
     assert final is not None and (final.state, final.error_category) == (JobState.FAILED, "AUTH_ERROR")
     assert again is not None and (again.state, again.error_category) == (JobState.DELAYED, "RATE_LIMITED")
     assert crash is not None and crash.state is JobState.DELAYED and "RuntimeError: bug" in (crash.last_error or "")
-    assert sorted(hooks.calls) == sorted([("claim", "final"), ("claim", "again"), ("claim", "crash"),
-                                          ("fail", "final"), ("retry", "again"), ("retry", "crash")])
+    assert sorted(hooks.calls) == sorted(
+        [
+            ("claim", "final"),
+            ("claim", "again"),
+            ("claim", "crash"),
+            ("fail", "final"),
+            ("retry", "again"),
+            ("retry", "crash"),
+        ]
+    )
 
 
 def _deep_bug(depth: int) -> None:
@@ -159,8 +191,9 @@ async def test_an_unexpected_handler_error_is_kept_with_its_capped_stack(
     assert entry["message"] == "quota exceeded" and "stack" not in entry
 
 
-async def test_timeout_cancels_the_handler_and_retries_as_timeout(redis_client: aioredis.Redis, queue: Queue,
-                                                                  fast_config: QueueConfig) -> None:
+async def test_timeout_cancels_the_handler_and_retries_as_timeout(
+    redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig
+) -> None:
     await queue.enqueue({}, job_id="slow", timeout_ms=50)
     cancelled = asyncio.Event()
 
@@ -178,8 +211,12 @@ async def test_timeout_cancels_the_handler_and_retries_as_timeout(redis_client: 
 
 
 async def test_cancel_from_another_process_stops_the_running_handler(
-        redis_client: aioredis.Redis, redis_url: str, queue: Queue, fast_config: QueueConfig,
-        running: Callable[[Runner], Awaitable[asyncio.Event]]) -> None:
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    queue: Queue,
+    fast_config: QueueConfig,
+    running: Callable[[Runner], Awaitable[asyncio.Event]],
+) -> None:
     started, stopped = asyncio.Event(), asyncio.Event()
     seen: list[ActiveJob] = []
 
@@ -209,8 +246,11 @@ async def test_cancel_from_another_process_stops_the_running_handler(
 
 
 async def test_lost_lease_aborts_the_handler_and_the_job_runs_again(
-        redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig,
-        running: Callable[[Runner], Awaitable[asyncio.Event]]) -> None:
+    redis_client: aioredis.Redis,
+    queue: Queue,
+    fast_config: QueueConfig,
+    running: Callable[[Runner], Awaitable[asyncio.Event]],
+) -> None:
     attempts: list[int] = []
     first_started = asyncio.Event()
 
@@ -233,8 +273,9 @@ async def test_lost_lease_aborts_the_handler_and_the_job_runs_again(
     assert job is not None and (job.state, job.result, job.stalls) == (JobState.COMPLETED, "done", 1)
 
 
-async def test_stop_lets_running_jobs_finish_within_grace(redis_client: aioredis.Redis, queue: Queue,
-                                                          fast_config: QueueConfig) -> None:
+async def test_stop_lets_running_jobs_finish_within_grace(
+    redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig
+) -> None:
     await queue.enqueue({}, job_id="g")
     started, finish = asyncio.Event(), asyncio.Event()
 
@@ -257,7 +298,8 @@ async def test_stop_lets_running_jobs_finish_within_grace(redis_client: aioredis
 
 
 async def test_after_grace_running_jobs_are_released_without_counting_the_attempt(
-        redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig) -> None:
+    redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig
+) -> None:
     await queue.enqueue({}, job_id="r", max_attempts=1)
     started = asyncio.Event()
 
@@ -281,8 +323,11 @@ async def test_after_grace_running_jobs_are_released_without_counting_the_attemp
 
 
 async def test_idle_runner_picks_up_new_job_and_registers_itself(
-        redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig,
-        running: Callable[[Runner], Awaitable[asyncio.Event]]) -> None:
+    redis_client: aioredis.Redis,
+    queue: Queue,
+    fast_config: QueueConfig,
+    running: Callable[[Runner], Awaitable[asyncio.Event]],
+) -> None:
     done = asyncio.Event()
 
     async def handler(active: ActiveJob) -> None:
@@ -300,8 +345,11 @@ async def test_idle_runner_picks_up_new_job_and_registers_itself(
 
 
 async def test_paused_queue_is_not_claimed_until_resumed(
-        redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig,
-        running: Callable[[Runner], Awaitable[asyncio.Event]]) -> None:
+    redis_client: aioredis.Redis,
+    queue: Queue,
+    fast_config: QueueConfig,
+    running: Callable[[Runner], Awaitable[asyncio.Event]],
+) -> None:
     ran: list[Any] = []
     hooks = Recorder()
 
@@ -377,7 +425,8 @@ async def test_runner_rides_out_a_redis_restart(key_prefix: str) -> None:
 
 
 async def test_unserializable_result_fails_the_job_and_the_runner_goes_on(
-        redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig) -> None:
+    redis_client: aioredis.Redis, queue: Queue, fast_config: QueueConfig
+) -> None:
     await queue.enqueue_many([JobSpec({"bad": True}, job_id="bad"), JobSpec({"bad": False}, job_id="good")])
 
     async def handler(active: ActiveJob) -> object:
@@ -391,9 +440,9 @@ async def test_unserializable_result_fails_the_job_and_the_runner_goes_on(
     assert good is not None and good.state is JobState.COMPLETED
 
 
-async def test_idle_runner_wakes_at_once_for_every_priority(redis_client: aioredis.Redis, key_prefix: str,
-                                                            running: Callable[[Runner], Awaitable[asyncio.Event]]
-                                                            ) -> None:
+async def test_idle_runner_wakes_at_once_for_every_priority(
+    redis_client: aioredis.Redis, key_prefix: str, running: Callable[[Runner], Awaitable[asyncio.Event]]
+) -> None:
     # block_ms is long here: a pickup well within it proves the runner was woken, not polling.
     config = QueueConfig(prefix=key_prefix, name="wake", block_ms=3_000, heartbeat_ms=100)
     queue = Queue(redis_client, config)

@@ -25,8 +25,9 @@ class QueueMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.client = aioredis.from_url(self.redis_url)
-        self.config = QueueConfig(prefix=f"{{sm{uuid.uuid4().hex[:10]}}}", name="sm", max_stalls=2,
-                                  rate_limits={"limited": (1, 60.0)})
+        self.config = QueueConfig(
+            prefix=f"{{sm{uuid.uuid4().hex[:10]}}}", name="sm", max_stalls=2, rate_limits={"limited": (1, 60.0)}
+        )
         self.clock = FakeClock()
         self.queue = Queue(self.client, self.config, clock=self.clock)
         self.consumers = [Consumer(self.client, self.config, consumer_id=f"c{i}", clock=self.clock) for i in range(2)]
@@ -42,15 +43,27 @@ class QueueMachine(RuleBasedStateMachine):
             if keys:
                 await self.client.unlink(*keys)
             await self.client.aclose()
+
         self.run(clean())
         self.loop.close()
 
-    @rule(priority=st.sampled_from(["high", "normal", "low"]), delay=st.sampled_from([0, 0, 1_000]),
-          group=st.sampled_from([None, None, "limited"]), max_attempts=st.integers(1, 3))
+    @rule(
+        priority=st.sampled_from(["high", "normal", "low"]),
+        delay=st.sampled_from([0, 0, 1_000]),
+        group=st.sampled_from([None, None, "limited"]),
+        max_attempts=st.integers(1, 3),
+    )
     def enqueue(self, priority: Any, delay: int, group: str | None, max_attempts: int) -> None:
-        job = self.run(self.queue.enqueue({"n": len(self.ids)}, job_id=f"j{len(self.ids)}", priority=priority,
-                                          delay_ms=delay, group=group,
-                                          max_attempts=max_attempts))
+        job = self.run(
+            self.queue.enqueue(
+                {"n": len(self.ids)},
+                job_id=f"j{len(self.ids)}",
+                priority=priority,
+                delay_ms=delay,
+                group=group,
+                max_attempts=max_attempts,
+            )
+        )
         self.ids.add(job.id)
 
     @rule(who=st.integers(0, 1), count=st.integers(1, 3))
@@ -116,5 +129,9 @@ class QueueMachine(RuleBasedStateMachine):
 
 def test_random_moves_keep_every_job_in_exactly_one_place(redis_url: str) -> None:
     QueueMachine.redis_url = redis_url
-    run_state_machine_as_test(QueueMachine, settings=settings(
-        max_examples=80, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)))
+    run_state_machine_as_test(
+        QueueMachine,
+        settings=settings(
+            max_examples=80, stateful_step_count=30, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
+    )

@@ -58,10 +58,12 @@ async def test_idempotency_key_replays_the_first_answer(store: Store, make_model
 async def test_concurrent_requests_with_one_key_do_the_work_once(store: Store, make_model: MakeModel) -> None:
     models = [await make_model(regions=["local"]) for _ in range(4)]
     key = IdempotencyKey(scope="test", key=f"k-{models[0].id}", fingerprint="same")
-    results = await asyncio.gather(*(
-        store.create_job(type="SINGLE_MODEL", pairs=[(m.id, "local")], idempotency=key, render=_render)
-        for m in models
-    ))
+    results = await asyncio.gather(
+        *(
+            store.create_job(type="SINGLE_MODEL", pairs=[(m.id, "local")], idempotency=key, render=_render)
+            for m in models
+        )
+    )
     assert sum(isinstance(r, JobCreated) for r in results) == 1
     assert sum(isinstance(r, Replay) for r in results) == 3
 
@@ -137,8 +139,9 @@ async def test_idempotency_keys_older_than_the_ttl_are_purged(store: Store, make
     fresh = IdempotencyKey(scope="test", key=f"fresh-{model.id}", fingerprint="f")
     await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "a")], idempotency=old, render=_render)
     await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "b")], idempotency=fresh, render=_render)
-    await store.pool.execute("UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = $1",
-                             old.key)
+    await store.pool.execute(
+        "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = $1", old.key
+    )
     assert await store.purge_idempotency_keys(86_400) >= 1
     keys = {r["key"] for r in await store.pool.fetch("SELECT key FROM idempotency_keys WHERE scope = 'test'")}
     assert old.key not in keys and fresh.key in keys
@@ -146,8 +149,9 @@ async def test_idempotency_keys_older_than_the_ttl_are_purged(store: Store, make
 
 async def test_concurrent_cancels_of_one_batch_count_each_run_once(store: Store, make_model: MakeModel) -> None:
     models = [await make_model(regions=["a", "b", "c", "d"]) for _ in range(5)]
-    created = await store.create_job(type="MULTIPLE_MODELS",
-                                     pairs=[(m.id, r) for m in models for r in ("a", "b", "c", "d")])
+    created = await store.create_job(
+        type="MULTIPLE_MODELS", pairs=[(m.id, r) for m in models for r in ("a", "b", "c", "d")]
+    )
     assert isinstance(created, JobCreated) and created.job is not None
     outcomes = await asyncio.gather(*(store.cancel_job(created.job.id) for _ in range(6)))
     assert sum(len(o.cancelled) for o in outcomes if o is not None) == 20

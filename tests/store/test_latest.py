@@ -32,9 +32,16 @@ async def history(postgres_server_url: str) -> AsyncIterator[Store]:
     store = await Store.connect(postgres_server_url.rsplit("/", 1)[0] + f"/{name}", min_size=1, max_size=2)
     try:
         await store.migrate()
-        models = [await store.create_model(name=f"m{i}", provider="openai", api_model_id=f"tiny-{i}",
-                                           base_url="http://127.0.0.1:9/v1", regions=["a", "b", "c"])
-                  for i in range(3)]
+        models = [
+            await store.create_model(
+                name=f"m{i}",
+                provider="openai",
+                api_model_id=f"tiny-{i}",
+                base_url="http://127.0.0.1:9/v1",
+                regions=["a", "b", "c"],
+            )
+            for i in range(3)
+        ]
         await store.pool.execute("UPDATE models SET is_active = false WHERE id = $1", models[2].id)
         await store.pool.execute(
             """
@@ -54,7 +61,8 @@ async def history(postgres_server_url: str) -> AsyncIterator[Store]:
                 50
             FROM jobs j
             """,
-            [m.id for m in models], RUNS_PER_PAIR,
+            [m.id for m in models],
+            RUNS_PER_PAIR,
         )
         await store.pool.execute("ANALYZE certifications")  # plans as on a real history, which has statistics
         created = await store.create_job(type="SINGLE_MODEL", pairs=[(models[0].id, "a")])
@@ -72,12 +80,20 @@ async def test_latest_verdicts_are_the_rows_distinct_on_picks(history: Store) ->
     assert {r["id"] for r in await history.pool.fetch("SELECT id FROM latest_certifications")} == expected
     assert {r.id for r in await history.latest_verdicts()} == expected
     for model_id in await history.pool.fetch("SELECT id FROM models"):
-        mine = {r["id"] for r in await history.pool.fetch(
-            f"SELECT id FROM ({DISTINCT_ON}) d JOIN certifications USING (id) WHERE model_id = $1", model_id["id"])}
+        mine = {
+            r["id"]
+            for r in await history.pool.fetch(
+                f"SELECT id FROM ({DISTINCT_ON}) d JOIN certifications USING (id) WHERE model_id = $1", model_id["id"]
+            )
+        }
         assert {r.id for r in await history.latest_verdicts(model_id["id"])} == mine
     view = [dict(r) for r in await history.pool.fetch("SELECT * FROM latest_certifications ORDER BY id")]
-    old = [dict(r) for r in await history.pool.fetch(
-        f"SELECT c.* FROM ({DISTINCT_ON}) d JOIN certifications c USING (id) ORDER BY id")]
+    old = [
+        dict(r)
+        for r in await history.pool.fetch(
+            f"SELECT c.* FROM ({DISTINCT_ON}) d JOIN certifications c USING (id) ORDER BY id"
+        )
+    ]
     assert view == old
 
 
@@ -101,7 +117,6 @@ async def test_latest_verdicts_read_a_few_rows_per_pair_not_the_history(history:
     pairs, verdicts = 3 * 4, 3 * 4 * RUNS_PER_PAIR * 3 // 4
     # Two probes to find each pair, then its newest verdicts (those tied with it on completed_at, and one more).
     assert _rows_read(plan["Plan"]) <= 10 * pairs < verdicts // 10
-
 
 
 async def test_a_database_at_schema_1_gets_the_probing_view_on_migrate(history: Store) -> None:

@@ -10,11 +10,25 @@ from certq.store import CertificationRef, JobCreated, Store
 
 MakeModel = Callable[..., Awaitable[Any]]
 
-CERTIFIED = {"status": "CERTIFIED", "passed": True, "score": 96.0, "rating": "A", "durationMs": 1200,
-             "testResults": [{"name": "basic", "passed": True, "score": 100, "latencyMs": 12, "detail": ""}],
-             "metrics": {"latencyP50Ms": 10}}
-WARNING = {"status": "QUALITY_WARNING", "passed": False, "score": 70.0, "rating": "C", "testResults": [],
-           "metrics": {}, "errorCategory": "QUALITY_BELOW_THRESHOLD", "errorMessage": "2 probes failed"}
+CERTIFIED = {
+    "status": "CERTIFIED",
+    "passed": True,
+    "score": 96.0,
+    "rating": "A",
+    "durationMs": 1200,
+    "testResults": [{"name": "basic", "passed": True, "score": 100, "latencyMs": 12, "detail": ""}],
+    "metrics": {"latencyP50Ms": 10},
+}
+WARNING = {
+    "status": "QUALITY_WARNING",
+    "passed": False,
+    "score": 70.0,
+    "rating": "C",
+    "testResults": [],
+    "metrics": {},
+    "errorCategory": "QUALITY_BELOW_THRESHOLD",
+    "errorMessage": "2 probes failed",
+}
 
 
 async def _job(store: Store, make_model: MakeModel, regions: list[str]) -> tuple[Any, list[CertificationRef]]:
@@ -158,8 +172,12 @@ async def test_latest_verdict_is_the_newest_finished_run(store: Store, make_mode
 async def test_nul_characters_from_a_model_answer_are_stored_replaced(store: Store, make_model: MakeModel) -> None:
     _, [run] = await _job(store, make_model, ["local"])
     await store.begin_attempt(run.id, 1)
-    verdict = {**CERTIFIED, "testResults": [{"name": "basic", "detail": "said a\x00b"}],
-               "metrics": {"sample\x00": "x\x00"}, "errorMessage": "nul\x00here"}
+    verdict = {
+        **CERTIFIED,
+        "testResults": [{"name": "basic", "detail": "said a\x00b"}],
+        "metrics": {"sample\x00": "x\x00"},
+        "errorMessage": "nul\x00here",
+    }
     assert await store.finish_certification(run.id, 1, verdict)
     record = await store.get_certification(run.id)
     assert record is not None and record.test_results == [{"name": "basic", "detail": "said a\ufffdb"}]

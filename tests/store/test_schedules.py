@@ -53,13 +53,17 @@ async def _verdict(store: Store, model_id: uuid.UUID, region: str, status: str, 
     created = await store.create_job(type="SINGLE_MODEL", pairs=[(model_id, region)])
     run = created.certifications[0]  # type: ignore[union-attr]
     assert await store.begin_attempt(run.id, 1)
-    assert await store.finish_certification(run.id, 1, {"status": status, "passed": status == "CERTIFIED",
-                                                        "score": 95 if status == "CERTIFIED" else 10},
-                                            validity_s=validity_s)
+    assert await store.finish_certification(
+        run.id,
+        1,
+        {"status": status, "passed": status == "CERTIFIED", "score": 95 if status == "CERTIFIED" else 10},
+        validity_s=validity_s,
+    )
 
 
 async def test_a_due_slot_commits_its_row_and_one_job_with_a_run_per_target_pair(
-        store: Store, make_model: MakeModel, schedules: Any) -> None:
+    store: Store, make_model: MakeModel, schedules: Any
+) -> None:
     a, b = await make_model(regions=["r1", "r2", "r3"]), await make_model(regions=["r1", "r3"])
     schedule = await schedules(model_ids=[a.id, b.id], regions=["r1", "r2"], priority="high")
     assert schedule.next_slot_at == datetime(2031, 1, 6, 10, tzinfo=UTC)
@@ -70,7 +74,13 @@ async def test_a_due_slot_commits_its_row_and_one_job_with_a_run_per_target_pair
     assert {r.priority for r in fired.runs} == {"high"} and fired.job.type == "MULTIPLE_MODELS"
     slot = fired.slot
     assert (slot.slot_at, slot.outcome, slot.missed, slot.job_id, slot.queued, slot.skipped) == (
-        datetime(2031, 1, 6, 10, tzinfo=UTC), "fired", 0, fired.job.id, 3, 0)
+        datetime(2031, 1, 6, 10, tzinfo=UTC),
+        "fired",
+        0,
+        fired.job.id,
+        3,
+        0,
+    )
     after = await store.get_schedule(schedule.id)
     assert after is not None and after.next_slot_at == datetime(2031, 1, 6, 11, tzinfo=UTC)
     assert after.last_slot_at == slot.slot_at
@@ -79,7 +89,8 @@ async def test_a_due_slot_commits_its_row_and_one_job_with_a_run_per_target_pair
 
 
 async def test_a_slot_fires_once_when_many_connections_ask_at_the_same_time(
-        store: Store, make_model: MakeModel, schedules: Any, migrated_database_url: str) -> None:
+    store: Store, make_model: MakeModel, schedules: Any, migrated_database_url: str
+) -> None:
     model = await make_model(regions=["local"])
     schedule = await schedules(model_ids=[model.id])
     others = [await Store.connect(migrated_database_url, min_size=1, max_size=1) for _ in range(4)]
@@ -98,7 +109,8 @@ async def test_a_slot_fires_once_when_many_connections_ask_at_the_same_time(
 
 
 async def test_pairs_that_still_have_a_live_run_are_not_queued_again(
-        store: Store, make_model: MakeModel, schedules: Any) -> None:
+    store: Store, make_model: MakeModel, schedules: Any
+) -> None:
     model = await make_model(regions=["x", "y"])
     schedule = await schedules(model_ids=[model.id])
     first = await store.fire_schedule(schedule.id, now=T0 + timedelta(minutes=1))
@@ -113,7 +125,8 @@ async def test_pairs_that_still_have_a_live_run_are_not_queued_again(
 
 
 async def test_only_failed_picks_the_pairs_whose_standing_is_failed(
-        store: Store, make_model: MakeModel, schedules: Any) -> None:
+    store: Store, make_model: MakeModel, schedules: Any
+) -> None:
     model = await make_model(regions=["ok", "bad", "new"])
     await _verdict(store, model.id, "ok", "CERTIFIED")
     await _verdict(store, model.id, "bad", "FAILED")
@@ -123,7 +136,8 @@ async def test_only_failed_picks_the_pairs_whose_standing_is_failed(
 
 
 async def test_only_expiring_picks_verdicts_running_out_within_the_window_and_pairs_without_one(
-        store: Store, make_model: MakeModel, schedules: Any) -> None:
+    store: Store, make_model: MakeModel, schedules: Any
+) -> None:
     model = await make_model(regions=["soon", "later", "never"])
     await _verdict(store, model.id, "soon", "CERTIFIED", validity_s=3600)
     await _verdict(store, model.id, "later", "CERTIFIED", validity_s=30 * 86_400)
@@ -134,7 +148,8 @@ async def test_only_expiring_picks_verdicts_running_out_within_the_window_and_pa
 
 
 async def test_after_downtime_catch_up_once_fires_one_job_for_all_missed_slots(
-        store: Store, make_model: MakeModel, schedules: Any) -> None:
+    store: Store, make_model: MakeModel, schedules: Any
+) -> None:
     model = await make_model(regions=["local"])
     schedule = await schedules(model_ids=[model.id], catch_up="once")
     back = T0 + timedelta(hours=5, minutes=10)  # slots 10:00 .. 15:00 passed while nothing ran
@@ -147,7 +162,8 @@ async def test_after_downtime_catch_up_once_fires_one_job_for_all_missed_slots(
 
 
 async def test_after_downtime_catch_up_skip_drops_the_missed_slots(
-        store: Store, make_model: MakeModel, schedules: Any) -> None:
+    store: Store, make_model: MakeModel, schedules: Any
+) -> None:
     model = await make_model(regions=["local"])
     schedule = await schedules(model_ids=[model.id], catch_up="skip")
     dropped = await store.fire_schedule(schedule.id, now=T0 + timedelta(hours=5, minutes=10))
@@ -159,7 +175,8 @@ async def test_after_downtime_catch_up_skip_drops_the_missed_slots(
 
 
 async def test_a_paused_schedule_does_not_fire_and_resumes_from_the_next_slot(
-        store: Store, make_model: MakeModel, schedules: Any) -> None:
+    store: Store, make_model: MakeModel, schedules: Any
+) -> None:
     model = await make_model(regions=["local"])
     schedule = await schedules(model_ids=[model.id])
     paused = await store.update_schedule(schedule.id, {"paused": True}, actor=ACTOR, now=T0)
@@ -175,8 +192,9 @@ async def test_a_paused_schedule_does_not_fire_and_resumes_from_the_next_slot(
 
 async def test_a_new_cron_or_time_zone_starts_from_its_own_next_slot(store: Store, schedules: Any) -> None:
     schedule = await schedules(model_ids=[uuid.uuid4()])
-    changed = await store.update_schedule(schedule.id, {"cron": "30 2 * * *", "timezone": "Europe/Berlin"},
-                                          actor=ACTOR, now=T0)
+    changed = await store.update_schedule(
+        schedule.id, {"cron": "30 2 * * *", "timezone": "Europe/Berlin"}, actor=ACTOR, now=T0
+    )
     assert changed is not None and changed.next_slot_at == datetime(2031, 1, 7, 1, 30, tzinfo=UTC)
 
 
@@ -185,16 +203,19 @@ async def test_every_change_is_audited_with_its_actor(store: Store, schedules: A
     await store.update_schedule(schedule.id, {"paused": True}, actor="token:abc", remote_addr="127.0.0.1")
     await store.update_schedule(schedule.id, {"priority": "low"}, actor="token:abc")
     assert await store.delete_schedule(schedule.id, actor="cli:ops@host") is not None
-    rows = await store.pool.fetch("SELECT actor, action, detail, outcome FROM dashboard_audit WHERE target = $1 "
-                                  "ORDER BY id", str(schedule.id))
+    rows = await store.pool.fetch(
+        "SELECT actor, action, detail, outcome FROM dashboard_audit WHERE target = $1 ORDER BY id", str(schedule.id)
+    )
     assert [(r["actor"], r["action"]) for r in rows] == [
-        (ACTOR, "schedule.create"), ("token:abc", "schedule.pause"), ("token:abc", "schedule.update"),
-        ("cli:ops@host", "schedule.delete")]
+        (ACTOR, "schedule.create"),
+        ("token:abc", "schedule.pause"),
+        ("token:abc", "schedule.update"),
+        ("cli:ops@host", "schedule.delete"),
+    ]
     assert rows[2]["detail"] == {"priority": "low"} and rows[3]["detail"]["name"] == schedule.name
 
 
-async def test_every_active_model_in_the_regions_it_offers_is_the_default_target(
-        private_store: Store) -> None:
+async def test_every_active_model_in_the_regions_it_offers_is_the_default_target(private_store: Store) -> None:
     store = private_store
     a = await store.create_model(name="a", provider="openai", api_model_id="a", regions=["r1", "r2"])
     b = await store.create_model(name="b", provider="openai", api_model_id="b", regions=["r2"])
@@ -202,8 +223,7 @@ async def test_every_active_model_in_the_regions_it_offers_is_the_default_target
     schedule = await store.create_schedule(ScheduleSpec(name="all", cron="@daily"), actor=ACTOR, now=T0)
     fired = await store.fire_schedule(schedule.id, now=T0 + timedelta(days=1))
     assert fired is not None and fired.job is not None and fired.job.type == "ALL_MODELS"
-    assert sorted((r.model_id, r.region) for r in fired.runs) == sorted(
-        [(a.id, "r1"), (a.id, "r2"), (b.id, "r2")])  # type: ignore[union-attr]
+    assert sorted((r.model_id, r.region) for r in fired.runs) == sorted([(a.id, "r1"), (a.id, "r2"), (b.id, "r2")])  # type: ignore[union-attr]
     assert gone.id not in {r.model_id for r in fired.runs}  # type: ignore[union-attr]
     only_r2 = await store.create_schedule(ScheduleSpec(name="r2", cron="@daily", regions=["r2"]), actor=ACTOR, now=T0)
     assert await store.pool.execute("UPDATE certifications SET status = 'CANCELLED'") is not None

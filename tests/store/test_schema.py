@@ -58,7 +58,9 @@ def test_migrate_command_applies_the_schema_twice_in_parallel_processes(empty_da
 def test_migrate_command_names_an_unreachable_database_without_a_traceback() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "certq", "migrate", "--database-url", "postgresql://postgres:secret@127.0.0.1:1/x"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 5  # the exit-code table's "cannot be reached"
     assert "cannot connect to PostgreSQL" in result.stderr
@@ -94,11 +96,19 @@ async def test_a_schema_2_database_with_verdicts_is_upgraded_to_3_keeping_them(e
         created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])  # type: ignore[union-attr]
         run = created.certifications[0]  # type: ignore[union-attr]
         assert await store.begin_attempt(run.id, 1)
-        verdict = {"status": "FAILED", "passed": False, "score": 59, "rating": "F", "errorCategory": "MODEL_MISMATCH",
-                   "errorMessage": "the endpoint serves 'y', not 'x'", "durationMs": 10}
+        verdict = {
+            "status": "FAILED",
+            "passed": False,
+            "score": 59,
+            "rating": "F",
+            "errorCategory": "MODEL_MISMATCH",
+            "errorMessage": "the endpoint serves 'y', not 'x'",
+            "durationMs": 10,
+        }
         assert await store.finish_certification(run.id, 1, verdict, validity_s=3600)
-        row = await store.pool.fetchrow("SELECT error_category, valid_until - completed_at AS validity "
-                                        "FROM latest_certifications")
+        row = await store.pool.fetchrow(
+            "SELECT error_category, valid_until - completed_at AS validity FROM latest_certifications"
+        )
         assert row is not None and row["error_category"] == "MODEL_MISMATCH"
         assert row["validity"].total_seconds() == 3600
     finally:

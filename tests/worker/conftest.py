@@ -17,11 +17,18 @@ from tests.worker.helpers import QUEUE_NAME, SCRIPTED, SpawnWorker, WorkerProces
 @pytest.fixture
 def worker_env(redis_url: str, key_prefix: str, migrated_database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CERTIFICATION_", "WORKER_", "LOG_", "BULL_"))}
-    env.update(REDIS_URL=redis_url, DATABASE_URL=migrated_database_url, BULL_QUEUE_PREFIX=key_prefix,
-               LOG_FORMAT="json", LOG_LEVEL="INFO", WORKER_HEALTH_HOST="127.0.0.1", WORKER_HEALTH_PORT="0",
-               CERTIFICATION_QUEUE_NAME=QUEUE_NAME, PYTHONUNBUFFERED="1")
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=migrated_database_url,
+        BULL_QUEUE_PREFIX=key_prefix,
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+        WORKER_HEALTH_HOST="127.0.0.1",
+        WORKER_HEALTH_PORT="0",
+        CERTIFICATION_QUEUE_NAME=QUEUE_NAME,
+        PYTHONUNBUFFERED="1",
+    )
     return env
-
 
 
 @pytest.fixture
@@ -33,8 +40,9 @@ def spawn_worker(worker_env: dict[str, str]) -> Iterator[SpawnWorker]:
         argv = [sys.executable, "-m", "certq.worker", *args]
         if handler:
             argv += ["--handler", handler]
-        process = subprocess.Popen(argv, env={**worker_env, **(env or {})}, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            argv, env={**worker_env, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         child = WorkerProcess(process)
         children.append(child)
         return child
@@ -49,5 +57,3 @@ def spawn_worker(worker_env: dict[str, str]) -> Iterator[SpawnWorker]:
 @pytest.fixture
 async def queue(redis_client: aioredis.Redis, key_prefix: str) -> AsyncIterator[Queue]:
     yield Queue(redis_client, QueueConfig(prefix=key_prefix, name=QUEUE_NAME))
-
-

@@ -106,8 +106,10 @@ async def http_get(port: int, path: str, **headers: str) -> httpx.Response:
 
 def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
     """Most intervals open at one instant (a start at the same instant as a finish does not overlap it)."""
-    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
-                    key=lambda point: (point[0], point[1]))
+    points = sorted(
+        [(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+        key=lambda point: (point[0], point[1]),
+    )
     running = best = 0
     for _, step in points:
         running += step

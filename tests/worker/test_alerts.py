@@ -19,8 +19,14 @@ from certq.health import HealthServer
 from certq.metrics import Metrics
 from certq.worker.alerts import Alerter
 
-ALERT = {"jobId": "c-1", "modelId": "m-1", "region": "us-east-1", "errorCategory": "AUTH_ERROR",
-         "errorMessage": "bad key", "attempts": 1}
+ALERT = {
+    "jobId": "c-1",
+    "modelId": "m-1",
+    "region": "us-east-1",
+    "errorCategory": "AUTH_ERROR",
+    "errorMessage": "bad key",
+    "attempts": 1,
+}
 
 
 @dataclass

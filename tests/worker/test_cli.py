@@ -16,8 +16,22 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CERTIFICATION_CONCURRENCY", "7")
     monkeypatch.setenv("WORKER_HEALTH_PORT", "3010")
     monkeypatch.setenv("BULL_QUEUE_PREFIX", "from-env")
-    settings = settings_from(build_parser().parse_args(["--concurrency", "2", "--queue", "other", "--prefix", "{p}",
-                                                         "--log-level", "debug", "--shutdown-grace", "1.5"]))
+    settings = settings_from(
+        build_parser().parse_args(
+            [
+                "--concurrency",
+                "2",
+                "--queue",
+                "other",
+                "--prefix",
+                "{p}",
+                "--log-level",
+                "debug",
+                "--shutdown-grace",
+                "1.5",
+            ]
+        )
+    )
     assert (settings.concurrency, settings.queue_name, settings.queue_prefix) == (2, "other", "{p}")
     assert (settings.log_level, settings.shutdown_grace_s, settings.worker_health_port) == ("DEBUG", 1.5, 3010)
 
@@ -57,7 +71,13 @@ def test_the_handler_option_loads_module_and_function() -> None:
 @pytest.mark.parametrize("log_dir", ["/etc/passwd", "/proc/nonexistent"])
 def test_an_unusable_log_dir_exits_3_naming_log_dir(log_dir: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOG_", "WORKER_"))}
-    done = subprocess.run([sys.executable, "-m", "certq.worker"], env={**env, "LOG_DIR": log_dir},
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "certq.worker"],
+        env={**env, "LOG_DIR": log_dir},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 3
     assert "LOG_DIR" in done.stderr and log_dir in done.stderr and "Traceback" not in done.stderr

@@ -170,7 +170,9 @@ async def test_unreachable_postgresql_makes_it_unready_not_dead(spawn_worker: Sp
     from certq.embedded import free_port
     from tests.worker.helpers import http_get
 
-    worker = spawn_worker("--concurrency", "1", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"})
+    worker = spawn_worker(
+        "--concurrency", "1", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
+    )
     port = await worker.started()
     await worker.wait_log("postgresql unreachable")
     ready = await http_get(port, "/ready")
@@ -180,7 +182,6 @@ async def test_unreachable_postgresql_makes_it_unready_not_dead(spawn_worker: Sp
     assert worker.process.poll() is None
     worker.signal(signal.SIGTERM)
     assert await worker.exit_code() == 0
-
 
 
 async def test_log_dir_gets_every_event_in_combined_and_failures_in_error_log(
@@ -198,4 +199,5 @@ async def test_log_dir_gets_every_event_in_combined_and_failures_in_error_log(
     messages = [line["message"] for line in combined]
     assert {"worker started", "job started", "job completed", "job failed for good", "worker stopped"} <= set(messages)
     assert [(e["message"], e["job_id"], e["error_category"]) for e in errors] == [
-        ("job failed for good", bad.id, "CONFIG_ERROR")]
+        ("job failed for good", bad.id, "CONFIG_ERROR")
+    ]

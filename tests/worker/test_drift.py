@@ -25,12 +25,19 @@ from tests.worker.helpers import SpawnWorker, wait_finished
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.parametrize(("before", "after", "kind"), [
-    (("CERTIFIED", 95), ("QUALITY_WARNING", 75), "degraded"), (("CERTIFIED", 95), ("FAILED", 0), "degraded"),
-    (("QUALITY_WARNING", 70), ("FAILED", 40), "degraded"), (("FAILED", 0), ("CERTIFIED", 90), "recovered"),
-    (("CERTIFIED", 99), ("CERTIFIED", 85), "degraded"), (("CERTIFIED", 95), ("CERTIFIED", 90), None),
-    ((None, None), ("CERTIFIED", 90), None), (("CERTIFIED", 90), ("CERTIFIED", 92), None),
-])
+@pytest.mark.parametrize(
+    ("before", "after", "kind"),
+    [
+        (("CERTIFIED", 95), ("QUALITY_WARNING", 75), "degraded"),
+        (("CERTIFIED", 95), ("FAILED", 0), "degraded"),
+        (("QUALITY_WARNING", 70), ("FAILED", 40), "degraded"),
+        (("FAILED", 0), ("CERTIFIED", 90), "recovered"),
+        (("CERTIFIED", 99), ("CERTIFIED", 85), "degraded"),
+        (("CERTIFIED", 95), ("CERTIFIED", 90), None),
+        ((None, None), ("CERTIFIED", 90), None),
+        (("CERTIFIED", 90), ("CERTIFIED", 92), None),
+    ],
+)
 def test_the_drift_rule(before: tuple[Any, Any], after: tuple[str, int], kind: str | None) -> None:
     assert transition(*before, *after, margin=10) == kind
 
@@ -84,7 +91,10 @@ async def receiver() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 
 @pytest.mark.slow
 async def test_a_worker_sends_degraded_then_recovered_to_the_webhook(
-    spawn_worker: SpawnWorker, queue: Queue, store: Store, make_model: Callable[..., Awaitable[Any]],
+    spawn_worker: SpawnWorker,
+    queue: Queue,
+    store: Store,
+    make_model: Callable[..., Awaitable[Any]],
     receiver: tuple[str, list[dict[str, Any]]],
 ) -> None:
     url, received = receiver
@@ -105,7 +115,8 @@ async def test_a_worker_sends_degraded_then_recovered_to_the_webhook(
         await asyncio.sleep(0.05)
     assert [(e["event"], e["previous"]["status"], e["current"]["status"]) for e in received] == [
         ("certification.degraded", "CERTIFIED", "QUALITY_WARNING"),
-        ("certification.recovered", "QUALITY_WARNING", "CERTIFIED")]
+        ("certification.recovered", "QUALITY_WARNING", "CERTIFIED"),
+    ]
     assert all(e["modelId"] == str(model.id) and e["region"] == "local" for e in received)
     worker.signal(signal.SIGTERM)
     assert await worker.exit_code() == 0

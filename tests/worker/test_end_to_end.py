@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 SECRET = "sk-e2e-secret-never-logged"
 
 
-async def _submit(store: Store, queue: Queue, make_model: Callable[..., Awaitable[Any]], root: str,
-                  key_env: str = "CERTQ_E2E_KEY") -> str:
+async def _submit(
+    store: Store, queue: Queue, make_model: Callable[..., Awaitable[Any]], root: str, key_env: str = "CERTQ_E2E_KEY"
+) -> str:
     model = await make_model(base_url=f"{root}/v1", api_key_env=key_env)
     created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
     ref = created.certifications[0]  # type: ignore[union-attr]
@@ -31,8 +32,12 @@ async def _submit(store: Store, queue: Queue, make_model: Callable[..., Awaitabl
 async def test_a_healthy_model_is_certified_by_a_worker_process(
     spawn_worker: SpawnWorker, queue: Queue, store: Store, make_model: Callable[..., Awaitable[Any]]
 ) -> None:
-    worker = spawn_worker("--concurrency", "2", handler=None,
-                          env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"})
+    worker = spawn_worker(
+        "--concurrency",
+        "2",
+        handler=None,
+        env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"},
+    )
     await worker.started()
     with serve(OpenAIHandler) as (root, stub):
         certification_id = await _submit(store, queue, make_model, root)
@@ -53,8 +58,12 @@ async def test_a_healthy_model_is_certified_by_a_worker_process(
 async def test_a_rejected_key_fails_for_good_with_an_error_line_and_no_retry(
     spawn_worker: SpawnWorker, queue: Queue, store: Store, make_model: Callable[..., Awaitable[Any]]
 ) -> None:
-    worker = spawn_worker("--concurrency", "1", handler=None,
-                          env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"})
+    worker = spawn_worker(
+        "--concurrency",
+        "1",
+        handler=None,
+        env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"},
+    )
     await worker.started()
     with serve(OpenAIHandler, "401") as (root, _):
         certification_id = await _submit(store, queue, make_model, root)
@@ -70,16 +79,27 @@ async def test_a_rejected_key_fails_for_good_with_an_error_line_and_no_retry(
     assert SECRET not in "".join(worker.raw)
 
 
-@pytest.mark.parametrize(("key_env", "stub_host"), [
-    ("CERTQ_E2E_KEY", "127.0.0.2"),  # a declared credential, a host outside its scope
-    ("DATABASE_URL", "127.0.0.1"),  # a worker secret that is not a declared credential
-])
+@pytest.mark.parametrize(
+    ("key_env", "stub_host"),
+    [
+        ("CERTQ_E2E_KEY", "127.0.0.2"),  # a declared credential, a host outside its scope
+        ("DATABASE_URL", "127.0.0.1"),  # a worker secret that is not a declared credential
+    ],
+)
 async def test_no_credential_reaches_a_host_outside_its_scope(
-    spawn_worker: SpawnWorker, queue: Queue, store: Store, make_model: Callable[..., Awaitable[Any]],
-    key_env: str, stub_host: str,
+    spawn_worker: SpawnWorker,
+    queue: Queue,
+    store: Store,
+    make_model: Callable[..., Awaitable[Any]],
+    key_env: str,
+    stub_host: str,
 ) -> None:
-    worker = spawn_worker("--concurrency", "1", handler=None,
-                          env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"})
+    worker = spawn_worker(
+        "--concurrency",
+        "1",
+        handler=None,
+        env={"CERTQ_E2E_KEY": SECRET, "MODEL_CREDENTIALS": "CERTQ_E2E_KEY@127.0.0.1"},
+    )
     await worker.started()
     with serve(OpenAIHandler, host=stub_host) as (root, stub):
         certification_id = await _submit(store, queue, make_model, root, key_env=key_env)

@@ -26,15 +26,27 @@ from tests.worker.helpers import wait_finished
 pytestmark = pytest.mark.timeout(30)
 
 
-def verdict(status: str = "CERTIFIED", *, category: str | None = None, retryable: bool = False,
-            score: int = 95) -> Verdict:
-    return Verdict(status=status, passed=status == "CERTIFIED", score=score if category is None else 0,  # type: ignore[arg-type]
-                   rating="A" if status == "CERTIFIED" else "F",
-                   test_results=[{"name": "hello", "passed": status == "CERTIFIED", "score": score}],
-                   metrics={"latencyP50Ms": 12}, error_category=category,
-                   error_message=None if category is None else f"{category} happened", retryable=retryable,
-                   duration_ms=5, started_at="2026-01-01T00:00:00.000Z", finished_at="2026-01-01T00:00:00.005Z",
-                   suite_version="test", provider="openai", api_model_id="tiny", region="local")
+def verdict(
+    status: str = "CERTIFIED", *, category: str | None = None, retryable: bool = False, score: int = 95
+) -> Verdict:
+    return Verdict(
+        status=status,
+        passed=status == "CERTIFIED",
+        score=score if category is None else 0,  # type: ignore[arg-type]
+        rating="A" if status == "CERTIFIED" else "F",
+        test_results=[{"name": "hello", "passed": status == "CERTIFIED", "score": score}],
+        metrics={"latencyP50Ms": 12},
+        error_category=category,
+        error_message=None if category is None else f"{category} happened",
+        retryable=retryable,
+        duration_ms=5,
+        started_at="2026-01-01T00:00:00.000Z",
+        finished_at="2026-01-01T00:00:00.005Z",
+        suite_version="test",
+        provider="openai",
+        api_model_id="tiny",
+        region="local",
+    )
 
 
 @dataclass
@@ -45,8 +57,9 @@ class Certifier:
     sleep: float = 0.0
     endpoints: list[ModelEndpoint] = field(default_factory=list)
 
-    async def __call__(self, endpoint: ModelEndpoint, on_progress: Callable[[int, int], Awaitable[None]],
-                       *, config: Any = None) -> Verdict:
+    async def __call__(
+        self, endpoint: ModelEndpoint, on_progress: Callable[[int, int], Awaitable[None]], *, config: Any = None
+    ) -> Verdict:
         self.endpoints.append(endpoint)
         await on_progress(1, 2)
         await asyncio.sleep(self.sleep)
@@ -84,8 +97,9 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(store: Store, redis_client: aioredis.Redis, key_prefix: str,
-              make_model: Callable[..., Awaitable[Any]]) -> AsyncIterator[Rig]:
+async def rig(
+    store: Store, redis_client: aioredis.Redis, key_prefix: str, make_model: Callable[..., Awaitable[Any]]
+) -> AsyncIterator[Rig]:
     config = QueueConfig(prefix=key_prefix, backoff_base_ms=20, backoff_cap_ms=50)
     database = Database("unused", Metrics(CollectorRegistry()))
     database.store = store
@@ -95,8 +109,7 @@ async def rig(store: Store, redis_client: aioredis.Redis, key_prefix: str,
     alerts = alerter.sent
     hooks = WorkerHooks(config.name, Metrics(CollectorRegistry()), alerter)
     handler = CertificationHandler(database, certify=certifier, credentials=TEST_CREDENTIALS)
-    runner = Runner(redis_client, config, handler, concurrency=2,
-                    job_timeout_ms=2_000, hooks=hooks)
+    runner = Runner(redis_client, config, handler, concurrency=2, job_timeout_ms=2_000, hooks=hooks)
     stop = asyncio.Event()
     running = asyncio.create_task(runner.run(stop))
     try:
@@ -117,9 +130,7 @@ async def test_a_certified_verdict_is_stored_and_completes_the_job(rig: Rig) -> 
     assert parent is not None and parent.success_count == 1 and parent.processed_models == 1
 
 
-async def test_the_api_key_comes_from_the_variable_the_model_names(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_api_key_comes_from_the_variable_the_model_names(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CERTQ_TEST_KEY", "sk-secret-value")
     certification_id = await rig.submit(api_key_env="CERTQ_TEST_KEY")
     [job] = await wait_finished(rig.queue, [certification_id])
@@ -204,10 +215,13 @@ async def test_a_timed_out_run_is_recorded_as_timeout(rig: Rig) -> None:
 SOME_UUID = "0b0e7f7e-8c1a-4d7e-9d44-1f6a2b3c4d5e"
 
 
-@pytest.mark.parametrize(("payload", "reason"), [
-    ({"certificationId": "not-a-uuid", "modelId": "m", "region": "local"}, "'certificationId' must be a UUID"),
-    ({"certificationId": SOME_UUID, "jobId": SOME_UUID, "modelId": SOME_UUID}, "'region' is missing"),
-])
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"certificationId": "not-a-uuid", "modelId": "m", "region": "local"}, "'certificationId' must be a UUID"),
+        ({"certificationId": SOME_UUID, "jobId": SOME_UUID, "modelId": SOME_UUID}, "'region' is missing"),
+    ],
+)
 async def test_a_payload_that_is_not_a_certification_job_fails_for_good_naming_the_field(
     rig: Rig, payload: dict[str, Any], reason: str
 ) -> None:
@@ -221,8 +235,9 @@ async def test_a_payload_that_is_not_a_certification_job_fails_for_good_naming_t
 async def test_a_job_for_a_certification_that_does_not_exist_fails_naming_it(rig: Rig) -> None:
     missing = SOME_UUID
     model = await rig.make_model()
-    await rig.queue.enqueue({"certificationId": missing, "jobId": missing, "modelId": str(model.id), "region": "local"},
-                            job_id=missing)
+    await rig.queue.enqueue(
+        {"certificationId": missing, "jobId": missing, "modelId": str(model.id), "region": "local"}, job_id=missing
+    )
     [job] = await wait_finished(rig.queue, [missing])
     assert job.state.value == "failed" and job.attempts == 1 and job.error_category == "CONFIG_ERROR"
     assert f"no certification {missing} in PostgreSQL" in (job.last_error or "")
@@ -245,4 +260,3 @@ async def test_a_payload_naming_another_model_or_region_is_corrupt_and_certifies
     assert rig.certifier.endpoints == []
     record = await rig.store.get_certification(ref.id)
     assert record is not None and record.status == "QUEUED"
-

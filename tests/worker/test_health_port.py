@@ -14,8 +14,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_health_ready_live_and_metrics_of_a_running_worker(spawn_worker: SpawnWorker, queue: Queue) -> None:

@@ -199,9 +199,15 @@ async def test_a_job_claimed_while_postgresql_stays_away_goes_back_to_wait_unbur
     async def handle(active: Any) -> None:
         ran.append(active.job.id)
 
-    settings = load_settings(redis_url=redis_url, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
-                             queue_prefix=key_prefix, queue_name=QUEUE_NAME, worker_health_host="127.0.0.1",
-                             worker_health_port=0, concurrency=1)
+    settings = load_settings(
+        redis_url=redis_url,
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        queue_prefix=key_prefix,
+        queue_name=QUEUE_NAME,
+        worker_health_host="127.0.0.1",
+        worker_health_port=0,
+        concurrency=1,
+    )
     worker = Worker(settings, handler=handle, registry=CollectorRegistry())
     running = asyncio.create_task(worker.run())
     job = await queue.enqueue({"n": 1}, max_attempts=1)
@@ -232,7 +238,8 @@ async def test_a_worker_started_without_redis_stays_up_unready_and_stops_cleanly
 
 
 async def test_a_worker_whose_redis_cluster_is_unreachable_stays_up_unready_without_tracebacks(
-        spawn_worker: SpawnWorker) -> None:
+    spawn_worker: SpawnWorker,
+) -> None:
     worker = spawn_worker("--concurrency", "1", env={"REDIS_CLUSTER_NODES": f"127.0.0.1:{free_port()}"})
     port = await worker.started()
     health = await wait_status(port, "/health", 503)
@@ -291,8 +298,12 @@ async def until_kept(queue: Queue, job_id: str, within: float = 30.0) -> Job:
     async with asyncio.timeout(within):
         while True:
             job = await queue.get(job_id)
-            if job is not None and job.state.value == "waiting" and isinstance(job.progress, dict) \
-                    and PROGRESS_FIELD in job.progress:
+            if (
+                job is not None
+                and job.state.value == "waiting"
+                and isinstance(job.progress, dict)
+                and PROGRESS_FIELD in job.progress
+            ):
                 return job
             await asyncio.sleep(0.05)
 
@@ -306,9 +317,14 @@ async def test_a_read_only_database_mid_run_fails_nothing_stops_claims_and_the_k
     models: list[ModelRecord] = []
     with serve(OpenAIHandler, delay_s=30) as (root, stub):  # each request waits for stub.release
         for n in range(2):
-            model = await store.create_model(name=f"ro-{n}-{uuid.uuid4().hex[:6]}", provider="openai",
-                                             api_model_id=f"tiny-ro-{n}", base_url=f"{root}/v1", regions=["local"],
-                                             api_key_env="CERTQ_RO_KEY")
+            model = await store.create_model(
+                name=f"ro-{n}-{uuid.uuid4().hex[:6]}",
+                provider="openai",
+                api_model_id=f"tiny-ro-{n}",
+                base_url=f"{root}/v1",
+                regions=["local"],
+                api_key_env="CERTQ_RO_KEY",
+            )
             assert isinstance(model, ModelRecord)
             created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])
             assert isinstance(created, JobCreated)
@@ -320,8 +336,12 @@ async def test_a_read_only_database_mid_run_fails_nothing_stops_claims_and_the_k
         def probes_of(model: ModelRecord) -> int:
             return sum(1 for request in stub.requests if request.body.get("model") == model.api_model_id)
 
-        worker = spawn_worker("--concurrency", "1", handler=None, env={
-            "DATABASE_URL": url, "CERTQ_RO_KEY": "sk-ro", "MODEL_CREDENTIALS": "CERTQ_RO_KEY@127.0.0.1"})
+        worker = spawn_worker(
+            "--concurrency",
+            "1",
+            handler=None,
+            env={"DATABASE_URL": url, "CERTQ_RO_KEY": "sk-ro", "MODEL_CREDENTIALS": "CERTQ_RO_KEY@127.0.0.1"},
+        )
         port = await worker.started()
         await wait_status(port, "/ready", 200)
         await queue.enqueue(job_payload(refs[0]), job_id=first, max_attempts=2, group="local")
@@ -363,16 +383,33 @@ async def test_a_read_only_database_mid_run_fails_nothing_stops_claims_and_the_k
 
 
 def probed_verdict(score: int) -> Verdict:
-    return Verdict(status="CERTIFIED", passed=True, score=score, rating="A", test_results=[{"name": "hello",
-                   "passed": True, "score": score}], metrics={}, error_category=None, error_message=None,
-                   retryable=False, duration_ms=5, started_at="2026-01-01T00:00:00.000Z",
-                   finished_at="2026-01-01T00:00:00.005Z", suite_version="test", provider="openai",
-                   api_model_id="tiny", region="local")
+    return Verdict(
+        status="CERTIFIED",
+        passed=True,
+        score=score,
+        rating="A",
+        test_results=[{"name": "hello", "passed": True, "score": score}],
+        metrics={},
+        error_category=None,
+        error_message=None,
+        retryable=False,
+        duration_ms=5,
+        started_at="2026-01-01T00:00:00.000Z",
+        finished_at="2026-01-01T00:00:00.005Z",
+        suite_version="test",
+        provider="openai",
+        api_model_id="tiny",
+        region="local",
+    )
 
 
 @pytest.mark.parametrize("kept_by", ["this-worker", "edited-in-redis", "another-key", "another-certification"])
 async def test_only_a_verdict_this_database_url_sealed_for_the_run_is_written_without_probing(
-    kept_by: str, store: Store, redis_client: aioredis.Redis, key_prefix: str, migrated_database_url: str,
+    kept_by: str,
+    store: Store,
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    migrated_database_url: str,
     make_model: Callable[..., Awaitable[Any]],
 ) -> None:
     config = QueueConfig(prefix=key_prefix, name=QUEUE_NAME)
@@ -384,7 +421,8 @@ async def test_only_a_verdict_this_database_url_sealed_for_the_run_is_written_wi
     await queue.enqueue(job_payload(ref), job_id=str(ref.id), max_attempts=2)
     kept = probed_verdict(100).to_json()
     sealed = VerdictSeal("another database" if kept_by == "another-key" else migrated_database_url).seal(
-        str(uuid.uuid4()) if kept_by == "another-certification" else str(ref.id), kept)
+        str(uuid.uuid4()) if kept_by == "another-certification" else str(ref.id), kept
+    )
     assert sealed is not None
     if kept_by == "edited-in-redis":
         sealed["verdict"]["score"] = 99

@@ -20,10 +20,17 @@ pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-async def worker(redis_url: str, key_prefix: str, migrated_database_url: str,
-                 redis_client: object) -> AsyncIterator[Worker]:
-    settings = load_settings(redis_url=redis_url, database_url=migrated_database_url, queue_prefix=key_prefix,
-                             queue_name=QUEUE_NAME, worker_health_host="127.0.0.1", worker_health_port=0)
+async def worker(
+    redis_url: str, key_prefix: str, migrated_database_url: str, redis_client: object
+) -> AsyncIterator[Worker]:
+    settings = load_settings(
+        redis_url=redis_url,
+        database_url=migrated_database_url,
+        queue_prefix=key_prefix,
+        queue_name=QUEUE_NAME,
+        worker_health_host="127.0.0.1",
+        worker_health_port=0,
+    )
     running = Worker(settings, handler=noop, registry=CollectorRegistry())
     task = asyncio.create_task(running.run())
     await asyncio.wait_for(running.claiming.wait(), 10)

@@ -38,9 +38,16 @@ class World:
     settings: Any
 
     async def models(self, n: int, regions: list[str]) -> list[uuid.UUID]:
-        made = [await self.store.create_model(name=f"m{uuid.uuid4().hex[:6]}", provider="openai",
-                                              api_model_id="x", base_url="http://127.0.0.1:9/v1", regions=regions)
-                for _ in range(n)]
+        made = [
+            await self.store.create_model(
+                name=f"m{uuid.uuid4().hex[:6]}",
+                provider="openai",
+                api_model_id="x",
+                base_url="http://127.0.0.1:9/v1",
+                regions=regions,
+            )
+            for _ in range(n)
+        ]
         return [m.id for m in made]  # type: ignore[union-attr]
 
     def scheduler(self, store: Store, **options: Any) -> Scheduler:
@@ -48,8 +55,9 @@ class World:
 
 
 @pytest.fixture
-async def world(postgres_server_url: str, redis_url: str, key_prefix: str,
-                redis_client: aioredis.Redis) -> AsyncIterator[World]:
+async def world(
+    postgres_server_url: str, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
+) -> AsyncIterator[World]:
     name = f"certq_fire_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(postgres_server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -72,8 +80,9 @@ async def _slot_rows(store: Store) -> list[asyncpg.Record]:
 @pytest.mark.slow
 async def test_three_racing_loops_fire_every_second_slot_exactly_once(world: World) -> None:
     models = await world.models(2, ["local"])
-    await world.store.create_schedule(ScheduleSpec(name="every second", cron="* * * * * *", model_ids=models),
-                                      actor="test")
+    await world.store.create_schedule(
+        ScheduleSpec(name="every second", cron="* * * * * *", model_ids=models), actor="test"
+    )
     stores = [await Store.connect(world.url, min_size=1, max_size=2) for _ in range(3)]
     loops = [world.scheduler(store, period_s=0.2) for store in stores]
     fired: list[list[FiredSlot]] = [[] for _ in loops]
@@ -89,7 +98,8 @@ async def test_three_racing_loops_fire_every_second_slot_exactly_once(world: Wor
         while not stop.is_set():
             ended = await world.store.pool.fetch(
                 "UPDATE certifications SET status = 'CANCELLED', completed_at = now() WHERE status = 'QUEUED' "
-                "AND created_at < now() - interval '0.3 seconds' RETURNING id")
+                "AND created_at < now() - interval '0.3 seconds' RETURNING id"
+            )
             for run in ended:
                 await world.queue.remove(str(run["id"]))
             with contextlib.suppress(TimeoutError):
@@ -123,10 +133,12 @@ async def test_three_racing_loops_fire_every_second_slot_exactly_once(world: Wor
 
 async def test_a_restart_after_a_gap_fires_once_for_catch_up_once_and_drops_for_skip(world: World) -> None:
     [once_model, skip_model] = await world.models(2, ["local"])
-    once = await world.store.create_schedule(ScheduleSpec(name="once", cron="0 * * * *", model_ids=[once_model],
-                                                          catch_up="once"), actor="test", now=T0)
-    skip = await world.store.create_schedule(ScheduleSpec(name="skip", cron="0 * * * *", model_ids=[skip_model],
-                                                          catch_up="skip"), actor="test", now=T0)
+    once = await world.store.create_schedule(
+        ScheduleSpec(name="once", cron="0 * * * *", model_ids=[once_model], catch_up="once"), actor="test", now=T0
+    )
+    skip = await world.store.create_schedule(
+        ScheduleSpec(name="skip", cron="0 * * * *", model_ids=[skip_model], catch_up="skip"), actor="test", now=T0
+    )
     clock = [T0 + timedelta(seconds=31)]
     before = world.scheduler(world.store, clock=lambda: clock[0])
     assert {s.slot.schedule_id for s in await before.tick()} == {once.id, skip.id}  # 10:00, on time
@@ -149,9 +161,9 @@ async def test_a_restart_after_a_gap_fires_once_for_catch_up_once_and_drops_for_
     assert after.slots.labels("dropped")._value.get() == 1
 
 
-async def test_runs_redis_lost_after_the_commit_are_enqueued_again_by_reconcile(world: World,
-                                                                                 redis_client: aioredis.Redis,
-                                                                                 key_prefix: str) -> None:
+async def test_runs_redis_lost_after_the_commit_are_enqueued_again_by_reconcile(
+    world: World, redis_client: aioredis.Redis, key_prefix: str
+) -> None:
     models = await world.models(3, ["local"])
     await world.store.create_schedule(ScheduleSpec(name="s", cron="0 * * * *", model_ids=models), actor="t", now=T0)
     [fired] = await world.scheduler(world.store, clock=lambda: T0 + timedelta(seconds=31)).tick()
@@ -169,8 +181,12 @@ async def test_runs_whose_enqueue_failed_are_committed_and_enqueued_by_reconcile
     await world.store.create_schedule(ScheduleSpec(name="s", cron="0 * * * *", model_ids=models), actor="t", now=T0)
     dead = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     try:
-        loop = Scheduler(lambda: world.store, Queue(dead, queue_config(world.settings)), world.settings,
-                         clock=lambda: T0 + timedelta(seconds=31))
+        loop = Scheduler(
+            lambda: world.store,
+            Queue(dead, queue_config(world.settings)),
+            world.settings,
+            clock=lambda: T0 + timedelta(seconds=31),
+        )
         [fired] = await loop.tick()
     finally:
         await dead.aclose()
@@ -198,8 +214,9 @@ async def test_two_worker_processes_fire_each_slot_once(world: World, spawn_work
     workers = [spawn_worker("--concurrency", "1", env={"DATABASE_URL": world.url}) for _ in range(2)]
     for worker in workers:
         await worker.started()
-    await world.store.create_schedule(ScheduleSpec(name="every second", cron="* * * * * *", model_ids=[model]),
-                                      actor="test")
+    await world.store.create_schedule(
+        ScheduleSpec(name="every second", cron="* * * * * *", model_ids=[model]), actor="test"
+    )
     for _ in range(100):
         if await world.store.pool.fetchval("SELECT count(*) FROM schedule_slots") >= 4:
             break
@@ -210,8 +227,12 @@ async def test_two_worker_processes_fire_each_slot_once(world: World, spawn_work
         assert (row["slot_at"] - before["slot_at"]).total_seconds() == 1 + row["missed"]
 
     def logged() -> list[str]:
-        return sorted(line["slot_at"] for w in workers for message in (
-            "schedule fired", "schedule fired once for missed slots (catch-up once)") for line in w.events(message))
+        return sorted(
+            line["slot_at"]
+            for w in workers
+            for message in ("schedule fired", "schedule fired once for missed slots (catch-up once)")
+            for line in w.events(message)
+        )
 
     for _ in range(100):  # log lines reach the reader thread a little after the commits
         if len(logged()) >= len(rows):
@@ -219,4 +240,3 @@ async def test_two_worker_processes_fire_each_slot_once(world: World, spawn_work
         await asyncio.sleep(0.1)
     assert logged() == [row["slot_at"].isoformat() for row in rows]  # each slot by one of the two processes
     assert await world.store.pool.fetchval("SELECT count(*) FROM certifications") == 1  # then live: skipped
-

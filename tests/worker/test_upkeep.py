@@ -21,8 +21,13 @@ pytestmark = pytest.mark.timeout(30)
 
 
 async def test_a_run_missing_from_redis_is_enqueued_again_and_processed(
-    redis_url: str, key_prefix: str, migrated_database_url: str, queue: Queue, store: Store,
-    make_model: Callable[..., Awaitable[Any]], monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    key_prefix: str,
+    migrated_database_url: str,
+    queue: Queue,
+    store: Store,
+    make_model: Callable[..., Awaitable[Any]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(daemon, "RECONCILE_PERIOD_S", 0.2)
     monkeypatch.setattr(daemon, "RECONCILE_AGE_S", 0.0)
@@ -31,8 +36,14 @@ async def test_a_run_missing_from_redis_is_enqueued_again_and_processed(
     ref = created.certifications[0]  # type: ignore[union-attr]
     assert await queue.get(str(ref.id)) is None  # committed, never enqueued (the API died in between)
 
-    settings = load_settings(redis_url=redis_url, database_url=migrated_database_url, queue_prefix=key_prefix,
-                             queue_name=QUEUE_NAME, worker_health_host="127.0.0.1", worker_health_port=0)
+    settings = load_settings(
+        redis_url=redis_url,
+        database_url=migrated_database_url,
+        queue_prefix=key_prefix,
+        queue_name=QUEUE_NAME,
+        worker_health_host="127.0.0.1",
+        worker_health_port=0,
+    )
     worker = Worker(settings, handler=noop, registry=CollectorRegistry())
     running = asyncio.create_task(worker.run())
     try:
