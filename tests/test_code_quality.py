@@ -25,3 +25,9 @@ def test_ruff_finds_nothing() -> None:
 def test_mypy_strict_finds_nothing_in_the_package() -> None:
     result = _run("mypy", "certq")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.timeout(600)
+def test_the_code_is_ruff_formatted() -> None:
+    result = _run("ruff", "format", "--check", "certq", "tests", "bench")
+    assert result.returncode == 0, "run `.venv/bin/ruff format certq tests bench`:\n" + result.stdout + result.stderr
