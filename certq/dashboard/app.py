@@ -27,6 +27,7 @@ from certq.dashboard.web import JSON, user_of
 from certq.problems import Problem
 from certq.queue.errors import InvalidJob, JobNotFound, JobStateError, QueueError
 from certq.settings import Settings
+from certq.store.dashboard import DashboardQueries
 
 STATIC = "certq.dashboard"
 log = logging.getLogger("certq.dashboard")
@@ -122,6 +123,27 @@ def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
         middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
     )
     app.state.board_deps = deps
+
+    async def audit_failed_login(client: str, user: str | None, path: str, failures: int) -> None:
+        store = deps.store
+        if store is None:
+            return
+        try:
+            await DashboardQueries(store.pool).record_audit(
+                actor=f"login:{user}" if user else "login:?",
+                action="login.failed",
+                target=path,
+                detail={"failuresInWindow": failures},
+                outcome="refused",
+                remote_addr=client,
+            )
+        except Exception as exc:  # the refusal stands whether or not the audit row could be written
+            log.warning("failed login not audited", extra={"error": f"{type(exc).__name__}: {exc}"})
+
     return BoardGuard(
-        app, username=settings.board_username, password=settings.board_password, read_only=settings.board_read_only
+        app,
+        username=settings.board_username,
+        password=settings.board_password,
+        read_only=settings.board_read_only,
+        on_failed_login=audit_failed_login,
     )

@@ -7,6 +7,7 @@ import binascii
 import hmac
 import logging
 import math
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +52,22 @@ def check_credentials(header: str | None, username: str, password: str) -> str |
     return given_user if sep and user_ok and password_ok else None
 
 
+def claimed_user(header: str | None) -> str | None:
+    """The user name a Basic header claims (never its password), for the audit of a failed login."""
+    if not header or not header[:6].lower() == "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, _, _ = decoded.partition(":")
+    return user[:100]
+
+
+FailedLogin = Callable[[str, str | None, str, int], Awaitable[None]]
+"""(client address, claimed user, path, failures in the window) -> None; recorded, never raises."""
+
+
 def cross_site_reason(method: str, headers: Headers, scheme: str) -> str | None:
     """Why a state-changing request looks cross-site (None when it is acceptable)."""
     if method in SAFE_METHODS:
@@ -81,8 +98,10 @@ class BoardGuard:
         password: str,
         throttle: LoginThrottle | None = None,
         read_only: bool = False,
+        on_failed_login: FailedLogin | None = None,
     ) -> None:
         self.app = app
+        self.on_failed_login = on_failed_login
         self.username = username
         self.password = password
         self.throttle = throttle or LoginThrottle()
@@ -111,6 +130,8 @@ class BoardGuard:
                     "dashboard login failed",
                     extra={"client": client, "failures_in_window": count, "path": scope.get("path")},
                 )
+                if self.on_failed_login is not None:
+                    await self.on_failed_login(client, claimed_user(header), str(scope.get("path")), count)
             await Problem(
                 401, "the dashboard needs its user name and password", headers={"WWW-Authenticate": REALM}
             ).answer(scope, receive, send)

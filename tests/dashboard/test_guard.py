@@ -106,3 +106,17 @@ async def test_a_read_only_dashboard_may_look_but_not_act(
     finally:
         await server.stop()
     assert not await queue.is_paused()
+
+
+async def test_a_failed_login_is_in_the_audit_log_with_the_claimed_user_never_the_password(board: Board) -> None:
+    wrong = {"Authorization": basic("mallory", "hunter2-not-it")}
+    assert (await board.client.get("api/overview", headers=wrong)).status_code == 401
+    rows = await board.store.pool.fetch(
+        "SELECT actor, action, target, detail, outcome, remote_addr FROM dashboard_audit "
+        "WHERE action = 'login.failed' AND actor = 'login:mallory'"
+    )
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["outcome"], row["remote_addr"], row["target"]) == ("refused", "127.0.0.1", "/admin/queues/api/overview")
+    assert row["detail"]["failuresInWindow"] >= 1
+    assert "hunter2" not in str(dict(row))
