@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
@@ -64,25 +65,35 @@ async def history(request: Request) -> Response:
     )
 
 
+EXPIRING_SOON = timedelta(hours=24)
+"""A cell whose certificate runs out within this is marked as expiring soon."""
+
+
 async def matrix(request: Request) -> Response:
     models = await store_of(request).active_models()
-    cells = await queries_of(request).latest_matrix()
+    standing = await store_of(request).standing()
     regions = sorted({region for model in models for region in model.regions})
     rows = [
         {"id": str(m.id), "name": m.name, "apiModelId": m.api_model_id, "provider": m.provider, "regions": m.regions}
         for m in models
     ]
+    soon = datetime.now(UTC) + EXPIRING_SOON
     out = [
         {
             "modelId": str(c.model_id),
             "region": c.region,
-            "id": str(c.id),
-            "status": c.status,
+            "id": str(c.certification_id),
+            "status": c.verdict,
+            "standing": c.standing,
+            "expiresSoon": c.standing != "EXPIRED" and c.valid_until is not None and c.valid_until <= soon,
+            "validUntil": c.valid_until and c.valid_until.isoformat(),
+            "recertification": c.recertification,
             "rating": c.rating,
             "score": c.score,
-            "completedAt": c.completed_at and c.completed_at.isoformat(),
+            "completedAt": c.certified_at and c.certified_at.isoformat(),
         }
-        for c in cells
+        for c in standing
+        if c.certification_id is not None
     ]
     return JSON({"models": rows, "regions": regions, "cells": out})
 

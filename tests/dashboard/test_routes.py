@@ -224,6 +224,9 @@ async def test_retrying_a_failed_certification_job_reopens_its_run(board: Board,
     assert await store.begin_attempt(run.id, 2)
 
 
+MATRIX = "api/certifications/matrix"
+
+
 async def test_matrix_shows_latest_verdict_per_model_and_region_and_pair_history_in_order(
     board: Board, make_model: Any, finished_run: VerdictMaker
 ) -> None:
@@ -239,11 +242,32 @@ async def test_matrix_shows_latest_verdict_per_model_and_region_and_pair_history
             "region": "eu-west-1",
             "id": str(latest),
             "status": "CERTIFIED",
+            "standing": "CERTIFIED",
+            "expiresSoon": False,
+            "validUntil": cells[0]["validUntil"],
+            "recertification": None,
             "rating": "A",
             "score": 95.0,
             "completedAt": cells[0]["completedAt"],
         }
     ]
+    assert datetime.fromisoformat(cells[0]["validUntil"]) - datetime.fromisoformat(cells[0]["completedAt"]) == (
+        timedelta(days=7)
+    )
+    await board.store.pool.execute(
+        "UPDATE certifications SET valid_until = now() + interval '2 hours' WHERE id = $1", latest
+    )
+    [soon] = [
+        c for c in (await board.client.get("api/certifications/matrix")).json()["cells"] if c["id"] == str(latest)
+    ]
+    assert soon["standing"] == "CERTIFIED" and soon["expiresSoon"] is True
+    await board.store.pool.execute(
+        "UPDATE certifications SET valid_until = now() - interval '1 second' WHERE id = $1", latest
+    )
+    [gone] = [
+        c for c in (await board.client.get("api/certifications/matrix")).json()["cells"] if c["id"] == str(latest)
+    ]
+    assert (gone["standing"], gone["status"], gone["expiresSoon"]) == ("EXPIRED", "CERTIFIED", False)
     pair = (
         await board.client.get("api/certifications/pair", params={"modelId": str(model.id), "region": "eu-west-1"})
     ).json()

@@ -6,7 +6,7 @@ const STATES = ["waiting", "active", "delayed", "completed", "failed", "paused"]
 const CERT_STATUSES = ["PENDING", "QUEUED", "PROCESSING", "CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"];
 const ICONS = {
   CERTIFIED: "\u2714", PASSED: "\u2714", QUALITY_WARNING: "\u25B2", FAILED: "\u2716", CANCELLED: "\u25CB", PROCESSING: "\u21BB",
-  QUEUED: "\u2026", PENDING: "\u2026", completed: "\u2714", failed: "\u2716", active: "\u21BB",
+  QUEUED: "\u2026", PENDING: "\u2026", EXPIRED: "\u231B", completed: "\u2714", failed: "\u2716", active: "\u21BB",
   waiting: "\u2026", delayed: "\u23F1", paused: "\u23F8",
 };
 const LABELS = { QUALITY_WARNING: "Quality warning" };
@@ -429,15 +429,24 @@ views.certifications = async (main) => {
       return h("td", { class: "c-none" }, h("span", { "aria-hidden": "true" }, "\u2014"),
         h("span", { class: "sr-only" }, "not offered"));
     }
-    const label = c ? `${m.name} in ${region}: ${c.status}, rating ${c.rating || "none"}, score ${c.score ?? "none"}`
-      : `${m.name} in ${region}: not certified yet`;
-    return h("td", { class: "cell" }, h("button", { type: "button", class: `cell c-${c ? c.status : "none"}`,
-      "aria-label": label, onclick: () => { location.hash = `#/pair/${m.id}/${encodeURIComponent(region)}`; } },
-    c ? [statusBadge(c.status), h("br"), `${c.rating || "–"} \u00B7 ${c.score === null ? "–" : Math.round(c.score)}`]
+    const standing = c ? c.standing || c.status : null;
+    const until = c && c.validUntil ? new Date(c.validUntil).toLocaleString() : null;
+    const validity = !c ? "" : standing === "EXPIRED" ? `, expired ${until}` : c.expiresSoon ? `, expires soon (${until})`
+      : until ? `, valid until ${until}` : "";
+    const label = c ? `${m.name} in ${region}: ${standing}${standing === "EXPIRED" ? ` (was ${c.status})` : ""}`
+      + `, rating ${c.rating || "none"}, score ${c.score ?? "none"}${validity}` : `${m.name} in ${region}: not certified yet`;
+    const classes = `cell c-${c ? standing : "none"}${c && c.expiresSoon ? " c-expiring" : ""}`;
+    return h("td", { class: "cell" }, h("button", { type: "button", class: classes,
+      "aria-label": label, title: label, onclick: () => { location.hash = `#/pair/${m.id}/${encodeURIComponent(region)}`; } },
+    c ? [statusBadge(standing), h("br"), `${c.rating || "–"} \u00B7 ${c.score === null ? "–" : Math.round(c.score)}`,
+      standing === "EXPIRED" ? [h("br"), h("small", {}, `was ${LABELS[c.status] || c.status.toLowerCase()}`)] : null,
+      c.expiresSoon ? [h("br"), h("small", { class: "expiring" }, "\u23F3 expires soon")] : null,
+      c.recertification ? [h("br"), h("small", {}, `re-certification ${c.recertification.toLowerCase()}`)] : null]
       : "not yet"));
   })));
   main.append(h("h2", {}, "Latest verdicts"),
     h("p", { class: "legend" }, statusBadge("CERTIFIED"), statusBadge("QUALITY_WARNING"), statusBadge("FAILED"),
+      statusBadge("EXPIRED"), h("span", { class: "expiring" }, "\u23F3 expires within a day"),
       h("span", {}, "Each cell: status, rating \u00B7 score. Select a cell for its history.")),
     h("div", { class: "table-wrap" }, h("table", { class: "matrix" }, h("caption", { class: "sr-only" },
       "Latest verdict per model and region"),
