@@ -107,6 +107,14 @@ function fmtAgo(ms) {
   return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
 }
 
+function availability(run) {
+  // The share of requests that did not fail transiently, and what it cost the score (metrics.reliability).
+  const rel = run.metrics && run.metrics.reliability;
+  if (!rel || typeof rel.availability !== "number") return "–";
+  const share = `${Math.round(rel.availability * 100)}%`;
+  return rel.scorePenalty ? `${share} (\u2212${rel.scorePenalty})` : share;
+}
+
 function statusBadge(status) {
   const word = LABELS[status] || String(status).replace(/_/g, " ").toLowerCase();
   return h("span", { class: `status s-${status}` }, h("span", { "aria-hidden": "true" }, ICONS[status] || "\u2022"),
@@ -489,12 +497,13 @@ views.pair = async (main, [modelId, region]) => {
     h("h2", {}, `${data.model.name} in ${data.region}`),
     h("p", {}, `${data.model.provider} \u00B7 ${data.model.apiModelId} \u00B7 ${runs.length} run(s)`),
     chart(runs),
-    table(["Run", "Status", { label: "Score", cls: "num" }, { label: "p50 latency ms", cls: "num" }, "Finished",
-      "Probes and metrics"],
+    table(["Run", "Status", { label: "Score", cls: "num" }, { label: "p50 latency ms", cls: "num" },
+      { label: "Availability", cls: "num" }, "Finished", "Probes and metrics"],
     runs.slice().reverse().map((r) => h("tr", { "data-run": r.id }, h("td", {}, jobLink(r.id)),
       h("td", {}, statusBadge(r.status)),
       h("td", { class: "num" }, r.score === null ? "–" : `${r.score} (${r.rating})`),
-      h("td", { class: "num" }, r.latencyP50Ms ?? "–"), h("td", {}, fmtTime(r.completedAt)),
+      h("td", { class: "num" }, r.latencyP50Ms ?? "–"),
+      h("td", { class: "num" }, availability(r)), h("td", {}, fmtTime(r.completedAt)),
       h("td", {}, r.testResults ? h("details", {}, h("summary", {}, `${r.testResults.length} probes`),
         probesTable(r.testResults), h("pre", {}, JSON.stringify(r.metrics, null, 2))) : (r.errorMessage || "–")))),
     "Runs of this pair"));
