@@ -327,7 +327,8 @@ function certificationDetail(c) {
     h("dt", {}, "Model"), h("dd", {}, `${c.modelName || ""} (${c.apiModelId || c.modelId})`),
     h("dt", {}, "Region"), h("dd", {}, c.region),
     h("dt", {}, "Score / rating"), h("dd", {}, c.score === null ? "–" : `${c.score} / ${c.rating}`),
-    h("dt", {}, "Request"), h("dd", {}, h("code", {}, c.jobId)),
+    h("dt", {}, "Certification id"), h("dd", {}, h("code", {}, c.id)),
+    h("dt", {}, "Job id"), h("dd", {}, h("code", {}, c.jobId)),
     c.errorCategory ? [h("dt", {}, "Error"), h("dd", {}, `${c.errorCategory}: ${c.errorMessage || ""}`)] : null),
   ["CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"].includes(c.status) ? h("div", { class: "toolbar" },
     h("button", { class: "btn", type: "button", onclick: () => act("api/certify",
@@ -372,7 +373,7 @@ views.history = async (main) => {
     }
     try {
       const data = await api(`api/history?${params}`);
-      results.replaceChildren(table(["Run", "Model", "Region", "Status", { label: "Score", cls: "num" },
+      results.replaceChildren(table(["Certification", "Model", "Region", "Status", { label: "Score", cls: "num" },
         { label: "Attempts", cls: "num" }, "Created", "Error"],
       data.items.map((r) => h("tr", {}, h("td", {}, jobLink(r.id)), h("td", {}, r.modelName),
         h("td", {}, r.region), h("td", {}, statusBadge(r.status)),
@@ -478,7 +479,7 @@ function certifyForm(data) {
     const chosen = (boxes) => boxes.filter((b) => b.checked).map((b) => b.value);
     const result = await act("api/certify", { mode: mode.value, modelIds: chosen(modelBoxes),
       regions: chosen(regionBoxes), priority: priority.value });
-    if (result) notify(`Done: ${result.outcome}. Request ${result.result.jobId || ""}`);
+    if (result) notify(`Done: ${result.outcome}. Job ${result.result.jobId || ""}`);
   } },
   h("h2", { id: "cf-title" }, "Certify"),
   h("label", { for: "cf-mode" }, "What", mode),
@@ -495,9 +496,9 @@ views.pair = async (main, [modelId, region]) => {
   const runs = data.runs;
   main.append(h("p", {}, h("a", { href: "#/certifications" }, "\u2190 Back to the matrix")),
     h("h2", {}, `${data.model.name} in ${data.region}`),
-    h("p", {}, `${data.model.provider} \u00B7 ${data.model.apiModelId} \u00B7 ${runs.length} run(s)`),
+    h("p", {}, `${data.model.provider} \u00B7 ${data.model.apiModelId} \u00B7 ${runs.length} certification(s)`),
     chart(runs),
-    table(["Run", "Status", { label: "Score", cls: "num" }, { label: "p50 latency ms", cls: "num" },
+    table(["Certification", "Status", { label: "Score", cls: "num" }, { label: "p50 latency ms", cls: "num" },
       { label: "Availability", cls: "num" }, "Finished", "Probes and metrics"],
     runs.slice().reverse().map((r) => h("tr", { "data-run": r.id }, h("td", {}, jobLink(r.id)),
       h("td", {}, statusBadge(r.status)),
@@ -569,7 +570,7 @@ async function route(event) {
   });
   if (name !== "queue") document.querySelectorAll("#counts a").forEach((a) => a.removeAttribute("aria-current"));
   const titles = { queue: "Queue", job: "Job", history: "History", workers: "Workers",
-    certifications: "Certifications", pair: "Run history", audit: "Audit log" };
+    certifications: "Certifications", pair: "Certification history", audit: "Audit log" };
   document.title = `${titles[name]} \u00B7 certq dashboard`;
   const main = $("#main");
   main.replaceChildren();
