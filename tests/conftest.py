@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from certq.embedded import EmbeddedServer, start_postgres, start_redis, url_answers
+from tests.support.databases import with_database
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -91,13 +92,6 @@ def postgres_server_url() -> Iterator[str]:
         server.stop()
 
 
-def _with_database(url: str, database: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A database created for this test run and dropped after it (empty: no schema applied)."""
@@ -119,7 +113,7 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 
     asyncio.run(run(f'CREATE DATABASE "{name}"'))
     try:
-        yield _with_database(postgres_server_url, name)
+        yield with_database(postgres_server_url, name)
     finally:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

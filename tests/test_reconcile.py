@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -16,7 +15,8 @@ from certq.queue import Consumer, Queue
 from certq.reconcile import reconcile
 from certq.settings import Settings
 from certq.store import CertificationRef, JobCreated, ModelRecord, Store
-from tests.conftest import _with_database, api_settings
+from tests.conftest import api_settings
+from tests.support.databases import own_database
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -64,21 +64,13 @@ async def rig(
     postgres_server_url: str, redis_client: aioredis.Redis, key_prefix: str, redis_url: str
 ) -> AsyncIterator[Rig]:
     """A database of this test alone: a pass covers every live run in it, and other tests leave theirs live."""
-    name = f"certq_test_rc_{uuid.uuid4().hex[:10]}"
-    url = _with_database(postgres_server_url, name)
-    admin = await asyncpg.connect(postgres_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+    async with own_database(postgres_server_url, "rc") as (_, url):
         store = await Store.connect(url, min_size=1, max_size=2)
         try:
-            await store.migrate()
             settings = api_settings(url, redis_url, key_prefix, "t-" + key_prefix)
             yield Rig(store, Queue(redis_client, queue_config(settings)), redis_client, settings)
         finally:
             await store.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 CORRUPTIONS = {

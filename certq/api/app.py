@@ -40,6 +40,7 @@ from certq.metrics import Metrics
 from certq.queue.queue import Queue
 from certq.settings import Settings
 from certq.store import Store
+from certq.store.outages import DATABASE_OUTAGE_ERRORS
 
 DEPENDENCY_REFRESH_S = 5.0
 """The API pings Redis and PostgreSQL this often on its own (their gauges feed alerts; /ready is not always called)."""
@@ -54,21 +55,13 @@ ENDPOINTS: list[Endpoint] = [
 ]
 
 # A backing service that went away is a 503 to retry, not a 500.
-UNAVAILABLE: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    *DATABASE_OUTAGE_ERRORS,
+    # Also worth a retry for an API caller: a schema not migrated yet, too many clients, a lost race.
     asyncpg.UndefinedTableError,
-    asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
-    asyncpg.ReadOnlySQLTransactionError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError,
-    # asyncpg's state machine trips on a connection the server terminated while it was idle in the pool.
-    asyncpg.InternalClientError,
     RedisError,
 )
 

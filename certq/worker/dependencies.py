@@ -14,32 +14,12 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from certq.metrics import Metrics
 from certq.store import Store
+from certq.store.outages import DATABASE_OUTAGE_ERRORS, WRITE_REFUSED_ERRORS
 
 log = logging.getLogger("certq.worker")
 
 PING_TIMEOUT_S = 1.0
 
-WRITE_REFUSED_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.ReadOnlySQLTransactionError,
-    asyncpg.InsufficientResourcesError,
-)
-"""A server that answers a `SELECT` but cannot take writes (read-only standby, disk full, out of memory)."""
-DATABASE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.OperatorInterventionError,
-    # A database that cannot take writes is away too: the job goes back unburnt, its verdict is kept with
-    # the job and written when PostgreSQL takes writes again.
-    *WRITE_REFUSED_ERRORS,
-    # A pooled connection the server terminated while idle can trip asyncpg's state machine on next use.
-    asyncpg.InternalClientError,
-)
-"""Errors that mean "PostgreSQL is away right now", not "this job is wrong"."""
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_OUTAGE_ERRORS, asyncpg.PostgresError)
 
 

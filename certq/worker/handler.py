@@ -23,7 +23,8 @@ from certq.jobs import CertificationJob, InvalidJobPayload
 from certq.queue import ActiveJob, JobFailed, LeaseLost
 from certq.settings import SettingsError, read_secret
 from certq.store import DEFAULT_VALIDITY_S, Store
-from certq.worker.dependencies import DATABASE_OUTAGE_ERRORS, Database, DatabaseUnavailable
+from certq.store.outages import DATABASE_OUTAGE_ERRORS
+from certq.worker.dependencies import Database, DatabaseUnavailable
 from certq.worker.drift_watch import DriftWatch
 from certq.worker.verdicts import PROGRESS_FIELD, VerdictSeal
 

@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import _with_database, api_settings, serve_app
+from tests.conftest import api_settings, serve_app
+from tests.support.databases import own_database as own_database_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -19,22 +20,8 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 async def own_database(postgres_server_url: str) -> AsyncIterator[tuple[str, str]]:
     """A migrated database of this test only, since the test makes it read-only: (name, url)."""
-    from certq.store import Store
-
-    name = f"certq_test_ro_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = _with_database(postgres_server_url, name)
-        store = await Store.connect(url, min_size=1, max_size=1)
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
-        yield name, url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with own_database_of(postgres_server_url, "ro") as made:
+        yield made
 
 
 async def test_a_read_only_database_answers_503_not_500(

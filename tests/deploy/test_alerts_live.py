@@ -20,14 +20,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -37,6 +35,7 @@ from certq.embedded import EmbeddedServer, free_port, start_postgres, start_redi
 from certq.queue import Queue, QueueConfig
 from certq.store import Store
 from tests.deploy.helpers import ROOT
+from tests.support.databases import own_database
 from tests.worker.helpers import QUEUE_NAME, SCRIPTED, WorkerProcess, wait_finished
 
 _BESIDE_PYTHON = Path(sys.executable).parent / "prometheus"
@@ -335,22 +334,9 @@ async def private_postgres() -> AsyncIterator[EmbeddedServer]:
 async def fresh_database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A migrated database of this test only: the shared one holds other tests' verdicts, some of them
     expired, and a worker rightly alerts on those (CertqCertificationDegraded, kind expired)."""
-    from tests.conftest import _with_database
 
-    name = f"certq_test_alerts_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = _with_database(postgres_server_url, name)
-        store = await Store.connect(url, min_size=1, max_size=1)
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
+    async with own_database(postgres_server_url, "alerts") as (_, url):
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_a_healthy_idle_stack_fires_nothing(

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 
 from certq.store import FiredSlot, ScheduleRecord, ScheduleSpec, Store
+from tests.support.databases import own_database
 
 MakeModel = Callable[..., Awaitable[Any]]
 T0 = datetime(2031, 1, 6, 9, 59, 30, tzinfo=UTC)  # a Monday; the clock these tests move by hand
@@ -36,17 +36,12 @@ async def schedules(store: Store) -> AsyncIterator[Callable[..., Awaitable[Sched
 @pytest.fixture
 async def private_store(postgres_server_url: str) -> AsyncIterator[Store]:
     """A database of its own: "every active model" means this test's models only."""
-    name = f"certq_sched_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    store = await Store.connect(postgres_server_url.rsplit("/", 1)[0] + f"/{name}", min_size=1, max_size=4)
-    try:
-        await store.migrate()
-        yield store
-    finally:
-        await store.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with own_database(postgres_server_url, "sched") as (_, url):
+        store = await Store.connect(url, min_size=1, max_size=4)
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 async def _verdict(store: Store, model_id: uuid.UUID, region: str, status: str, validity_s: int = 3600) -> None:

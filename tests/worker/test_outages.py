@@ -26,7 +26,7 @@ from certq.worker.dependencies import Database
 from certq.worker.handler import CertificationHandler
 from certq.worker.verdicts import PROGRESS_FIELD, VerdictSeal
 from tests.certification.stubs import OpenAIHandler, serve
-from tests.conftest import _with_database
+from tests.support.databases import own_database as own_database_of
 from tests.worker.helpers import QUEUE_NAME, SpawnWorker, http_get, wait_finished, wait_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -257,20 +257,8 @@ async def test_a_worker_whose_redis_cluster_is_unreachable_stays_up_unready_with
 @pytest.fixture
 async def own_database(postgres_server_url: str) -> AsyncIterator[tuple[str, str]]:
     """A migrated database of this test only, since the test makes it read-only: (name, url)."""
-    name = f"certq_test_ro_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = _with_database(postgres_server_url, name)
-        store = await Store.connect(url, min_size=1, max_size=1)
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
-        yield name, url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with own_database_of(postgres_server_url, "ro") as made:
+        yield made
 
 
 async def set_read_only(server_url: str, name: str, on: bool) -> None:

@@ -21,6 +21,7 @@ from certq.reconcile import reconcile
 from certq.store import FiredSlot, ScheduleSpec, Store
 from certq.worker.scheduler import Scheduler
 from tests.conftest import api_settings, unlink_prefix
+from tests.support.databases import own_database
 from tests.worker.helpers import SpawnWorker
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,19 +59,13 @@ class World:
 async def world(
     postgres_server_url: str, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
 ) -> AsyncIterator[World]:
-    name = f"certq_fire_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
-    store = await Store.connect(url, min_size=1, max_size=4)
-    try:
-        await store.migrate()
-        settings = api_settings(url, redis_url, key_prefix, "t")
-        yield World(url, store, Queue(redis_client, queue_config(settings)), settings)
-    finally:
-        await store.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with own_database(postgres_server_url, "fire") as (_, url):
+        store = await Store.connect(url, min_size=1, max_size=4)
+        try:
+            settings = api_settings(url, redis_url, key_prefix, "t")
+            yield World(url, store, Queue(redis_client, queue_config(settings)), settings)
+        finally:
+            await store.close()
 
 
 async def _slot_rows(store: Store) -> list[asyncpg.Record]:

@@ -1,0 +1,40 @@
+"""A migrated PostgreSQL database of one test's own, created on the test server and dropped afterwards.
+
+For tests whose assertions cover a whole database (a reconcile pass, "every active model", row counts) or
+that break it (read-only, stopped): the session's shared database holds every other test's rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+
+def with_database(server_url: str, database: str) -> str:
+    """`server_url` pointing at `database` instead."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
+
+
+@asynccontextmanager
+async def own_database(server_url: str, label: str) -> AsyncIterator[tuple[str, str]]:
+    """`(name, url)` of a new database `certq_test_<label>_<random>`, migrated; dropped on exit (WITH FORCE)."""
+    from certq.store import Store
+
+    name = f"certq_test_{label}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = with_database(server_url, name)
+        store = await Store.connect(url, min_size=1, max_size=1)
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+        yield name, url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
