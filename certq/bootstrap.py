@@ -121,6 +121,15 @@ def main(argv: list[str]) -> int:
         print("usage: python3 -m certq.bootstrap {demo|test} [args...]", file=sys.stderr)
         return 2
     what, rest = argv[0], argv[1:]
+    if not (ROOT / "pyproject.toml").is_file():
+        # An installed wheel carries this module but no checkout to set up.
+        print(
+            f"certq.bootstrap sets up a source checkout, and {ROOT} is not one (no pyproject.toml).\n"
+            "certq is already installed here: run `certq demo` or `python -m certq.api` directly, or run the "
+            "bootstrap from a clone of the repository.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         ensure_venv(EXTRAS[what])
         if what == "test":

@@ -266,3 +266,23 @@ def test_an_editable_install_prints_no_setuptools_warning(tmp_path: Path) -> Non
         cwd=tmp_path,
     )
     assert imported.stdout.strip() == str(checkout / "certq" / "__init__.py"), imported.stderr
+
+
+def test_the_bootstrap_of_an_installed_wheel_says_it_needs_a_checkout_and_exits_2(tmp_path: Path) -> None:
+    # What a wheel installs: the package without the repository around it.
+    site = tmp_path / "site-packages"
+    (site / "certq").mkdir(parents=True)
+    (site / "certq" / "__init__.py").write_text("")
+    shutil.copy(Path(bootstrap.__file__), site / "certq" / "bootstrap.py")
+    env = {**fresh_shell_env(tmp_path), "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [str(PYTHON3), "-m", "certq.bootstrap", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "sets up a source checkout" in done.stderr and "Traceback" not in done.stderr
+    assert not (site / ".venv").exists() and not (tmp_path / ".venv").exists()

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from certq.certification.capabilities import Capabilities
+
 Provider = Literal["openai", "bedrock"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "other"]
 
@@ -23,6 +25,7 @@ class ModelEndpoint:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     served_model: str | None = None  # the name answers must report, where it is not api_model_id
+    capabilities: Capabilities = field(default_factory=Capabilities)  # probed beyond the chat baseline
 
     @property
     def target_url(self) -> str:

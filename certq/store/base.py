@@ -10,6 +10,7 @@ import asyncpg.pool
 import orjson
 
 from certq.store.idempotency import claim_key, save_answer
+from certq.store.outages import DATABASE_OUTAGE_ERRORS
 from certq.store.records import (
     CertificationRecord,
     CertificationRef,
@@ -38,6 +39,10 @@ CERTIFICATION_COLUMNS = (
     "c.started_at, c.completed_at, c.updated_at, c.valid_until, m.name AS model_name, m.api_model_id"
 )
 REF_COLUMNS = "id, job_id, model_id, region, priority, status, updated_at"
+
+# A health probe's failures: the outage errors (asyncpg's InternalClientError on a connection the server
+# ended among them) and any refusal by the server.
+_UNANSWERED: tuple[type[BaseException], ...] = (*DATABASE_OUTAGE_ERRORS, asyncpg.PostgresError)
 
 
 def _dumps(value: Any) -> str:
@@ -106,7 +111,7 @@ class StoreBase:
         try:
             async with self._pool.acquire(timeout=2) as conn:
                 return bool(await conn.fetchval("SELECT true", timeout=2))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except _UNANSWERED:
             return False
 
     async def takes_writes(self) -> bool:
@@ -115,7 +120,7 @@ class StoreBase:
         try:
             async with self._pool.acquire(timeout=2) as conn:
                 await conn.execute("UPDATE certifications SET updated_at = updated_at WHERE false", timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except _UNANSWERED:
             return False
         return True
 

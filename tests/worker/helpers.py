@@ -117,8 +117,11 @@ def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
     return best
 
 
-async def wait_status(port: int, path: str, status: int, within: float = 20.0) -> httpx.Response:
-    """Ask a worker's health port until it answers `status` (a child process has no event to await)."""
+async def wait_status(
+    port: int, path: str, status: int, within: float = 20.0, *, reason: str | None = None
+) -> httpx.Response:
+    """Ask a worker's health port until it answers `status` (a child process has no event to await), and,
+    given `reason`, a body whose reason holds it (a passing state may be answered first on the way)."""
     deadline = asyncio.get_running_loop().time() + within
     last: object = None
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
@@ -128,7 +131,7 @@ async def wait_status(port: int, path: str, status: int, within: float = 20.0) -
             except httpx.HTTPError as exc:
                 last = exc
             else:
-                if response.status_code == status:
+                if response.status_code == status and (reason is None or reason in response.text):
                     return response
                 last = (response.status_code, response.text)
             await asyncio.sleep(0.1)

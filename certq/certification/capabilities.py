@@ -1,0 +1,161 @@
+"""What a deployment claims it can do, beyond chat and streaming (the baseline every model is probed for).
+
+A model registration declares these (the API's `capabilities` object); the engine probes each declared one and
+the verdict says which were verified, which failed and which were not declared. Absent means not declared:
+today's nine chat probes, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator, SchemaError, validators
+
+CapabilityName = Literal["tools", "structuredOutput", "contextWindow", "tokenAccounting"]
+CAPABILITY_NAMES: tuple[CapabilityName, ...] = ("tools", "structuredOutput", "contextWindow", "tokenAccounting")
+
+MIN_CONTEXT_WINDOW = 256
+MAX_CONTEXT_WINDOW = 2_000_000
+MAX_OUTPUT_TOKENS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Declared capabilities of one model, as stored (camelCase JSON) and as the engine reads them.
+
+    `context_window` and `max_output_tokens` are token counts the deployment advertises; `token_accounting`
+    is whether it promises honest `usage` numbers (on by default: every OpenAI-compatible and Converse
+    endpoint reports usage, so it is probed unless the registration says `false`). `output_schema` is the JSON
+    schema a registration gave as `structuredOutput` (None: `true`, the probe's own schema); on the wire and in
+    storage `structuredOutput` holds that schema object in place of `true`.
+    """
+
+    tools: bool = False
+    structured_output: bool = False
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    token_accounting: bool = True
+    output_schema: Mapping[str, Any] | None = None
+
+    def declared(self) -> tuple[CapabilityName, ...]:
+        """The capabilities a run probes, in the order it probes them."""
+        names: list[CapabilityName] = []
+        if self.tools:
+            names.append("tools")
+        if self.structured_output:
+            names.append("structuredOutput")
+        if self.context_window is not None:
+            names.append("contextWindow")
+        if self.token_accounting:
+            names.append("tokenAccounting")
+        return tuple(names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tools": self.tools,
+            "structuredOutput": dict(self.output_schema) if self.output_schema is not None else self.structured_output,
+            "contextWindow": self.context_window,
+            "maxOutputTokens": self.max_output_tokens,
+            "tokenAccounting": self.token_accounting,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Capabilities:
+        """From stored JSON (already validated when it was accepted); missing keys take the defaults."""
+        if not data:
+            return cls()
+        structured = data.get("structuredOutput", False)
+        return cls(
+            tools=bool(data.get("tools", False)),
+            structured_output=bool(structured),
+            output_schema=structured if isinstance(structured, Mapping) else None,
+            context_window=data.get("contextWindow"),
+            max_output_tokens=data.get("maxOutputTokens"),
+            token_accounting=bool(data.get("tokenAccounting", True)),
+        )
+
+
+DECLARABLE_KEYS = ("tools", "structuredOutput", "contextWindow", "maxOutputTokens", "tokenAccounting")
+BASELINE = ("chat", "streaming")
+
+
+def check_capabilities(data: object) -> list[tuple[str, str]]:
+    """(key, message) per problem of a declaration as a registration sends it; key "" is the object itself.
+
+    The rules the API answers 422 for and the CLI refuses: booleans are JSON booleans, token counts integers
+    in range, `maxOutputTokens` below `contextWindow`, `structuredOutput` true/false or a valid JSON schema of
+    an object (local `$ref`s only: certq never fetches schemas), no other keys.
+    """
+    if not isinstance(data, Mapping):
+        return [("", "must be a JSON object")]
+    problems: list[tuple[str, str]] = []
+    for key in data:
+        if key in BASELINE:
+            problems.append((str(key), "chat and streaming are the baseline every model is probed for; not declared"))
+        elif key not in DECLARABLE_KEYS:
+            problems.append((str(key), f"unknown capability (declare {', '.join(DECLARABLE_KEYS)})"))
+    for key in ("tools", "tokenAccounting"):
+        if key in data and not isinstance(data[key], bool):
+            problems.append((key, "must be true or false"))
+    if "structuredOutput" in data:
+        problems.extend(("structuredOutput", message) for message in _schema_problems(data["structuredOutput"]))
+    window, window_ok = data.get("contextWindow"), False
+    if window is not None:
+        if not _is_int(window) or not MIN_CONTEXT_WINDOW <= window <= MAX_CONTEXT_WINDOW:
+            problems.append(("contextWindow", f"must be an integer from {MIN_CONTEXT_WINDOW} to {MAX_CONTEXT_WINDOW}"))
+        else:
+            window_ok = True
+    output = data.get("maxOutputTokens")
+    if output is not None:
+        if not _is_int(output) or not 1 <= output <= MAX_OUTPUT_TOKENS:
+            problems.append(("maxOutputTokens", f"must be an integer from 1 to {MAX_OUTPUT_TOKENS}"))
+        elif window_ok and output >= window:
+            problems.append(("maxOutputTokens", f"must be below contextWindow ({window})"))
+    return problems
+
+
+def parse_capabilities(data: object) -> Capabilities:
+    """A checked declaration (see `check_capabilities`); ValueError naming the first bad key otherwise."""
+    problems = check_capabilities(data)
+    if problems:
+        key, message = problems[0]
+        raise ValueError(f"{key}: {message}" if key else message)
+    assert isinstance(data, Mapping)
+    return Capabilities.from_json(data)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _schema_problems(value: object) -> list[str]:
+    if isinstance(value, bool):
+        return []
+    if not isinstance(value, Mapping):
+        return ["must be true, false or a JSON schema (an object)"]
+    if value.get("type") != "object":
+        return ['a structured-output schema describes a JSON object: its "type" must be "object"']
+    remote = next((ref for ref in _refs(value) if not ref.startswith("#")), None)
+    if remote is not None:
+        return [f"$ref {remote[:100]!r} is not local (#/...): certq never fetches schemas"]
+    # An unknown $schema falls back to draft 2020-12 (explicitly, so jsonschema does not warn).
+    validator = validators.validator_for(value, default=Draft202012Validator)
+    try:
+        validator.check_schema(dict(value))
+    except SchemaError as exc:
+        return [f"not a valid JSON schema: {exc.message[:200]} (at {exc.json_path})"]
+    return []
+
+
+def _refs(node: object) -> Iterator[str]:
+    if isinstance(node, Mapping):
+        for key, child in node.items():
+            if key == "$ref" and isinstance(child, str):
+                yield child
+            else:
+                yield from _refs(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _refs(child)
