@@ -159,6 +159,11 @@ class Settings(BaseModel):
     max_retries: int = Field(3, alias="CERTIFICATION_MAX_RETRIES", ge=0, le=100)
     certification_validity: str = Field("7d", alias="CERTIFICATION_VALIDITY")
     drift_score_margin: float = Field(10.0, alias="DRIFT_SCORE_MARGIN", ge=0, le=100, allow_inf_nan=False)
+    # Empty or "off": no renewal. Else a duration: re-certify a standing certificate that long before it expires.
+    certification_renew_before: str = Field("", alias="CERTIFICATION_RENEW_BEFORE")
+    # Test hook only (tests/worker/test_scheduler_sigkill.py): a worker holds each slot's transaction open this long
+    # before its commit, after logging "schedule slot held before commit", so a test can SIGKILL it there.
+    test_hold_slot_s: float = Field(0.0, alias="CERTQ_TEST_HOLD_SLOT_S", ge=0, le=300, allow_inf_nan=False)
     rate_limits: str = Field("", alias="CERTIFICATION_RATE_LIMITS")
     shutdown_grace_s: float = Field(30.0, alias="CERTIFICATION_SHUTDOWN_GRACE", ge=0, allow_inf_nan=False)
     worker_health_port: int = Field(3002, alias="WORKER_HEALTH_PORT", ge=0, le=65535)
@@ -225,6 +230,16 @@ class Settings(BaseModel):
             raise ValueError(f"must be between 1m and 366d (got {value!r})")
         return value
 
+    @field_validator("certification_renew_before")
+    @classmethod
+    def _valid_renew_before(cls, value: str) -> str:
+        if value.strip().lower() in ("", "off"):
+            return ""
+        seconds = parse_duration_ms(value) // 1000
+        if not MIN_VALIDITY_S <= seconds <= MAX_VALIDITY_S:
+            raise ValueError(f"must be off or between 1m and 366d (got {value!r})")
+        return value
+
     @field_validator("model_egress_allow")
     @classmethod
     def _valid_egress(cls, value: str) -> str:
@@ -278,6 +293,8 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _production_credentials(self) -> Settings:
         if self.env == "production":
+            if self.test_hold_slot_s:
+                raise SettingsError("CERTQ_TEST_HOLD_SLOT_S", "is a test hook; production refuses it")
             if not self.tokens:
                 raise SettingsError("API_TOKENS", "production needs at least one bearer token")
             if self.board_password in ("", DEFAULT_BOARD_PASSWORD) or self.board_username == "":
@@ -334,6 +351,11 @@ class Settings(BaseModel):
             return self.redis_url
         auth = f":{self.redis_password}@" if self.redis_password else ""
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def renew_before_s(self) -> int | None:
+        """Renew a standing certificate this long before it expires (CERTIFICATION_RENEW_BEFORE); None: off."""
+        return parse_duration_ms(self.certification_renew_before) // 1000 if self.certification_renew_before else None
 
     @property
     def topology(self) -> Topology:

@@ -96,8 +96,13 @@ async def _check_models(store: Store, model_ids: list[UUID]) -> None:
 
 
 async def create_schedule(request: Request) -> Response:
-    store = services_of(request).need_store()
     body, _ = await parse_body(request, ScheduleCreate)
+    actor, remote = _actor(request)
+    return answer(201, await create_with(services_of(request).need_store(), body, actor, remote))
+
+
+async def create_with(store: Store, body: ScheduleCreate, actor: str, remote: str | None) -> ScheduleOut:
+    """POST /api/schedules without the request: the dashboard's door too (api/board.py)."""
     _check_cron(body.cron, body.timezone)
     await _check_models(store, body.model_ids or [])
     spec = ScheduleSpec(
@@ -111,9 +116,8 @@ async def create_schedule(request: Request) -> Response:
         paused=body.paused,
         **_filter_columns(body.filter),
     )
-    actor, remote = _actor(request)
     record = await store.create_schedule(spec, actor=actor, remote_addr=remote)
-    return answer(201, schedule_out(record))
+    return schedule_out(record)
 
 
 async def list_schedules(request: Request) -> Response:
@@ -122,8 +126,13 @@ async def list_schedules(request: Request) -> Response:
 
 
 async def _existing(request: Request) -> ScheduleRecord:
-    schedule_id = parse_uuid(request.path_params["schedule_id"], "scheduleId")
-    record = await services_of(request).need_store().get_schedule(schedule_id)
+    return await existing(services_of(request).need_store(), request.path_params["schedule_id"])
+
+
+async def existing(store: Store, raw_id: str) -> ScheduleRecord:
+    """The schedule `raw_id` names; a Problem naming scheduleId when it is not a UUID or not found."""
+    schedule_id = parse_uuid(raw_id, "scheduleId")
+    record = await store.get_schedule(schedule_id)
     if record is None:
         raise Problem(404, f"no schedule with id {schedule_id}", field="scheduleId", kind="schedule-not-found")
     return record
@@ -139,6 +148,14 @@ async def update_schedule(request: Request) -> Response:
     store = services_of(request).need_store()
     current = await _existing(request)
     body, _ = await parse_body(request, ScheduleUpdate)
+    actor, remote = _actor(request)
+    return answer(200, await update_with(store, current, body, actor, remote))
+
+
+async def update_with(
+    store: Store, current: ScheduleRecord, body: ScheduleUpdate, actor: str, remote: str | None
+) -> ScheduleOut:
+    """PATCH /api/schedules/{id} without the request: the dashboard's door too (api/board.py)."""
     given = body.model_dump(by_alias=True, exclude_unset=True)
     changes: dict[str, Any] = {}
     for name, value in given.items():
@@ -151,20 +168,23 @@ async def update_schedule(request: Request) -> Response:
     _check_cron(changes.get("cron", current.cron), changes.get("timezone", current.timezone))
     if changes.get("model_ids"):
         await _check_models(store, changes["model_ids"])
-    actor, remote = _actor(request)
     record = await store.update_schedule(current.id, changes, actor=actor, remote_addr=remote)
     if record is None:
         raise Problem(404, f"no schedule with id {current.id}", field="scheduleId", kind="schedule-not-found")
-    return answer(200, schedule_out(record))
+    return schedule_out(record)
 
 
 async def delete_schedule(request: Request) -> Response:
     current = await _existing(request)
     actor, remote = _actor(request)
-    record = await services_of(request).need_store().delete_schedule(current.id, actor=actor, remote_addr=remote)
+    return answer(200, await delete_with(services_of(request).need_store(), current, actor, remote))
+
+
+async def delete_with(store: Store, current: ScheduleRecord, actor: str, remote: str | None) -> ScheduleOut:
+    record = await store.delete_schedule(current.id, actor=actor, remote_addr=remote)
     if record is None:
         raise Problem(404, f"no schedule with id {current.id}", field="scheduleId", kind="schedule-not-found")
-    return answer(200, schedule_out(record))
+    return schedule_out(record)
 
 
 _ONE = "/api/schedules/{schedule_id}"

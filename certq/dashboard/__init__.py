@@ -3,6 +3,23 @@
 from __future__ import annotations
 
 from certq.dashboard.app import create_board
-from certq.dashboard.ports import BoardDeps, BoardQueue, Certify, CertifyOrder, StaticDeps
+from certq.dashboard.ports import (
+    BoardDeps,
+    BoardQueue,
+    Certify,
+    CertifyOrder,
+    ChangeSchedule,
+    ScheduleChange,
+    StaticDeps,
+)
 
-__all__ = ["BoardDeps", "BoardQueue", "Certify", "CertifyOrder", "StaticDeps", "create_board"]
+__all__ = [
+    "BoardDeps",
+    "BoardQueue",
+    "Certify",
+    "CertifyOrder",
+    "ChangeSchedule",
+    "ScheduleChange",
+    "StaticDeps",
+    "create_board",
+]

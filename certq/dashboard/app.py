@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from certq.dashboard import cert_views, queue_views
+from certq.dashboard import cert_views, queue_views, schedule_views
 from certq.dashboard.guard import BoardGuard
 from certq.dashboard.ports import BoardDeps
 from certq.dashboard.web import JSON, user_of
@@ -111,6 +111,7 @@ def create_board(settings: Settings, deps: BoardDeps) -> ASGIApp:
             Route("/api/me", me),
             *queue_views.routes,
             *cert_views.routes,
+            *schedule_views.routes,
             Mount("/static", StaticFiles(packages=[(STATIC, "static")]), name="static"),
         ],
         exception_handlers={

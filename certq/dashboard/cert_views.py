@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -27,7 +27,7 @@ from certq.dashboard.web import (
     uuid_param,
 )
 from certq.problems import Problem
-from certq.store import CERTIFICATION_STATUSES
+from certq.store import CERTIFICATION_STATUSES, DriftEvent
 from certq.store.dashboard import HistoryFilter
 from certq.web_input import parse_query
 
@@ -108,6 +108,10 @@ async def pair(request: Request) -> Response:
         raise Problem(404, f"no model {model_id}", field="modelId")
     limit = parse_query(request, PairQuery).limit
     runs = await queries_of(request).pair_history(model_id, region, limit=limit)
+    events = await store_of(request).pair_drift(model_id, region)
+    marks: dict[str, list[dict[str, Any]]] = {}
+    for event in reversed(events):
+        marks.setdefault(str(event.certification_id), []).append(_event_json(event))
     return JSON(
         {
             "model": {
@@ -117,9 +121,23 @@ async def pair(request: Request) -> Response:
                 "provider": model.provider,
             },
             "region": region,
-            "runs": [run_json(r) for r in runs],
+            "runs": [{**run_json(r), "transitions": marks.get(str(r.id), [])} for r in runs],
+            "events": [_event_json(e) for e in events],
         }
     )
+
+
+def _event_json(event: DriftEvent) -> dict[str, Any]:
+    """A change of the pair's standing class (or a score drop): `kind` is degraded, recovered or expired."""
+    return {
+        "kind": event.kind,
+        "at": event.at.isoformat(),
+        "certificationId": str(event.certification_id),
+        "status": event.status,
+        "score": event.score,
+        "previousStatus": event.previous_status,
+        "previousScore": event.previous_score,
+    }
 
 
 class CertifyForm(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 from certq.store import Store
 
 CertifyMode = Literal["single", "multiple", "all"]
+ScheduleVerb = Literal["create", "update", "delete"]
 Jobs = list[Any]
 Workers = list[dict[str, Any]]
 
@@ -45,6 +46,23 @@ Certify = Callable[[CertifyOrder], Awaitable[tuple[int, dict[str, Any]]]]
 """The API's own certify logic: returns the HTTP status and JSON body `/api/certification-queue` would answer."""
 
 
+@dataclass(frozen=True)
+class ScheduleChange:
+    """A schedule change asked for from the dashboard. `body` is the JSON /api/schedules takes (create: the POST
+    body, update: the PATCH body, delete: unused); `actor` is who goes into the audit log."""
+
+    verb: ScheduleVerb
+    schedule_id: str | None
+    body: bytes
+    actor: str
+    remote_addr: str | None
+
+
+ChangeSchedule = Callable[[ScheduleChange], Awaitable[dict[str, Any]]]
+"""The API's own schedule logic (its input models, checks, store calls and audit): returns the schedule as
+/api/schedules answers it; raises certq.problems.Problem naming the field for a refusal."""
+
+
 class BoardDeps(Protocol):
     """Where the dashboard finds its queue, store and certify logic; read on every request, because the
     host connects them in its lifespan, after the app is built. `None` answers 503."""
@@ -55,6 +73,8 @@ class BoardDeps(Protocol):
     def store(self) -> Store | None: ...
     @property
     def certify(self) -> Certify | None: ...
+    @property
+    def schedules(self) -> ChangeSchedule | None: ...
 
 
 @dataclass
@@ -64,3 +84,4 @@ class StaticDeps:
     queue: BoardQueue | None = None
     store: Store | None = None
     certify: Certify | None = None
+    schedules: ChangeSchedule | None = None

@@ -151,7 +151,7 @@ def uuid_param(raw: str | None, name: str) -> UUID:
 MAX_BODY_BYTES = 64 * 1024
 
 
-async def _capped_body(request: Request) -> bytes:
+async def capped_body(request: Request) -> bytes:
     """The body, refused above MAX_BODY_BYTES without reading (or holding) the rest."""
     too_large = Problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes", field="body")
     declared = request.headers.get("content-length", "")
@@ -168,7 +168,7 @@ async def _capped_body(request: Request) -> bytes:
 
 
 async def body_as(request: Request, model: type[BaseModel]) -> Any:
-    raw = await _capped_body(request)
+    raw = await capped_body(request)
     try:
         data = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:
@@ -233,7 +233,8 @@ def audited(action: str, endpoint: Endpoint) -> Endpoint:
             status = exc.status if isinstance(exc, Problem) else 409
             detail = exc.detail if isinstance(exc, Problem) else str(exc)
             if status != 503 and deps(request).store is not None:
-                await audit(request, action, request.path_params.get("job_id"), f"refused ({status}): {detail}")
+                target = request.path_params.get("job_id") or request.path_params.get("schedule_id")
+                await audit(request, action, target, f"refused ({status}): {detail}")
             raise
 
     return run

@@ -136,6 +136,17 @@ class DriftMixin(StoreBase):
         )
         return [DriftEvent(**dict(row)) for row in rows]
 
+    async def pair_drift(self, model_id: UUID, region: str, limit: int = 200) -> list[DriftEvent]:
+        """One pair's events, newest first (the dashboard marks them in the pair's history)."""
+        rows = await self._pool.fetch(
+            "SELECT e.*, m.name AS model_name FROM certification_events e JOIN models m ON m.id = e.model_id "
+            "WHERE e.model_id = $1 AND e.region = $2 ORDER BY e.at DESC, e.id DESC LIMIT $3",
+            model_id,
+            region,
+            limit,
+        )
+        return [DriftEvent(**dict(row)) for row in rows]
+
     async def recent_drift(self, limit: int = 100) -> list[DriftEvent]:
         rows = await self._pool.fetch(
             "SELECT e.*, m.name AS model_name FROM certification_events e JOIN models m ON m.id = e.model_id "

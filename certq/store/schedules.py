@@ -7,7 +7,7 @@ now, all in one commit. The runs are enqueued after it; if that fails the reconc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from certq.cron import CatchUp, Cron, plan
 from certq.store.base import Conn, Row, StoreBase
 from certq.store.jobs import _insert_job
 from certq.store.records import CertificationRef, JobRecord, JobType, Priority
+from certq.store.renewals import Renewal, renew_expiring
 from certq.store.standing import _STANDING_SQL, Standing
 
 SCHEDULE_COLUMNS = (
@@ -255,6 +256,31 @@ class SchedulesMixin(StoreBase):
         )
         return [_slot(row) for row in rows]
 
+    async def recent_slots(self, schedule_ids: Sequence[UUID], per_schedule: int = 5) -> dict[UUID, list[SlotRecord]]:
+        """The newest `per_schedule` slots of each schedule, newest first, in one query (the dashboard's list)."""
+        rows = await self._pool.fetch(
+            f"""
+            SELECT s.* FROM unnest($1::uuid[]) AS ids(id) CROSS JOIN LATERAL (
+                SELECT {SLOT_COLUMNS} FROM schedule_slots WHERE schedule_id = ids.id ORDER BY slot_at DESC LIMIT $2
+            ) s ORDER BY s.schedule_id, s.slot_at DESC
+            """,
+            list(schedule_ids),
+            per_schedule,
+        )
+        found: dict[UUID, list[SlotRecord]] = {sid: [] for sid in schedule_ids}
+        for row in rows:
+            found[row["schedule_id"]].append(_slot(row))
+        return found
+
+    async def renew_expiring(
+        self, *, now: datetime, window_s: int, default_validity_s: int = 7 * 86_400, priority: Priority = "normal"
+    ) -> Renewal | None:
+        """The "renew before expiry" pass (store/renewals.py); None when another process is running it."""
+        async with self._pool.acquire() as conn:
+            return await renew_expiring(
+                conn, now=now, window_s=window_s, default_validity_s=default_validity_s, priority=priority
+            )
+
     async def due_schedules(self, now: datetime, limit: int = 50) -> list[UUID]:
         """Schedules whose next slot is at or before `now`, earliest first (one probe of a partial index)."""
         rows = await self._pool.fetch(
@@ -265,9 +291,16 @@ class SchedulesMixin(StoreBase):
         return [row["id"] for row in rows]
 
     async def fire_schedule(
-        self, schedule_id: UUID | str, *, now: datetime, default_validity_s: int = 7 * 86_400
+        self,
+        schedule_id: UUID | str,
+        *,
+        now: datetime,
+        default_validity_s: int = 7 * 86_400,
+        before_commit: Callable[[SlotRecord], Awaitable[None]] | None = None,
     ) -> FiredSlot | None:
-        """Fire the schedule's due slot, once; None when it is not due, paused, gone, or another process holds it."""
+        """Fire the schedule's due slot, once; None when it is not due, paused, gone, or another process holds it.
+
+        `before_commit` (a test hook) runs with the slot row written but not yet committed."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 AND NOT paused AND next_slot_at <= $2 "
@@ -316,6 +349,8 @@ class SchedulesMixin(StoreBase):
             await conn.execute(
                 "DELETE FROM schedule_slots WHERE schedule_id = $1 AND slot_at < $2", schedule.id, now - SLOT_RETENTION
             )
+            if before_commit is not None and slot_row is not None:
+                await before_commit(_slot(slot_row))
         # No row: the slot was recorded already (a clock that went back); its next_slot_at moved on all the same.
         return None if slot_row is None else FiredSlot(slot=_slot(slot_row), job=job, runs=runs)
 

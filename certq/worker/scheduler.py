@@ -1,5 +1,6 @@
 """The schedules' firing loop. Every worker runs one; each due slot fires once across all of them (the store
-locks the schedule row and keys the slot), and the runs it created are enqueued after the commit."""
+locks the schedule row and keys the slot), and the runs it created are enqueued after the commit. The same loop
+runs the "renew before expiry" pass (CERTIFICATION_RENEW_BEFORE) every RENEW_PERIOD_S."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from prometheus_client import CollectorRegistry, Counter
 from certq.jobs import enqueue_runs
 from certq.queue.queue import Queue
 from certq.settings import Settings
-from certq.store import FiredSlot, Store
+from certq.store import CertificationRef, FiredSlot, SlotRecord, Store
+from certq.store.renewals import Renewal
 
 log = logging.getLogger("certq.worker.scheduler")
 
 PERIOD_S = 1.0
 """How often a worker looks for due schedules (jittered by a quarter either way): one index probe."""
+RENEW_PERIOD_S = 30.0
+"""How often a worker runs the renewal pass (one of them at a time does the work; it reads models x regions)."""
 
 
 def _now() -> datetime:
@@ -43,6 +47,7 @@ class Scheduler:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], datetime] = _now,
         period_s: float = PERIOD_S,
+        renew_period_s: float = RENEW_PERIOD_S,
         rng: random.Random | None = None,
     ) -> None:
         self.store_of = store_of
@@ -50,6 +55,8 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self.period_s = period_s
+        self.renew_period_s = renew_period_s
+        self.next_renewal = 0.0
         self.rng = rng or random.Random()
         self.failing = False
         registry = registry if registry is not None else CollectorRegistry()
@@ -64,6 +71,11 @@ class Scheduler:
             "Scheduled runs committed but not enqueued (Redis error); the reconciler enqueues them.",
             registry=registry,
         )
+        self.renewals = Counter(
+            "certq_renewals",
+            "Certifications this process queued to renew certificates before they expire.",
+            registry=registry,
+        )
         for outcome in ("fired", "dropped"):
             self.slots.labels(outcome)
 
@@ -71,6 +83,9 @@ class Scheduler:
         while not stop.is_set():
             try:
                 await self.tick()
+                if self.settings.renew_before_s and asyncio.get_running_loop().time() >= self.next_renewal:
+                    self.next_renewal = asyncio.get_running_loop().time() + self.renew_period_s
+                    await self.renew()
             except Exception as exc:  # PostgreSQL went away mid-pass: the next pass tries again
                 self._failed(exc)
             with contextlib.suppress(TimeoutError):
@@ -86,7 +101,12 @@ class Scheduler:
         errors = 0
         for schedule_id in await store.due_schedules(now):
             try:
-                slot = await store.fire_schedule(schedule_id, now=now, default_validity_s=self.settings.validity_s)
+                slot = await store.fire_schedule(
+                    schedule_id,
+                    now=now,
+                    default_validity_s=self.settings.validity_s,
+                    before_commit=self._hold if self.settings.test_hold_slot_s else None,
+                )
             except Exception as exc:
                 errors += 1
                 self._failed(exc, schedule_id=str(schedule_id))
@@ -96,26 +116,49 @@ class Scheduler:
             fired.append(slot)
             self._announce(slot)
             if slot.runs:
-                await self._enqueue(slot)
+                await self._enqueue(
+                    slot.runs, schedule_id=str(slot.slot.schedule_id), slot_at=slot.slot.slot_at.isoformat()
+                )
         if self.failing and not errors:
             self.failing = False
             log.info("schedules fire again")
         return fired
 
-    async def _enqueue(self, slot: FiredSlot) -> None:
+    async def renew(self) -> Renewal | None:
+        """One renewal pass (CERTIFICATION_RENEW_BEFORE): None when it is off, PostgreSQL is away, or another
+        process is running the pass."""
+        window_s = self.settings.renew_before_s
+        store = self.store_of()
+        if window_s is None or store is None:
+            return None
+        renewal = await store.renew_expiring(
+            now=self.clock(), window_s=window_s, default_validity_s=self.settings.validity_s
+        )
+        if renewal is None or not renewal.runs:
+            return renewal
+        self.renewals.inc(len(renewal.runs))
+        job_id = None if renewal.job is None else str(renewal.job.id)
+        log.info("certificates renewed before expiry", extra={"job_id": job_id, "runs": len(renewal.runs)})
+        await self._enqueue(renewal.runs, job_id=str(job_id))
+        return renewal
+
+    async def _hold(self, slot: SlotRecord) -> None:
+        # Test hook (CERTQ_TEST_HOLD_SLOT_S): the slot is written, not committed; a test SIGKILLs the process here.
+        log.warning(
+            "schedule slot held before commit",
+            extra={"schedule_id": str(slot.schedule_id), "slot_at": slot.slot_at.isoformat()},
+        )
+        await asyncio.sleep(self.settings.test_hold_slot_s)
+
+    async def _enqueue(self, runs: list[CertificationRef], **fields: str) -> None:
         try:
-            await enqueue_runs(self.queue, self.settings, slot.runs)
+            await enqueue_runs(self.queue, self.settings, runs)
         except Exception as exc:
             # Committed in PostgreSQL as QUEUED: the reconciler finds them without a queue job and enqueues them.
-            self.enqueue_failures.inc(len(slot.runs))
+            self.enqueue_failures.inc(len(runs))
             log.warning(
                 "scheduled runs not enqueued; the reconciler will enqueue them",
-                extra={
-                    "schedule_id": str(slot.slot.schedule_id),
-                    "slot_at": slot.slot.slot_at.isoformat(),
-                    "runs": len(slot.runs),
-                    "error": f"{type(exc).__name__}: {exc}",
-                },
+                extra={**fields, "runs": len(runs), "error": f"{type(exc).__name__}: {exc}"},
             )
 
     def _announce(self, slot: FiredSlot) -> None:

@@ -321,6 +321,7 @@ async def test_main_views_pass_axe_wcag_aa_checks(
         ("audit", "main table"),
         ("certifications", "table.matrix"),
         (f"pair/{model.id}/eu-west-1", "svg.chart"),
+        ("schedules", "#schedule-form"),
     ):
         await open_board(page, api, view)
         await expect(page.locator(ready).first).to_be_visible()
@@ -439,3 +440,67 @@ async def test_the_browsers_own_prompt_comes_before_the_slash_redirect(browser: 
         assert bare.url == f"{api.url}{BOARD_PATH}/"
         # Asked once, at the address typed: the redirect and every fetch after it reuse the answer.
         assert challenged == [f"{api.url}{BOARD_PATH}"]
+
+
+async def test_a_schedule_is_created_paused_and_resumed_from_the_board(
+    page: Page, api: Api, make_model: Any, shots: Any
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    model = await make_model(name=f"llama-{tag}", regions=["eu-west-1"])
+    await open_board(page, api, "schedules")
+    await page.fill("#sf-name", f"nightly-{tag}")
+    await page.fill("#sf-cron", "61 3 * * *")
+    await page.get_by_role("button", name="Create schedule").click()
+    await expect(page.locator("#notice")).to_contain_text("(field: cron)")  # the API's validation answered
+
+    await page.fill("#sf-cron", "30 2 * * *")
+    await page.fill("#sf-zone", "Europe/Berlin")
+    await page.check(f"label:has-text('llama-{tag}') input")
+    await page.select_option("#sf-filter", "FAILED")
+    await page.get_by_role("button", name="Create schedule").click()
+    await expect(page.locator("#notice")).to_contain_text(f"created schedule 'nightly-{tag}'")
+    row = page.locator("tr[data-schedule]", has_text=f"nightly-{tag}")
+    await expect(row).to_contain_text("only FAILED")
+    await expect(row).to_contain_text(f"llama-{tag}")
+    await expect(row.locator(".sched-state")).to_contain_text("Active")
+    [record] = [s for s in await api.store.list_schedules() if s.name == f"nightly-{tag}"]
+    assert (record.cron, record.timezone, record.model_ids, record.filter_standings) == (
+        "30 2 * * *",
+        "Europe/Berlin",
+        [model.id],
+        ["FAILED"],
+    )
+
+    await row.get_by_role("button", name=f"Pause schedule nightly-{tag}").click()
+    await expect(row.locator(".sched-state")).to_contain_text("Paused")
+    await shots(page, "schedules")
+    assert (await api.store.get_schedule(record.id)).paused  # type: ignore[union-attr]
+    await row.get_by_role("button", name=f"Resume schedule nightly-{tag}").click()
+    await expect(row.locator(".sched-state")).to_contain_text("Active")
+    actions = await api.store.pool.fetch(
+        "SELECT actor, action FROM dashboard_audit WHERE target = $1 ORDER BY id", str(record.id)
+    )
+    assert [(a["actor"], a["action"]) for a in actions] == [
+        (api.user, "schedule.create"),
+        (api.user, "schedule.pause"),
+        (api.user, "schedule.resume"),
+    ]
+
+
+async def test_the_pair_history_marks_standing_changes_in_words_and_symbols(
+    page: Page, api: Api, make_model: Any, finished_run: VerdictMaker, shots: Any
+) -> None:
+    model = await make_model(regions=["eu-west-1"])
+    await finished_run(model, "eu-west-1", status="CERTIFIED", score=95)
+    worse = await finished_run(model, "eu-west-1", status="QUALITY_WARNING", score=74)
+    assert await api.store.record_drift(worse) is not None
+    await open_board(page, api, f"pair/{model.id}/eu-west-1")
+    marked = page.locator(f"tr[data-run='{worse}']")
+    await expect(marked).to_have_class("transition t-degraded")
+    await expect(marked.locator("[data-kind=degraded]")).to_contain_text(
+        "Degraded: from Certified 95 to Quality warning 74"
+    )
+    await expect(page.locator("#transitions-legend")).to_contain_text("Degraded (1)")
+    await expect(page.locator("tr.transition")).to_have_count(1)
+    await expect(page.locator("svg.chart text.chart-mark.t-degraded")).to_have_count(1)
+    await shots(page, "pair-transitions")

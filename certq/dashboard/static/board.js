@@ -95,6 +95,22 @@ async function act(path, body, confirmText) {
   }
 }
 
+async function change(path, method, body, confirmText) {
+  if (confirmText && !(await confirmAction("Please confirm", confirmText))) {
+    notify("Cancelled: nothing was changed.");
+    return null;
+  }
+  try {
+    const result = await api(path, { method, body });
+    notify(`Done: ${result.outcome}`);
+    return result;
+  } catch (err) {
+    const field = err.body && err.body.field ? ` (field: ${err.body.field})` : "";
+    notify(`Refused: ${err.message}${field}`, true);
+    return null;
+  }
+}
+
 function fmtTime(value) {
   if (value === null || value === undefined || value === "") return "–";
   const d = typeof value === "number" ? new Date(value) : new Date(value);
@@ -115,10 +131,14 @@ function availability(run) {
   return rel.scorePenalty ? `${share} (\u2212${rel.scorePenalty})` : share;
 }
 
-function statusBadge(status) {
+function statusWord(status) {
   const word = LABELS[status] || String(status).replace(/_/g, " ").toLowerCase();
+  return word.charAt(0).toUpperCase() + word.slice(1);
+}
+
+function statusBadge(status) {
   return h("span", { class: `status s-${status}` }, h("span", { "aria-hidden": "true" }, ICONS[status] || "\u2022"),
-    word.charAt(0).toUpperCase() + word.slice(1));
+    statusWord(status));
 }
 
 function table(headers, rows, caption) {
@@ -498,10 +518,14 @@ views.pair = async (main, [modelId, region]) => {
     h("h2", {}, `${data.model.name} in ${data.region}`),
     h("p", {}, `${data.model.provider} \u00B7 ${data.model.apiModelId} \u00B7 ${runs.length} certification(s)`),
     chart(runs),
-    table(["Certification", "Status", { label: "Score", cls: "num" }, { label: "p50 latency ms", cls: "num" },
-      { label: "Availability", cls: "num" }, "Finished", "Probes and metrics"],
-    runs.slice().reverse().map((r) => h("tr", { "data-run": r.id }, h("td", {}, jobLink(r.id)),
+    transitionLegend(data.events || []),
+    table(["Certification", "Status", "Standing change", { label: "Score", cls: "num" },
+      { label: "p50 latency ms", cls: "num" }, { label: "Availability", cls: "num" }, "Finished", "Probes and metrics"],
+    runs.slice().reverse().map((r) => h("tr", { "data-run": r.id,
+      class: (r.transitions || []).length ? `transition t-${r.transitions[r.transitions.length - 1].kind}` : null },
+      h("td", {}, jobLink(r.id)),
       h("td", {}, statusBadge(r.status)),
+      h("td", {}, (r.transitions || []).length ? r.transitions.map(transitionBadge) : "–"),
       h("td", { class: "num" }, r.score === null ? "–" : `${r.score} (${r.rating})`),
       h("td", { class: "num" }, r.latencyP50Ms ?? "–"),
       h("td", { class: "num" }, availability(r)), h("td", {}, fmtTime(r.completedAt)),
@@ -510,6 +534,35 @@ views.pair = async (main, [modelId, region]) => {
     "Runs of this pair"));
   return null;
 };
+
+// A standing that changed class: an icon and a sentence, never colour alone.
+const TRANSITIONS = {
+  degraded: { icon: "\u25BC", word: "Degraded" },
+  recovered: { icon: "\u25B2", word: "Recovered" },
+  expired: { icon: "\u231B", word: "Expired" },
+};
+
+function transitionText(e) {
+  const was = e.previousStatus ? `${statusWord(e.previousStatus)}${e.previousScore === null ? "" : ` ${e.previousScore}`}` : "";
+  if (e.kind === "expired") return `certificate expired ${fmtTime(e.at)} (was ${was})`;
+  const now = `${statusWord(e.status)}${e.score === null ? "" : ` ${e.score}`}`;
+  return `from ${was} to ${now}`;
+}
+
+function transitionBadge(e) {
+  const t = TRANSITIONS[e.kind] || { icon: "\u2022", word: e.kind };
+  return h("span", { class: `transition-badge t-${e.kind}`, "data-kind": e.kind, title: transitionText(e) },
+    h("span", { "aria-hidden": "true" }, t.icon), ` ${t.word}: `, h("small", {}, transitionText(e)));
+}
+
+function transitionLegend(events) {
+  const counts = { degraded: 0, recovered: 0, expired: 0 };
+  events.forEach((e) => { if (e.kind in counts) counts[e.kind] += 1; });
+  return h("p", { class: "legend", id: "transitions-legend" },
+    Object.entries(TRANSITIONS).map(([kind, t]) => h("span", { class: `transition-badge t-${kind}` },
+      h("span", { "aria-hidden": "true" }, t.icon), ` ${t.word} (${counts[kind]})`)),
+    h("span", {}, "Rows where the standing changed class are marked."));
+}
 
 function chart(runs) {
   const NS = "http://www.w3.org/2000/svg";
@@ -549,12 +602,141 @@ function chart(runs) {
       svg.append(s("circle", { cx: x(i), cy: yScore(r.score), r: 4, fill: "#0b5cad" },
         s("title", {}, `${fmtTime(r.completedAt)}: score ${r.score} (${r.status})`)));
     }
+    (r.transitions || []).forEach((e, k) => {
+      const t = TRANSITIONS[e.kind];
+      if (!t || r.score === null) return;
+      svg.append(s("text", { x: x(i), y: Math.max(T + 10, yScore(r.score) - 8 - 12 * k), "text-anchor": "middle",
+        "font-size": 12, fill: "#1b1f24", class: `chart-mark t-${e.kind}` }, t.icon, s("title", {}, `${t.word}: ${transitionText(e)}`)));
+    });
     if (r.latencyP50Ms !== null && r.latencyP50Ms !== undefined) {
       svg.append(s("rect", { x: x(i) - 3.5, y: yLat(r.latencyP50Ms) - 3.5, width: 7, height: 7, fill: "#8a5a00" },
         s("title", {}, `${fmtTime(r.completedAt)}: p50 latency ${r.latencyP50Ms} ms`)));
     }
   });
   return svg;
+}
+
+// ---- schedules ----
+
+let role = null;
+async function myRole() {
+  if (role === null) role = (await api("api/me")).role;
+  return role;
+}
+
+function scheduleTarget(sc) {
+  const models = sc.models.length ? sc.models.map((m) => m.name || m.id).join(", ") : "all active models";
+  const regions = sc.regions.length ? sc.regions.join(", ") : "every region each offers";
+  return `${models} \u00B7 ${regions}`;
+}
+
+function scheduleFilter(sc) {
+  if (!sc.filter) return "every pair";
+  if (sc.filter.standing) return `only ${sc.filter.standing.join(", ")}`;
+  return `only expiring within ${Math.round(sc.filter.expiresWithinSeconds / 3600 * 10) / 10} h`;
+}
+
+function slotText(slot) {
+  const what = slot.outcome === "dropped" ? "dropped (catch-up skip)"
+    : `${slot.queued} queued, ${slot.skipped} already live`;
+  const missed = slot.missed ? `, stood in for ${slot.missed} missed` : "";
+  return `${fmtTime(slot.slotAt)}: ${what}${missed}`;
+}
+
+views.schedules = async (main) => {
+  const writable = (await myRole()) !== "read";
+  const box = h("div");
+  const formBox = h("div");
+  main.append(h("h2", {}, "Schedules"));
+  if (!writable) main.append(h("p", { class: "notice" }, "This dashboard is read-only: schedules can be looked at, not changed."));
+  main.append(box, formBox);
+  let last = "";
+  let editing = null;
+  const load = async (force) => {
+    const data = await api("api/schedules");
+    if (!force && unchanged(data, last)) return;
+    last = JSON.stringify(data);
+    const rows = data.schedules.map((sc) => h("tr", { "data-schedule": sc.id },
+      h("td", {}, sc.name), h("td", {}, h("code", {}, sc.cron), h("br"), h("small", {}, sc.timezone)),
+      h("td", {}, scheduleTarget(sc), h("br"), h("small", {}, `priority ${sc.priority}`)),
+      h("td", {}, scheduleFilter(sc)), h("td", {}, sc.catchUp === "once" ? "once for all missed" : "skip missed"),
+      h("td", { class: "sched-state" }, sc.paused ? h("span", { class: "status s-paused" }, h("span", { "aria-hidden": "true" }, "\u2016"), "Paused")
+        : h("span", { class: "status s-active" }, h("span", { "aria-hidden": "true" }, "\u25B6"), "Active")),
+      h("td", {}, sc.paused ? "– (paused)" : fmtTime(sc.nextSlotAt)),
+      h("td", {}, sc.recentSlots.length ? h("ul", { class: "slots" }, sc.recentSlots.map((s) => h("li", {}, slotText(s))))
+        : "none yet"),
+      h("td", {}, writable ? [
+        h("button", { class: "btn", type: "button", "aria-label": `${sc.paused ? "Resume" : "Pause"} schedule ${sc.name}`,
+          onclick: async () => {
+            if (await change(`api/schedules/${sc.id}/${sc.paused ? "resume" : "pause"}`, "POST", {})) await load(true);
+          } }, sc.paused ? "Resume" : "Pause"),
+        h("button", { class: "btn", type: "button", "aria-label": `Edit schedule ${sc.name}`,
+          onclick: () => { editing = sc; drawForm(); } }, "Edit"),
+        h("button", { class: "btn danger", type: "button", "aria-label": `Delete schedule ${sc.name}`,
+          onclick: async () => {
+            if (await change(`api/schedules/${sc.id}`, "DELETE", {}, `Delete schedule ${sc.name}? The jobs it made stay.`)) await load(true);
+          } }, "Delete\u2026")] : "–")));
+    box.replaceChildren(table(["Name", "Cron", "Target", "Filter", "Catch-up", "State", "Next slot", "Last fired slots",
+      "Actions"], rows, "Schedules"));
+  };
+  const drawForm = async () => {
+    if (!writable) return;
+    const matrix = await api("api/certifications/matrix");
+    formBox.replaceChildren(scheduleForm(matrix, editing, async (saved) => {
+      if (saved) { editing = null; await load(true); drawForm(); }
+    }, () => { editing = null; drawForm(); }));
+  };
+  await load(true);
+  await drawForm();
+  return () => load(false);
+};
+
+function scheduleForm(matrix, sc, done, cancel) {
+  const field = (id, label, input) => h("label", { for: id }, label, input);
+  const name = h("input", { id: "sf-name", required: true, maxlength: 200, value: sc ? sc.name : "" });
+  const cron = h("input", { id: "sf-cron", required: true, value: sc ? sc.cron : "0 3 * * *", spellcheck: "false" });
+  const zone = h("input", { id: "sf-zone", value: sc ? sc.timezone : "UTC" });
+  const chosen = new Set(sc ? sc.models.map((m) => m.id) : []);
+  const boxes = matrix.models.map((m) => h("input", { type: "checkbox", value: m.id, id: `sf-m-${m.id}`, checked: chosen.has(m.id) }));
+  const regions = h("input", { id: "sf-regions", placeholder: "empty: every region each model offers",
+    value: sc ? sc.regions.join(", ") : "" });
+  const priority = h("select", { id: "sf-priority" }, ["normal", "high", "low"].map((p) =>
+    h("option", { value: p, selected: sc && sc.priority === p }, p)));
+  const current = !sc || !sc.filter ? "" : sc.filter.standing ? sc.filter.standing.join(",") : "expiring";
+  const filter = h("select", { id: "sf-filter" },
+    [["", "every pair"], ["FAILED", "only FAILED pairs"], ["EXPIRED,NEVER_CERTIFIED", "only expired or never certified"],
+      ["expiring", "only expiring within (hours)"]].map(([v, l]) => h("option", { value: v, selected: v === current }, l)));
+  const hours = h("input", { id: "sf-hours", type: "number", min: "1", step: "1",
+    value: sc && sc.filter && sc.filter.expiresWithinSeconds ? String(sc.filter.expiresWithinSeconds / 3600) : "24" });
+  const catchUp = h("select", { id: "sf-catchup" }, [["once", "once for all missed slots"], ["skip", "skip missed slots"]]
+    .map(([v, l]) => h("option", { value: v, selected: sc && sc.catchUp === v }, l)));
+  const paused = h("input", { id: "sf-paused", type: "checkbox", checked: sc ? sc.paused : false });
+  const form = h("form", { class: "panel", id: "schedule-form", "aria-labelledby": "sf-title", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const modelIds = boxes.filter((b) => b.checked).map((b) => b.value);
+    const regionList = regions.value.split(",").map((r) => r.trim()).filter(Boolean);
+    let filterBody = null;
+    if (filter.value === "expiring") filterBody = { expiresWithinSeconds: Math.round(Number(hours.value) * 3600) };
+    else if (filter.value) filterBody = { standing: filter.value.split(",") };
+    const body = { name: name.value, cron: cron.value, timezone: zone.value, priority: priority.value,
+      catchUp: catchUp.value, paused: paused.checked, filter: filterBody,
+      modelIds: modelIds.length ? modelIds : null, regions: regionList.length ? regionList : null };
+    if (!sc) {
+      for (const key of ["filter", "modelIds", "regions"]) if (body[key] === null) delete body[key];
+    }
+    done(await change(sc ? `api/schedules/${sc.id}` : "api/schedules", sc ? "PATCH" : "POST", body));
+  } },
+  h("h2", { id: "sf-title" }, sc ? `Change schedule ${sc.name}` : "New schedule"),
+  h("div", { class: "toolbar" }, field("sf-name", "Name", name), field("sf-cron", "Cron (5 fields, or 6 with seconds)", cron),
+    field("sf-zone", "Time zone (IANA)", zone), field("sf-priority", "Priority", priority)),
+  h("fieldset", {}, h("legend", {}, "Models (none chosen: all active models)"), h("div", { class: "checks" },
+    matrix.models.map((m, i) => h("label", { for: boxes[i].id }, boxes[i], m.name)))),
+  h("div", { class: "toolbar" }, field("sf-regions", "Regions (comma-separated)", regions),
+    field("sf-filter", "Only", filter), field("sf-hours", "Hours", hours), field("sf-catchup", "After downtime", catchUp),
+    h("label", { for: "sf-paused", class: "inline" }, paused, "Paused")),
+  h("p", {}, h("button", { class: "btn primary", type: "submit" }, sc ? "Save changes" : "Create schedule"), " ",
+    sc ? h("button", { class: "btn", type: "button", onclick: cancel }, "Cancel") : null));
+  return form;
 }
 
 // ---- routing ----
@@ -570,7 +752,7 @@ async function route(event) {
   });
   if (name !== "queue") document.querySelectorAll("#counts a").forEach((a) => a.removeAttribute("aria-current"));
   const titles = { queue: "Queue", job: "Job", history: "History", workers: "Workers",
-    certifications: "Certifications", pair: "Certification history", audit: "Audit log" };
+    certifications: "Certifications", pair: "Certification history", audit: "Audit log", schedules: "Schedules" };
   document.title = `${titles[name]} \u00B7 certq dashboard`;
   const main = $("#main");
   main.replaceChildren();
