@@ -257,6 +257,29 @@ async def test_certification_matrix_pair_history_and_certify_form(
     await expect(page.locator("#count-waiting")).to_have_text("2")
 
 
+async def test_expired_and_expiring_cells_say_so_in_words(
+    page: Page, api: Api, make_model: Any, finished_run: VerdictMaker
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    old = await make_model(name=f"old-{tag}", regions=["eu-west-1"])
+    soon = await make_model(name=f"soon-{tag}", regions=["eu-west-1"])
+    gone = await finished_run(old, "eu-west-1", score=93)
+    ending = await finished_run(soon, "eu-west-1", score=92)
+    await api.store.pool.execute(
+        "UPDATE certifications SET valid_until = now() - interval '1 hour' WHERE id = $1", gone
+    )
+    await api.store.pool.execute(
+        "UPDATE certifications SET valid_until = now() + interval '2 hours' WHERE id = $1", ending
+    )
+    await open_board(page, api, "certifications")
+    expired = page.get_by_role("button", name=f"old-{tag} in eu-west-1: EXPIRED (was CERTIFIED)")
+    await expect(expired).to_contain_text("was certified")
+    await expect(expired).not_to_contain_text("[object")
+    expiring = page.get_by_role("button", name=f"soon-{tag} in eu-west-1: CERTIFIED")
+    await expect(expiring).to_contain_text("expires soon")
+    await expect(expiring).not_to_contain_text("[object")
+
+
 async def test_history_search_runs_over_postgresql(
     page: Page, api: Api, make_model: Any, finished_run: VerdictMaker, shots: Any
 ) -> None:
