@@ -116,6 +116,25 @@ def ensure_promtool() -> None:
     _say(f"promtool installed at {target}")
 
 
+DOCKER_TEST_PACKAGES = {"dockerd": "docker.io", "debootstrap": "debootstrap"}
+"""The live compose test's engine and its stand-in base images' root filesystem (tests/deploy/engine.py)."""
+
+
+def ensure_docker_engine() -> None:
+    """The live compose test starts Debian's dockerd itself (private data root and socket): install the packages
+    without starting a daemon, where we may."""
+    missing = [package for command, package in DOCKER_TEST_PACKAGES.items() if not shutil.which(command)]
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        _say(f"{' and '.join(missing)} not found and cannot be installed here: the live compose test will fail")
+        return
+    _say(f"installing {' '.join(missing)} (apt)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=False, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in EXTRAS:
         print("usage: python3 -m certq.bootstrap {demo|test} [args...]", file=sys.stderr)
@@ -135,6 +154,7 @@ def main(argv: list[str]) -> int:
         if what == "test":
             ensure_chromium()
             ensure_promtool()
+            ensure_docker_engine()
     except KeyboardInterrupt:
         print(file=sys.stderr)
         _say("interrupted while setting up; run the same command again to finish")

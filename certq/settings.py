@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -74,6 +75,16 @@ def _check_url(value: str) -> None:
         port = port.rpartition(":")[2] if ":" in port else ""
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             raise ValueError(f"port {port!r} is not a number between 1 and 65535")
+
+
+def with_password(url: str, password: str) -> str:
+    """`url` with its password replaced by `password`, percent-encoded (the user and the rest kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0] if at else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hosts}"))
 
 
 def _split_csv(text: str) -> list[str]:
@@ -151,6 +162,8 @@ class Settings(BaseModel):
     redis_cluster_nodes: str | None = Field(None, alias="REDIS_CLUSTER_NODES")
 
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/certq", alias="DATABASE_URL")
+    # Percent-encoded into DATABASE_URL by _database_password, so a password may hold any character.
+    database_password: SecretStr | None = Field(None, alias="DATABASE_PASSWORD")
 
     queue_prefix: str = Field("myia", alias="BULL_QUEUE_PREFIX", min_length=1)
     queue_name: str = Field("model-certification", alias="CERTIFICATION_QUEUE_NAME", min_length=1)
@@ -246,6 +259,18 @@ class Settings(BaseModel):
         parse_egress(value, production=True)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _database_password(cls, data: Any) -> Any:
+        password = data.get("DATABASE_PASSWORD", data.get("database_password")) if isinstance(data, dict) else None
+        if isinstance(password, SecretStr):
+            password = password.get_secret_value()
+        if not password:
+            return data
+        key = "database_url" if "database_url" in data and "DATABASE_URL" not in data else "DATABASE_URL"
+        url = data.get(key) or cls.model_fields["database_url"].default
+        return {**data, key: with_password(str(url), str(password))}
+
     @field_validator("database_url")
     @classmethod
     def _postgres_scheme(cls, value: str) -> str:
@@ -332,6 +357,11 @@ class Settings(BaseModel):
         return parse_duration_ms(self.certification_validity) // 1000
 
     @property
+    def renew_before_s(self) -> int | None:
+        """Renew a standing certificate this long before it expires (CERTIFICATION_RENEW_BEFORE); None: off."""
+        return parse_duration_ms(self.certification_renew_before) // 1000 if self.certification_renew_before else None
+
+    @property
     def egress_policy(self) -> EgressPolicy:
         """Where model endpoints may be; empty MODEL_EGRESS_ALLOW: public only in production, any in development."""
         return parse_egress(self.model_egress_allow, production=self.env == "production")
@@ -349,13 +379,9 @@ class Settings(BaseModel):
         """The single-server URL: REDIS_URL, else one built from REDIS_HOST/PORT/PASSWORD/DB."""
         if self.redis_url:
             return self.redis_url
-        auth = f":{self.redis_password}@" if self.redis_password else ""
+        # Percent-encoded: redis-py decodes it, and a raw `@ / : # ? %` would break the URL.
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
-
-    @property
-    def renew_before_s(self) -> int | None:
-        """Renew a standing certificate this long before it expires (CERTIFICATION_RENEW_BEFORE); None: off."""
-        return parse_duration_ms(self.certification_renew_before) // 1000 if self.certification_renew_before else None
 
     @property
     def topology(self) -> Topology:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -43,8 +45,103 @@ def test_compose_has_every_service_of_the_stack() -> None:
 def test_redis_persists_with_aof_and_requires_a_password() -> None:
     command = " ".join(_command("redis"))
     assert "--appendonly yes" in command
-    assert "--requirepass ${REDIS_PASSWORD:?" in command
     assert "--maxmemory-policy noeviction" in command
+    assert SERVICES["redis"]["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert SERVICES["redis"]["entrypoint"] == ["/bin/sh", "/usr/local/etc/certq/redis-start.sh"]
+    assert "./deploy/redis/start.sh:/usr/local/etc/certq/redis-start.sh:ro" in SERVICES["redis"]["volumes"]
+
+
+def test_redis_password_is_on_no_command_line() -> None:
+    redis = SERVICES["redis"]
+    shown = json.dumps([redis["entrypoint"], redis["command"], redis["healthcheck"]["test"]])
+    assert "REDIS_PASSWORD}" not in shown and "requirepass" not in shown
+    assert " -a " not in shown and "REDISCLI_AUTH=" in shown
+
+
+def test_redis_start_script_passes_any_password_as_configuration_on_stdin(tmp_path: Path) -> None:
+    """deploy/redis/start.sh hands `requirepass "<escaped>"` to the image's entrypoint on stdin, the rest as
+    arguments; redis.conf's double-quoted strings take backslash escapes (sdssplitargs)."""
+    fake = tmp_path / "docker-entrypoint.sh"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_OUT"\ncat > "$STDIN_OUT"\n')
+    fake.chmod(0o755)
+    password = "p@/:#?%$x \"quoted\" back\\slash 'single'"
+    env = {
+        "PATH": f"{tmp_path}:/usr/bin:/bin",
+        "REDIS_PASSWORD": password,
+        "ARGS_OUT": str(tmp_path / "args"),
+        "STDIN_OUT": str(tmp_path / "stdin"),
+    }
+    script = ROOT / "deploy" / "redis" / "start.sh"
+    subprocess.run(["/bin/sh", str(script), "--appendonly", "yes"], env=env, check=True, timeout=10)
+    assert (tmp_path / "args").read_text().split() == ["redis-server", "-", "--appendonly", "yes"]
+    line = (tmp_path / "stdin").read_text().strip()
+    assert line.startswith('requirepass "') and line.endswith('"')
+    assert _unescape_redis_conf(line.removeprefix("requirepass ")) == password
+
+
+def _unescape_redis_conf(quoted: str) -> str:
+    """Redis's reading of a double-quoted configuration argument: `\\c` is `c` (n, r, t, b, a aside)."""
+    assert quoted[0] == quoted[-1] == '"'
+    body, out, i = quoted[1:-1], [], 0
+    while i < len(body):
+        if body[i] == "\\":
+            i += 1
+            out.append({"n": "\n", "r": "\r", "t": "\t"}.get(body[i], body[i]))
+        else:
+            assert body[i] != '"', "an unescaped quote ends the string early"
+            out.append(body[i])
+        i += 1
+    return "".join(out)
+
+
+def test_redis_start_script_refuses_to_start_without_a_password() -> None:
+    script = ROOT / "deploy" / "redis" / "start.sh"
+    done = subprocess.run(["/bin/sh", str(script)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=10)
+    assert done.returncode != 0 and b"REDIS_PASSWORD" in done.stderr
+
+
+def test_the_certq_image_is_built_once_and_run_by_every_certq_service() -> None:
+    built = [name for name, service in SERVICES.items() if "build" in service]
+    assert built == ["migrate"]
+    assert {SERVICES[name]["image"] for name in CERTQ_SERVICES} == {"certq:local"}
+    for name in ("api", "worker-1", "worker-2"):
+        assert SERVICES[name]["pull_policy"] == "never"  # never looked for in a registry: migrate builds it
+
+
+def test_the_build_takes_a_private_index_and_a_ca_bundle() -> None:
+    build = SERVICES["migrate"]["build"]
+    assert set(build["args"]) == {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"}
+    assert build["secrets"] == ["pip_ca"]
+    assert COMPOSE["secrets"]["pip_ca"]["file"] == "${PIP_CA_BUNDLE:-/dev/null}"
+    text = (ROOT / "Containerfile").read_text()
+    build_stage = text[text.index("AS build") : text.index("AS runtime")]
+    for arg in build["args"]:
+        assert f"ARG {arg}" in build_stage
+    pip_runs = [run for run in build_stage.split("\nRUN ")[1:] if "pip install" in run]
+    assert pip_runs and all("--mount=type=secret,id=pip_ca" in run and "PIP_CERT=" in run for run in pip_runs)
+    assert "ARG PIP" not in text[text.index("AS runtime") :], "the runtime image must not see the build's index"
+
+
+def test_containerfile_assumes_only_python3_and_adds_its_user_without_a_warning() -> None:
+    text = (ROOT / "Containerfile").read_text()
+    assert "python3 -m venv" in text and "RUN python -m" not in text
+    useradd = next(line for line in text.splitlines() if "useradd" in line)
+    assert "--system" not in useradd and "--uid 10001" in useradd  # a --system uid above 999 warns
+
+
+def test_every_compose_command_needs_no_grafana_password_outside_the_monitoring_profile() -> None:
+    secrets = {"REDIS_PASSWORD": "r", "POSTGRES_PASSWORD": "p", "API_TOKENS": "t", "BULL_BOARD_PASSWORD": "b"}
+    # Compose interpolates every service, in every profile, for any command: none may require the password.
+    _interpolate(yaml.safe_dump(COMPOSE), secrets)
+    grafana = SERVICES["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
+    assert "set GRAFANA_ADMIN_PASSWORD" in grafana["entrypoint"][-1]  # Grafana itself refuses to start without it
+
+
+def test_compose_v2_is_named_as_the_requirement() -> None:
+    assert "Docker Compose v2" in (ROOT / "compose.yaml").read_text()
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert "Compose v2" in operations and "podman-compose" in operations
 
 
 def test_migrate_runs_once_before_the_api_and_workers() -> None:
@@ -176,6 +273,25 @@ def test_compose_environment_passes_production_validation_and_the_flags_parse() 
         if command[0] == "certq-worker":
             args = worker_parser().parse_args(command[1:])
             assert args.health_port == settings.worker_health_port
+
+
+def test_compose_passwords_may_hold_any_character_a_url_cannot() -> None:
+    from urllib.parse import unquote, urlsplit
+
+    from certq.settings import Settings
+
+    password = "p@/:#?%x y"
+    secrets = {
+        "REDIS_PASSWORD": password,
+        "POSTGRES_PASSWORD": password,
+        "API_TOKENS": "t" * 32,
+        "BULL_BOARD_PASSWORD": "b" * 16,
+    }
+    env = {k: _interpolate(str(v), secrets) for k, v in SERVICES["api"]["environment"].items()}
+    settings = Settings.model_validate(env)
+    for url, host in ((settings.database_url, "postgres"), (settings.redis_dsn, "redis")):
+        parts = urlsplit(url)
+        assert parts.hostname == host and unquote(parts.password or "") == password
 
 
 def test_compose_refuses_to_start_without_its_secrets() -> None:
