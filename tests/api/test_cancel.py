@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 
-from api.conftest import CreateModel
 from certq.jobs import queue_config
 from certq.queue import ActiveJob, Runner
+from tests.api.conftest import CreateModel
 
 BASE = "/api/certification-queue"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.conftest import CreateModel
 from certq.api.certify import certify_order
+from tests.api.conftest import CreateModel
 
 
 async def test_orders_answer_like_the_routes(api_server: Any, create_model: CreateModel) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.conftest import CreateModel
+from tests.api.conftest import CreateModel
 
 BASE = "/api/certification-queue"
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 
-from api.conftest import CreateModel
 from certq.api import create_app
 from certq.jobs import queue_config
 from certq.queue.consumer import Consumer
 from certq.queue.queue import Queue
 from certq.reconcile import reconcile
+from tests.api.conftest import CreateModel
 from tests.conftest import api_settings, serve_app, unlink_prefix
 
 BASE = "/api/certification-queue"
