@@ -14,6 +14,7 @@ from certq.api.problems import Problem, parse_body, parse_query, parse_uuid
 from certq.api.responses import answer, services_of
 from certq.api.schemas import ModelCreate, ModelList, ModelOut, ModelsQuery, ModelUpdate, check_deployment
 from certq.certification import ModelEndpoint
+from certq.certification.capabilities import Capabilities, check_capabilities
 from certq.credentials import CredentialPolicy, url_target
 from certq.egress import EgressPolicy
 from certq.store import ModelRecord, Replay
@@ -28,6 +29,7 @@ _COLUMNS = {
     "isActive": "is_active",
     "servedModel": "served_model",
     "validitySeconds": "validity_s",
+    "capabilities": "capabilities",
 }
 
 
@@ -38,6 +40,20 @@ def _check(provider: str, base_url: str | None, regions: list[str]) -> None:
         raise Problem(
             400, f"{problems[0][0]}: {problems[0][1]}", field=problems[0][0], kind="invalid-input", errors=errors
         )
+
+
+def _capabilities(value: Any) -> dict[str, Any]:
+    """A declaration as stored: {} for none (absent or null), else every key, defaults filled in; 422 naming the key."""
+    if value is None:
+        return {}
+    problems = check_capabilities(value)
+    if problems:
+        errors = [{"field": f"capabilities.{key}" if key else "capabilities", "message": m} for key, m in problems]
+        detail = f"{errors[0]['field']}: {errors[0]['message']}"
+        if len(errors) > 1:
+            detail += f" (and {len(errors) - 1} more)"
+        raise Problem(422, detail, field=errors[0]["field"], kind="invalid-capabilities", errors=errors)
+    return Capabilities.from_json(value).to_json()
 
 
 def _targets(merged: dict[str, Any]) -> list[str]:
@@ -93,6 +109,7 @@ async def create_model(request: Request) -> Response:
     body, raw = await parse_body(request, ModelCreate)
     base_url = None if body.base_url is None else body.base_url.rstrip("/")
     _check(body.provider, base_url, body.regions)
+    capabilities = _capabilities(body.capabilities)
     merged = {"provider": body.provider, "base_url": base_url, "regions": body.regions, "api_key_env": body.api_key_env}
     _check_egress(services.settings.egress_policy, merged)
     _check_credential(services.settings.credential_policy, merged)
@@ -115,6 +132,7 @@ async def create_model(request: Request) -> Response:
         is_active=body.is_active,
         served_model=body.served_model,
         validity_s=body.validity_seconds,
+        capabilities=capabilities,
         idempotency=key,
         render=render,
     )
@@ -152,6 +170,8 @@ async def update_model(request: Request) -> Response:
             raise Problem(400, f"{field} cannot be null", field=field, kind="invalid-input")
     if changes.get("base_url"):
         changes["base_url"] = changes["base_url"].rstrip("/")
+    if "capabilities" in changes:
+        changes["capabilities"] = _capabilities(changes["capabilities"])
     merged = {
         "provider": current.provider,
         "base_url": current.base_url,
@@ -203,7 +223,7 @@ ENDPOINTS = [
         "PATCH",
         _ONE,
         update_model,
-        "Change fields of a model deployment",
+        "Change fields of a model deployment (capabilities: the whole object is replaced)",
         {200: ModelOut},
         body=ModelUpdate,
         path_params=("model_id",),

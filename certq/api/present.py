@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from certq.api.schemas import CertificationOut, JobDetail, JobOut, ModelOut, ModelRef, Pagination
+from certq.certification.capabilities import Capabilities
 from certq.store import CertificationRecord, JobRecord, ModelRecord, Page
 
 
 def model_out(record: ModelRecord) -> ModelOut:
-    return ModelOut.model_validate({**record.__dict__, "validity_seconds": record.validity_s})
+    capabilities = Capabilities.from_json(record.capabilities).to_json()
+    return ModelOut.model_validate(
+        {**record.__dict__, "validity_seconds": record.validity_s, "capabilities": capabilities}
+    )
 
 
 def job_out(job: JobRecord) -> JobOut:
@@ -67,6 +71,7 @@ def certification_out(c: CertificationRecord) -> CertificationOut:
         attempt_log=c.attempt_log,
         duration_ms=c.duration_ms,
         valid_until=c.valid_until,
+        capabilities=c.capabilities,
         created_at=c.created_at,
         started_at=c.started_at,
         completed_at=c.completed_at,

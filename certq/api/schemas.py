@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from certq.api.regions import AWS_REGIONS
+from certq.certification.capabilities import MAX_CONTEXT_WINDOW, MAX_OUTPUT_TOKENS, MIN_CONTEXT_WINDOW
 from certq.web_input import Query
 
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
@@ -60,6 +61,38 @@ ValiditySeconds = Annotated[
     int,
     Field(ge=60, le=31_622_400, description="how long this model's verdicts stand (default CERTIFICATION_VALIDITY)"),
 ]
+
+# Checked by certq.certification.capabilities.check_capabilities (422 naming `capabilities.<key>`), so that the
+# API and the CLI refuse the same declarations; this is what the OpenAPI document shows of it.
+_CAPABILITIES_SCHEMA: dict[str, Any] = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "description": "what the deployment claims beyond chat and streaming; each declared capability is probed. "
+    "Absent or null: none (chat only, token accounting on). A PATCH replaces the whole object.",
+    "properties": {
+        "tools": {"type": "boolean", "default": False, "description": "tool (function) calling"},
+        "structuredOutput": {
+            "oneOf": [{"type": "boolean"}, {"type": "object", "required": ["type"]}],
+            "default": False,
+            "description": 'answers matching a JSON schema: true (certq\'s probe schema) or the schema ("type": '
+            '"object", local $refs only) to certify against',
+        },
+        "contextWindow": {
+            "type": ["integer", "null"],
+            "minimum": MIN_CONTEXT_WINDOW,
+            "maximum": MAX_CONTEXT_WINDOW,
+            "description": "the advertised context window in tokens",
+        },
+        "maxOutputTokens": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": MAX_OUTPUT_TOKENS,
+            "description": "the most tokens one answer may have; below contextWindow",
+        },
+        "tokenAccounting": {"type": "boolean", "default": True, "description": "honest usage numbers"},
+    },
+}
+CapabilitiesIn = Annotated[Any, WithJsonSchema(_CAPABILITIES_SCHEMA)]
 
 
 class Body(BaseModel):
@@ -120,6 +153,7 @@ class ModelCreate(Body):
     is_active: bool = True
     served_model: ServedModel | None = None
     validity_seconds: ValiditySeconds | None = None
+    capabilities: CapabilitiesIn = None
 
 
 class ModelUpdate(Body):
@@ -132,6 +166,17 @@ class ModelUpdate(Body):
     is_active: bool | None = None
     served_model: ServedModel | None = None
     validity_seconds: ValiditySeconds | None = None
+    capabilities: CapabilitiesIn = None
+
+
+class CapabilitiesOut(Answer):
+    """A model's declared capabilities, every key shown (the defaults where the registration gave none)."""
+
+    tools: bool
+    structured_output: bool | dict[str, Any] = Field(description="true, false, or the schema certified against")
+    context_window: int | None
+    max_output_tokens: int | None
+    token_accounting: bool
 
 
 class ModelOut(Answer):
@@ -145,6 +190,7 @@ class ModelOut(Answer):
     is_active: bool
     served_model: str | None
     validity_seconds: int | None
+    capabilities: CapabilitiesOut
     created_at: datetime
     updated_at: datetime
 
@@ -255,6 +301,11 @@ class CertificationOut(Answer):
         "attempt's own run time is in its attempt_log entry"
     )
     valid_until: datetime | None = Field(description="when this verdict stops standing (EXPIRED after)")
+    capabilities: dict[str, Any] | None = Field(
+        None,
+        description="what the verdict found of the model's declared capabilities: verified, failed and "
+        "notDeclared name lists (and what the engine adds); null for verdicts that probed none",
+    )
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
@@ -355,6 +406,12 @@ class Problem(Answer):
 class StandingQuery(Query):
     model_id: UUID | None = None
     region: Region | None = None
+    capability: str | None = Field(
+        None,
+        max_length=200,
+        description="only pairs whose standing verdict verified these capabilities (tools, structuredOutput, "
+        "contextWindow, tokenAccounting): repeat the parameter or separate them with commas; all must be verified",
+    )
 
 
 class StandingIdentity(Answer):
@@ -363,6 +420,12 @@ class StandingIdentity(Answer):
     served_model: str | None = Field(description="the name the endpoint must report, where it is not apiModelId")
     reported: list[str] = Field(description="the model names the endpoint's answers reported in that verdict")
     finding: str | None = Field(description="matched, unreported, by-path (Bedrock) or mismatch")
+
+
+class CapabilityFindings(Answer):
+    verified: list[str] = Field(description="declared and passed their probes")
+    failed: list[str] = Field(description="declared and failed their probes")
+    not_declared: list[str] = Field(description="not declared by the model, so not probed")
 
 
 class StandingEntry(Answer):
@@ -382,6 +445,10 @@ class StandingEntry(Answer):
     valid_until: datetime | None
     error_category: str | None
     identity: StandingIdentity
+    capabilities: CapabilityFindings | None = Field(
+        description="what the newest verdict found of the declared capabilities (null before any verdict "
+        "that probed them)"
+    )
 
 
 class StandingAnswer(Answer):

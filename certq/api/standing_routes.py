@@ -8,17 +8,34 @@ request with that ETag in `If-None-Match` gets 304 and no body.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from certq.api.openapi import Endpoint
-from certq.api.problems import parse_query
+from certq.api.problems import Problem, validation_problem
 from certq.api.responses import services_of
-from certq.api.schemas import StandingAnswer, StandingEntry, StandingIdentity, StandingQuery
+from certq.api.schemas import CapabilityFindings, StandingAnswer, StandingEntry, StandingIdentity, StandingQuery
+from certq.certification.capabilities import CAPABILITY_NAMES
 from certq.store import StandingRecord
 
 PATH = "/api/certification-queue/standing"
+
+
+def _names(value: Any) -> list[str]:
+    return [str(name) for name in value] if isinstance(value, list) else []
+
+
+def findings_out(found: dict[str, Any] | None) -> CapabilityFindings | None:
+    if not found:
+        return None
+    return CapabilityFindings(
+        verified=_names(found.get("verified")),
+        failed=_names(found.get("failed")),
+        not_declared=_names(found.get("notDeclared")),
+    )
 
 
 def entry_out(record: StandingRecord) -> StandingEntry:
@@ -45,6 +62,7 @@ def entry_out(record: StandingRecord) -> StandingEntry:
             reported=[str(name) for name in reported] if isinstance(reported, list) else [],
             finding=str(identity["finding"]) if identity.get("finding") else None,
         ),
+        capabilities=findings_out(record.capabilities),
     )
 
 
@@ -56,11 +74,41 @@ def _matches(header: str | None, etag: str) -> bool:
     return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
 
 
+def _query(request: Request) -> tuple[StandingQuery, list[str]]:
+    """The query string: `capability` may repeat (and holds comma lists); any other parameter only once."""
+    values: dict[str, Any] = {}
+    for key in request.query_params:
+        items = request.query_params.getlist(key)
+        if key == "capability":
+            values[key] = ",".join(items)
+        elif len(items) > 1:
+            raise Problem(400, f"{key} is given {len(items)} times", field=key, kind="invalid-input")
+        else:
+            values[key] = items[0]
+    try:
+        query = StandingQuery.model_validate(values)
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+    names = [name.strip() for name in (query.capability or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in CAPABILITY_NAMES]
+    if unknown:
+        raise Problem(
+            400,
+            f"capability: {unknown[0][:60]!r} is not a capability certq verifies ({', '.join(CAPABILITY_NAMES)})",
+            field="capability",
+            kind="invalid-input",
+        )
+    return query, list(dict.fromkeys(names))
+
+
 async def standing(request: Request) -> Response:
-    query = parse_query(request, StandingQuery)
+    query, capabilities = _query(request)
     services = services_of(request)
     records = await services.need_store().standing(
-        model_id=query.model_id, region=query.region, default_validity_s=services.settings.validity_s
+        model_id=query.model_id,
+        region=query.region,
+        default_validity_s=services.settings.validity_s,
+        verified=capabilities,
     )
     body = StandingAnswer(standing=[entry_out(r) for r in records]).model_dump_json(by_alias=True).encode()
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

@@ -24,6 +24,7 @@ from certq.certification.chat import (
     FinishReason,
     ModelEndpoint,
     RawOutcome,
+    ToolCall,
     Usage,
     map_finish_reason,
 )
@@ -41,6 +42,13 @@ from certq.certification.limits import (
 )
 from certq.certification.metrics import RunRecorder
 from certq.certification.redaction import Redactor
+from certq.certification.tool_wire import (
+    converse_messages,
+    converse_tool_call,
+    converse_tool_config,
+    schema_tool,
+    structured_from_tool,
+)
 from certq.certification.transport import transport_for
 from certq.egress import EgressRefused
 
@@ -133,7 +141,7 @@ class BedrockProvider:
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": [{"text": m.content}]} for m in request.messages],
+            "messages": converse_messages(request.messages),
             "inferenceConfig": {"maxTokens": request.max_tokens},
         }
         if request.system is not None:
@@ -142,6 +150,9 @@ class BedrockProvider:
             body["inferenceConfig"]["temperature"] = request.temperature
         if request.stop:
             body["inferenceConfig"]["stopSequences"] = list(request.stop)
+        config = converse_tool_config(request)
+        if config is not None:
+            body["toolConfig"] = config
         return body
 
     async def chat(self, request: ChatRequest) -> ChatResult:
@@ -172,11 +183,15 @@ class BedrockProvider:
         try:
             async with asyncio.timeout(self._config.request_deadline_s):
                 if stream:
-                    return await self._read_stream(url, body, headers, started)
-                async with self._client.stream("POST", url, content=body, headers=headers) as response:
-                    self._recorder.on_status(response.status_code)
-                    raw = await read_body(response, self._limits)
-                return self._parse_converse(response, raw, time.perf_counter() - started)
+                    result = await self._read_stream(url, body, headers, started)
+                else:
+                    async with self._client.stream("POST", url, content=body, headers=headers) as response:
+                        self._recorder.on_status(response.status_code)
+                        raw = await read_body(response, self._limits)
+                    result = self._parse_converse(response, raw, time.perf_counter() - started)
+                if request.response_schema is not None:
+                    structured_from_tool(result, schema_tool(request.response_schema.name))
+                return result
         except ProviderError:
             raise
         except EgressRefused as exc:
@@ -236,6 +251,11 @@ class BedrockProvider:
         stop = data.get("stopReason")
         metrics = data.get("metrics")
         latency_ms = metrics.get("latencyMs") if isinstance(metrics, dict) else None
+        calls = [
+            converse_tool_call(b["toolUse"].get("toolUseId"), b["toolUse"].get("name"), b["toolUse"].get("input"))
+            for b in blocks
+            if isinstance(b, dict) and isinstance(b.get("toolUse"), dict)
+        ]
         result = ChatResult(
             text=text,
             finish_reason=map_finish_reason(stop if isinstance(stop, str) else None, FINISH),
@@ -246,6 +266,7 @@ class BedrockProvider:
             latency_s=latency_s,
             content_type=response.headers.get("content-type", ""),
             server_latency_ms=float(latency_ms) if isinstance(latency_ms, int | float) else None,
+            tool_calls=calls,
         )
         result.contract = _contract_checks(data, message, blocks)
         _raise_if_filtered(result)
@@ -279,6 +300,7 @@ class BedrockProvider:
                 content_type=content_type,
             )
             parts: list[str] = []
+            uses: dict[int, list[str]] = {}  # content block index -> [toolUseId, name, input so far]
             buffer = EventStreamBuffer()
             meter = StreamMeter(self._limits, response.status_code, "event frame")
             pending = 0  # bytes of the frame not yet complete
@@ -292,7 +314,7 @@ class BedrockProvider:
                         for message in buffer:
                             pending -= message.prelude.total_length
                             self._apply_event(
-                                result, message.headers, message.payload, time.perf_counter() - started, parts
+                                result, message.headers, message.payload, time.perf_counter() - started, parts, uses
                             )
             except ParserError as exc:
                 raise ProviderError(
@@ -301,6 +323,7 @@ class BedrockProvider:
                     status=response.status_code,
                 ) from None
             result.text = "".join(parts)
+            result.tool_calls = [ToolCall(name, arguments, id_) for id_, name, arguments in uses.values()]
             result.latency_s = time.perf_counter() - started
         if result.raw_finish_reason is None:
             raise ProviderError(
@@ -312,7 +335,13 @@ class BedrockProvider:
         return result
 
     def _apply_event(
-        self, result: ChatResult, headers: dict[str, Any], payload: bytes, now: float, parts: list[str]
+        self,
+        result: ChatResult,
+        headers: dict[str, Any],
+        payload: bytes,
+        now: float,
+        parts: list[str],
+        uses: dict[int, list[str]],
     ) -> None:
         kind = headers.get(":message-type")
         try:
@@ -336,8 +365,18 @@ class BedrockProvider:
         result.chunks += 1
         if result.first_chunk_s is None:
             result.first_chunk_s = now
-        if event == "contentBlockDelta":
+        index = data.get("contentBlockIndex")
+        if event == "contentBlockStart":
+            start = data.get("start")
+            use = start.get("toolUse") if isinstance(start, dict) else None
+            if isinstance(use, dict) and isinstance(index, int):
+                uses[index] = [str(use.get("toolUseId") or ""), str(use.get("name") or ""), ""]
+        elif event == "contentBlockDelta":
             delta = data.get("delta")
+            use = delta.get("toolUse") if isinstance(delta, dict) else None
+            if isinstance(use, dict) and isinstance(index, int) and index in uses:
+                piece = use.get("input")
+                uses[index][2] += piece if isinstance(piece, str) else ""
             text = delta.get("text") if isinstance(delta, dict) else None
             if isinstance(text, str) and text:
                 parts.append(text)

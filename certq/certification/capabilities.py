@@ -116,16 +116,6 @@ def check_capabilities(data: object) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_capabilities(data: object) -> Capabilities:
-    """A checked declaration (see `check_capabilities`); ValueError naming the first bad key otherwise."""
-    problems = check_capabilities(data)
-    if problems:
-        key, message = problems[0]
-        raise ValueError(f"{key}: {message}" if key else message)
-    assert isinstance(data, Mapping)
-    return Capabilities.from_json(data)
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -137,6 +127,13 @@ def _schema_problems(value: object) -> list[str]:
         return ["must be true, false or a JSON schema (an object)"]
     if value.get("type") != "object":
         return ['a structured-output schema describes a JSON object: its "type" must be "object"']
+    size = _schema_size(value, 1)
+    if size is None:
+        return [f"too large: at most {MAX_SCHEMA_NODES} keywords and values, nested at most {MAX_SCHEMA_DEPTH} deep"]
+    regex = next((key for key in _keys(value) if key in _REGEX_KEYWORDS), None)
+    if regex is not None:
+        # A worker checks answers against the schema on its event loop; a backtracking pattern would stall it.
+        return [f'"{regex}" is not accepted: regular expressions are not evaluated in certification schemas']
     remote = next((ref for ref in _refs(value) if not ref.startswith("#")), None)
     if remote is not None:
         return [f"$ref {remote[:100]!r} is not local (#/...): certq never fetches schemas"]
@@ -147,6 +144,47 @@ def _schema_problems(value: object) -> list[str]:
     except SchemaError as exc:
         return [f"not a valid JSON schema: {exc.message[:200]} (at {exc.json_path})"]
     return []
+
+
+MAX_SCHEMA_DEPTH = 32
+MAX_SCHEMA_NODES = 2_000
+_REGEX_KEYWORDS = frozenset({"pattern", "patternProperties"})
+
+
+def _schema_size(node: object, depth: int) -> int | None:
+    """How many nodes a schema has; None when it is deeper or larger than a declaration may be."""
+    if depth > MAX_SCHEMA_DEPTH:
+        return None
+    children: list[object] = (
+        list(node.values()) if isinstance(node, Mapping) else node if isinstance(node, list) else []
+    )
+    total = 1
+    for child in children:
+        counted = _schema_size(child, depth + 1)
+        if counted is None:
+            return None
+        total += counted
+        if total > MAX_SCHEMA_NODES:
+            return None
+    return total
+
+
+_NAMED_SUBSCHEMAS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})
+
+
+def _keys(node: object) -> Iterator[str]:
+    """The keywords of a schema, at every depth (property names are not keywords)."""
+    if isinstance(node, Mapping):
+        for key, child in node.items():
+            yield str(key)
+            if key in _NAMED_SUBSCHEMAS and isinstance(child, Mapping):
+                for subschema in child.values():
+                    yield from _keys(subschema)
+            else:
+                yield from _keys(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _keys(child)
 
 
 def _refs(node: object) -> Iterator[str]:

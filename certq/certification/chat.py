@@ -36,9 +36,45 @@ class ModelEndpoint:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A function the model is offered: `parameters` is its JSON schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model made. `arguments` is the raw JSON text as sent (Converse sends an object: serialised)."""
+
+    name: str
+    arguments: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class ResponseSchema:
+    """Structured output: the answer must be JSON valid against `schema`. `strict` asks OpenAI's strict mode,
+    which accepts only its schema subset, so it is set for certq's own schema, not for a declared one."""
+
+    name: str
+    schema: Mapping[str, Any]
+    strict: bool = False
+
+
+@dataclass(frozen=True)
 class Message:
-    role: Literal["user", "assistant"]
+    """A turn. An assistant turn may carry the calls it made; a `tool` turn answers the call `tool_call_id`."""
+
+    role: Literal["user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    tool_name: str | None = None  # the function a `tool` turn answers (Converse needs none; logs do)
+
+
+ToolChoice = str  # "auto", "required", "none", or the name of the one function the model must call
 
 
 @dataclass(frozen=True)
@@ -48,6 +84,9 @@ class ChatRequest:
     max_tokens: int = 256
     temperature: float | None = 0.0
     stop: tuple[str, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
+    response_schema: ResponseSchema | None = None
 
     @classmethod
     def ask(cls, prompt: str, **kwargs: Any) -> ChatRequest:
@@ -101,6 +140,8 @@ class ChatResult:
     content_type: str = ""
     server_latency_ms: float | None = None
     contract: list[Check] = field(default_factory=list)  # the provider's response-shape checks
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    structured_via: str | None = None  # how a response_schema was honoured: "response_format" or "tool"
 
 
 @dataclass(frozen=True)

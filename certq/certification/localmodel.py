@@ -95,8 +95,12 @@ def start_upstream_llama_server(
     port: int | None = None,
     n_ctx: int = 2048,
     ready_timeout_s: float = 60.0,
+    jinja: bool = False,
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """Start llama.cpp's own `llama-server` (the one self-hosted users run) like `start_llama_server`."""
+    """Start llama.cpp's own `llama-server` (the one self-hosted users run) like `start_llama_server`.
+
+    `jinja`: render the chat template with jinja, which is how llama-server offers `tools` (its tool-call
+    formats parse the model's output into `tool_calls`)."""
     model = Path(model_path)
     port = port or _free_port()
     command = [
@@ -119,6 +123,8 @@ def start_upstream_llama_server(
     ]
     if api_key:
         command += ["--api-key", api_key]
+    if jinja:
+        command.append("--jinja")
     return _serve(command, port, model.with_suffix(".upstream.log"), api_key, ready_timeout_s, "llama-server")
 
 

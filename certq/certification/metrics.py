@@ -84,13 +84,17 @@ class RunRecorder:
     def on_retry(self) -> None:
         self.retries += 1
 
-    def on_result(self, result: ChatResult) -> None:
+    def on_result(self, result: ChatResult, timed: bool = True) -> None:
+        """Counts the answer; `timed` False keeps it out of the latency and stream samples (capability probes
+        send prompts of very different sizes, which would say nothing about the endpoint's usual speed)."""
         self.answers += 1
         if result.usage is not None:
             self.prompt_tokens += result.usage.prompt_tokens
             self.completion_tokens += result.usage.completion_tokens
         if result.model:
             self.models_reported.add(result.model)
+        if not timed:
+            return
         if result.server_latency_ms is not None:
             self.server_latencies_ms.append(result.server_latency_ms)
         if not result.streamed:

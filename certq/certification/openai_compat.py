@@ -17,6 +17,7 @@ from certq.certification.chat import (
     FinishReason,
     ModelEndpoint,
     RawOutcome,
+    ToolCall,
     Usage,
     map_finish_reason,
 )
@@ -27,6 +28,7 @@ from certq.certification.limits import ACCEPT_ENCODING, iter_lines, loads, quote
 from certq.certification.metrics import RunRecorder
 from certq.certification.redaction import Redactor
 from certq.certification.sse import iter_sse
+from certq.certification.tool_wire import merge_tool_deltas, openai_message, openai_tool_calls
 from certq.certification.transport import transport_for
 from certq.egress import EgressRefused
 
@@ -91,27 +93,59 @@ class OpenAICompatProvider:
         await self._client.aclose()
 
     def _body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        messages.extend(openai_message(m) for m in request.messages)
         body: dict[str, Any] = {"model": self._endpoint.api_model_id, "messages": messages}
         body["max_completion_tokens" if "max_completion_tokens" in self._quirks else "max_tokens"] = request.max_tokens
         if request.temperature is not None and "no_temperature" not in self._quirks:
             body["temperature"] = request.temperature
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)},
+                }
+                for t in request.tools
+            ]
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            body["tool_choice"] = (
+                choice if choice in ("auto", "required", "none") else {"type": "function", "function": {"name": choice}}
+            )
+        if request.response_schema is not None:
+            schema = request.response_schema
+            spec: dict[str, Any] = {"name": schema.name, "schema": dict(schema.schema)}
+            if schema.strict:
+                spec["strict"] = True
+            if "json_object_schema" in self._quirks:
+                body["response_format"] = {"type": "json_object", "schema": dict(schema.schema)}
+            else:
+                body["response_format"] = {"type": "json_schema", "json_schema": spec}
         if stream:
             body["stream"] = True
             if "no_stream_options" not in self._quirks:
                 body["stream_options"] = {"include_usage": True}
         return body
 
-    def _learn_quirk(self, error: ProviderError, stream: bool) -> bool:
+    def _learn_quirk(self, error: ProviderError, stream: bool, structured: bool = False) -> bool:
         """After a 400 naming one of our optional parameters, drop or rename it once (newer/older servers)."""
+        text = error.message.lower()
+        if (
+            structured
+            and error.category in (ErrorCategory.INVALID_REQUEST, ErrorCategory.SERVER_ERROR)
+            and "response_format" in text
+            and "json_object" in text
+            and "json_object_schema" not in self._quirks
+        ):
+            # llama-cpp-python knows only {"type": "json_object", "schema": ...} (and says so with a 500).
+            self._quirks.add("json_object_schema")
+            return True
         if error.category is not ErrorCategory.INVALID_REQUEST:
             return False
-        text = error.message.lower()
         for param in _COMPAT_PARAMS:
             if param not in text:
                 continue
@@ -133,12 +167,16 @@ class OpenAICompatProvider:
         return await self._call(request, stream=True)
 
     async def _call(self, request: ChatRequest, stream: bool) -> ChatResult:
-        for _ in range(len(_COMPAT_PARAMS) + 1):
+        for _ in range(len(_COMPAT_PARAMS) + 2):  # each quirk once, json_object_schema too
             try:
-                return await self._once(request, stream)
+                result = await self._once(request, stream)
             except ProviderError as error:
-                if not self._learn_quirk(error, stream):
+                if not self._learn_quirk(error, stream, request.response_schema is not None):
                     raise
+                continue
+            if request.response_schema is not None:
+                result.structured_via = "response_format"
+            return result
         raise ProviderError(ErrorCategory.INVALID_REQUEST, "request rejected after every compatibility fallback")
 
     async def _once(self, request: ChatRequest, stream: bool) -> ChatResult:
@@ -225,6 +263,7 @@ class OpenAICompatProvider:
             status=response.status_code,
             latency_s=latency_s,
             content_type=response.headers.get("content-type", ""),
+            tool_calls=openai_tool_calls(message.get("tool_calls")),
         )
         result.contract = _contract_checks(data, choice, message)
         _raise_if_filtered(result)
@@ -267,14 +306,16 @@ class OpenAICompatProvider:
                 content_type=content_type,
             )
             parts: list[str] = []
+            calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
             async with stream_deadline(self._limits, response.status_code):
                 async for event in iter_sse(iter_lines(response, self._limits)):
                     now = time.perf_counter() - started
                     if event.data.strip() == "[DONE]":
                         result.done_marker = True
                         break
-                    self._apply_chunk(result, event.data, event.event, now, parts)
+                    self._apply_chunk(result, event.data, event.event, now, parts, calls)
             result.text = "".join(parts)
+            result.tool_calls = [ToolCall(name, arguments, id_) for id_, name, arguments in calls.values()]
             result.latency_s = time.perf_counter() - started
         if result.raw_finish_reason is None:
             # e.g. llama-cpp-python cutting a stream short when another request interrupts it
@@ -287,7 +328,9 @@ class OpenAICompatProvider:
         _raise_if_filtered(result)
         return result
 
-    def _apply_chunk(self, result: ChatResult, data: str, event: str, now: float, parts: list[str]) -> None:
+    def _apply_chunk(
+        self, result: ChatResult, data: str, event: str, now: float, parts: list[str], calls: dict[int, list[str]]
+    ) -> None:
         try:
             chunk = loads(data, self._limits, result.status)
         except orjson.JSONDecodeError:
@@ -321,6 +364,8 @@ class OpenAICompatProvider:
             return
         delta = choices[0].get("delta")
         text = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+            merge_tool_deltas(calls, delta["tool_calls"])
         if isinstance(text, str) and text:
             parts.append(text)
             result.content_chunks += 1
@@ -382,11 +427,12 @@ def _contract_checks(data: Mapping[str, Any], choice: Mapping[str, Any], message
         and (usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"])
     )
     finish = choice.get("finish_reason")
+    calls = message.get("tool_calls")
     return [
         Check("message.role is assistant", message.get("role") == "assistant", f"role={message.get('role')!r}"),
         Check(
             "message.content is a string",
-            isinstance(message.get("content"), str),
+            isinstance(message.get("content"), str) or (message.get("content") is None and bool(calls)),
             f"type={type(message.get('content')).__name__}",
         ),
         Check("finish_reason is known", isinstance(finish, str) and finish in FINISH, f"finish_reason={finish!r}"),

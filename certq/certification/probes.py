@@ -9,31 +9,54 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from certq.certification.capabilities import Capabilities
 from certq.certification.chat import ChatProvider, ChatRequest, ChatResult, Check, Message, RawOutcome
 from certq.certification.config import RunConfig
+from certq.certification.errors import ProviderError
 from certq.certification.metrics import output_tokens_per_s, percentile
 
 PONG_PROMPT = "Reply with exactly the word: pong"
 
 
+Call = Callable[[Callable[[], Awaitable[ChatResult]]], Awaitable[ChatResult]]
+
+
 class ProbeRun:
-    """What a probe may do: chat/stream through the run's retry policy, and leave an excerpt for the report."""
+    """What a probe may do: chat/stream through the run's retry policy (or `once`, without it), read the
+    declared capabilities, and leave an excerpt for the report."""
 
     def __init__(
         self,
         provider: ChatProvider,
         config: RunConfig,
-        call: Callable[[Callable[[], Awaitable[ChatResult]]], Awaitable[ChatResult]],
+        call: Call,
         shared: dict[str, ChatResult],
+        once: Call | None = None,
+        capabilities: Capabilities | None = None,
+        on_transient: Callable[[ProviderError], None] | None = None,
     ) -> None:
         self.provider = provider
         self.config = config
         self.shared = shared
+        self.capabilities = capabilities or Capabilities()
         self.excerpt: str | None = None
         self._call = call
+        self._once = once or call
+        self._on_transient = on_transient
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         return await self._call(lambda: self.provider.chat(request))
+
+    async def once(self, request: ChatRequest, stream: bool = False) -> ChatResult:
+        """One try, no retries, and an error is not a transient failure of the run: for requests whose error
+        is the answer being graded (an over-long prompt, a parameter the endpoint may not support)."""
+        send = self.provider.stream if stream else self.provider.chat
+        return await self._once(lambda: send(request))
+
+    def transient(self, error: ProviderError) -> None:
+        """A `once` try failed transiently after all and is tried again: count it as the retry it is."""
+        if self._on_transient is not None:
+            self._on_transient(error)
 
     async def stream(self, request: ChatRequest) -> ChatResult:
         return await self._call(lambda: self.provider.stream(request))

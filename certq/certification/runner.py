@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from certq.certification.bedrock import BedrockProvider
+from certq.certification.capability_probes import capability_outcomes, capability_suite
 from certq.certification.chat import ChatProvider, ChatResult, ModelEndpoint
 from certq.certification.config import RunConfig
 from certq.certification.errors import ErrorCategory, ProviderError
@@ -49,6 +51,20 @@ def make_provider(endpoint: ModelEndpoint, recorder: RunRecorder, redact: Redact
     raise ProviderError(ErrorCategory.CONFIG_ERROR, f"unknown provider {endpoint.provider!r}")
 
 
+@dataclass
+class _Spend:
+    """What one probe cost: requests sent (retries included) and the tokens its answers reported."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, result: ChatResult) -> None:
+        if result.usage is not None:
+            self.prompt_tokens += result.usage.prompt_tokens
+            self.completion_tokens += result.usage.completion_tokens
+
+
 class _Run:
     def __init__(self, endpoint: ModelEndpoint, config: RunConfig, on_progress: ProgressCallback | None) -> None:
         self.endpoint = endpoint
@@ -56,6 +72,9 @@ class _Run:
         self.on_progress = on_progress
         self.recorder = RunRecorder()
         self.redact = Redactor([endpoint.api_key])
+        self.capability_probes = capability_suite(endpoint.capabilities)
+        self.capability_of = {p.spec.name: p.capability for p in self.capability_probes}
+        self.suite: list[ProbeSpec] = [*SUITE, *(p.spec for p in self.capability_probes)]
         self.results = {
             spec.name: ProbeResult(
                 spec.name,
@@ -64,18 +83,33 @@ class _Run:
                 quality=spec.quality,
                 outcome="skipped",
                 pass_score=spec.pass_score,
+                capability=self.capability_of.get(spec.name),
             )
-            for spec in SUITE
+            for spec in self.suite
         }
         self.shared: dict[str, ChatResult] = {}
         self.provider: ChatProvider | None = None
         self.done = 0
 
-    async def call_with_retries(self, op: Callable[[], Awaitable[ChatResult]], counter: list[int]) -> ChatResult:
+    def on_transient(self, error: ProviderError) -> None:
+        self.recorder.on_error(error.category)
+        self.recorder.on_retry()
+
+    async def call_once(self, op: Callable[[], Awaitable[ChatResult]], spend: _Spend) -> ChatResult:
+        """One try; its error goes back to the probe uncounted, since the error is what the probe grades."""
+        spend.requests += 1
+        result = await op()
+        self.recorder.on_result(result, timed=False)
+        spend.add(result)
+        return result
+
+    async def call_with_retries(
+        self, op: Callable[[], Awaitable[ChatResult]], spend: _Spend, timed: bool = True
+    ) -> ChatResult:
         """Retryable errors are retried with backoff (or the server's Retry-After); the rest propagate."""
         retry = 0
         while True:
-            counter[0] += 1
+            spend.requests += 1
             try:
                 result = await op()
             except ProviderError as error:
@@ -105,12 +139,22 @@ class _Run:
                 )
                 await self.config.sleep(delay)
                 continue
-            self.recorder.on_result(result)
+            self.recorder.on_result(result, timed=timed)
+            spend.add(result)
             return result
 
     async def run_probe(self, spec: ProbeSpec, provider: ChatProvider) -> None:
-        counter = [0]
-        probe = ProbeRun(provider, self.config, lambda op: self.call_with_retries(op, counter), self.shared)
+        spend = _Spend()
+        timed = spec.name not in self.capability_of
+        probe = ProbeRun(
+            provider,
+            self.config,
+            lambda op: self.call_with_retries(op, spend, timed),
+            self.shared,
+            once=lambda op: self.call_once(op, spend),
+            capabilities=self.endpoint.capabilities,
+            on_transient=self.on_transient,
+        )
         result = self.results[spec.name]
         started = time.perf_counter()
         try:
@@ -122,7 +166,8 @@ class _Run:
             raise
         finally:
             result.latency_ms = (time.perf_counter() - started) * 1000.0
-            result.requests = counter[0]
+            result.requests = spend.requests
+            result.prompt_tokens, result.completion_tokens = spend.prompt_tokens, spend.completion_tokens
             result.excerpt = None if probe.excerpt is None else self.redact(probe.excerpt, 200)
         result.outcome = "scored"
         result.checks = checks
@@ -131,7 +176,7 @@ class _Run:
         self.done += 1
         if self.on_progress is not None:
             try:
-                await self.on_progress(self.done, len(SUITE))
+                await self.on_progress(self.done, len(self.suite))
             except Exception as exc:
                 raise _CallbackFailed(exc) from exc
 
@@ -146,8 +191,8 @@ class _Run:
     async def execute(self) -> None:
         provider = self.provider = make_provider(self.endpoint, self.recorder, self.redact, self.config)
         try:
-            for phase in (1, 2, 3):
-                await self.run_phase([s for s in SUITE if s.phase == phase], provider)
+            for phase in sorted({s.phase for s in self.suite}):
+                await self.run_phase([s for s in self.suite if s.phase == phase], provider)
         finally:
             # Shielded so a cancelled run still closes its sockets before the cancellation propagates.
             await asyncio.shield(provider.aclose())
@@ -223,6 +268,10 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
     metrics["modelIdentity"] = identity.to_json()
     if identity.finding == "unreported" and run.recorder.answers > 0:
         metrics["warnings"] = [identity.message]
+    capabilities = capability_outcomes(
+        run.endpoint.capabilities,
+        {name: (r.checks if r.outcome == "scored" else None) for name, r in run.results.items()},
+    )
     status: Status
     retry_after_s: float | None = None
     if error is not None:
@@ -239,6 +288,11 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
         score, retryable = max(0, summary.score - penalty), False
         metrics["reliability"]["scorePenalty"] = penalty
         status = status_for(score, summary.critical_failures, run.config.certify_score, run.config.warning_score)
+        if capabilities.absent:
+            # Declared and not there at all (e.g. tools, and no valid call): like a failed critical probe.
+            status, score = "FAILED", min(score, CRITICAL_CAP)
+        elif capabilities.failed and status == "CERTIFIED":
+            status = "QUALITY_WARNING"
         category, message = None, None
         if identity.finding == "mismatch":
             # The answers may be fine; they are another model's, so nothing here certifies this one.
@@ -256,6 +310,8 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
                 reasons.append("failed: " + ", ".join(summary.failed_probes))
             if penalty:
                 reasons.append(f"{penalty} points off for reliability (availability {run.recorder.availability:.0%})")
+            if capabilities.failed:
+                reasons.append(_capability_reasons(run, capabilities.failed, capabilities.absent))
             message = "; ".join(reasons)
     return Verdict(
         status=status,
@@ -275,4 +331,15 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
         api_model_id=run.endpoint.api_model_id,
         region=run.endpoint.region,
         retry_after_s=retry_after_s,
+        capabilities=capabilities.to_json(),
     )
+
+
+def _capability_reasons(run: _Run, failed: Sequence[str], absent: Sequence[str]) -> str:
+    parts = []
+    for probe in run.capability_probes:
+        if probe.capability in failed:
+            detail = run.results[probe.spec.name].detail()
+            label = "not offered" if probe.capability in absent else "flawed"
+            parts.append(f"{probe.capability} ({label}: {detail})")
+    return "declared capability failed: " + "; ".join(parts)

@@ -30,6 +30,9 @@ class ProbeResult:
     pass_score: float = 1.0  # a probe without required checks passes at this score (e.g. 0.5 for accuracy probes)
     latency_ms: float | None = None
     requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    capability: str | None = None  # the declared capability this probe certifies (weight 0: not in the score)
     error_category: ErrorCategory | None = None
     error_message: str | None = None
     excerpt: str | None = None
@@ -81,6 +84,8 @@ class ProbeResult:
             "weight": self.weight,
             "outcome": self.outcome,
             "requests": self.requests,
+            "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            **({"capability": self.capability} if self.capability else {}),
             "errorCategory": self.error_category.value if self.error_category else None,
             "checks": [
                 {"name": c.name, "passed": c.passed, "detail": c.detail}

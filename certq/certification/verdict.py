@@ -29,6 +29,7 @@ class Verdict:
     api_model_id: str
     region: str
     retry_after_s: float | None = None
+    capabilities: dict[str, list[str]] | None = None  # {"verified", "failed", "notDeclared"}: capability names
 
     def to_json(self) -> dict[str, Any]:
         """camelCase, as the contract's certification fields; no secrets are ever part of a verdict."""
@@ -50,4 +51,5 @@ class Verdict:
             "provider": self.provider,
             "apiModelId": self.api_model_id,
             "region": self.region,
+            "capabilities": self.capabilities or {"verified": [], "failed": [], "notDeclared": []},
         }

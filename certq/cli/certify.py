@@ -9,7 +9,9 @@ import sys
 from typing import Any
 
 from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certification
+from certq.certification.capabilities import Capabilities
 from certq.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
+from certq.cli.capabilities import add_capability_flags, capabilities_from_args, describe
 from certq.cli.common import print_json, printable
 from certq.cli.render import render_verdict
 from certq.settings import SettingsError, read_secret
@@ -30,6 +32,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--region", help="bedrock: AWS region (required); openai: a free label (default local)")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request read timeout in seconds (60)")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    add_capability_flags(parser)
     parser.set_defaults(run=run)
 
 
@@ -63,8 +66,14 @@ def endpoint_from_args(args: argparse.Namespace) -> ModelEndpoint:
             raise CommandError(f"--api-key-env: {exc}", EXIT_USAGE) from None
         if api_key is None:
             raise CommandError(f"--api-key-env: environment variable {args.api_key_env} is not set", EXIT_USAGE)
+    capabilities = Capabilities.from_json(capabilities_from_args(args))
     return ModelEndpoint(
-        provider=provider, api_model_id=args.model.strip(), region=region, base_url=base_url, api_key=api_key
+        provider=provider,
+        api_model_id=args.model.strip(),
+        region=region,
+        base_url=base_url,
+        api_key=api_key,
+        capabilities=capabilities,
     )
 
 
@@ -87,4 +96,5 @@ def render(verdict: Verdict, endpoint: ModelEndpoint) -> str:
     """What was certified, then the verdict as every command shows one (`render_verdict`)."""
     where = endpoint.base_url or f"bedrock-runtime.{endpoint.region}"
     head = printable(f"certify {endpoint.provider} {endpoint.api_model_id} at {where} (region {endpoint.region})")
-    return f"{head}\n\n{render_verdict(verdict.to_json())}\n"
+    declared = describe(endpoint.capabilities.to_json())
+    return f"{head}\ndeclared: {declared}\n\n{render_verdict(verdict.to_json())}\n"

@@ -74,7 +74,14 @@ async def matrix(request: Request) -> Response:
     standing = await store_of(request).standing()
     regions = sorted({region for model in models for region in model.regions})
     rows = [
-        {"id": str(m.id), "name": m.name, "apiModelId": m.api_model_id, "provider": m.provider, "regions": m.regions}
+        {
+            "id": str(m.id),
+            "name": m.name,
+            "apiModelId": m.api_model_id,
+            "provider": m.provider,
+            "regions": m.regions,
+            "capabilities": m.capabilities,
+        }
         for m in models
     ]
     soon = datetime.now(UTC) + EXPIRING_SOON
@@ -91,6 +98,8 @@ async def matrix(request: Request) -> Response:
             "rating": c.rating,
             "score": c.score,
             "completedAt": c.certified_at and c.certified_at.isoformat(),
+            "verified": c.verified(),
+            "failedCapabilities": _names(c.capabilities, "failed"),
         }
         for c in standing
         if c.certification_id is not None
@@ -125,6 +134,11 @@ async def pair(request: Request) -> Response:
             "events": [_event_json(e) for e in events],
         }
     )
+
+
+def _names(findings: dict[str, Any] | None, key: str) -> list[str]:
+    names = (findings or {}).get(key)
+    return [str(name) for name in names] if isinstance(names, list) else []
 
 
 def _event_json(event: DriftEvent) -> dict[str, Any]:

@@ -27,7 +27,7 @@ Render = Callable[[Any], tuple[int, dict[str, Any]]]
 
 MODEL_COLUMNS = (
     "id, name, provider, api_model_id, base_url, api_key_env, regions, is_active, created_at, updated_at, "
-    "served_model, validity_s"
+    "served_model, validity_s, capabilities"
 )
 JOB_COLUMNS = (
     "id, type, status, priority, regions, model_ids, total_models, processed_models, success_count, warning_count, "
@@ -36,7 +36,7 @@ JOB_COLUMNS = (
 CERTIFICATION_COLUMNS = (
     "c.id, c.job_id, c.model_id, c.region, c.status, c.priority, c.attempt, c.generation, c.attempt_log, c.passed, "
     "c.score, c.rating, c.test_results, c.metrics, c.error_category, c.error_message, c.duration_ms, c.created_at, "
-    "c.started_at, c.completed_at, c.updated_at, c.valid_until, m.name AS model_name, m.api_model_id"
+    "c.started_at, c.completed_at, c.updated_at, c.valid_until, c.capabilities, m.name AS model_name, m.api_model_id"
 )
 REF_COLUMNS = "id, job_id, model_id, region, priority, status, updated_at"
 

@@ -8,7 +8,7 @@ from certq.store.base import Conn
 
 # Any constant works; this one is "certq" in ASCII, so it is recognisable in pg_locks.
 MIGRATION_LOCK_KEY = 0x6365727471
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def schema_sql() -> str:

@@ -19,6 +19,7 @@ _UPDATABLE = {
     "is_active",
     "served_model",
     "validity_s",
+    "capabilities",
 }
 
 
@@ -35,6 +36,7 @@ class ModelsMixin(StoreBase):
         is_active: bool = True,
         served_model: str | None = None,
         validity_s: int | None = None,
+        capabilities: dict[str, Any] | None = None,
         idempotency: IdempotencyKey | None = None,
         render: Render | None = None,
     ) -> ModelRecord | Replay:
@@ -44,8 +46,8 @@ class ModelsMixin(StoreBase):
             row = await conn.fetchrow(
                 f"""
                 INSERT INTO models (name, provider, api_model_id, base_url, api_key_env, regions, is_active,
-                                    served_model, validity_s)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {MODEL_COLUMNS}
+                                    served_model, validity_s, capabilities)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {MODEL_COLUMNS}
                 """,
                 name,
                 provider,
@@ -56,6 +58,7 @@ class ModelsMixin(StoreBase):
                 is_active,
                 served_model,
                 validity_s,
+                capabilities or {},
             )
             assert row is not None
             return model_record(row)
@@ -96,7 +99,10 @@ class ModelsMixin(StoreBase):
         return Page(items=items, total=int(total), page=page, limit=limit)
 
     async def update_model(self, model_id: UUID | str, changes: dict[str, Any]) -> ModelRecord | None:
-        """Apply `changes` (column name -> value); None when the model does not exist."""
+        """Apply `changes` (column name -> value); None when the model does not exist.
+
+        `capabilities` replaces the whole object (a PATCH sends every capability it declares).
+        """
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")

@@ -60,6 +60,8 @@ class ModelRecord:
     updated_at: datetime
     served_model: str | None = None
     validity_s: int | None = None
+    # Declared capabilities as the API accepted them (camelCase JSON); {} declares none beyond chat.
+    capabilities: dict[str, Any] = field(default_factory=dict)
 
     def offers(self, region: str) -> bool:
         return region in self.regions
@@ -114,6 +116,8 @@ class CertificationRecord:
     completed_at: datetime | None
     updated_at: datetime
     valid_until: datetime | None = None
+    # What the verdict found of the model's declared capabilities: {"verified", "failed", "notDeclared", ...}.
+    capabilities: dict[str, Any] | None = None
     model_name: str | None = None
     api_model_id: str | None = None
 

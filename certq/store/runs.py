@@ -76,6 +76,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _capabilities(verdict: dict[str, Any]) -> dict[str, Any] | None:
+    """The verdict's capability findings (`capabilities`, or `metrics.capabilities`), or None when it has none."""
+    found = verdict.get("capabilities")
+    if not isinstance(found, dict):
+        found = (verdict.get("metrics") or {}).get("capabilities")
+    return _clean(dict(found)) if isinstance(found, dict) else None
+
+
 def _category(category: str | None) -> str | None:
     if category is None or category in ERROR_CATEGORIES:
         return category
@@ -211,7 +219,7 @@ class RunsMixin(StoreBase):
                 f"""
                 WITH done AS (
                     UPDATE certifications SET {_LOG_VERDICT}, status = $3, passed = $6, score = $7, rating = $8,
-                        test_results = $9, metrics = $10, error_category = $4, error_message = $5,
+                        test_results = $9, metrics = $10, capabilities = $13, error_category = $4, error_message = $5,
                         duration_ms = COALESCE((extract(epoch FROM now() - started_at) * 1000)::int, $11),
                         valid_until = now() + make_interval(secs => COALESCE(
                             (SELECT m.validity_s FROM models m WHERE m.id = certifications.model_id), $12)),
@@ -233,6 +241,7 @@ class RunsMixin(StoreBase):
                 _clean(dict(verdict.get("metrics") or {})),
                 None if duration is None else max(0, int(duration)),
                 int(validity_s),
+                _capabilities(verdict),
             )
             if changed:
                 return True

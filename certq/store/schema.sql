@@ -120,6 +120,10 @@ BEGIN
 END $$;
 CREATE INDEX IF NOT EXISTS certifications_verdict_idx ON certifications (model_id, region, completed_at DESC)
     WHERE status IN ('CERTIFIED', 'QUALITY_WARNING', 'FAILED');
+-- Version 6 (before the view, too): the capabilities a verdict verified, failed and found not declared
+-- ({"verified": [...], "failed": [...], "notDeclared": [...], ...}); NULL for verdicts from before.
+ALTER TABLE certifications ADD COLUMN IF NOT EXISTS capabilities jsonb
+    CHECK (capabilities IS NULL OR jsonb_typeof(capabilities) = 'object');
 
 -- The latest verdict per model+region, derived (never written), so it cannot drift from the runs.
 -- The same rows as DISTINCT ON (model_id, region) ... ORDER BY completed_at DESC, id, but read from
@@ -227,10 +231,16 @@ CREATE TABLE IF NOT EXISTS schedule_slots (
 );
 CREATE INDEX IF NOT EXISTS schedule_slots_job_idx ON schedule_slots (job_id) WHERE job_id IS NOT NULL;
 
+-- Version 6: what a deployment declares it can do beyond chat (tools, structuredOutput, contextWindow,
+-- maxOutputTokens, tokenAccounting; camelCase, validated by the API). '{}' is the default: chat only.
+ALTER TABLE models ADD COLUMN IF NOT EXISTS capabilities jsonb NOT NULL DEFAULT '{}'::jsonb
+    CHECK (jsonb_typeof(capabilities) = 'object');
+
 INSERT INTO schema_version (version, description)
 VALUES (1, 'models, certification jobs, certifications, latest verdicts, idempotency keys'),
        (2, 'latest_certifications reads one index probe per model+region instead of every verdict'),
        (3, 'served model names, certificate validity (valid_until), MODEL_MISMATCH'),
        (4, 'certification_events: degraded, recovered and expired standings'),
-       (5, 'schedules and the slots they fired')
+       (5, 'schedules and the slots they fired'),
+       (6, 'declared model capabilities and the capabilities each verdict verified')
 ON CONFLICT (version) DO NOTHING;

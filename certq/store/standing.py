@@ -3,6 +3,7 @@ re-certification under way. Derived at read time from the runs, never stored, so
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -35,6 +36,14 @@ class StandingRecord:
     error_category: str | None
     identity: dict[str, Any] | None
     recertification: Literal["QUEUED", "RUNNING"] | None
+    capabilities: dict[str, Any] | None = None  # the newest verdict's findings: verified, failed, notDeclared
+
+    def verified(self) -> list[str]:
+        """The capabilities the newest verdict verified, while it still stands (none once it has expired)."""
+        if self.standing in ("EXPIRED", "NEVER_CERTIFIED") or not self.capabilities:
+            return []
+        names = self.capabilities.get("verified")
+        return [str(name) for name in names] if isinstance(names, list) else []
 
 
 # One index probe per pair for its newest verdict (certifications_verdict_idx) and one for a live run
@@ -47,12 +56,13 @@ SELECT m.id AS model_id, m.name AS model_name, m.provider, m.api_model_id, m.ser
          ELSE v.status END AS standing,
     v.id AS certification_id, v.status AS verdict, v.passed, v.score, v.rating, v.completed_at AS certified_at,
     COALESCE(v.valid_until, v.completed_at + make_interval(secs => $3)) AS valid_until, v.error_category,
-    v.metrics -> 'modelIdentity' AS identity,
+    v.metrics -> 'modelIdentity' AS identity, v.capabilities,
     CASE WHEN live.status IS NULL THEN NULL WHEN live.status = 'PROCESSING' THEN 'RUNNING' ELSE 'QUEUED' END
         AS recertification
 FROM models m CROSS JOIN LATERAL unnest(m.regions) AS r(region)
 LEFT JOIN LATERAL (
-    SELECT c.id, c.status, c.passed, c.score, c.rating, c.completed_at, c.valid_until, c.error_category, c.metrics
+    SELECT c.id, c.status, c.passed, c.score, c.rating, c.completed_at, c.valid_until, c.error_category, c.metrics,
+        c.capabilities
     FROM certifications c
     WHERE c.model_id = m.id AND c.region = r.region AND c.status IN ('CERTIFIED', 'QUALITY_WARNING', 'FAILED')
     ORDER BY c.completed_at DESC, c.id LIMIT 1
@@ -68,13 +78,21 @@ ORDER BY m.name, m.id, r.region
 
 class StandingMixin(StoreBase):
     async def standing(
-        self, *, model_id: UUID | None = None, region: str | None = None, default_validity_s: int = 7 * 86_400
+        self,
+        *,
+        model_id: UUID | None = None,
+        region: str | None = None,
+        default_validity_s: int = 7 * 86_400,
+        verified: Sequence[str] = (),
     ) -> list[StandingRecord]:
+        """Every active pair's standing; with `verified`, only pairs whose standing verdict verified all of them."""
         rows = await self._pool.fetch(_STANDING_SQL, model_id, region, default_validity_s)
         records = []
         for row in rows:
             values = dict(row)
             identity = values["identity"]
             values["identity"] = orjson.loads(identity) if isinstance(identity, str | bytes) else identity
-            records.append(StandingRecord(**values))
+            record = StandingRecord(**values)
+            if all(name in record.verified() for name in verified):
+                records.append(record)
         return records

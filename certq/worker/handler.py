@@ -18,6 +18,7 @@ from typing import Any
 from redis.exceptions import RedisClusterException, RedisError
 
 from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certification
+from certq.certification.capabilities import Capabilities
 from certq.credentials import CredentialPolicy
 from certq.jobs import CertificationJob, InvalidJobPayload
 from certq.queue import ActiveJob, JobFailed, LeaseLost
@@ -166,6 +167,7 @@ class CertificationHandler:
             base_url=model.base_url,
             api_key=api_key,
             served_model=model.served_model,
+            capabilities=Capabilities.from_json(model.capabilities),
         )
 
     def _progress(self, active: ActiveJob, seen: dict[str, Any]) -> Callable[[int, int], Awaitable[None]]:

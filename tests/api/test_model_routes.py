@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.conftest import CreateModel
+from tests.api.conftest import CreateModel
 
 
 async def test_created_model_reads_back_with_one_identity(client: httpx.AsyncClient, create_model: CreateModel) -> None:
@@ -161,3 +161,154 @@ async def test_a_base_url_with_a_password_is_refused_and_not_stored(
     assert response.status_code == 400 and response.json()["field"] == "baseUrl"
     listed = await client.get("/api/models", params={"limit": 100})
     assert "pw-7f3k" not in listed.text
+
+
+_CITY_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+_DEFAULTS = {
+    "tools": False,
+    "structuredOutput": False,
+    "contextWindow": None,
+    "maxOutputTokens": None,
+    "tokenAccounting": True,
+}
+
+
+async def test_capabilities_default_to_chat_only_and_round_trip_through_get_patch_and_list(
+    client: httpx.AsyncClient, create_model: CreateModel
+) -> None:
+    plain = await create_model()
+    assert plain["capabilities"] == _DEFAULTS
+    declared = {"tools": True, "structuredOutput": _CITY_SCHEMA, "contextWindow": 8192, "maxOutputTokens": 1024}
+    model = await create_model(capabilities=declared)
+    assert model["capabilities"] == {**_DEFAULTS, **declared}
+    assert (await client.get(f"/api/models/{model['id']}")).json()["capabilities"] == model["capabilities"]
+    listed = (await client.get("/api/models", params={"limit": 100})).json()["models"]
+    assert next(m for m in listed if m["id"] == model["id"])["capabilities"] == model["capabilities"]
+    # PATCH replaces the whole object: what it does not name goes back to its default.
+    patched = await client.patch(f"/api/models/{model['id']}", json={"capabilities": {"structuredOutput": True}})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["capabilities"] == {**_DEFAULTS, "structuredOutput": True}
+    renamed = await client.patch(f"/api/models/{model['id']}", json={"name": f"renamed-{uuid.uuid4().hex[:6]}"})
+    assert renamed.json()["capabilities"] == {**_DEFAULTS, "structuredOutput": True}
+    cleared = await client.patch(f"/api/models/{model['id']}", json={"capabilities": None})
+    assert cleared.status_code == 200 and cleared.json()["capabilities"] == _DEFAULTS
+
+
+async def test_declared_capabilities_are_stored_for_the_worker_to_read(
+    client: httpx.AsyncClient, create_model: CreateModel, store: Any
+) -> None:
+    from certq.certification.capabilities import Capabilities
+
+    model = await create_model(capabilities={"tools": True, "tokenAccounting": False, "contextWindow": 4096})
+    record = await store.get_model(model["id"])
+    capabilities = Capabilities.from_json(record.capabilities)
+    assert capabilities.declared() == ("tools", "contextWindow")
+    assert not capabilities.token_accounting and capabilities.context_window == 4096
+
+
+def _nested_schema(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"x": schema}}
+    return {"structuredOutput": schema}
+
+
+_BAD_CAPABILITIES: list[tuple[Any, str, str]] = [
+    ("tools", "capabilities", "must be a JSON object"),
+    ([True], "capabilities", "must be a JSON object"),
+    ({"tools": "yes"}, "capabilities.tools", "true or false"),
+    ({"tools": 1}, "capabilities.tools", "true or false"),
+    ({"tokenAccounting": None}, "capabilities.tokenAccounting", "true or false"),
+    ({"structuredOutput": "json"}, "capabilities.structuredOutput", "a JSON schema"),
+    ({"structuredOutput": {"type": "array"}}, "capabilities.structuredOutput", '"type" must be "object"'),
+    (
+        {"structuredOutput": {"type": "object", "properties": {"a": {"type": "nope"}}}},
+        "capabilities.structuredOutput",
+        "not a valid JSON schema",
+    ),
+    (
+        {"structuredOutput": {"type": "object", "properties": {"a": {"$ref": "https://example.com/a.json"}}}},
+        "capabilities.structuredOutput",
+        "not local",
+    ),
+    (
+        {"structuredOutput": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}}},
+        "capabilities.structuredOutput",
+        '"pattern" is not accepted',
+    ),
+    (
+        {"structuredOutput": {"type": "object", "patternProperties": {"^x": {"type": "string"}}}},
+        "capabilities.structuredOutput",
+        '"patternProperties" is not accepted',
+    ),
+    (_nested_schema(20), "capabilities.structuredOutput", "too large"),
+    (
+        {"structuredOutput": {"type": "object", "enum": [{"k": n} for n in range(1500)]}},
+        "capabilities.structuredOutput",
+        "too large",
+    ),
+    ({"contextWindow": 100}, "capabilities.contextWindow", "from 256 to 2000000"),
+    ({"contextWindow": 3_000_000}, "capabilities.contextWindow", "from 256 to 2000000"),
+    ({"contextWindow": 4096.0}, "capabilities.contextWindow", "an integer"),
+    ({"contextWindow": "4096"}, "capabilities.contextWindow", "an integer"),
+    ({"contextWindow": True}, "capabilities.contextWindow", "an integer"),
+    ({"maxOutputTokens": 0}, "capabilities.maxOutputTokens", "from 1 to 1000000"),
+    ({"maxOutputTokens": 2_000_000}, "capabilities.maxOutputTokens", "from 1 to 1000000"),
+    ({"contextWindow": 4096, "maxOutputTokens": 4096}, "capabilities.maxOutputTokens", "below contextWindow (4096)"),
+    ({"vision": True}, "capabilities.vision", "unknown capability"),
+    ({"streaming": True}, "capabilities.streaming", "baseline"),
+]
+
+
+@pytest.mark.parametrize(("capabilities", "field", "message"), _BAD_CAPABILITIES)
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_every_bad_capability_is_a_422_naming_its_field(
+    client: httpx.AsyncClient,
+    create_model: CreateModel,
+    method: str,
+    capabilities: Any,
+    field: str,
+    message: str,
+) -> None:
+    body: dict[str, Any] = {"capabilities": capabilities}
+    if method == "POST":
+        suffix = uuid.uuid4().hex[:8]
+        body |= {"name": f"m-{suffix}", "provider": "openai", "apiModelId": "x", "regions": ["local"]}
+        body["baseUrl"] = "http://127.0.0.1:9/v1"
+        response = await client.post("/api/models", json=body)
+    else:
+        model = await create_model(capabilities={"tools": True})
+        response = await client.patch(f"/api/models/{model['id']}", json=body)
+        assert (await client.get(f"/api/models/{model['id']}")).json()["capabilities"]["tools"] is True
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert problem["field"] == field and message in problem["detail"], problem
+    assert problem["errors"][0] == {"field": field, "message": problem["errors"][0]["message"]}
+
+
+async def test_several_bad_capabilities_are_all_listed(client: httpx.AsyncClient, create_model: CreateModel) -> None:
+    model = await create_model()
+    response = await client.patch(
+        f"/api/models/{model['id']}", json={"capabilities": {"tools": "y", "contextWindow": 1, "x": 1}}
+    )
+    assert response.status_code == 422
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert fields == ["capabilities.x", "capabilities.tools", "capabilities.contextWindow"]
+    assert "(and 2 more)" in response.json()["detail"]
+
+
+async def test_openapi_documents_the_capabilities_object_in_and_out(client: httpx.AsyncClient) -> None:
+    from certq.certification.capabilities import DECLARABLE_KEYS
+
+    document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    declared = schemas["ModelCreate"]["properties"]["capabilities"]
+    assert sorted(declared["properties"]) == sorted(DECLARABLE_KEYS) and declared["additionalProperties"] is False
+    assert declared["properties"]["contextWindow"]["minimum"] == 256
+    assert schemas["ModelUpdate"]["properties"]["capabilities"] == declared
+    shown = schemas["ModelOut"]["properties"]["capabilities"]
+    assert shown == {"$ref": "#/components/schemas/CapabilitiesOut"}
+    assert sorted(schemas["CapabilitiesOut"]["properties"]) == sorted(DECLARABLE_KEYS)
+    standing = document["paths"]["/api/certification-queue/standing"]["get"]["parameters"]
+    assert "capability" in {p["name"] for p in standing}

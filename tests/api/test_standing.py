@@ -105,3 +105,98 @@ async def test_a_deactivated_model_has_no_standing(client: httpx.AsyncClient, cr
     model = await create_model(regions=["local"])
     assert (await client.delete(f"/api/models/{model['id']}")).status_code in (200, 204)
     assert (await _standing(client, modelId=model["id"])).json()["standing"] == []
+
+
+def _with_capabilities(verified: list[str], failed: tuple[str, ...] = ()) -> dict[str, Any]:
+    names = ("tools", "structuredOutput", "contextWindow", "tokenAccounting")
+    found = {"verified": verified, "failed": list(failed)}
+    found["notDeclared"] = [n for n in names if n not in verified and n not in failed]
+    return {**CERTIFIED, "capabilities": found}
+
+
+async def test_the_capability_filter_keeps_pairs_whose_standing_verdict_verified_every_named_one(
+    client: httpx.AsyncClient, create_model: CreateModel, store: Any
+) -> None:
+    both = await create_model(regions=["local"])
+    tools_only = await create_model(regions=["local"])
+    failed_tools = await create_model(regions=["local"])
+    never = await create_model(regions=["local"])
+    await _finish(store, both["id"], "local", _with_capabilities(["tools", "structuredOutput"]))
+    await _finish(store, tools_only["id"], "local", _with_capabilities(["tools"]))
+    await _finish(store, failed_tools["id"], "local", _with_capabilities(["tokenAccounting"], ("tools",)))
+    ours = {m["id"] for m in (both, tools_only, failed_tools, never)}
+
+    async def kept(*query: tuple[str, str]) -> set[str]:
+        response = await client.get(PATH, params=list(query))
+        assert response.status_code == 200, response.text
+        return {e["modelId"] for e in response.json()["standing"]} & ours
+
+    assert await kept() == ours
+    assert await kept(("capability", "tools")) == {both["id"], tools_only["id"]}
+    assert await kept(("capability", "tools,structuredOutput")) == {both["id"]}
+    assert await kept(("capability", "tools"), ("capability", "structuredOutput")) == {both["id"]}
+    assert await kept(("capability", "tokenAccounting")) == {failed_tools["id"]}
+    [entry] = (await client.get(PATH, params={"modelId": failed_tools["id"]})).json()["standing"]
+    assert entry["capabilities"] == {
+        "verified": ["tokenAccounting"],
+        "failed": ["tools"],
+        "notDeclared": ["structuredOutput", "contextWindow"],
+    }
+    [unprobed] = (await client.get(PATH, params={"modelId": never["id"]})).json()["standing"]
+    assert unprobed["capabilities"] is None
+
+
+async def test_an_expired_verdict_no_longer_counts_as_verifying_a_capability(
+    client: httpx.AsyncClient, create_model: CreateModel, store: Any
+) -> None:
+    model = await create_model(regions=["local"])
+    run_id = await _finish(store, model["id"], "local", _with_capabilities(["tools"]))
+    query = {"modelId": model["id"], "capability": "tools"}
+    assert len((await client.get(PATH, params=query)).json()["standing"]) == 1
+    await store.pool.execute(
+        "UPDATE certifications SET valid_until = now() - interval '1 second' WHERE id = $1", run_id
+    )
+    assert (await client.get(PATH, params=query)).json()["standing"] == []
+
+
+async def test_a_filtered_etag_moves_only_when_a_filtered_standing_changes(
+    client: httpx.AsyncClient, create_model: CreateModel, store: Any
+) -> None:
+    model = await create_model(regions=["local"])
+    other = await create_model(regions=["local"])
+    await _finish(store, model["id"], "local", _with_capabilities(["tools"]))
+    query = {"modelId": model["id"], "capability": "tools"}
+    first = await client.get(PATH, params=query)
+    # A verdict elsewhere (another model) changes nothing this filtered answer shows.
+    await _finish(store, other["id"], "local", _with_capabilities(["tools"]))
+    again = await client.get(PATH, params=query)
+    assert again.headers["etag"] == first.headers["etag"]
+    assert (await client.get(PATH, params=query, headers={"If-None-Match": first.headers["etag"]})).status_code == 304
+    # A new verdict that no longer verifies tools drops the pair: the answer and its ETag change.
+    await _finish(store, model["id"], "local", _with_capabilities([], ("tools",)))
+    changed = await client.get(PATH, params=query)
+    assert changed.json()["standing"] == [] and changed.headers["etag"] != first.headers["etag"]
+
+
+async def test_an_unknown_capability_or_a_repeated_other_parameter_is_a_400_naming_it(
+    client: httpx.AsyncClient,
+) -> None:
+    unknown = await client.get(PATH, params={"capability": "tools,telepathy"})
+    assert unknown.status_code == 400 and unknown.json()["field"] == "capability"
+    assert "telepathy" in unknown.json()["detail"]
+    twice = await client.get(PATH, params=[("region", "a"), ("region", "b")])
+    assert twice.status_code == 400 and twice.json()["field"] == "region"
+    long = await client.get(PATH, params={"capability": "tools," * 60})
+    assert long.status_code == 400 and long.json()["field"] == "capability"
+
+
+async def test_a_certification_answer_shows_what_its_verdict_found_of_the_capabilities(
+    client: httpx.AsyncClient, create_model: CreateModel, store: Any
+) -> None:
+    model = await create_model(regions=["local"])
+    verdict = _with_capabilities(["tools"], ("structuredOutput",))
+    await _finish(store, model["id"], "local", verdict)
+    response = await client.get("/api/certification-queue/certifications", params={"modelId": model["id"]})
+    assert response.status_code == 200, response.text
+    [certification] = response.json()["certifications"]
+    assert certification["capabilities"] == verdict["capabilities"]

@@ -229,12 +229,20 @@ OPENAI_ERRORS: dict[str, tuple[int, object, dict[str, str]]] = {
 }
 
 
+def count_tokens(texts: list[str]) -> int:
+    """The stubs' tokenizer: one token per word, plus 3 per turn (honest and predictable usage numbers)."""
+    return sum(len(text.split()) + 3 for text in texts)
+
+
 class OpenAIHandler(_Base):
     def do_GET(self) -> None:
         self._json(200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
 
     def do_POST(self) -> None:
         _, body = self._read()
+        self.respond(body)
+
+    def respond(self, body: dict[str, Any]) -> None:
         behaviour = self.state.behaviour
         if self.path != "/v1/chat/completions":
             return self._json(404, {"detail": "Not Found"})
@@ -290,7 +298,10 @@ class OpenAIHandler(_Base):
                 text, finish = answer_for(turns, system, 10**6, [])[0], "stop"
         if behaviour == "filtered":
             text, finish = "", "content_filter"
-        usage = {"prompt_tokens": 20, "completion_tokens": len(text.split()) or 1}
+        usage = {
+            "prompt_tokens": count_tokens([str(m.get("content") or "") for m in body.get("messages", [])]),
+            "completion_tokens": len(text.split()) or 1,
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         served = self._served_model(str(body.get("model", "")))
         if body.get("stream"):
@@ -435,6 +446,9 @@ def verify_sigv4(method: str, host: str, path: str, headers: dict[str, str], bod
 class BedrockHandler(_Base):
     def do_POST(self) -> None:
         raw, body = self._read()
+        self.respond(raw, body)
+
+    def respond(self, raw: bytes, body: dict[str, Any]) -> None:
         parts = self.path.split("/")  # ['', 'model', '<id>', 'converse' | 'converse-stream']
         if len(parts) != 4 or parts[1] != "model":
             return self._json(404, {"message": "not found"})
@@ -464,7 +478,10 @@ class BedrockHandler(_Base):
             messages, system, int(config.get("maxTokens", 256)), list(config.get("stopSequences", []))
         )
         stop_reason = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens"}[finish]
-        usage = {"inputTokens": 20, "outputTokens": len(text.split()) or 1}
+        usage = {
+            "inputTokens": count_tokens([system] * bool(system) + [m["content"] for m in messages]),
+            "outputTokens": len(text.split()) or 1,
+        }
         usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"]
         if operation == "converse":
             return self._json(

@@ -28,7 +28,7 @@ async def test_converse_and_converse_stream_certify_with_valid_sigv4(fast_config
         r.headers["Authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/") for r in stub.requests
     )
     metrics = body["metrics"]
-    assert metrics["httpStatusCounts"] == {"200": 19, "400": 1}
+    assert metrics["httpStatusCounts"] == {"200": 22, "400": 1}  # 19 + the 3 of token accounting
     assert metrics["serverLatencyMs"]["n"] > 0 and metrics["stream"]["usageInStream"] == 2
     assert metrics["ttftMs"]["n"] == 2
     text = orjson.dumps(body).decode()
@@ -147,7 +147,7 @@ def test_the_stand_in_speaks_the_protocol_botocores_own_client_expects() -> None
         messages = [{"role": "user", "content": [{"text": "Reply with exactly the word: pong"}]}]
         answer = client.converse(modelId="ok:0", messages=messages)
         assert answer["output"]["message"]["content"][0]["text"] == "pong"
-        assert answer["stopReason"] == "end_turn" and answer["usage"]["totalTokens"] == 21
+        assert answer["stopReason"] == "end_turn" and answer["usage"]["totalTokens"] == 6 + 3 + 1
         events = list(client.converse_stream(modelId="ok:0", messages=messages)["stream"])
         assert [next(iter(e)) for e in events] == [
             "messageStart",

@@ -41,12 +41,19 @@ async def test_a_healthy_endpoint_is_certified_with_metrics_and_progress(fast_co
         "generation_controls",
         "performance",
         "robustness",
+        "capability_token_accounting",  # declared by default (capabilities.py)
     ]
     assert all(p["passed"] for p in body["testResults"]), body["testResults"]
-    assert progress == [(n, 9) for n in range(1, 10)]
+    assert body["capabilities"] == {
+        "verified": ["tokenAccounting"],
+        "failed": [],
+        "notDeclared": ["tools", "structuredOutput", "contextWindow"],
+    }
+    assert progress == [(n, 10) for n in range(1, 11)]
     metrics = body["metrics"]
-    assert metrics["requests"] == len(stub.requests) == 20
-    assert metrics["httpStatusCounts"] == {"200": 19, "400": 1}
+    assert metrics["requests"] == len(stub.requests) == 20 + 3
+    assert metrics["httpStatusCounts"] == {"200": 22, "400": 1}
+    # The capability probe's three answers count in tokens, not in the latency or stream samples.
     assert metrics["latencyMs"]["n"] == 17 and metrics["latencyMs"]["p95"] >= metrics["latencyMs"]["p50"] > 0
     assert metrics["ttftMs"]["n"] == 2 and metrics["outputTokensPerSecond"]["method"] == "usage"
     assert metrics["stream"]["usageInStream"] == 2 and metrics["tokens"]["total"] > 0

@@ -6,9 +6,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from certq.certification import ErrorCategory, ModelEndpoint, RunConfig, run_certification
+from certq.certification.capabilities import Capabilities
 from certq.certification.localmodel import start_upstream_llama_server, stop_llama_server
 from certq.certification.tinymodel import write_model
 from tests.support.llama_build import llama_server_binary
@@ -93,3 +95,34 @@ async def test_a_server_killed_mid_run_is_an_outage_and_certified_once_it_is_bac
     finally:
         stop_llama_server(restarted)
     assert second.status == "CERTIFIED", second.error_message
+
+
+async def test_llama_server_with_jinja_serves_structured_output_window_and_usage_and_is_honest_about_tools(
+    models: dict[str, Path],
+) -> None:
+    url, process = start_upstream_llama_server(llama_server_binary(), models["scripted"], alias="tiny", jinja=True)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            props = (await client.get(url.removesuffix("/v1") + "/props")).json()
+        window = int(props["default_generation_settings"]["n_ctx"])  # per slot: 2048 / 4 parallel
+        declared = Capabilities(tools=True, structured_output=True, context_window=window)
+        verdict = (
+            await run_certification(ModelEndpoint("openai", "tiny", "local", url, capabilities=declared))
+        ).to_json()
+    finally:
+        stop_llama_server(process)
+    results = {p["name"]: p for p in verdict["testResults"]}
+    checks = {c["name"]: c for p in results.values() if "capability" in p for c in p["checks"]}
+    # json_schema natively (no fallback), and usage that adds up, streamed or not.
+    assert verdict["capabilities"]["verified"] == ["structuredOutput", "tokenAccounting"], verdict["errorMessage"]
+    assert "compatibilityFallbacks" not in verdict["metrics"]
+    assert checks["streamed usage equals non-streamed usage"]["detail"].startswith("stream ")
+    assert checks["in-window prompt not truncated"]["passed"]
+    assert (
+        "exceeds the available context size" in checks["over-window prompt gets a 4xx context-length error"]["detail"]
+    )
+    # The tools request is accepted and its answer parsed; the keyword-lookup model answers instead of calling.
+    assert results["capability_tools"]["outcome"] == "scored" and results["capability_tools"]["requests"] == 1
+    assert checks["calls get_secret_number"]["detail"].startswith("called no function")
+    assert verdict["capabilities"]["failed"] == ["tools", "contextWindow"]  # no call; no recall of the fact
+    assert verdict["status"] == "FAILED" and verdict["metrics"]["errorCounts"] == {}

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from certq.certification import Verdict
-from certq.cli import certify, main
+from certq.certification.capabilities import Capabilities
+from certq.cli import build_parser, certify, main
 from certq.cli.render import render_verdict
 from tests.certification.stubs import OpenAIHandler, serve
 
@@ -49,6 +50,57 @@ def test_bad_flags_print_a_message_and_exit_non_zero(
     assert code == 2 and message in err and "Traceback" not in err and out == ""
 
 
+_OPENAI = ["certify", "--provider", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--context-window", "100"], "--context-window: must be an integer from 256 to 2000000"),
+        (["--context-window", "4096", "--max-output-tokens", "4096"], "--max-output-tokens: must be below"),
+        (["--max-output-tokens", "0"], "--max-output-tokens: must be an integer from 1"),
+        (["--output-schema", "/nonexistent/schema.json"], "--output-schema: cannot read /nonexistent/schema.json"),
+        (["--output-schema", "{not-json}"], "--output-schema: cannot read"),
+    ],
+)
+def test_bad_capability_flags_name_the_flag_and_exit_2(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli([*_OPENAI, *flags], capsys)
+    assert code == 2 and message in err and "Traceback" not in err and out == "", err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{oops", "is not JSON"),
+        ('{"type": "array"}', '"type" must be "object"'),
+        ('{"type": "object", "properties": {"a": {"type": 5}}}', "not a valid JSON schema"),
+    ],
+)
+def test_a_bad_output_schema_file_is_refused_naming_the_flag(
+    content: str, message: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(content)
+    code, _, err = run_cli([*_OPENAI, "--output-schema", str(schema)], capsys)
+    assert code == 2 and err.startswith("certq: --output-schema: ") and message in err, err
+
+
+def test_capability_flags_reach_the_engine_as_the_endpoint_capabilities(tmp_path: Any) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    path = tmp_path / "city.json"
+    path.write_text(json.dumps(schema))
+    flags = ["--tools", "--output-schema", str(path), "--context-window", "8192", "--max-output-tokens", "512"]
+    args = build_parser().parse_args([*_OPENAI, *flags, "--no-token-accounting"])
+    capabilities = certify.endpoint_from_args(args).capabilities
+    assert capabilities.tools and capabilities.structured_output and capabilities.output_schema == schema
+    assert (capabilities.context_window, capabilities.max_output_tokens) == (8192, 512)
+    assert not capabilities.token_accounting
+    assert capabilities.declared() == ("tools", "structuredOutput", "contextWindow")
+    assert certify.endpoint_from_args(build_parser().parse_args(_OPENAI)).capabilities == Capabilities()
+
+
 def test_missing_required_flags_are_argparse_errors(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["certify", "--provider", "openai"], capsys)
     assert code == 2 and "--model" in err
@@ -61,7 +113,7 @@ def test_the_report_shows_every_probe_the_score_and_the_metrics(capsys: pytest.C
         )
     assert code == 0
     head, verdict = out.split("\n\n", 1)
-    assert head == f"certify openai gpt-x at {root}/v1 (region local)"
+    assert head == f"certify openai gpt-x at {root}/v1 (region local)\ndeclared: chat, token accounting"
     assert re.match(r"Verdict: CERTIFIED +score 100/100 +rating A +passed True", verdict), verdict
     for name in ("connectivity", "streaming"):
         assert re.search(rf"^{name} +yes +PASS +100 ", verdict, re.MULTILINE), verdict
@@ -123,7 +175,8 @@ def test_certify_prints_its_verdict_with_the_renderer_enqueue_and_the_demo_use(
     argv = ["certify", "--provider", "openai", "--base-url", "http://h/v1", "--model", "gpt-x"]
     code, out, _ = run_cli(argv, capsys)
     assert code == 1
-    assert out == f"certify openai gpt-x at http://h/v1 (region local)\n\n{render_verdict(verdict.to_json())}\n"
+    head = "certify openai gpt-x at http://h/v1 (region local)\ndeclared: chat, token accounting"
+    assert out == f"{head}\n\n{render_verdict(verdict.to_json())}\n"
     assert re.search(r"^streaming +yes +error +- +- +stream cut$", out, re.MULTILINE), out
     assert "error: SERVER_ERROR (retryable): 502 from upstream" in out
 

@@ -198,6 +198,7 @@ def finished_run(store: Store) -> VerdictMaker:
         score: float = 92.0,
         latency_ms: float = 120.0,
         category: str | None = None,
+        capabilities: dict[str, list[str]] | None = None,
     ) -> UUID:
         created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, region)])
         run = created.certifications[0]  # type: ignore[union-attr]
@@ -223,6 +224,8 @@ def finished_run(store: Store) -> VerdictMaker:
             "errorMessage": None if category is None else "too slow",
             "durationMs": 900,
         }
+        if capabilities is not None:
+            verdict["capabilities"] = capabilities
         assert await store.finish_certification(run.id, 1, verdict)
         return run.id
 

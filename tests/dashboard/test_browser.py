@@ -257,6 +257,41 @@ async def test_certification_matrix_pair_history_and_certify_form(
     await expect(page.locator("#count-waiting")).to_have_text("2")
 
 
+async def test_the_matrix_filters_to_pairs_certified_for_a_capability(
+    page: Page, api: Api, make_model: Any, finished_run: VerdictMaker, shots: Any
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    agent = await make_model(name=f"agent-{tag}", regions=["eu-west-1"])
+    chat = await make_model(name=f"chat-{tag}", regions=["eu-west-1"])
+    await api.store.pool.execute("""UPDATE models SET capabilities = '{"tools": true}' WHERE id = $1""", agent.id)
+    await finished_run(
+        agent, "eu-west-1", score=94, capabilities={"verified": ["tools"], "failed": [], "notDeclared": []}
+    )
+    await finished_run(
+        chat, "eu-west-1", score=91, capabilities={"verified": [], "failed": [], "notDeclared": ["tools"]}
+    )
+
+    await open_board(page, api, "certifications")
+    agent_cell = page.get_by_role("button", name=f"agent-{tag} in eu-west-1: CERTIFIED, rating A, score 94")
+    await expect(agent_cell).to_contain_text("\u2713 tools")
+    await expect(page.locator("main th", has_text=f"agent-{tag}")).to_contain_text("declares tools")
+    await expect(
+        page.get_by_role("button", name=f"chat-{tag} in eu-west-1: CERTIFIED, rating A, score 91")
+    ).to_be_visible()
+
+    await page.select_option("#cap-filter", "tools")
+    await expect(agent_cell).to_be_visible()
+    await expect(
+        page.get_by_role("button", name=f"chat-{tag} in eu-west-1: CERTIFIED, rating A, score 91")
+    ).to_have_count(0)
+    await expect(page.locator("main td", has_text=f"chat-{tag} in eu-west-1: not certified for tools")).to_have_count(1)
+    await shots(page, "certifications-tools")
+    await page.select_option("#cap-filter", "")
+    await expect(
+        page.get_by_role("button", name=f"chat-{tag} in eu-west-1: CERTIFIED, rating A, score 91")
+    ).to_be_visible()
+
+
 async def test_expired_and_expiring_cells_say_so_in_words(
     page: Page, api: Api, make_model: Any, finished_run: VerdictMaker
 ) -> None:

@@ -249,6 +249,8 @@ async def test_matrix_shows_latest_verdict_per_model_and_region_and_pair_history
             "rating": "A",
             "score": 95.0,
             "completedAt": cells[0]["completedAt"],
+            "verified": [],
+            "failedCapabilities": [],
         }
     ]
     assert datetime.fromisoformat(cells[0]["validUntil"]) - datetime.fromisoformat(cells[0]["completedAt"]) == (
@@ -274,6 +276,30 @@ async def test_matrix_shows_latest_verdict_per_model_and_region_and_pair_history
     assert [r["status"] for r in pair["runs"]] == ["FAILED", "CERTIFIED"]
     assert [r["latencyP50Ms"] for r in pair["runs"]] == [300, 150]
     assert pair["runs"][1]["testResults"][0]["name"] == "basic-chat"
+
+
+async def test_matrix_carries_declared_capabilities_and_what_each_verdict_verified_until_it_expires(
+    board: Board, make_model: Any, finished_run: VerdictMaker
+) -> None:
+    model = await make_model(regions=["eu-west-1"])
+    await board.store.pool.execute(
+        """UPDATE models SET capabilities = '{"tools": true, "contextWindow": 4096}' WHERE id = $1""", model.id
+    )
+    run = await finished_run(
+        model,
+        "eu-west-1",
+        capabilities={"verified": ["tools"], "failed": ["contextWindow"], "notDeclared": ["structuredOutput"]},
+    )
+    matrix = (await board.client.get(MATRIX)).json()
+    [row] = [m for m in matrix["models"] if m["id"] == str(model.id)]
+    assert row["capabilities"]["tools"] is True and row["capabilities"]["contextWindow"] == 4096
+    [cell] = [c for c in matrix["cells"] if c["id"] == str(run)]
+    assert (cell["verified"], cell["failedCapabilities"]) == (["tools"], ["contextWindow"])
+    await board.store.pool.execute(
+        "UPDATE certifications SET valid_until = now() - interval '1 second' WHERE id = $1", run
+    )
+    [gone] = [c for c in (await board.client.get(MATRIX)).json()["cells"] if c["id"] == str(run)]
+    assert gone["standing"] == "EXPIRED" and gone["verified"] == []  # an expired verdict vouches for nothing
 
 
 async def test_certify_without_the_apis_logic_answers_503(board: Board) -> None:

@@ -128,7 +128,7 @@ async def test_a_database_at_schema_1_gets_the_probing_view_on_migrate(history: 
     """)
     assert await history.schema_version() == 1
     before = {r["id"] for r in await history.pool.fetch("SELECT id FROM latest_certifications")}
-    assert await history.migrate() == SCHEMA_VERSION == 5
+    assert await history.migrate() == SCHEMA_VERSION == 6
     definition = await history.pool.fetchval("SELECT pg_get_viewdef('latest_certifications')")
     assert "DISTINCT" not in definition and "RECURSIVE" in definition
     assert {r["id"] for r in await history.pool.fetch("SELECT id FROM latest_certifications")} == before

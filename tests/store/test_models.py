@@ -45,3 +45,22 @@ async def test_list_models_filters_on_active(store: Store, make_model: MakeModel
     page = await store.list_models(limit=100, active=True)
     ids = {m.id for m in page.items}
     assert active.id in ids and inactive.id not in ids
+
+
+async def test_capabilities_are_stored_as_given_and_an_update_replaces_them(
+    store: Store, make_model: MakeModel
+) -> None:
+    plain = await make_model()
+    assert plain.capabilities == {}
+    declared = {"tools": True, "structuredOutput": {"type": "object"}, "contextWindow": 8192}
+    model = await make_model(capabilities=declared)
+    assert model.capabilities == declared and (await store.get_model(model.id)).capabilities == declared
+    updated = await store.update_model(model.id, {"capabilities": {"tokenAccounting": False}})
+    assert updated is not None and updated.capabilities == {"tokenAccounting": False}
+    assert (await store.get_models([model.id]))[model.id].capabilities == {"tokenAccounting": False}
+
+
+async def test_capabilities_must_be_a_json_object(store: Store, make_model: MakeModel) -> None:
+    model = await make_model()
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store.update_model(model.id, {"capabilities": ["tools"]})

@@ -182,3 +182,22 @@ async def test_nul_characters_from_a_model_answer_are_stored_replaced(store: Sto
     record = await store.get_certification(run.id)
     assert record is not None and record.test_results == [{"name": "basic", "detail": "said a\ufffdb"}]
     assert record.metrics == {"sample\ufffd": "x\ufffd"} and record.error_message == "nul\ufffdhere"
+
+
+async def test_a_verdict_keeps_its_capability_findings_and_one_without_them_keeps_none(
+    store: Store, make_model: MakeModel
+) -> None:
+    _, [probed, plain, in_metrics] = await _job(store, make_model, ["a", "b", "c"])
+    found = {"verified": ["tools"], "failed": ["contextWindow"], "notDeclared": ["structuredOutput"]}
+    for run in (probed, plain, in_metrics):
+        assert await store.begin_attempt(run.id, 1)
+    assert await store.finish_certification(probed.id, 1, {**CERTIFIED, "capabilities": found})
+    assert await store.finish_certification(plain.id, 1, CERTIFIED)
+    metrics = {**CERTIFIED["metrics"], "capabilities": {"verified": [], "failed": ["tools\x00"]}}  # type: ignore[dict-item]
+    assert await store.finish_certification(in_metrics.id, 1, {**CERTIFIED, "metrics": metrics})
+    records = {r.id: await store.get_certification(r.id) for r in (probed, plain, in_metrics)}
+    assert records[probed.id].capabilities == found  # type: ignore[union-attr]
+    assert records[plain.id].capabilities is None  # type: ignore[union-attr]
+    assert records[in_metrics.id].capabilities == {"verified": [], "failed": ["tools\ufffd"]}  # type: ignore[union-attr]
+    latest = await store.pool.fetchval("SELECT capabilities FROM latest_certifications WHERE id = $1", probed.id)
+    assert latest == found

@@ -92,7 +92,7 @@ async def test_a_schema_2_database_with_verdicts_is_upgraded_to_3_keeping_them(e
             DELETE FROM schema_version WHERE version > 2;
         """)
         assert await store.schema_version() == 2
-        assert await store.migrate() == SCHEMA_VERSION == 5
+        assert await store.migrate() == SCHEMA_VERSION == 6
         created = await store.create_job(type="SINGLE_MODEL", pairs=[(model.id, "local")])  # type: ignore[union-attr]
         run = created.certifications[0]  # type: ignore[union-attr]
         assert await store.begin_attempt(run.id, 1)
@@ -111,5 +111,50 @@ async def test_a_schema_2_database_with_verdicts_is_upgraded_to_3_keeping_them(e
         )
         assert row is not None and row["error_category"] == "MODEL_MISMATCH"
         assert row["validity"].total_seconds() == 3600
+    finally:
+        await store.close()
+
+
+async def test_a_schema_5_database_is_upgraded_to_6_with_no_capabilities_declared_or_found(
+    empty_database: str,
+) -> None:
+    store = await Store.connect(empty_database, min_size=1, max_size=2)
+    try:
+        await store.migrate()
+        # Back to what schema 5 had: no capabilities columns, and the view over certifications without one.
+        view = schema_sql().split("CREATE OR REPLACE VIEW latest_certifications AS", 1)[1].split(") latest;", 1)[0]
+        await store.pool.execute(f"""
+            DROP VIEW latest_certifications;
+            ALTER TABLE models DROP COLUMN capabilities;
+            ALTER TABLE certifications DROP COLUMN capabilities;
+            CREATE VIEW latest_certifications AS {view}) latest;
+            DELETE FROM schema_version WHERE version > 5;
+        """)
+        assert await store.schema_version() == 5
+        model_id = await store.pool.fetchval(
+            "INSERT INTO models (name, provider, api_model_id, base_url, regions) "
+            "VALUES ('old', 'openai', 'x', 'http://127.0.0.1:9/v1', '{local}') RETURNING id"
+        )
+        created = await store.create_job(type="SINGLE_MODEL", pairs=[(model_id, "local")])
+        run = created.certifications[0]  # type: ignore[union-attr]
+        await store.pool.execute(
+            "UPDATE certifications SET status = 'CERTIFIED', passed = true, score = 90, completed_at = now(), "
+            "valid_until = now() + interval '1 hour' WHERE id = $1",
+            run.id,
+        )
+
+        assert await store.migrate() == SCHEMA_VERSION == 6
+        model = await store.get_model(model_id)
+        assert model is not None and model.capabilities == {}
+        record = await store.get_certification(run.id)
+        assert record is not None and record.status == "CERTIFIED" and record.capabilities is None
+        [standing] = await store.standing(model_id=model_id)
+        assert standing.standing == "CERTIFIED" and standing.capabilities is None
+        assert await store.standing(model_id=model_id, verified=["tools"]) == []
+        columns = await store.pool.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'latest_certifications'"
+        )
+        assert "capabilities" in {c["column_name"] for c in columns}
+        assert await store.migrate() == 6  # and again: idempotent
     finally:
         await store.close()

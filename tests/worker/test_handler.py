@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from certq.certification import ModelEndpoint, Verdict
+from certq.certification.capabilities import Capabilities
 from certq.credentials import parse_credentials
 from certq.jobs import job_payload, job_view
 from certq.metrics import Metrics
@@ -137,6 +138,21 @@ async def test_the_api_key_comes_from_the_variable_the_model_names(rig: Rig, mon
     assert rig.certifier.endpoints[0].api_key == "sk-secret-value"
     assert "sk-secret-value" not in repr(job_view(job))
     assert "sk-secret-value" not in repr(rig.certifier.endpoints[0])
+
+
+async def test_the_engine_gets_the_capabilities_the_model_declares(rig: Rig) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    declared = {"tools": True, "structuredOutput": schema, "contextWindow": 8192, "tokenAccounting": False}
+    first = await rig.submit(capabilities=declared)
+    await wait_finished(rig.queue, [first])
+    second = await rig.submit()
+    await wait_finished(rig.queue, [second])
+    probed, plain = (endpoint.capabilities for endpoint in rig.certifier.endpoints)
+    assert probed == Capabilities(
+        tools=True, structured_output=True, context_window=8192, token_accounting=False, output_schema=schema
+    )
+    assert probed.declared() == ("tools", "structuredOutput", "contextWindow")
+    assert plain == Capabilities() and plain.declared() == ("tokenAccounting",)
 
 
 async def test_a_missing_key_variable_fails_for_good_naming_it_without_running(rig: Rig) -> None:

@@ -446,11 +446,29 @@ views.audit = async (main) => {
   return null;
 };
 
-views.certifications = async (main) => {
-  const data = await api("api/certifications/matrix");
+const CAPABILITIES = { tools: "tools", structuredOutput: "structured output", contextWindow: "context window",
+  tokenAccounting: "token accounting" };
+let capabilityFilter = "";
+
+function declaredCapabilities(caps) {
+  if (!caps) return [];
+  return Object.keys(CAPABILITIES).filter((k) => (k === "contextWindow" ? caps[k] != null
+    : k === "tokenAccounting" ? caps[k] !== false : Boolean(caps[k])));
+}
+
+function capabilityLine(c) {
+  const verified = (c.verified || []).map((k) => `\u2713 ${CAPABILITIES[k] || k}`);
+  const failed = (c.failedCapabilities || []).map((k) => `\u2717 ${CAPABILITIES[k] || k}`);
+  const all = [...verified, ...failed];
+  return all.length ? [h("br"), h("small", { class: "caps" }, all.join(", "))] : null;
+}
+
+function matrixTable(data, filter) {
   const cells = new Map(data.cells.map((c) => [`${c.modelId}|${c.region}`, c]));
   const rows = data.models.map((m) => h("tr", {}, h("th", { scope: "row" }, m.name, h("br"),
-    h("small", {}, m.apiModelId)),
+    h("small", {}, m.apiModelId),
+    declaredCapabilities(m.capabilities).length ? [h("br"), h("small", { class: "caps" },
+      `declares ${declaredCapabilities(m.capabilities).map((k) => CAPABILITIES[k]).join(", ")}`)] : null),
   data.regions.map((region) => {
     const c = cells.get(`${m.id}|${region}`);
     const offered = m.regions.includes(region);
@@ -458,29 +476,49 @@ views.certifications = async (main) => {
       return h("td", { class: "c-none" }, h("span", { "aria-hidden": "true" }, "\u2014"),
         h("span", { class: "sr-only" }, "not offered"));
     }
+    if (filter && !(c && (c.verified || []).includes(filter))) {
+      const why = `${m.name} in ${region}: not certified for ${CAPABILITIES[filter]}`;
+      return h("td", { class: "cell c-filtered", title: why }, h("span", { "aria-hidden": "true" }, "\u2205 "),
+        h("small", {}, `not certified for ${CAPABILITIES[filter]}`), h("span", { class: "sr-only" }, why));
+    }
     const standing = c ? c.standing || c.status : null;
     const until = c && c.validUntil ? new Date(c.validUntil).toLocaleString() : null;
     const validity = !c ? "" : standing === "EXPIRED" ? `, expired ${until}` : c.expiresSoon ? `, expires soon (${until})`
       : until ? `, valid until ${until}` : "";
+    const caps = c && (c.verified || []).length ? `, verified ${c.verified.map((k) => CAPABILITIES[k] || k).join(", ")}` : "";
     const label = c ? `${m.name} in ${region}: ${standing}${standing === "EXPIRED" ? ` (was ${c.status})` : ""}`
-      + `, rating ${c.rating || "none"}, score ${c.score ?? "none"}${validity}` : `${m.name} in ${region}: not certified yet`;
+      + `, rating ${c.rating || "none"}, score ${c.score ?? "none"}${validity}${caps}` : `${m.name} in ${region}: not certified yet`;
     const classes = `cell c-${c ? standing : "none"}${c && c.expiresSoon ? " c-expiring" : ""}`;
     return h("td", { class: "cell" }, h("button", { type: "button", class: classes,
       "aria-label": label, title: label, onclick: () => { location.hash = `#/pair/${m.id}/${encodeURIComponent(region)}`; } },
     c ? [statusBadge(standing), h("br"), `${c.rating || "–"} \u00B7 ${c.score === null ? "–" : Math.round(c.score)}`,
       standing === "EXPIRED" ? [h("br"), h("small", {}, `was ${LABELS[c.status] || c.status.toLowerCase()}`)] : null,
       c.expiresSoon ? [h("br"), h("small", { class: "expiring" }, "\u23F3 expires soon")] : null,
-      c.recertification ? [h("br"), h("small", {}, `re-certification ${c.recertification.toLowerCase()}`)] : null]
+      c.recertification ? [h("br"), h("small", {}, `re-certification ${c.recertification.toLowerCase()}`)] : null,
+      capabilityLine(c)]
       : "not yet"));
   })));
+  return h("table", { class: "matrix" }, h("caption", { class: "sr-only" },
+    filter ? `Latest verdict per model and region, certified for ${CAPABILITIES[filter]}` : "Latest verdict per model and region"),
+  h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Model"), data.regions.map((r) => h("th", { scope: "col" }, r)))),
+  h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty" }, "No active models."))));
+}
+
+views.certifications = async (main) => {
+  const data = await api("api/certifications/matrix");
+  const wrap = h("div", { class: "table-wrap" }, matrixTable(data, capabilityFilter));
+  const filter = h("select", { id: "cap-filter", onchange: () => {
+    capabilityFilter = filter.value;
+    wrap.replaceChildren(matrixTable(data, capabilityFilter));
+  } }, h("option", { value: "" }, "any verdict"),
+  Object.entries(CAPABILITIES).map(([k, label]) => h("option", { value: k, selected: k === capabilityFilter }, label)));
   main.append(h("h2", {}, "Latest verdicts"),
     h("p", { class: "legend" }, statusBadge("CERTIFIED"), statusBadge("QUALITY_WARNING"), statusBadge("FAILED"),
       statusBadge("EXPIRED"), h("span", { class: "expiring" }, "\u23F3 expires within a day"),
+      h("span", {}, "\u2713 capability verified, \u2717 declared but failed."),
       h("span", {}, "Each cell: status, rating \u00B7 score. Select a cell for its history.")),
-    h("div", { class: "table-wrap" }, h("table", { class: "matrix" }, h("caption", { class: "sr-only" },
-      "Latest verdict per model and region"),
-    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Model"), data.regions.map((r) => h("th", { scope: "col" }, r)))),
-    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty" }, "No active models."))))),
+    h("p", {}, h("label", { for: "cap-filter" }, "Certified for ", filter)),
+    wrap,
     certifyForm(data));
   return null;
 };
