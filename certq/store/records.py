@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
+from certq.categories import ErrorCategory
+
 JobType = Literal["SINGLE_MODEL", "MULTIPLE_MODELS", "ALL_MODELS"]
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 CertificationStatus = Literal["PENDING", "QUEUED", "PROCESSING", "CERTIFIED", "QUALITY_WARNING", "FAILED", "CANCELLED"]
@@ -29,20 +31,8 @@ VERDICT_STATUSES: tuple[CertificationStatus, ...] = ("CERTIFIED", "QUALITY_WARNI
 FINAL_STATUSES: tuple[CertificationStatus, ...] = (*VERDICT_STATUSES, "CANCELLED")
 FINAL_JOB_STATUSES: tuple[JobStatus, ...] = ("COMPLETED", "FAILED", "CANCELLED")
 
-FINAL_ERROR_CATEGORIES = (
-    "AUTH_ERROR",
-    "PERMISSION_DENIED",
-    "MODEL_NOT_FOUND",
-    "CONFIG_ERROR",
-    "INVALID_REQUEST",
-    "QUOTA_EXCEEDED",
-    "PROTOCOL_ERROR",
-    "CONTENT_FILTERED",
-    "QUALITY_BELOW_THRESHOLD",
-    "MODEL_MISMATCH",
-    "INTERNAL_ERROR",
-)
-RETRYABLE_ERROR_CATEGORIES = ("RATE_LIMITED", "MODEL_UNAVAILABLE", "TIMEOUT", "CONNECTION_ERROR", "SERVER_ERROR")
+FINAL_ERROR_CATEGORIES: tuple[str, ...] = tuple(c.value for c in ErrorCategory if not c.retryable)
+RETRYABLE_ERROR_CATEGORIES: tuple[str, ...] = tuple(c.value for c in ErrorCategory if c.retryable)
 ERROR_CATEGORIES = (*FINAL_ERROR_CATEGORIES, *RETRYABLE_ERROR_CATEGORIES)
 
 
