@@ -40,7 +40,7 @@ async def test_a_hostile_endpoint_is_a_protocol_error_within_a_memory_bound(
     with serve(HostileHandler, behaviour) as (root, _):
         endpoint = ModelEndpoint(provider="openai", api_model_id="m", region="local", base_url=root + "/v1")
         run = asyncio.create_task(run_certification(endpoint, config=fast_config))
-        growth = await _peak_growth(run)  # type: ignore[arg-type]
+        growth = await _peak_growth(run)
         verdict = run.result().to_json()
     assert verdict["errorCategory"] == ErrorCategory.PROTOCOL_ERROR, verdict
     assert verdict["status"] == "FAILED"

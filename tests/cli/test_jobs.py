@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from certq.cli.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE, parse_duration_ms
+from certq.cli import EXIT_USAGE
+from certq.cli.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, parse_duration_ms
 from certq.embedded import free_port
 from certq.queue import Consumer, Queue
 from certq.store import ModelRecord, Store

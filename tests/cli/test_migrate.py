@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import certq.cli.migrate
+from certq.store import Store
 
 Run = Callable[..., Any]
 
@@ -39,7 +40,7 @@ def test_an_error_without_a_message_is_named_by_its_type(run_cli: Run, monkeypat
     async def refuses(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionResetError()
 
-    monkeypatch.setattr(certq.cli.migrate.Store, "connect", refuses)
+    monkeypatch.setattr(Store, "connect", refuses)
     result = run_cli("migrate", "--database-url", "postgresql://postgres@127.0.0.1:5/x")
     assert result.code == 5
     assert result.err.strip().endswith("postgresql://postgres@127.0.0.1:5/x: ConnectionResetError()")

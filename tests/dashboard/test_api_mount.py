@@ -112,7 +112,7 @@ async def test_the_api_certify_logic_refuses_empty_orders_it_is_handed_directly(
     assert run is not None
     for mode in ("single", "multiple", "all"):
         for model_ids, regions in (([], []), ([], ["local"]), (["00000000-0000-0000-0000-000000000001"], [])):
-            status, body = await run(CertifyOrder(mode=mode, model_ids=model_ids, regions=regions))  # type: ignore[arg-type]
+            status, body = await run(CertifyOrder(mode=mode, model_ids=model_ids, regions=regions))
             if mode == "all" and regions:
                 continue  # every active model in "local": a real order
             assert status == 400, (mode, model_ids, regions, body)

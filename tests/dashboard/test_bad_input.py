@@ -117,7 +117,7 @@ async def test_an_unreachable_redis_cluster_is_a_503_not_a_500(board: Board, mon
     from redis.exceptions import RedisClusterException
 
     async def unreachable(*args: Any, **kwargs: Any) -> Any:
-        raise RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node")
+        raise RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node")  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(board.queue, "pause", unreachable)
     assert_problem(await board.post("api/queue/pause"), 503)

@@ -156,9 +156,9 @@ def test_workers_listen_on_3002_and_3003_consistently() -> None:
         assert _flag(service, "--health-port") == port
         assert SERVICES[service]["environment"]["WORKER_HEALTH_PORT"] == port
         assert SERVICES[service]["ports"] == [f"{port}:{port}"]
-        assert int(SERVICES[service]["stop_grace_period"].rstrip("s")) > int(
-            re.search(r":-(\d+)", SERVICES[service]["environment"]["CERTIFICATION_SHUTDOWN_GRACE"]).group(1)
-        )  # type: ignore[union-attr]
+        grace = re.search(r":-(\d+)", SERVICES[service]["environment"]["CERTIFICATION_SHUTDOWN_GRACE"])
+        assert grace is not None
+        assert int(SERVICES[service]["stop_grace_period"].rstrip("s")) > int(grace.group(1))
     assert SERVICES["api"]["ports"] == ["3001:3001"]
     assert SERVICES["api"]["environment"]["API_PORT"] == "3001"
 

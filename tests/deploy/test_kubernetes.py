@@ -26,11 +26,13 @@ OBJECTS = kubernetes_objects()
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
-    return containers[0]
+    container: dict[str, Any] = containers[0]
+    return container
 
 
 def _configmap() -> dict[str, str]:
-    return find(OBJECTS, "ConfigMap", "certq-config")["data"]
+    data: dict[str, str] = find(OBJECTS, "ConfigMap", "certq-config")["data"]
+    return data
 
 
 def _worker_health_paths() -> set[str]:

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from certq.store import SCHEMA_VERSION, Store
+from certq.store import SCHEMA_VERSION, ModelRecord, Store
 
 VERDICTS = "('CERTIFIED', 'QUALITY_WARNING', 'FAILED')"
 # The view as it was first written: it reads every verdict in the history.
@@ -32,7 +32,7 @@ async def history(postgres_server_url: str) -> AsyncIterator[Store]:
     store = await Store.connect(postgres_server_url.rsplit("/", 1)[0] + f"/{name}", min_size=1, max_size=2)
     try:
         await store.migrate()
-        models = [
+        made = [
             await store.create_model(
                 name=f"m{i}",
                 provider="openai",
@@ -42,6 +42,8 @@ async def history(postgres_server_url: str) -> AsyncIterator[Store]:
             )
             for i in range(3)
         ]
+        models = [model for model in made if isinstance(model, ModelRecord)]
+        assert len(models) == 3
         await store.pool.execute("UPDATE models SET is_active = false WHERE id = $1", models[2].id)
         await store.pool.execute(
             """

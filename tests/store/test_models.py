@@ -54,7 +54,8 @@ async def test_capabilities_are_stored_as_given_and_an_update_replaces_them(
     assert plain.capabilities == {}
     declared = {"tools": True, "structuredOutput": {"type": "object"}, "contextWindow": 8192}
     model = await make_model(capabilities=declared)
-    assert model.capabilities == declared and (await store.get_model(model.id)).capabilities == declared
+    fetched = await store.get_model(model.id)
+    assert model.capabilities == declared and fetched is not None and fetched.capabilities == declared
     updated = await store.update_model(model.id, {"capabilities": {"tokenAccounting": False}})
     assert updated is not None and updated.capabilities == {"tokenAccounting": False}
     assert (await store.get_models([model.id]))[model.id].capabilities == {"tokenAccounting": False}
