@@ -441,11 +441,7 @@ def _resolve_credentials() -> ReadOnlyCredentials:
 def _usage(value: object) -> Usage | None:
     if not isinstance(value, dict):
         return None
-    prompt, completion = value.get("inputTokens"), value.get("outputTokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    total = value.get("totalTokens")
-    return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion)
+    return Usage.reported(value.get("inputTokens"), value.get("outputTokens"), value.get("totalTokens"))
 
 
 def _contract_checks(data: dict[str, Any], message: dict[str, Any], blocks: list[Any]) -> list[Check]:

@@ -130,10 +130,23 @@ def _schema_problems(value: object) -> list[str]:
     size = _schema_size(value, 1)
     if size is None:
         return [f"too large: at most {MAX_SCHEMA_NODES} keywords and values, nested at most {MAX_SCHEMA_DEPTH} deep"]
-    regex = next((key for key in _keys(value) if key in _REGEX_KEYWORDS), None)
-    if regex is not None:
-        # A worker checks answers against the schema on its event loop; a backtracking pattern would stall it.
-        return [f'"{regex}" is not accepted: regular expressions are not evaluated in certification schemas']
+    if any("\x00" in text for text in _texts(value)):
+        return ["must not contain NUL characters"]
+    if not isinstance(value.get("$schema", ""), str):
+        return ['"$schema" must be a string (a draft URI)']
+    slow = next((key for key in _keys(value) if key in _SLOW_KEYWORDS), None)
+    if slow is not None:
+        # A worker checks answers against the schema on its event loop: a backtracking pattern or a quadratic
+        # uniqueness check would stall every certification on it.
+        return [f'"{slow}" is not accepted: certification schemas leave out regular expressions and uniqueItems']
+    try:
+        expanded = _expanded_size(value)
+    except RecursionError:
+        return ["its $refs are chained too deep"]
+    if expanded is None:
+        return ["a $ref refers to itself (directly or through others) or to nothing in the schema"]
+    if expanded > MAX_EXPANDED_NODES:
+        return [f"too large once its $refs are expanded: at most {MAX_EXPANDED_NODES} keywords and values"]
     remote = next((ref for ref in _refs(value) if not ref.startswith("#")), None)
     if remote is not None:
         return [f"$ref {remote[:100]!r} is not local (#/...): certq never fetches schemas"]
@@ -148,7 +161,76 @@ def _schema_problems(value: object) -> list[str]:
 
 MAX_SCHEMA_DEPTH = 32
 MAX_SCHEMA_NODES = 2_000
-_REGEX_KEYWORDS = frozenset({"pattern", "patternProperties"})
+MAX_EXPANDED_NODES = 5_000
+_SLOW_KEYWORDS = frozenset({"pattern", "patternProperties", "uniqueItems"})
+
+
+def _texts(node: object) -> Iterator[str]:
+    """Every key and string of a JSON value."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, Mapping):
+        for key, child in node.items():
+            yield str(key)
+            yield from _texts(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _texts(child)
+
+
+def _pointer(root: Mapping[str, Any], ref: str) -> object:
+    """The node a local `#/a/b` reference names; a KeyError when there is none."""
+    node: object = root
+    for raw in ref[1:].split("/")[1:] if ref != "#" else []:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(ref)
+    return node
+
+
+def _expanded_size(root: Mapping[str, Any]) -> int | None:
+    """How many nodes the schema has with every $ref replaced by what it names (capped just past
+    MAX_EXPANDED_NODES, so fan-out cannot make big numbers); None for a cycle or a dangling reference."""
+    cap = MAX_EXPANDED_NODES + 1
+    sizes: dict[str, int] = {}
+    expanding: set[str] = set()
+
+    def size(node: object) -> int | None:
+        total = 1
+        if isinstance(node, Mapping):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#"):
+                if ref in expanding:
+                    return None
+                if ref not in sizes:
+                    try:
+                        target = _pointer(root, ref)
+                    except KeyError:
+                        return None
+                    expanding.add(ref)
+                    counted = size(target)
+                    expanding.discard(ref)
+                    if counted is None:
+                        return None
+                    sizes[ref] = counted
+                total += sizes[ref]
+            children: list[object] = [child for key, child in node.items() if key != "$ref"]
+        elif isinstance(node, list):
+            children = list(node)
+        else:
+            return 1
+        for child in children:
+            counted = size(child)
+            if counted is None:
+                return None
+            total = min(cap, total + counted)
+        return total
+
+    return size(root)
 
 
 def _schema_size(node: object, depth: int) -> int | None:

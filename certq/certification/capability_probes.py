@@ -7,6 +7,7 @@ model; a declared capability that fails changes the status instead (see `capabil
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -101,18 +102,43 @@ def schema_problem(instance: Any, schema: Mapping[str, Any]) -> str | None:
         cls.check_schema(schema)
     except schema_errors.SchemaError as exc:
         return f"the schema itself is invalid: {exc.message}"
-    error = schema_errors.best_match(cls(schema).iter_errors(instance))
+    try:
+        error = schema_errors.best_match(cls(schema).iter_errors(instance))
+    except (RecursionError, ValueError, TypeError) as exc:
+        return f"the answer cannot be checked against the schema ({type(exc).__name__})"
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path)
     return f"{where or '(root)'}: {error.message}"
 
 
+MAX_GRADED_JSON_BYTES = 32 * 1024
+"""Answers and tool arguments graded as JSON are at most this long: parsing and schema checks run on the
+worker's event loop, and a probe's honest answer is a few hundred bytes."""
+
+
+SCHEMA_CHECK_SECONDS = 5.0
+
+
+async def checked_against(instance: Any, schema: Mapping[str, Any]) -> str | None:
+    """schema_problem off the event loop, within SCHEMA_CHECK_SECONDS: a declared schema and an answer are
+    bounded (certq.certification.capabilities, MAX_GRADED_JSON_BYTES), and this bounds what is left, so no
+    schema and answer together stall the worker's other certifications."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(schema_problem, instance, schema), SCHEMA_CHECK_SECONDS)
+    except TimeoutError:
+        return f"the answer was not checked against the schema within {SCHEMA_CHECK_SECONDS:.0f} s"
+
+
 def _parse_object(text: str) -> tuple[object, str | None]:
+    if len(text) > MAX_GRADED_JSON_BYTES:
+        return None, f"{len(text)} characters, over the {MAX_GRADED_JSON_BYTES} graded as JSON"
     try:
         return json.loads(text), None
     except (json.JSONDecodeError, TypeError) as exc:
         return None, f"not JSON ({exc.msg if isinstance(exc, json.JSONDecodeError) else exc}): {_short(text)}"
+    except (RecursionError, ValueError) as exc:
+        return None, f"not gradable JSON ({type(exc).__name__}): {_short(text)}"
 
 
 async def tools(run: ProbeRun) -> list[Check]:
@@ -135,7 +161,7 @@ async def tools(run: ProbeRun) -> list[Check]:
     if problem is None and not isinstance(arguments, dict):
         problem = f"arguments are {type(arguments).__name__}, not an object"
     checks.append(Check("arguments parse as JSON", problem is None, problem or _short(call.arguments if call else "")))
-    invalid = problem or schema_problem(arguments, SECRET_TOOL.parameters)
+    invalid = problem or await checked_against(arguments, SECRET_TOOL.parameters)
     checks.append(Check("arguments match the parameter schema", invalid is None, invalid or "valid"))
     asked = isinstance(arguments, dict) and arguments.get("key") == key
     shown = f"key={arguments.get('key')!r}" if isinstance(arguments, dict) else problem or ""
@@ -195,7 +221,7 @@ async def structured_output(run: ProbeRun) -> list[Check]:
     streamed = await send(run, request, stream=True)
     run.note(answer.text)
     data, problem = _parse_object(answer.text.strip())
-    invalid = problem or schema_problem(data, schema)
+    invalid = problem or await checked_against(data, schema)
     checks = [
         Check("answer parses as JSON", problem is None, problem or f"via {answer.structured_via}"),
         Check("answer validates against the schema", invalid is None, invalid or "valid"),
@@ -206,7 +232,7 @@ async def structured_output(run: ProbeRun) -> list[Check]:
     if isinstance(streamed, ProviderError):
         return [*checks, *refused(streamed, ("streamed answer validates too",))]
     stream_data, stream_problem = _parse_object(streamed.text.strip())
-    stream_invalid = stream_problem or schema_problem(stream_data, schema)
+    stream_invalid = stream_problem or await checked_against(stream_data, schema)
     checks.append(Check("streamed answer validates too", stream_invalid is None, stream_invalid or "valid"))
     return checks
 
@@ -218,6 +244,11 @@ IN_WINDOW_CEILING = 32_768  # tokens: the in-window prompt never costs more, how
 OVER_WINDOW_FACTOR = 1.1
 OVERFLOW_CEILING = 262_144  # tokens: larger windows are not sent an over-window prompt (too costly)
 CALIBRATION_LINES = 8  # small enough for a 512-token window even on a byte-level tokenizer
+# The endpoint's own usage numbers size the long prompts, so they are bounded in bytes too: a filler line is
+# 55-60 bytes, which no tokenizer makes fewer than MIN_TOKENS_PER_LINE tokens, and no prompt holds more than
+# MAX_FILLER_LINES lines (about 2.4 MB), whatever the endpoint reports.
+MIN_TOKENS_PER_LINE = 4.0
+MAX_FILLER_LINES = 40_000
 _CONTEXT_ERROR = re.compile(r"context|too long|too many tokens|maximum.{0,40}(length|tokens)|exceed", re.IGNORECASE)
 
 
@@ -254,8 +285,14 @@ async def context_window(run: ProbeRun) -> list[Check]:
             Check("in-window prompt not truncated", False, "not sent"),
         ]
     per_line = (calibrated - base) / CALIBRATION_LINES
+    if per_line < MIN_TOKENS_PER_LINE:
+        detail = f"prompt_tokens {base} for 0 lines, {calibrated} for {CALIBRATION_LINES}: {per_line:.2f} tokens a line"
+        return [
+            Check("in-window prompt accepted", False, f"implausible usage, cannot size the prompts: {detail}"),
+            Check("in-window prompt not truncated", False, "not sent"),
+        ]
     target = min(math.floor(IN_WINDOW_SHARE * window), IN_WINDOW_CEILING)
-    lines = max(1, math.floor((target - base) / per_line))
+    lines = min(MAX_FILLER_LINES, max(1, math.floor((target - base) / per_line)))
     expected = base + lines * per_line
     checks: list[Check] = []
     long = await send(run, run.ask(_context_prompt(code, lines), max_tokens=16))
@@ -280,6 +317,10 @@ async def context_window(run: ProbeRun) -> list[Check]:
         )
         return checks
     over = math.ceil((OVER_WINDOW_FACTOR * window + 32 - base) / per_line)
+    if over > MAX_FILLER_LINES:
+        detail = f"not sent: it would take {over} lines, over the {MAX_FILLER_LINES}-line prompt budget"
+        checks.append(Check("over-window prompt gets a 4xx context-length error", True, detail, weight=0.0))
+        return checks
     checks.extend(await _over_window(run, _context_prompt(code, over), window, base + over * per_line))
     return checks
 

@@ -99,6 +99,24 @@ class Usage:
     completion_tokens: int
     total_tokens: int
 
+    @classmethod
+    def reported(cls, prompt: object, completion: object, total: object) -> Usage | None:
+        """Usage as an answer reported it; None when absent or implausible (not counts from 0 to
+        MAX_USAGE_TOKENS): the probes size prompts from these numbers, so a hostile endpoint must not choose them."""
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        if not (_is_count(prompt) and _is_count(completion)) or (isinstance(total, int) and not _is_count(total)):
+            return None
+        return cls(prompt, completion, total if isinstance(total, int) else prompt + completion)
+
+
+MAX_USAGE_TOKENS = 100_000_000
+"""Far above any context window (2,000,000 at most may be declared), far below anything that overflows."""
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_USAGE_TOKENS
+
 
 @dataclass
 class Check:

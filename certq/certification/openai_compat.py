@@ -409,11 +409,7 @@ class OpenAICompatProvider:
 def _usage(value: object) -> Usage | None:
     if not isinstance(value, Mapping):
         return None
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    total = value.get("total_tokens")
-    return Usage(prompt, completion, total if isinstance(total, int) else prompt + completion)
+    return Usage.reported(value.get("prompt_tokens"), value.get("completion_tokens"), value.get("total_tokens"))
 
 
 def _contract_checks(data: Mapping[str, Any], choice: Mapping[str, Any], message: Mapping[str, Any]) -> list[Check]:

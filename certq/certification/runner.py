@@ -256,15 +256,16 @@ def _verdict(run: _Run, error: ProviderError | None, started_wall: float, elapse
     results = list(run.results.values())
     metrics = run.recorder.summary()
     metrics["suiteVersion"] = SUITE_VERSION
+    # An endpoint may echo the run's key as its model name: what it reported is masked like any other text.
+    reported = sorted({run.redact(name, 120) for name in run.recorder.models_reported})
+    metrics["modelReported"] = reported
     model_id = getattr(run.provider, "model_id", None)
     if isinstance(model_id, str) and model_id != run.endpoint.api_model_id:
         metrics["modelIdUsed"] = model_id
     quirks = getattr(run.provider, "quirks", None)
     if quirks:
         metrics["compatibilityFallbacks"] = sorted(quirks)
-    identity = judge(
-        run.endpoint.provider, run.endpoint.api_model_id, run.endpoint.served_model, run.recorder.models_reported
-    )
+    identity = judge(run.endpoint.provider, run.endpoint.api_model_id, run.endpoint.served_model, reported)
     metrics["modelIdentity"] = identity.to_json()
     if identity.finding == "unreported" and run.recorder.answers > 0:
         metrics["warnings"] = [identity.message]

@@ -192,6 +192,8 @@ def _call(
             timeout=15,
             headers={"Authorization": f"Bearer {_token(args, settings, method)}"},
         )
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise CommandError(f"--api-url {printable(base)!r} is not an http(s) URL: {exc}", EXIT_USAGE) from None
     except httpx.HTTPError as exc:
         raise CommandError(f"no answer from the API at {base}: {exc or type(exc).__name__}", EXIT_UNAVAILABLE) from None
     try:

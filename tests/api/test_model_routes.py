@@ -213,6 +213,13 @@ def _nested_schema(depth: int) -> dict[str, Any]:
     return {"structuredOutput": schema}
 
 
+def _fan_out_schema(levels: int) -> dict[str, Any]:
+    """Few nodes as written, 2**levels once each level's two $refs to the next are expanded."""
+    defs: dict[str, Any] = {f"d{n}": {"anyOf": [{"$ref": f"#/$defs/d{n + 1}"}] * 2} for n in range(levels)}
+    defs[f"d{levels}"] = {"type": "string"}
+    return {"structuredOutput": {"type": "object", "$defs": defs, "$ref": "#/$defs/d0"}}
+
+
 _BAD_CAPABILITIES: list[tuple[Any, str, str]] = [
     ("tools", "capabilities", "must be a JSON object"),
     ([True], "capabilities", "must be a JSON object"),
@@ -242,6 +249,21 @@ _BAD_CAPABILITIES: list[tuple[Any, str, str]] = [
         '"patternProperties" is not accepted',
     ),
     (_nested_schema(20), "capabilities.structuredOutput", "too large"),
+    (
+        {"structuredOutput": {"type": "object", "properties": {"a": {"type": "array", "uniqueItems": True}}}},
+        "capabilities.structuredOutput",
+        '"uniqueItems" is not accepted',
+    ),
+    ({"structuredOutput": {"type": "object", "$ref": "#"}}, "capabilities.structuredOutput", "refers to itself"),
+    (
+        {"structuredOutput": {"type": "object", "$ref": "#/$defs/nowhere"}},
+        "capabilities.structuredOutput",
+        "to nothing in the schema",
+    ),
+    (_fan_out_schema(16), "capabilities.structuredOutput", "once its $refs are expanded"),
+    ({"structuredOutput": {"type": "object", "$schema": []}}, "capabilities.structuredOutput", "must be a string"),
+    ({"structuredOutput": {"type": "object", "$schema": {}}}, "capabilities.structuredOutput", "must be a string"),
+    ({"structuredOutput": {"type": "object", "\u0000": 1}}, "capabilities.structuredOutput", "NUL characters"),
     (
         {"structuredOutput": {"type": "object", "enum": [{"k": n} for n in range(1500)]}},
         "capabilities.structuredOutput",

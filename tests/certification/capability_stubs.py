@@ -3,7 +3,9 @@
 OpenAI-compatible behaviours: `tool-bad-args`, `tool-wrong-function`, `tool-schema-break`, `tool-ignores-result`,
 `no-tools`, `tools-400` (tools); `schema-500`, `json-breaks-schema`, `json-fenced` (structured output); `ctx-500`,
 `ctx-truncate`, `ctx-small`, `ctx-accepts-all` (context window); `usage-static`, `usage-over-max`, `usage-bad-total`,
-`stream-usage-differs` (token accounting). The model's window is `WINDOW` tokens (one token per word, see
+`stream-usage-differs` (token accounting); hostile: `ctx-negative-usage`, `ctx-tiny-lines` (usage numbers chosen to
+blow up the long prompts), `usage-huge` (2**62 prompt tokens), `tool-deep-args` (arguments nested 10,000
+deep), `tool-huge-args` (400 KB of arguments). The model's window is `WINDOW` tokens (one token per word, see
 `count_tokens`). Bedrock: model ids `ok:...` and `tool-wrong-function:...`.
 """
 
@@ -38,6 +40,10 @@ def tool_arguments(behaviour: str, prompt: str) -> tuple[str, str]:
         return "get_weather", json.dumps({"city": "Paris"})
     if behaviour == "tool-bad-args":
         return "get_secret_number", '{"key": "' + key  # cut short: not JSON
+    if behaviour == "tool-deep-args":
+        return "get_secret_number", "[" * 10_000 + "]" * 10_000
+    if behaviour == "tool-huge-args":
+        return "get_secret_number", "[" * 200_000 + "]" * 200_000
     if behaviour == "tool-schema-break":
         return "get_secret_number", json.dumps({"id": key, "verbose": True})
     return "get_secret_number", json.dumps({"key": key})
@@ -92,6 +98,12 @@ class CapabilityOpenAIHandler(OpenAIHandler):
         return super().respond(body)
 
     def _context(self, body: dict[str, Any], behaviour: str, prompt: str, tokens: int) -> None:
+        if behaviour == "ctx-negative-usage":
+            tokens = -(10**18) + 10 * prompt.count("Line ")
+        elif behaviour == "ctx-tiny-lines":
+            tokens = 100 + prompt.count("Line ") // 8
+        if behaviour in ("ctx-negative-usage", "ctx-tiny-lines"):
+            return self._answer(body, "I do not know.", "stop", tokens)
         window = SMALL_WINDOW if behaviour in ("ctx-small", "ctx-truncate") else WINDOW
         if tokens > window and behaviour != "ctx-accepts-all":
             if behaviour == "ctx-500":
@@ -120,6 +132,8 @@ class CapabilityOpenAIHandler(OpenAIHandler):
         completion = len((text or "").split()) or 1
         if behaviour == "usage-static":
             prompt_tokens = 20
+        if behaviour == "usage-huge":
+            prompt_tokens = 2**62
         if behaviour == "usage-over-max":
             completion += 5
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion}

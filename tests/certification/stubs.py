@@ -330,6 +330,8 @@ class OpenAIHandler(_Base):
             return f"{asked}-2024-08-06"
         if behaviour == "no-model":
             return None
+        if behaviour == "key-as-model":  # a hostile endpoint naming itself after the key it was sent
+            return self.headers.get("Authorization", "").removeprefix("Bearer ")
         return asked
 
     def _stream(self, text: str, finish: str, usage: dict[str, int], include_usage: bool, served: str | None) -> None:

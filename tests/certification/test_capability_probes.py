@@ -213,6 +213,38 @@ async def test_converse_calling_the_wrong_tool_fails_the_verdict(fast_config: Ru
     assert "called get_weather" in (verdict.error_message or "")
 
 
+@pytest.mark.parametrize("behaviour", ["ctx-negative-usage", "ctx-tiny-lines"])
+async def test_usage_numbers_chosen_by_the_endpoint_cannot_blow_up_the_long_prompts(
+    behaviour: str, fast_config: RunConfig
+) -> None:
+    declared = Capabilities(context_window=2_000_000 if behaviour == "ctx-negative-usage" else 262_144)
+    with serve(CapabilityOpenAIHandler, behaviour) as (root, stub):
+        verdict = (await run_certification(endpoint(root, declared), config=fast_config)).to_json()
+    largest = max(len(orjson.dumps(request.body)) for request in stub.requests)
+    assert largest < 3 * 2**20, f"a {largest}-byte request"  # MAX_FILLER_LINES lines at most, ~2.4 MB
+    assert "contextWindow" in verdict["capabilities"]["failed"]
+    assert verdict["status"] in ("QUALITY_WARNING", "FAILED") and verdict["errorCategory"] != "INTERNAL_ERROR"
+
+
+async def test_absurd_usage_numbers_are_not_counted_and_fail_token_accounting(fast_config: RunConfig) -> None:
+    with serve(CapabilityOpenAIHandler, "usage-huge") as (root, _):
+        verdict = (await run_certification(endpoint(root, Capabilities()), config=fast_config)).to_json()
+    assert "tokenAccounting" in verdict["capabilities"]["failed"]
+    counted = [n for result in verdict["testResults"] for n in (result.get("tokens") or {}).values()]
+    assert counted and all(0 <= n < 2**31 for n in counted), counted  # what a verdict stores stays storable
+
+
+@pytest.mark.parametrize("behaviour", ["tool-deep-args", "tool-huge-args"])
+async def test_hostile_tool_arguments_fail_the_tools_check_not_the_certifier(
+    behaviour: str, fast_config: RunConfig
+) -> None:
+    with serve(CapabilityOpenAIHandler, behaviour) as (root, _):
+        verdict = (await run_certification(endpoint(root, Capabilities(tools=True)), config=fast_config)).to_json()
+    assert verdict["errorCategory"] != "INTERNAL_ERROR", verdict["errorMessage"]
+    assert "tools" in verdict["capabilities"]["failed"]
+    assert "arguments parse as JSON" in failed_checks(probe(verdict, PROBE_OF["tools"]))
+
+
 def test_a_capability_is_absent_only_when_a_core_check_fails() -> None:
     declared = Capabilities(tools=True, structured_output=True)
     outcome = capability_outcomes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from certq.certification import ErrorCategory, ModelEndpoint, RunConfig, run_certification
@@ -89,3 +90,13 @@ async def test_an_endpoint_that_names_no_model_is_certified_with_a_visible_warni
     assert verdict["status"] == "CERTIFIED"
     assert verdict["metrics"]["modelIdentity"]["finding"] == "unreported"
     assert any("reported no model name" in w for w in verdict["metrics"]["warnings"])
+
+
+async def test_a_key_echoed_as_the_model_name_is_masked_in_the_verdict(fast_config: RunConfig) -> None:
+    key = "sk-echoed-0123456789abcdef"
+    with serve(OpenAIHandler, "key-as-model") as (root, _):
+        endpoint = ModelEndpoint("openai", "gpt-x", "local", root + "/v1", key)
+        verdict = (await run_certification(endpoint, config=fast_config)).to_json()
+    assert verdict["errorCategory"] == ErrorCategory.MODEL_MISMATCH
+    assert key not in orjson.dumps(verdict).decode(), "the key reached the stored verdict"
+    assert verdict["metrics"]["modelIdentity"]["reported"] == ["***"]

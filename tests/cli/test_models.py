@@ -119,3 +119,17 @@ async def test_what_the_api_refuses_is_printed_with_a_non_zero_exit(models_cli: 
 def test_an_unreachable_api_exits_5(run_cli: RunCli) -> None:
     result = run_cli("models", "list", "--api-url", "http://127.0.0.1:1", "--token", "t")
     assert result.code == 5 and "no answer from the API at http://127.0.0.1:1" in result.err
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "ftp://127.0.0.1:21"])
+def test_a_malformed_api_url_exits_2_naming_the_flag(run_cli: RunCli, url: str) -> None:
+    result = run_cli("models", "list", "--api-url", url, "--token", "t")
+    assert result.code == 2 and "--api-url" in result.err and "Traceback" not in result.err, result.err
+
+
+def test_a_schema_file_the_api_would_refuse_exits_2_before_any_request(run_cli: RunCli, tmp_path: Path) -> None:
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "object", "$schema": []}')
+    argv = ["models", "register", "--name", "x", "--provider", "openai", "--model", "m", "--region", "local"]
+    result = run_cli(*argv, "--base-url", "http://127.0.0.1:1/v1", "--output-schema", str(schema), "--token", "t")
+    assert result.code == 2 and "must be a string" in result.err and "Traceback" not in result.err, result.err
