@@ -1,7 +1,7 @@
 """POST /certify-model throughput and latency (PostgreSQL insert + Redis enqueue per request), next to
 GET /health on the same server as the framework's ceiling.
 
-    .venv/bin/python bench/api.py [--seconds 10] [--concurrency 1 50]
+    .venv/bin/python bench/api.py [--seconds 10] [--concurrency 1 50] [--workers 2]
 
 Starts `python -m certq.api` on a fresh database (dropped at the end) and a private Redis prefix
 (removed at the end), registers enough models that every request certifies a new model+region, then
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--models", type=int, default=400, help="models x 50 regions = distinct certifications")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (python -m certq.api --workers N)")
     args = parser.parse_args()
     if not (url_answers(DATABASE) and url_answers(REDIS)):
         sys.exit(f"bench/api.py needs PostgreSQL ({DATABASE}) and Redis ({REDIS})")
@@ -166,13 +167,16 @@ def main() -> None:
             "API_PORT": str(port),
             "LOG_LEVEL": "WARNING",
         }
-        server = subprocess.Popen([sys.executable, "-m", "certq.api"], env=env)
+        server = subprocess.Popen([sys.executable, "-m", "certq.api", "--workers", str(args.workers)], env=env)
         deadline = time.monotonic() + 30
         while not url_answers(f"redis://127.0.0.1:{port}"):
             if time.monotonic() > deadline or server.poll() is not None:
                 sys.exit("the API did not start")
             time.sleep(0.1)
-        print(f"server: python -m certq.api (1 process) on :{port}; load: 1 process; {args.seconds:g}s per row")
+        print(
+            f"server: python -m certq.api --workers {args.workers} on :{port}; load: 1 process; "
+            f"{args.seconds:g}s per row; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+        )
         print(f"{'route':<32}{'clients':>8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}  statuses")
         for clients in args.concurrency:
             for label, path, payload in (

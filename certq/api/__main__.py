@@ -8,7 +8,7 @@ import errno
 import logging
 import socket
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import uvicorn
 
@@ -70,11 +70,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="certq HTTP API and dashboard on API_HOST:API_PORT; configured by the environment "
         "(and .env): DATABASE_URL, REDIS_URL, API_TOKENS, BULL_BOARD_*...",
     )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="API processes sharing API_HOST:API_PORT (default 1); each has its own PostgreSQL pool of up to "
+        "20 connections, so N processes need N x 20 of PostgreSQL's max_connections",
+    )
     return parser.parse_args(argv)
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= number <= 64:
+        raise argparse.ArgumentTypeError(f"{number} is not between 1 and 64")
+    return number
+
+
+def app_from_environment() -> Any:
+    """The app of one API process under `--workers N` (uvicorn's factory, run in each child process,
+    after the parent has checked the settings, the port and the schema)."""
+    from certq.api.app import create_app
+    from certq.logs import configure_logging
+
+    settings = load_settings(env_file=DOTENV)
+    configure_logging(settings.log_level, settings.log_format, settings.log_dir)
+    return create_app(settings)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parse_args(argv)
+    args = parse_args(argv)
     try:
         settings = load_settings(env_file=DOTENV)
     except SettingsError as exc:
@@ -96,16 +124,20 @@ def main(argv: list[str] | None = None) -> None:
     if problem is not None:
         print(f"certq.api: {problem}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
+    options: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,
         **server_options(),
-    )
+    }
+    if args.workers > 1:
+        # uvicorn's supervisor binds the port once and starts N processes that accept on it; SIGTERM or
+        # SIGINT to this process stops them all (each finishes its requests first).
+        uvicorn.run("certq.api.__main__:app_from_environment", factory=True, workers=args.workers, **options)
+        return
+    uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":

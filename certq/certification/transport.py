@@ -9,8 +9,10 @@ SNI, not the address we dial.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -87,13 +89,20 @@ async def _resolve(host: str, port: int, within_s: float | None) -> list[ipaddre
     return found
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every provider client of the process: building one loads the CA bundle
+    (about 20 ms of CPU), and two per certification were 40 % of a worker's CPU (docs/performance.md)."""
+    return httpx.create_ssl_context()
+
+
 class CheckedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport with its connection pool dialling through the egress check."""
 
     def __init__(self, policy: EgressPolicy) -> None:
-        super().__init__(retries=0)
+        super().__init__(verify=tls_context(), retries=0)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=tls_context(),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,

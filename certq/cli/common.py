@@ -19,6 +19,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from certq import durations
 from certq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 from certq.connections import AnyRedis, connect_redis, topology
+from certq.loops import new_event_loop
 from certq.settings import DOTENV, Settings, load_settings
 from certq.store import Store
 
@@ -188,7 +189,8 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
         except (RedisError, RedisClusterException, ConnectionError) as exc:
             raise CommandError(f"Redis failed during the command: {exc}", EXIT_UNAVAILABLE) from None
 
-    return asyncio.run(guarded())
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(guarded())
 
 
 def print_json(value: Any, out: IO[str] | None = None) -> None:

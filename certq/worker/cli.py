@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from certq.logs import configure_logging
+from certq.loops import new_event_loop
 from certq.settings import DOTENV, STARTUP_FAILURE, Settings, SettingsError, load_settings
 
 log = logging.getLogger("certq.worker")
@@ -110,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from certq.worker.daemon import Worker, WorkerStartupError
 
     try:
-        code = asyncio.run(Worker(settings, handler=handler).run())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            code = runner.run(Worker(settings, handler=handler).run())
     except WorkerStartupError as exc:
         log.error("worker cannot start", extra={"error": str(exc)})
         print(f"certq-worker: {exc}", file=sys.stderr)
