@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
-from queue_helpers import FakeClock
-from script_trace import ScriptTrace
 
 from certq.queue import Consumer, Queue, QueueConfig
+from tests.support.queue_helpers import FakeClock
+from tests.support.script_trace import ScriptTrace
 
 
 @pytest.fixture

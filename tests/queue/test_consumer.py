@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from queue_helpers import FakeClock, assert_each_in_one_place
 
 from certq.queue import Consumer, JobSpec, JobState, JobStateError, LeaseLost, Queue, QueueConfig
 from certq.queue.consumer import LEASE_CANCELLED, LEASE_LOST, LEASE_RENEWED
+from tests.support.queue_helpers import FakeClock, assert_each_in_one_place
 
 
 async def stalled_pass(consumer: Consumer) -> tuple[list[str], list[str]] | None:

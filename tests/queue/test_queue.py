@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
-from queue_helpers import FakeClock, assert_each_in_one_place
 
 from certq.queue import InvalidJob, JobSpec, JobState, JobStateError, Queue, QueueConfig
+from tests.support.queue_helpers import FakeClock, assert_each_in_one_place
 
 
 async def test_enqueue_stores_the_job_and_counts_it_as_waiting(queue: Queue, backend: aioredis.Redis) -> None:

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
-from queue_helpers import assert_each_in_one_place
 
 from certq.queue import Consumer, JobSpec, JobState, Lease, Queue, QueueConfig
 from certq.queue.consumer import LEASE_LOST
+from tests.support.queue_helpers import assert_each_in_one_place
 
 pytestmark = pytest.mark.real_redis
 

@@ -11,9 +11,9 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
-from queue_helpers import FakeClock, assert_each_in_one_place
 
 from certq.queue import Consumer, Lease, LeaseLost, Queue, QueueConfig
+from tests.support.queue_helpers import FakeClock, assert_each_in_one_place
 
 pytestmark = pytest.mark.real_redis
 
