@@ -39,8 +39,9 @@ class StandingRecord:
     capabilities: dict[str, Any] | None = None  # the newest verdict's findings: verified, failed, notDeclared
 
     def verified(self) -> list[str]:
-        """The capabilities the newest verdict verified, while it still stands (none once it has expired)."""
-        if self.standing in ("EXPIRED", "NEVER_CERTIFIED") or not self.capabilities:
+        """The capabilities the newest verdict verified, while it stands and certifies the pair (CERTIFIED or
+        QUALITY_WARNING): a FAILED or expired verdict vouches for nothing a router could send traffic to."""
+        if self.standing not in ("CERTIFIED", "QUALITY_WARNING") or not self.capabilities:
             return []
         names = self.capabilities.get("verified")
         return [str(name) for name in names] if isinstance(names, list) else []

@@ -159,6 +159,7 @@ class Worker:
                     "timeout_ms": settings.timeout_ms,
                     "consumer": runner.id,
                     "shutdown_grace_s": settings.shutdown_grace_s,
+                    "renew_before_s": settings.renew_before_s,
                 },
             )
             # Jobs claimed before PostgreSQL answers would only wait for it; start claiming either way.

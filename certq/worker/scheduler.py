@@ -138,7 +138,16 @@ class Scheduler:
             return renewal
         self.renewals.inc(len(renewal.runs))
         job_id = None if renewal.job is None else str(renewal.job.id)
-        log.info("certificates renewed before expiry", extra={"job_id": job_id, "runs": len(renewal.runs)})
+        pairs = [f"{run.model_id}/{run.region}" for run in renewal.runs]
+        log.info(
+            "certificates renewed before expiry",
+            extra={
+                "job_id": job_id,
+                "runs": len(renewal.runs),
+                "pairs": pairs[:20],
+                "renewed": [str(c) for c in renewal.certificates[:20]],
+            },
+        )
         await self._enqueue(renewal.runs, job_id=str(job_id))
         return renewal
 

@@ -146,6 +146,19 @@ async def test_the_capability_filter_keeps_pairs_whose_standing_verdict_verified
     assert unprobed["capabilities"] is None
 
 
+async def test_a_failed_verdict_vouches_for_no_capability_it_verified(
+    client: httpx.AsyncClient, create_model: CreateModel, store: Any
+) -> None:
+    model = await create_model(regions=["local"])
+    failed = {**_with_capabilities(["tokenAccounting"], ("tools",)), "status": "FAILED", "passed": False, "score": 59.0}
+    failed |= {"rating": "F", "errorCategory": "QUALITY_BELOW_THRESHOLD", "errorMessage": "tools not offered"}
+    await _finish(store, model["id"], "local", failed)
+    query = {"modelId": model["id"], "capability": "tokenAccounting"}
+    assert (await _standing(client, **query)).json()["standing"] == []
+    [entry] = (await _standing(client, modelId=model["id"])).json()["standing"]
+    assert entry["standing"] == "FAILED" and entry["capabilities"]["verified"] == ["tokenAccounting"]  # still shown
+
+
 async def test_an_expired_verdict_no_longer_counts_as_verifying_a_capability(
     client: httpx.AsyncClient, create_model: CreateModel, store: Any
 ) -> None:
