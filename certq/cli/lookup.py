@@ -44,7 +44,7 @@ async def find(settings: Settings, queue: Queue, ident: str) -> Found | None:
     certification (trimmed from the queue) or the job with this id and each of its certifications."""
     queued = await queue.get(ident)
     if queued is not None:
-        return Found([(ident, queued, None)])
+        return Found([(ident, queued, await _stored_verdict(settings, ident))])
     try:
         wanted = UUID(ident)
     except ValueError:
@@ -77,6 +77,23 @@ async def find(settings: Settings, queue: Queue, ident: str) -> Found | None:
         await store.close()
 
 
+async def _stored_verdict(settings: Settings, ident: str) -> CertificationRecord | None:
+    """The stored certification of a queue job, to show its verdict too; None when there is none yet or
+    PostgreSQL cannot say (the queue job alone is then shown, as before)."""
+    try:
+        wanted = UUID(ident)
+        store = await open_store(settings)
+    except (ValueError, CommandError):
+        return None
+    try:
+        record = await store.get_certification(wanted)
+    except (asyncpg.PostgresError, OSError):
+        return None
+    finally:
+        await store.close()
+    return record if record is not None and record.status in FINAL_STATUSES else None
+
+
 def not_found(settings: Settings, ident: str) -> str:
     try:
         UUID(ident)
@@ -101,9 +118,15 @@ def run_job(args: argparse.Namespace) -> int:
         raise CommandError(
             f"no certification or job with id {args.job_id!r}: {not_found(settings, args.job_id)}", EXIT_NOT_FOUND
         )
+    # As `certify` and `enqueue --wait`: 1 when a certification failed (its verdict, or its queue job).
+    failed = any(
+        (record is not None and record.status == "FAILED") or (queued is not None and queued.state.value == "failed")
+        for _, queued, record in found.certifications
+    )
+    code = EXIT_FAILURE if failed else EXIT_OK
     if args.json:
         print_json(_found_json(found))
-        return EXIT_OK
+        return code
     if found.job is not None:
         job = found.job
         print(
@@ -114,7 +137,7 @@ def run_job(args: argparse.Namespace) -> int:
         if found.job is not None:
             print()
         print(_render_certification(ident, queued, record))
-    return EXIT_OK
+    return code
 
 
 def _found_json(found: Found) -> Any:
@@ -183,6 +206,8 @@ def _render_certification(ident: str, queued: Job | None, record: CertificationR
     for number, error in enumerate(job.errors, 1):
         attempt, category = error.get("attempt", number), error.get("category") or "-"
         lines.append(printable(f"  attempt {attempt}: {category}: {error.get('message', error)}"))
+    if record is not None and record.status in FINAL_STATUSES:
+        lines += ["", render_verdict(record_view(record))]
     return "\n".join(lines)
 
 

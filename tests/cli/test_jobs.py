@@ -71,7 +71,7 @@ def test_jobs_says_when_a_state_is_empty(cli_env: str, run_cli: Run) -> None:
 def test_job_shows_the_error_of_each_failed_attempt(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
     on_queue(_one_completed_one_failed)
     result = run_cli("job", "bad-2")
-    assert result.code == 0
+    assert result.code == 1  # it failed
     assert "certification bad-2: failed in the queue" in result.out
     assert "AUTH_ERROR" in result.out and "provider said no" in result.out
     assert run_cli("job", "done-1", "--json").json()["state"] == "completed"
@@ -285,8 +285,8 @@ async def _failed_with_terminal_escapes(queue: Queue, consumer: Consumer) -> Non
 
 def test_job_and_jobs_escape_control_characters_from_endpoints(cli_env: str, run_cli: Run, on_queue: OnQueue) -> None:
     on_queue(_failed_with_terminal_escapes)
-    for result in (run_cli("job", "esc-3"), run_cli("jobs", "--state", "failed")):
-        assert result.code == 0
+    for result, code in ((run_cli("job", "esc-3"), 1), (run_cli("jobs", "--state", "failed"), 0)):
+        assert result.code == code  # `job` of a failed job exits 1, a listing 0
         assert "\x1b" not in result.out and "\x07" not in result.out and "\x9b" not in result.out
     assert "\\x1b[2J\\x1b[31mred\\x9b" in run_cli("job", "esc-3").out
     assert "m\\x1b]0;owned\\x07" in run_cli("jobs", "--state", "failed").out
@@ -413,6 +413,39 @@ def test_job_given_a_certification_id_the_queue_trimmed_shows_what_postgresql_re
     assert f"job        {answer['jobId']}" in result.out
     stored = run_cli("job", answer["certificationId"], "--json", "--database-url", migrated_database_url).json()
     assert stored["queue"] is None and stored["certification"]["jobId"] == answer["jobId"]
+
+
+def test_job_shows_a_queue_jobs_stored_verdict_probe_by_probe_and_exits_1_when_it_failed(
+    cli_env: str, run_cli: Run, model: ModelRecord, migrated_database_url: str
+) -> None:
+    answer = _enqueued(run_cli, model, migrated_database_url)
+    certification = answer["certificationId"]
+    verdict = {
+        "status": "FAILED",
+        "passed": False,
+        "score": 41,
+        "rating": "F",
+        "testResults": [{"name": "deterministic_qa", "passed": False, "score": 20, "detail": "wrong answers"}],
+        "metrics": {},
+        "errorCategory": "QUALITY_BELOW_THRESHOLD",
+        "errorMessage": "score 41 < 80",
+        "durationMs": 700,
+    }
+
+    async def finish() -> None:
+        store = await Store.connect(migrated_database_url, min_size=1, max_size=1)
+        try:
+            assert await store.begin_attempt(certification, 1)
+            assert await store.finish_certification(certification, 1, verdict)
+        finally:
+            await store.close()
+
+    asyncio.run(finish())
+    result = run_cli("job", certification, "--database-url", migrated_database_url)
+    assert result.code == 1, result.err
+    assert f"certification {certification}: waiting in the queue" in result.out
+    assert "deterministic_qa" in result.out and "QUALITY_BELOW_THRESHOLD" in result.out
+    assert run_cli("job", answer["jobId"], "--database-url", migrated_database_url).code == 1
 
 
 def test_retry_failed_given_a_job_id_retries_its_failed_certifications(
