@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from redis.exceptions import RedisClusterException, RedisError
 
 from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certification
@@ -216,9 +217,19 @@ class CertificationHandler:
         kept_in: Any = None,
     ) -> dict[str, Any]:
         """Write a final verdict (Verdict.to_json()); `kept_in` is the progress it was kept in, dropped once written."""
-        stored = await self._db(
-            store.finish_certification(certification_id, active.attempt, verdict, validity_s=self.validity_s)
-        )
+        try:
+            stored = await self._db(
+                store.finish_certification(certification_id, active.attempt, verdict, validity_s=self.validity_s)
+            )
+        except asyncpg.PostgresError as exc:
+            # Not an outage (those raise DatabaseUnavailable above): PostgreSQL refuses this verdict itself, so
+            # writing it again cannot succeed; the run ends FAILED instead of staying PROCESSING.
+            problem = f"the verdict could not be stored: {type(exc).__name__}: {str(exc)[:200]}"
+            log.error("verdict refused by postgresql", extra={**fields, "error": problem})
+            await self._db(
+                store.record_attempt_failure(certification_id, active.attempt, "INTERNAL_ERROR", problem, True)
+            )
+            raise JobFailed(problem, final=True, category="INTERNAL_ERROR") from None
         if not stored:
             log.warning("verdict not stored: the attempt no longer owns the certification", extra=fields)
         elif self.drift is not None:

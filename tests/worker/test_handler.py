@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,6 +197,17 @@ async def test_a_final_error_fails_the_job_at_once(rig: Rig) -> None:
     assert job.state.value == "failed" and job.attempts == 1 and job.error_category == "AUTH_ERROR"
     record = await rig.store.get_certification(certification_id)
     assert record is not None and record.status == "FAILED" and record.error_category == "AUTH_ERROR"
+
+
+async def test_a_verdict_postgresql_refuses_fails_the_run_instead_of_leaving_it_processing(rig: Rig) -> None:
+    refused = dataclasses.replace(verdict(), duration_ms=2**40)  # over the integer column's range
+    rig.certifier.verdicts = [refused]
+    certification_id = await rig.submit()
+    [job] = await wait_finished(rig.queue, [certification_id])
+    assert job.state.value == "failed" and job.attempts == 1 and job.error_category == "INTERNAL_ERROR"
+    record = await rig.store.get_certification(certification_id)
+    assert record is not None and record.status == "FAILED" and record.error_category == "INTERNAL_ERROR"
+    assert record.error_message is not None and "the verdict could not be stored" in record.error_message
 
 
 async def test_a_model_that_answers_badly_is_a_verdict_not_a_failed_job(rig: Rig) -> None:
