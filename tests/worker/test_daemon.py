@@ -49,10 +49,13 @@ async def test_sigterm_lets_running_jobs_finish_then_exits_zero_with_one_summary
 ) -> None:
     worker = spawn_worker("--concurrency", "2", "--shutdown-grace", "20")
     await worker.started()
-    jobs = [await queue.enqueue({"sleep": 1.0}) for _ in range(2)]
+    jobs = [await queue.enqueue({"sleep": 2.0}) for _ in range(2)]
     await worker.wait_log("job started", count=2)
-    waiting = await queue.enqueue({"sleep": 0})
     worker.signal(signal.SIGTERM)
+    # Enqueued once the worker says it drains (not before: a slow read of its log could let a slot free up
+    # and claim the job before the signal, which is no drain at all).
+    await worker.wait_log("shutdown requested; draining")
+    waiting = await queue.enqueue({"sleep": 0})
     assert await worker.exit_code() == 0
     finished = await queue.get_many([job.id for job in jobs])
     assert [job.state.value for job in finished] == ["completed", "completed"]
