@@ -5,9 +5,10 @@ from __future__ import annotations
 from certq.queue.config import QueueConfig
 from certq.queue.consumer import Claim, Consumer, Lease
 from certq.queue.errors import InvalidJob, JobFailed, JobNotFound, JobStateError, LeaseLost, QueueError
-from certq.queue.handling import ActiveJob, Handler, RunnerHooks, RunnerStats
+from certq.queue.handling import ActiveJob, Handler, RunnerHooks, RunnerStats, StopReason
 from certq.queue.job import FINISHED_STATES, PENDING_STATES, Job, JobState, Priority
 from certq.queue.keys import QueueKeys
+from certq.queue.protocol import LeaseStatus
 from certq.queue.queue import JobSpec, Queue
 from certq.queue.runner import Runner
 
@@ -27,6 +28,7 @@ __all__ = [
     "JobStateError",
     "Lease",
     "LeaseLost",
+    "LeaseStatus",
     "Priority",
     "Queue",
     "QueueConfig",
@@ -35,4 +37,5 @@ __all__ = [
     "Runner",
     "RunnerHooks",
     "RunnerStats",
+    "StopReason",
 ]

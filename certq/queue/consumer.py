@@ -9,7 +9,7 @@ import random
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from redis.exceptions import ResponseError
@@ -18,13 +18,31 @@ from certq.queue.backoff import retry_delay
 from certq.queue.config import QueueConfig
 from certq.queue.errors import LeaseLost
 from certq.queue.job import CorruptJob, Job, JobState, Priority, encode_json
+from certq.queue.keys import PRIORITIES
+from certq.queue.protocol import (
+    ClaimedJob,
+    CleanCall,
+    CompleteCall,
+    Completion,
+    FailCall,
+    HeartbeatCall,
+    LeaseStatus,
+    ProgressCall,
+    PromoteCall,
+    RecoverStalledCall,
+    ReleaseCall,
+    StartCall,
+    text,
+)
 from certq.queue.queue import Clock, wall_clock_ms
-from certq.queue.scripts import AnyRedis, Scripts, text
+from certq.queue.scripts import AnyRedis, Scripts
 
 log = logging.getLogger("certq.queue")
 
-LEASE_LOST, LEASE_RENEWED, LEASE_CANCELLED = 0, 1, 2
-_PRIORITY: dict[bytes | str | None, Priority] = {b"high": "high", b"low": "low", "high": "high", "low": "low"}
+_PRIORITY: dict[bytes | str | None, Priority] = {
+    **{priority: priority for priority in PRIORITIES},
+    **{priority.encode(): priority for priority in PRIORITIES},
+}
 
 
 @dataclass(slots=True)
@@ -100,83 +118,69 @@ class Consumer:
         """Complete `done` (lease, result) pairs and claim up to `claim` more, in one script call.
         Results are JSON-encoded here unless `results_encoded` (then each result is JSON text already).
         Returns (per completion: True if done, False if the lease was lost; new leases; paused)."""
-        packed: list[str] = []
+        completions: list[Completion] = []
         declare: list[str] = []
         keys = self.keys if self.scripts.declares else None
         for lease, result in done:
             job = lease.job
             text_result = result if results_encoded else encode_json(result, "result")
-            packed += [job.id, lease.token, text_result, job.dedupe_key or ""]
+            completions.append(Completion(job.id, lease.token, text_result, job.dedupe_key))
             if keys is not None:
                 declare += [keys.job(job.id), keys.lock(job.id)]
                 if job.dedupe_key:
                     declare.append(keys.dedupe(job.dedupe_key))
-        args = [
-            str(self.clock()),
-            str(self.config.lease_ms),
-            self.id,
-            self._token_prefix(),
-            str(claim),
-            str(self.config.keep_completed),
-            self._limits,
-            str(len(done)),
-            "\0".join(packed),
-        ]
-        statuses, claimed, paused = await self.scripts.run("complete", args, declare=declare)
+        call = CompleteCall(
+            now=self.clock(),
+            lease_ms=self.config.lease_ms,
+            consumer_id=self.id,
+            token_prefix=self._token_prefix(),
+            claim=claim,
+            keep_completed=self.config.keep_completed,
+            rate_limits=self._limits,
+            completions=completions,
+        )
+        reply = await self.scripts.complete(call, declare)
         leases: list[Lease] = []
-        for item in claimed:
+        for item in reply.claimed:
             taken = self._lease(item)
             if isinstance(taken, Lease):
                 leases.append(taken)
             else:
                 await self._fail(
-                    text(item[0]), text(item[1]), f"corrupt job: {taken}", "CORRUPT_JOB", final=True, delay_ms=0
+                    item.job_id, item.token, f"corrupt job: {taken}", "CORRUPT_JOB", final=True, delay_ms=0
                 )
-        return [bool(s) for s in statuses], leases, bool(paused)
+        return reply.statuses, leases, reply.paused
 
-    def _lease(self, item: list[Any]) -> Lease | CorruptJob:
+    def _lease(self, item: ClaimedJob) -> Lease | CorruptJob:
         """A Lease from a script's claimed_reply (see lua/includes/start.lua), or why the job is unreadable."""
-        (
-            job_id,
-            token,
-            payload,
-            attempts,
-            max_attempts,
-            attempts_base,
-            priority,
-            group,
-            timeout_ms,
-            created_at,
-            stalls,
-            dedupe_key,
-            progress,
-        ) = item
         try:
-            data = orjson.loads(payload)
+            data = orjson.loads(item.payload)
             if not isinstance(data, dict):
                 raise CorruptJob("payload is not a JSON object")
             job = Job(
-                id=text(job_id),
+                id=item.job_id,
                 payload=data,
                 state=JobState.ACTIVE,
-                attempts=int(attempts),
-                max_attempts=int(max_attempts or 1),
-                attempts_base=int(attempts_base or 0),
-                priority=_PRIORITY.get(priority, "normal"),
-                group=None if group is None else text(group),
-                timeout_ms=None if timeout_ms is None else int(timeout_ms),
-                created_at=int(created_at or 0),
+                attempts=int(item.attempts),
+                max_attempts=int(item.max_attempts or 1),
+                attempts_base=int(item.attempts_base or 0),
+                priority=_PRIORITY.get(item.priority, "normal"),
+                group=None if item.group is None else text(item.group),
+                timeout_ms=None if item.timeout_ms is None else int(item.timeout_ms),
+                created_at=int(item.created_at or 0),
                 processed_at=self.clock(),
-                stalls=int(stalls or 0),
-                dedupe_key=None if dedupe_key is None else text(dedupe_key),
-                progress=None if progress is None else orjson.loads(progress),
+                stalls=int(item.stalls or 0),
+                dedupe_key=None if item.dedupe_key is None else text(item.dedupe_key),
+                progress=None if item.progress is None else orjson.loads(item.progress),
             )
         except (ValueError, orjson.JSONDecodeError, CorruptJob) as exc:
-            log.warning("job %s is corrupt (%s): moved to failed", text(job_id), exc)
+            log.warning("job %s is corrupt (%s): moved to failed", item.job_id, exc)
             return exc if isinstance(exc, CorruptJob) else CorruptJob(f"unreadable job data: {exc}")
-        return Lease(job, text(token))
+        return Lease(job, item.token)
 
-    async def claim_blocking(self, timeout_ms: int | None = None, priority: Priority = "normal") -> Lease | str | None:
+    async def claim_blocking(
+        self, timeout_ms: int | None = None, priority: Priority = "normal"
+    ) -> Lease | Literal["paused"] | None:
         """Block up to `timeout_ms` on BLMOVE from the `priority` wait list (`wait` for normal) to active,
         then take the lease. Returns the Lease, "paused" (the job went back to its list), or None (nothing
         came, or it was diverted: corrupt, cancelled, rate-limited, or taken back by the stalled check)."""
@@ -185,22 +189,22 @@ class Consumer:
         job_id = await self._block_move(source, timeout)
         if job_id is None:
             return None
-        args = [
-            job_id,
-            str(self.clock()),
-            str(self.config.lease_ms),
-            f"{self._token_prefix()}:b",
-            self.id,
-            self._limits,
-        ]
-        reply = await self.scripts.run("start", args, source=source, declare=self._job_keys(job_id))
-        status = text(reply[0])
-        if status != "ok":
-            return "paused" if status == "paused" else None
-        lease = self._lease(reply[1])
+        call = StartCall(
+            job_id=job_id,
+            now=self.clock(),
+            lease_ms=self.config.lease_ms,
+            token=f"{self._token_prefix()}:b",
+            consumer_id=self.id,
+            rate_limits=self._limits,
+            source=priority,
+        )
+        reply = await self.scripts.start(call, self._job_keys(job_id))
+        if reply.claimed is None:
+            return "paused" if reply.status == "paused" else None
+        lease = self._lease(reply.claimed)
         if isinstance(lease, Lease):
             return lease
-        await self._fail(job_id, args[3], f"corrupt job: {lease}", "CORRUPT_JOB", final=True, delay_ms=0)
+        await self._fail(job_id, call.token, f"corrupt job: {lease}", "CORRUPT_JOB", final=True, delay_ms=0)
         return None
 
     async def _block_move(self, source: str, timeout_s: float) -> str | None:
@@ -269,43 +273,48 @@ class Consumer:
         }
         if stack:
             fields["stack"] = stack
-        entry = orjson.dumps(fields).decode()
-        args = [job_id, token, str(now), message, category, entry, "1" if final else "0", str(delay_ms)]
+        call = FailCall(
+            job_id=job_id,
+            token=token,
+            now=now,
+            message=message,
+            category=category,
+            error_entry=orjson.dumps(fields).decode(),
+            final=final,
+            delay_ms=delay_ms,
+        )
         declare = self._job_keys(job_id)
         if dedupe_key:
             declare.append(self.keys.dedupe(dedupe_key))
-        reply = text(await self.scripts.run("fail", args, declare=declare))
-        return None if reply == "lost" else JobState(reply)
+        outcome = await self.scripts.fail(call, declare)
+        return None if outcome == "lost" else JobState(outcome)
 
     async def release(self, lease: Lease) -> bool:
         """Give the job back to the front of its wait list without counting the attempt (shutdown)."""
-        return bool(
-            int(await self.scripts.run("release", [lease.job.id, lease.token], declare=self._job_keys(lease.job.id)))
-        )
+        return await self.scripts.release(ReleaseCall(lease.job.id, lease.token), self._job_keys(lease.job.id))
 
     async def progress(self, lease: Lease, value: Any) -> None:
         """Record progress (any JSON value) on the job; LeaseLost if this lease is no longer held."""
-        args = [lease.job.id, lease.token, encode_json(value, "progress")]
-        if not int(await self.scripts.run("progress", args, declare=self._job_keys(lease.job.id))):
+        call = ProgressCall(lease.job.id, lease.token, encode_json(value, "progress"))
+        if not await self.scripts.progress(call, self._job_keys(lease.job.id)):
             raise LeaseLost(lease.job.id, lease.attempt)
 
-    async def heartbeat(self, leases: list[Lease], info: dict[str, Any] | None = None) -> list[int]:
-        """Renew every lease and this consumer's registry entry in one call. Per lease: LEASE_RENEWED,
-        LEASE_CANCELLED (renewed, but a cancel was requested) or LEASE_LOST."""
+    async def heartbeat(self, leases: list[Lease], info: dict[str, Any] | None = None) -> list[LeaseStatus]:
+        """Renew every lease and this consumer's registry entry in one call; a LeaseStatus per lease."""
         now = self.clock()
         body = {"id": self.id, "last_seen": now, **(info or {})}
-        args = [
-            str(now),
-            str(self.config.lease_ms),
-            self.id,
-            orjson.dumps(body).decode(),
-            str(self.config.worker_ttl_ms),
-        ]
+        call = HeartbeatCall(
+            now=now,
+            lease_ms=self.config.lease_ms,
+            consumer_id=self.id,
+            info=orjson.dumps(body).decode(),
+            worker_ttl_ms=self.config.worker_ttl_ms,
+            leases=[(lease.job.id, lease.token) for lease in leases],
+        )
         declare = [self.keys.worker(self.id)]
         for lease in leases:
-            args += [lease.job.id, lease.token]
             declare += self._job_keys(lease.job.id)
-        return [int(s) for s in await self.scripts.run("heartbeat", args, declare=declare)]
+        return await self.scripts.heartbeat(call, declare)
 
     async def unregister(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -315,28 +324,25 @@ class Consumer:
 
     async def promote_due(self, limit: int = 1_000) -> tuple[int, int | None]:
         """Move due delayed jobs to wait. Returns (moved, due time of the next delayed job or None)."""
-        moved, next_due = await self.scripts.run("promote", [str(self.clock()), str(limit), ""])
-        return int(moved), None if int(next_due) < 0 else int(next_due)
+        moved, next_due = await self.scripts.promote(PromoteCall(now=self.clock(), limit=limit))
+        return moved, next_due
 
     async def recover_stalled(self) -> tuple[list[str], list[str]] | None:
         """One pass of the two-pass stalled check; None if another consumer ran it within the interval.
         Returns (ids moved back to wait, ids moved to failed)."""
-        reply = await self.scripts.run(
-            "recover_stalled", [str(self.clock()), str(self.config.stalled_check_ms), str(self.config.max_stalls)]
-        )
-        if not isinstance(reply, list):
-            return None
-        recovered, failed = reply
-        return [text(i) for i in recovered], [text(i) for i in failed]
+        call = RecoverStalledCall(self.clock(), self.config.stalled_check_ms, self.config.max_stalls)
+        reply = await self.scripts.recover_stalled(call)
+        return None if reply is None else (reply.recovered, reply.failed)
 
     async def apply_retention(self, limit: int = 1_000) -> int:
         """Delete completed/failed jobs older than their max age (the count cap is kept on completion)."""
         now = self.clock()
         deleted = 0
-        for key, age in (
-            (self.keys.completed, self.config.completed_max_age_ms),
-            (self.keys.failed, self.config.failed_max_age_ms),
-        ):
+        ages: tuple[tuple[Literal["completed", "failed"], int | None], ...] = (
+            ("completed", self.config.completed_max_age_ms),
+            ("failed", self.config.failed_max_age_ms),
+        )
+        for state, age in ages:
             if age is not None:
-                deleted += int(await self.scripts.run("clean", [str(now - age), str(limit)], list=key))
+                deleted += await self.scripts.clean(CleanCall(cutoff=now - age, limit=limit, state=state))
         return deleted

@@ -7,6 +7,10 @@ class QueueError(Exception):
     """Root of every error the queue raises."""
 
 
+class ScriptReplyError(QueueError):
+    """A Lua script returned something its header does not allow: the Lua and the Python disagree (a bug)."""
+
+
 class JobNotFound(QueueError):
     """No job with this id."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,18 +16,29 @@ STACK_LIMIT = 4_096
 """Characters of a handler's traceback kept in the attempt's error entry (every attempt keeps one)."""
 
 
+class StopReason(enum.StrEnum):
+    """Why a running job's handler was stopped (`ActiveJob.stop_reason`; None when the job's own timeout
+    stopped it). Cancelled: failed as cancelled; lease lost: left to the new owner; the others: released."""
+
+    CANCELLED = "cancelled"
+    LEASE_LOST = "lease_lost"
+    SHUTDOWN = "shutdown"
+    DEPENDENCY_DOWN = "dependency_down"
+    """Set by a handler that gives the job back because something it needs is unavailable."""
+
+
 class ActiveJob:
     """What a handler gets: the job, its attempt number, progress reporting and a cancel signal.
 
     `cancelled` is set (and the handler task cancelled) when someone cancels the job; `stop_reason`
-    then says why the runner stopped it: "cancelled", "lease_lost", "timeout" or "shutdown"."""
+    then says why the runner stopped it (a StopReason)."""
 
     def __init__(self, lease: Lease, consumer: Consumer) -> None:
         self.lease = lease
         self.job: Job = lease.job
         self.attempt: int = lease.job.attempts
         self.cancelled = asyncio.Event()
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
         self._consumer = consumer
 
     async def progress(self, value: Any) -> None:

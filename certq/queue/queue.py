@@ -8,14 +8,26 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from certq.queue.config import QueueConfig
 from certq.queue.errors import InvalidJob, JobStateError
 from certq.queue.job import CorruptJob, Job, JobState, Priority, encode_json
-from certq.queue.scripts import AnyRedis, Scripts, text
+from certq.queue.keys import PRIORITIES
+from certq.queue.protocol import (
+    CancelCall,
+    CancelOutcome,
+    CleanCall,
+    EnqueueCall,
+    EnqueueJob,
+    PromoteCall,
+    RemoveCall,
+    RetryCall,
+    text,
+)
+from certq.queue.scripts import AnyRedis, Scripts
 
 Clock = Callable[[], int]
 LISTABLE = ("waiting", "active", "delayed", "completed", "failed")
@@ -80,7 +92,7 @@ class Queue:
     async def enqueue_many(self, specs: Iterable[JobSpec], *, batch_size: int = 1_000) -> list[Job]:
         """Add many jobs: one round trip (one script call) per batch of `batch_size`."""
         out: list[Job] = []
-        batch: list[tuple[Job, list[str]]] = []
+        batch: list[tuple[Job, EnqueueJob]] = []
         for spec in specs:
             batch.append(self._prepare(spec))
             if len(batch) >= batch_size:
@@ -90,15 +102,15 @@ class Queue:
             out.extend(await self._enqueue_batch(batch))
         return out
 
-    def _prepare(self, spec: JobSpec) -> tuple[Job, list[str]]:
-        """Validate one spec; returns the Job as it will be stored and the script's 8 values for it."""
+    def _prepare(self, spec: JobSpec) -> tuple[Job, EnqueueJob]:
+        """Validate one spec; returns the Job as it will be stored and what the enqueue script gets for it."""
         if not isinstance(spec.payload, dict):
             raise InvalidJob("payload", "must be a JSON object (dict)")
         try:
             payload_text = encode_json(spec.payload)
         except TypeError as exc:
             raise InvalidJob("payload", str(exc)) from None
-        if spec.priority not in ("high", "normal", "low"):
+        if spec.priority not in PRIORITIES:
             raise InvalidJob("priority", f"{spec.priority!r} is not high, normal or low")
         max_attempts = self.config.default_max_attempts if spec.max_attempts is None else spec.max_attempts
         _check_int("max_attempts", max_attempts, minimum=1)
@@ -119,38 +131,36 @@ class Queue:
             timeout_ms=spec.timeout_ms,
             dedupe_key=spec.dedupe_key,
         )
-        args = [
-            job_id,
-            payload_text,
-            spec.priority,
-            str(spec.delay_ms),
-            str(max_attempts),
-            "" if spec.timeout_ms is None else str(spec.timeout_ms),
-            spec.dedupe_key or "",
-            spec.group or "",
-        ]
-        return job, args
+        entry = EnqueueJob(
+            job_id=job_id,
+            payload=payload_text,
+            priority=spec.priority,
+            delay_ms=spec.delay_ms,
+            max_attempts=max_attempts,
+            timeout_ms=spec.timeout_ms,
+            dedupe_key=spec.dedupe_key,
+            group=spec.group,
+        )
+        return job, entry
 
-    async def _enqueue_batch(self, batch: list[tuple[Job, list[str]]]) -> list[Job]:
+    async def _enqueue_batch(self, batch: list[tuple[Job, EnqueueJob]]) -> list[Job]:
         now = self.clock()
-        args: list[str] = [str(now)]
-        args.extend("\0".join(job_args) for _, job_args in batch)
         declare: list[str] = []
         if self.scripts.declares:
             for job, _ in batch:
                 declare.append(self.keys.job(job.id))
                 if job.dedupe_key:
                     declare.append(self.keys.dedupe(job.dedupe_key))
-        replies = await self.scripts.run("enqueue", args, declare=declare)
+        replies = await self.scripts.enqueue(EnqueueCall(now, [entry for _, entry in batch]), declare)
         out: list[Job] = []
-        for (job, job_args), (added, job_id) in zip(batch, replies, strict=True):
-            if int(added):
+        for (job, entry), (added, job_id) in zip(batch, replies, strict=True):
+            if added:
                 job.created_at = now
                 if job.state is JobState.DELAYED:
-                    job.due_at = now + int(job_args[3])
+                    job.due_at = now + entry.delay_ms
                 out.append(job)
             else:
-                existing = await self.get(text(job_id))
+                existing = await self.get(job_id)
                 if existing is None:  # removed in between: report what was asked for, not added
                     existing = job
                 existing.existing = True
@@ -238,27 +248,27 @@ class Queue:
 
     async def retry(self, job_id: str) -> None:
         """Replay one failed job with a fresh budget of attempts; JobStateError if it is not failed."""
-        if not int(await self.scripts.run("retry", [job_id], declare=[self.keys.job(job_id)])):
+        if not await self.scripts.retry(RetryCall(job_id), [self.keys.job(job_id)]):
             job = await self.get(job_id)
             raise JobStateError(job_id, job.state.value if job else "missing", "only failed jobs can be retried")
 
     async def retry_all_failed(self) -> int:
         """Replay every failed job that was not cancelled; returns how many."""
-        return int(await self.scripts.run("retry", [""]))
+        return await self.scripts.retry(RetryCall())
 
     async def promote(self, job_id: str) -> None:
         """Run a delayed job now; JobStateError if it is not delayed."""
-        moved, _ = await self.scripts.run("promote", [str(self.clock()), "1", job_id], declare=[self.keys.job(job_id)])
-        if not int(moved):
+        moved, _ = await self.scripts.promote(PromoteCall(self.clock(), 1, job_id), [self.keys.job(job_id)])
+        if not moved:
             job = await self.get(job_id)
             raise JobStateError(job_id, job.state.value if job else "missing", "only delayed jobs can be promoted")
 
     async def remove(self, job_id: str) -> bool:
         """Delete a job that is not active (False if there is no such job); JobStateError if active."""
-        reply = await self.scripts.run("remove", [job_id], declare=[self.keys.job(job_id), self.keys.lock(job_id)])
-        if text(reply) == "active":
+        outcome = await self.scripts.remove(RemoveCall(job_id), [self.keys.job(job_id), self.keys.lock(job_id)])
+        if outcome == "active":
             raise JobStateError(job_id, "active", "cancel an active job instead of removing it")
-        return bool(int(reply))
+        return outcome == "removed"
 
     async def clean(self, state: str | JobState, older_than_ms: int, limit: int = 1_000) -> int:
         """Delete up to `limit` completed or failed jobs that finished more than `older_than_ms` ago."""
@@ -267,9 +277,8 @@ class Queue:
             raise InvalidJob("state", "only completed or failed jobs can be cleaned")
         _check_int("older_than_ms", older_than_ms, minimum=0)
         _check_int("limit", limit, minimum=0)
-        key = self.keys.completed if state is JobState.COMPLETED else self.keys.failed
-        cutoff = self.clock() - older_than_ms
-        return int(await self.scripts.run("clean", [str(cutoff), str(limit)], list=key))
+        which: Literal["completed", "failed"] = "completed" if state is JobState.COMPLETED else "failed"
+        return await self.scripts.clean(CleanCall(cutoff=self.clock() - older_than_ms, limit=limit, state=which))
 
     async def pause(self) -> None:
         """Consumers stop claiming (running jobs finish); enqueue keeps working."""
@@ -281,10 +290,10 @@ class Queue:
     async def is_paused(self) -> bool:
         return await self.redis.hget(self.keys.meta, "paused") in (b"1", "1")  # type: ignore[misc]
 
-    async def cancel(self, job_id: str) -> str:
+    async def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel from any process: "removed" (was waiting/delayed; now failed as cancelled), "flagged"
         (active: its consumer stops it within a heartbeat), "finished" or "not_found"."""
-        return text(await self.scripts.run("cancel", [job_id, str(self.clock())], declare=[self.keys.job(job_id)]))
+        return await self.scripts.cancel(CancelCall(job_id, self.clock()), [self.keys.job(job_id)])
 
     async def events(
         self, last_id: str = "0", count: int = 100, block_ms: int | None = None

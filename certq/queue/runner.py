@@ -21,10 +21,11 @@ from typing import Any
 from redis.exceptions import RedisClusterException, RedisError
 
 from certq.queue.config import QueueConfig
-from certq.queue.consumer import LEASE_CANCELLED, LEASE_LOST, Consumer, Lease
+from certq.queue.consumer import Consumer, Lease
 from certq.queue.errors import JobFailed, LeaseLost
-from certq.queue.handling import ActiveJob, Handler, RunnerHooks, RunnerStats, format_stack
+from certq.queue.handling import ActiveJob, Handler, RunnerHooks, RunnerStats, StopReason, format_stack
 from certq.queue.job import JobState, Priority, encode_json
+from certq.queue.protocol import LeaseStatus
 from certq.queue.queue import Clock, wall_clock_ms
 from certq.queue.scripts import AnyRedis
 
@@ -148,7 +149,7 @@ class Runner:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await self._cancel_all("shutdown")
+            await self._cancel_all(StopReason.SHUTDOWN)
             with contextlib.suppress(*TRANSIENT):
                 await self.consumer.unregister()
             self.running = False
@@ -273,7 +274,7 @@ class Runner:
                     result = await self.handler(active)
             except asyncio.CancelledError:
                 if active.stop_reason is None:
-                    active.stop_reason = "shutdown"
+                    active.stop_reason = StopReason.SHUTDOWN
                 await self._stopped(active, time.monotonic() - started)
                 return
             except TimeoutError:
@@ -281,7 +282,7 @@ class Runner:
                 await self._failed(active, f"job timed out after {timeout_ms} ms", "TIMEOUT", False, started)
                 return
             except LeaseLost:
-                active.stop_reason = "lease_lost"
+                active.stop_reason = StopReason.LEASE_LOST
                 await self._stopped(active, time.monotonic() - started)
                 return
             except JobFailed as exc:
@@ -331,11 +332,11 @@ class Runner:
 
     async def _stopped(self, active: ActiveJob, seconds: float) -> None:
         lease, reason = active.lease, active.stop_reason
-        if reason == "lease_lost":
+        if reason is StopReason.LEASE_LOST:
             self._held.pop(lease.job.id, None)
             self.stats.lease_lost += 1
             self._hook("on_lease_lost", lease.job)
-        elif reason == "cancelled":
+        elif reason is StopReason.CANCELLED:
             state = await self._settle(
                 lease, lambda: self.consumer.fail(lease, "cancelled", final=True, category="CANCELLED")
             )
@@ -405,11 +406,11 @@ class Runner:
         self._wake_lanes()  # so a claim loop whose slots are all busy still turns (readiness reads its time)
         for lease, status in zip(leases, statuses, strict=True):
             entry = self._tasks.get(lease.job.id)
-            if entry is None or status not in (LEASE_LOST, LEASE_CANCELLED):
+            if entry is None or status is LeaseStatus.RENEWED:
                 continue
             task, active = entry
             if active.stop_reason is None:
-                active.stop_reason = "lease_lost" if status == LEASE_LOST else "cancelled"
+                active.stop_reason = StopReason.LEASE_LOST if status is LeaseStatus.LOST else StopReason.CANCELLED
                 active.cancelled.set()
                 task.cancel()
 
@@ -439,7 +440,7 @@ class Runner:
             await asyncio.wait(waiters, timeout=self.grace_ms / 1000, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
-        await self._cancel_all("shutdown")
+        await self._cancel_all(StopReason.SHUTDOWN)
         for lane in self._lanes:
             for attempt in range(20):
                 if not lane.acks:
@@ -450,7 +451,7 @@ class Runner:
                     self._redis_error("drain", exc)
                     await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
 
-    async def _cancel_all(self, reason: str) -> None:
+    async def _cancel_all(self, reason: StopReason) -> None:
         entries = list(self._tasks.values())
         for task, active in entries:
             if active.stop_reason is None:

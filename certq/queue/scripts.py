@@ -23,7 +23,39 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
+from certq.queue.errors import ScriptReplyError
 from certq.queue.keys import QueueKeys
+from certq.queue.protocol import (
+    CANCEL_OUTCOMES,
+    FAIL_OUTCOMES,
+    START_STATUSES,
+    CancelCall,
+    CancelOutcome,
+    ClaimedJob,
+    CleanCall,
+    CompleteCall,
+    CompleteReply,
+    EnqueueCall,
+    EnqueueReply,
+    FailCall,
+    FailOutcome,
+    HeartbeatCall,
+    LeaseStatus,
+    ProgressCall,
+    PromoteCall,
+    PromoteReply,
+    RecoverStalledCall,
+    ReleaseCall,
+    RemoveCall,
+    RemoveOutcome,
+    RetryCall,
+    ScriptCall,
+    StalledReply,
+    StartCall,
+    StartReply,
+    reply_word,
+    text,
+)
 
 AnyRedis: TypeAlias = Redis | RedisCluster
 _KEY_LINE = re.compile(r"^\s*KEYS\[(\d+)\]\s+(\w+)", re.MULTILINE)
@@ -77,12 +109,10 @@ def load_source(name: str) -> LuaSource:
     return LuaSource(name, tuple(keys), preamble + body, bool(declared))
 
 
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Scripts:
-    """One registered script per Lua file; callers pass plain values, never KEYS/ARGV."""
+    """One registered script per Lua file, run through one typed method each: a call object from
+    `certq.queue.protocol` in (its fields are the script's ARGV), a named reply out. `declare` are the
+    per-job keys of the header's `KEYS[n..]` line (sent only by a Cluster client, see `declares`)."""
 
     def __init__(self, redis: AnyRedis, keys: QueueKeys, events_maxlen: int) -> None:
         self.redis = redis
@@ -90,27 +120,74 @@ class Scripts:
         self.maxlen = str(events_maxlen)
         self.declares = isinstance(redis, RedisCluster)
         """Whether per-job keys are sent (a Cluster client); hot callers skip building them otherwise."""
-        self._scripts: dict[str, tuple[AsyncScript, LuaSource]] = {}
-        self._fixed_keys: dict[str, list[str]] = {}
+        self._scripts: dict[str, tuple[AsyncScript, LuaSource, list[str]]] = {}
         for name in SCRIPT_NAMES:
             source = load_source(name)
-            self._scripts[name] = (redis.register_script(source.text), source)  # type: ignore[misc]
-            if all(hasattr(keys, key) for key in source.keys):
-                self._fixed_keys[name] = [getattr(keys, key) for key in source.keys]
+            script = redis.register_script(source.text)  # type: ignore[misc]
+            self._scripts[name] = (script, source, [getattr(keys, key) for key in source.keys])
 
-    def key_list(self, name: str, **overrides: str) -> list[str]:
-        if not overrides and name in self._fixed_keys:
-            return self._fixed_keys[name]
-        source = self._scripts[name][1]
-        return [overrides[key] if key in overrides else getattr(self.keys, key) for key in source.keys]
-
-    async def run(self, name: str, args: list[Any], *, declare: Sequence[str] = (), **key_overrides: str) -> Any:
-        """Run script `name`; `declare` are the per-job keys of its header's `KEYS[n..]` line."""
-        script, source = self._scripts[name]
-        keys = self.key_list(name, **key_overrides)
+    async def _run(self, call: ScriptCall, declare: Sequence[str] = ()) -> Any:
+        script, source, keys = self._scripts[call.script]
         if declare:
             if not source.declares:
-                raise ValueError(f"{name}.lua declares no per-job keys")
+                raise ValueError(f"{call.script}.lua declares no per-job keys")
             if self.declares:
                 keys = [*keys, *declare]
-        return await script(keys=keys, args=[self.keys.base, self.maxlen, *args])
+        return await script(keys=keys, args=[self.keys.base, self.maxlen, *call.argv()])
+
+    async def enqueue(self, call: EnqueueCall, declare: Sequence[str] = ()) -> list[EnqueueReply]:
+        return [EnqueueReply(bool(int(added)), text(job_id)) for added, job_id in await self._run(call, declare)]
+
+    async def complete(self, call: CompleteCall, declare: Sequence[str] = ()) -> CompleteReply:
+        statuses, claimed, paused = await self._run(call, declare)
+        return CompleteReply([bool(s) for s in statuses], [ClaimedJob.from_reply(c) for c in claimed], bool(paused))
+
+    async def start(self, call: StartCall, declare: Sequence[str] = ()) -> StartReply:
+        reply = await self._run(call, declare)
+        status = reply_word("start", reply[0], START_STATUSES)
+        return StartReply(status, ClaimedJob.from_reply(reply[1]) if status == "ok" else None)
+
+    async def fail(self, call: FailCall, declare: Sequence[str] = ()) -> FailOutcome:
+        return reply_word("fail", await self._run(call, declare), FAIL_OUTCOMES)
+
+    async def release(self, call: ReleaseCall, declare: Sequence[str] = ()) -> bool:
+        """False: the lease was lost."""
+        return bool(int(await self._run(call, declare)))
+
+    async def progress(self, call: ProgressCall, declare: Sequence[str] = ()) -> bool:
+        """False: the lease was lost."""
+        return bool(int(await self._run(call, declare)))
+
+    async def heartbeat(self, call: HeartbeatCall, declare: Sequence[str] = ()) -> list[LeaseStatus]:
+        return [LeaseStatus(int(s)) for s in await self._run(call, declare)]
+
+    async def promote(self, call: PromoteCall, declare: Sequence[str] = ()) -> PromoteReply:
+        moved, next_due = await self._run(call, declare)
+        return PromoteReply(int(moved), None if int(next_due) < 0 else int(next_due))
+
+    async def recover_stalled(self, call: RecoverStalledCall) -> StalledReply | None:
+        """None: another consumer ran the check within the interval."""
+        reply = await self._run(call)
+        if not isinstance(reply, list):
+            return None
+        recovered, failed = reply
+        return StalledReply([text(i) for i in recovered], [text(i) for i in failed])
+
+    async def cancel(self, call: CancelCall, declare: Sequence[str] = ()) -> CancelOutcome:
+        return reply_word("cancel", await self._run(call, declare), CANCEL_OUTCOMES)
+
+    async def remove(self, call: RemoveCall, declare: Sequence[str] = ()) -> RemoveOutcome:
+        reply = await self._run(call, declare)
+        if isinstance(reply, int):
+            return "removed" if reply else "not_found"
+        if text(reply) != "active":
+            raise ScriptReplyError(f"remove.lua returned {text(reply)!r}, not 1, 0 or 'active'")
+        return "active"
+
+    async def retry(self, call: RetryCall, declare: Sequence[str] = ()) -> int:
+        """How many jobs went back to wait."""
+        return int(await self._run(call, declare))
+
+    async def clean(self, call: CleanCall) -> int:
+        """How many jobs were deleted."""
+        return int(await self._run(call))

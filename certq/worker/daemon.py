@@ -24,7 +24,7 @@ from certq.connections import connect_redis
 from certq.health import Check, HealthProbes, HealthServer, build_health_app
 from certq.jobs import queue_config
 from certq.metrics import Metrics
-from certq.queue import ActiveJob, Handler, Lease, Queue, Runner
+from certq.queue import ActiveJob, Handler, Lease, Queue, Runner, StopReason
 from certq.reconcile import reconcile
 from certq.settings import Settings
 from certq.store import Store
@@ -302,14 +302,14 @@ class Worker:
                     await asyncio.wait_for(_all_set(database.up, database.writable), DATABASE_WAIT_S)
                 except TimeoutError:
                     log.info("postgresql unavailable; giving the job back", extra={"job_id": active.job.id})
-                    active.stop_reason = "dependency_down"
+                    active.stop_reason = StopReason.DEPENDENCY_DOWN
                     raise asyncio.CancelledError from None  # the runner releases it without counting the attempt
             try:
                 return await handler(active)
             except DatabaseUnavailable as exc:
                 database.went_away(exc.__cause__ or exc)
                 log.warning("postgresql went away mid-job; giving the job back", extra={"job_id": active.job.id})
-                active.stop_reason = "dependency_down"
+                active.stop_reason = StopReason.DEPENDENCY_DOWN
                 raise asyncio.CancelledError from None
 
         return run

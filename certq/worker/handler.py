@@ -22,7 +22,7 @@ from certq.certification import ModelEndpoint, RunConfig, Verdict, run_certifica
 from certq.certification.capabilities import Capabilities
 from certq.credentials import CredentialPolicy
 from certq.jobs import CertificationJob, InvalidJobPayload
-from certq.queue import ActiveJob, JobFailed, LeaseLost
+from certq.queue import ActiveJob, JobFailed, LeaseLost, StopReason
 from certq.settings import SettingsError, read_secret
 from certq.store import DEFAULT_VALIDITY_S, Store
 from certq.store.outages import DATABASE_OUTAGE_ERRORS
@@ -285,9 +285,9 @@ class CertificationHandler:
     async def _stopped(self, store: Store, active: ActiveJob, certification_id: str) -> None:
         """Tell PostgreSQL why the run stopped, where this worker still owns it (shielded: we are being cancelled)."""
         reason = active.stop_reason
-        if reason == "lease_lost":
+        if reason is StopReason.LEASE_LOST:
             return  # another worker owns the job; it writes the outcome
-        if reason == "cancelled":
+        if reason is StopReason.CANCELLED:
             write: Awaitable[Any] = store.mark_cancelled(certification_id)
         elif reason is None:  # the job's timeout cancelled us
             job = active.job

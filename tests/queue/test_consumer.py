@@ -7,7 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from certq.queue import Consumer, JobSpec, JobState, JobStateError, LeaseLost, Queue, QueueConfig
-from certq.queue.consumer import LEASE_CANCELLED, LEASE_LOST, LEASE_RENEWED
+from certq.queue.protocol import LeaseStatus, StartCall
 from tests.support.queue_helpers import FakeClock, assert_each_in_one_place
 
 
@@ -145,7 +145,7 @@ async def test_cancel_waiting_delayed_active_and_finished(
     assert await queue.cancel("d") == "removed"
     [lease] = (await consumer.claim(1)).leases
     assert await queue.cancel("a") == "flagged"
-    assert await consumer.heartbeat([lease]) == [LEASE_CANCELLED]
+    assert await consumer.heartbeat([lease]) == [LeaseStatus.CANCEL_REQUESTED]
     assert await consumer.fail(lease, "stopped", final=True, category="CANCELLED") is JobState.FAILED
     assert await queue.cancel("a") == "finished"
     assert await queue.cancel("nope") == "not_found"
@@ -164,8 +164,8 @@ async def test_heartbeat_renews_leases_and_registers_the_worker(
     await backend.pexpire(queue.keys.lock("h1"), 100)
     await backend.delete(queue.keys.lock("h2"))
     assert await consumer.heartbeat([first, second], {"concurrency": 2, "health_port": 3002}) == [
-        LEASE_RENEWED,
-        LEASE_LOST,
+        LeaseStatus.RENEWED,
+        LeaseStatus.LOST,
     ]
     assert await backend.pttl(queue.keys.lock("h1")) > 100
     [worker] = await queue.workers()
@@ -229,10 +229,11 @@ async def test_claim_lease_gap_is_not_taken_for_a_stall(
     await queue.enqueue({}, job_id="g")
     await backend.lmove(queue.keys.wait, queue.keys.active, "RIGHT", "LEFT")  # BLMOVE done, lease not yet taken
     await stalled_pass(consumer)  # marks "g" while it has no lease
-    reply = await consumer.scripts.run(
-        "start", ["g", str(consumer.clock()), "3000", "tok", "c1", ""], source=queue.keys.wait
+    call = StartCall(
+        "g", consumer.clock(), lease_ms=3000, token="tok", consumer_id="c1", rate_limits="", source="normal"
     )
-    assert reply[0] == b"ok"
+    reply = await consumer.scripts.start(call)
+    assert reply.status == "ok" and reply.claimed is not None and reply.claimed.job_id == "g"
     assert await stalled_pass(consumer) == ([], [])
     await assert_each_in_one_place(backend, queue.keys, {"g"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from certq.queue import InvalidJob, JobSpec, JobState, JobStateError, Queue, QueueConfig
+from certq.queue import Consumer, InvalidJob, JobSpec, JobState, JobStateError, Queue, QueueConfig
 from tests.support.queue_helpers import FakeClock, assert_each_in_one_place
 
 
@@ -166,3 +166,16 @@ async def test_corrupt_hash_reads_back_as_failed_job_with_reason(queue: Queue, b
     await backend.hset(queue.keys.job("bad"), mapping={"id": "bad", "state": "waiting", "payload": "{not json"})  # type: ignore[misc]
     job = await queue.get("bad")
     assert job is not None and job.state is JobState.FAILED and "corrupt" in (job.last_error or "")
+
+
+async def test_clean_deletes_only_the_state_it_names(queue: Queue, consumer: Consumer, clock: FakeClock) -> None:
+    await queue.enqueue_many([JobSpec({}, job_id="ok"), JobSpec({}, job_id="bad", max_attempts=1)])
+    done, broken = sorted((await consumer.claim(2)).leases, key=lambda lease: lease.job.id != "ok")
+    await consumer.complete(done)
+    assert await consumer.fail(broken, "boom") is JobState.FAILED
+    clock.advance(1)
+    assert await queue.clean("failed", 0) == 1
+    assert (await queue.ids("failed"), await queue.ids("completed")) == ([], ["ok"])
+    assert await queue.get("bad") is None
+    assert await queue.clean("completed", 0) == 1
+    assert await queue.get("ok") is None

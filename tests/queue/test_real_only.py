@@ -7,8 +7,9 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from certq.queue import Consumer, JobSpec, JobState, Lease, Queue, QueueConfig
-from certq.queue.consumer import LEASE_LOST
+from certq.queue import Consumer, JobSpec, JobState, Lease, Priority, Queue, QueueConfig
+from certq.queue.keys import PRIORITIES
+from certq.queue.protocol import LeaseStatus, StartCall
 from tests.support.queue_helpers import assert_each_in_one_place
 
 pytestmark = pytest.mark.real_redis
@@ -44,19 +45,21 @@ async def test_lease_expires_by_redis_ttl_and_is_then_lost(redis_client: aioredi
     assert 0 < ttl <= 150
     await asyncio.sleep(ttl / 1000 + 0.05)  # the TTL itself is what is under test
     assert await redis_client.exists(config.keys.lock("t")) == 0
-    assert await consumer.heartbeat([lease]) == [LEASE_LOST]
+    assert await consumer.heartbeat([lease]) == [LeaseStatus.LOST]
 
 
+@pytest.mark.parametrize("priority", PRIORITIES)
 async def test_paused_while_blocked_puts_the_job_back_first_in_line(
-    redis_client: aioredis.Redis, config: QueueConfig
+    redis_client: aioredis.Redis, config: QueueConfig, priority: Priority
 ) -> None:
     consumer, queue = Consumer(redis_client, config), Queue(redis_client, config)
-    claim = asyncio.create_task(consumer.claim_blocking(5_000))
+    claim = asyncio.create_task(consumer.claim_blocking(5_000, priority))
     await asyncio.sleep(0.05)
     await queue.pause()
-    await queue.enqueue({}, job_id="p1")
+    await queue.enqueue({}, job_id="p1", priority=priority)
     async with asyncio.timeout(2):
         assert await claim == "paused"
+    assert await redis_client.lrange(config.keys.wait_for(priority), 0, -1) == [b"p1"]  # type: ignore[misc]
     assert await queue.ids("waiting") == ["p1"]
     await assert_each_in_one_place(redis_client, config.keys, {"p1"})
 
@@ -68,8 +71,8 @@ async def test_cancel_in_the_blmove_gap_fails_the_job_at_lease_time(
     await queue.enqueue({}, job_id="gap")
     await redis_client.lmove(config.keys.wait, config.keys.active, "RIGHT", "LEFT")
     assert await queue.cancel("gap") == "flagged"
-    reply = await consumer.scripts.run("start", ["gap", "1", "3000", "tok", consumer.id, ""], source=config.keys.wait)
-    assert reply == [b"cancelled"]
+    call = StartCall("gap", now=1, lease_ms=3000, token="tok", consumer_id=consumer.id, rate_limits="", source="normal")
+    assert await consumer.scripts.start(call) == ("cancelled", None)
     job = await queue.get("gap")
     assert job is not None and job.state is JobState.FAILED and job.cancelled
 

@@ -25,8 +25,13 @@ class QueueMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.client = aioredis.from_url(self.redis_url)
+        # Leases never run out by wall time here (`crash` deletes them), so a slow example replays the same.
         self.config = QueueConfig(
-            prefix=f"{{sm{uuid.uuid4().hex[:10]}}}", name="sm", max_stalls=2, rate_limits={"limited": (1, 60.0)}
+            prefix=f"{{sm{uuid.uuid4().hex[:10]}}}",
+            name="sm",
+            max_stalls=2,
+            rate_limits={"limited": (1, 60.0)},
+            lease_ms=600_000,
         )
         self.clock = FakeClock()
         self.queue = Queue(self.client, self.config, clock=self.clock)

@@ -22,7 +22,7 @@
   ARGV[8] completed jobs to keep (-1 keeps all)
   ARGV[9] rate limits "group=tokens/period_ms;..."
   ARGV[10] number of completions
-  ARGV[11] per completion, NUL-separated: job id, lease token, result JSON, dedupe key or ''
+  ARGV[11] per completion, 4 NUL-separated values: job id, lease token, result JSON, dedupe key or ''
 
   Reads first, writes after (see common): the claimed ids are peeked (LRANGE) and planned before any pop.
   Returns {ack statuses (1 done, 0 lease lost), claimed jobs (claimed_reply)..., paused (0|1)}

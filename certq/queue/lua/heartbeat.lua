@@ -10,7 +10,7 @@
   ARGV[5] consumer id
   ARGV[6] consumer info (JSON text)
   ARGV[7] registry entry ttl ms
-  ARGV[8..] (job id, lease token) pairs
+  ARGV[8..] per lease, 2 values: job id, lease token
   Returns one status per pair: 1 renewed, 2 renewed but cancel requested, 0 lease lost
 ]]
 -- @include common

@@ -3,13 +3,15 @@
   active, or someone else holds its lease, the stalled check moved it meanwhile: skip it. If the queue
   is paused the job goes back to the front of the list it came from.
 
-  KEYS[1] source     (LIST)  the wait list BLMOVE took it from (wait, wait:high or wait:low)
-  KEYS[2] active     (LIST)
-  KEYS[3] failed     (LIST)
-  KEYS[4] delayed    (ZSET)
-  KEYS[5] meta       (HASH)
-  KEYS[6] events     (STREAM)
-  KEYS[7..] job:<id>, lock:<id> (declared for Cluster routing; the script builds the same names)
+  KEYS[1] wait_high  (LIST)
+  KEYS[2] wait       (LIST)
+  KEYS[3] wait_low   (LIST)
+  KEYS[4] active     (LIST)
+  KEYS[5] failed     (LIST)
+  KEYS[6] delayed    (ZSET)
+  KEYS[7] meta       (HASH)
+  KEYS[8] events     (STREAM)
+  KEYS[9..] job:<id>, lock:<id> (declared for Cluster routing; the script builds the same names)
   ARGV[1] key base
   ARGV[2] events maxlen
   ARGV[3] job id
@@ -18,6 +20,7 @@
   ARGV[6] lease token
   ARGV[7] consumer id
   ARGV[8] rate limits "group=tokens/period_ms;..."
+  ARGV[9] priority of the wait list BLMOVE took it from (high | normal | low)
   Returns {'ok', claimed_reply} | {'gone'} | {'paused'} | {'corrupt'} | {'cancelled'} | {'limited'}
 ]]
 -- @include common
@@ -28,7 +31,7 @@ if not redis.call('LPOS', K.active, id) or redis.call('EXISTS', lock_key(id)) ==
 end
 if redis.call('HGET', K.meta, 'paused') == '1' then
   redis.call('LREM', K.active, 1, id)
-  redis.call('RPUSH', K.source, id)
+  redis.call('RPUSH', wait_key(ARGV[9]), id)
   return {'paused'}
 end
 local buckets = new_buckets()
