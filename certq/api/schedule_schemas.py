@@ -10,10 +10,9 @@ from uuid import UUID
 from pydantic import AfterValidator, Field, model_validator
 
 from certq.api.schemas import MAX_LIMIT, Answer, Body, Name, Priority, Regions
-from certq.cron import Cron, CronError, time_zone
+from certq.cron import CatchUp, Cron, CronError, time_zone
 
 StandingName = Literal["CERTIFIED", "QUALITY_WARNING", "FAILED", "EXPIRED", "NEVER_CERTIFIED"]
-CatchUp = Literal["once", "skip"]
 
 
 def _unique(values: list[Any]) -> list[Any]:

@@ -182,7 +182,7 @@ def _row(record: ScheduleRecord) -> list[object]:
     if record.filter_standings:
         only = "standing " + "|".join(record.filter_standings)
     elif record.filter_expiring_s:
-        only = f"expiring within {record.filter_expiring_s}s"
+        only = f"expiring within {_span(record.filter_expiring_s)}"
     next_local = record.next_slot_at.astimezone(cron.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
     return [
         record.id,
@@ -218,7 +218,10 @@ def run_add(args: argparse.Namespace) -> int:
             raise CommandError(f"--region: {region!r} is not a region (letters, digits and . _ : -)", EXIT_USAGE)
     expiring_s = None
     if args.expiring_within is not None:
-        expiring_s = parse_duration_ms(args.expiring_within) // 1000
+        try:
+            expiring_s = parse_duration_ms(args.expiring_within) // 1000
+        except CommandError as exc:
+            raise CommandError(f"--expiring-within: {exc}", EXIT_USAGE) from None
         if not 60 <= expiring_s <= 31_622_400:
             raise CommandError("--expiring-within: between 1m and 366d", EXIT_USAGE)
     model_ids = [_uuid(text, "--model") for text in dict.fromkeys(args.model)]
@@ -278,3 +281,11 @@ def run_resume(args: argparse.Namespace) -> int:
 
 def run_delete(args: argparse.Namespace) -> int:
     return _change(args, None, "deleted")
+
+
+def _span(seconds: int) -> str:
+    """172800 -> "2d", 5400 -> "90m": the largest unit that divides it, as the flags take it."""
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -86,7 +86,7 @@ def test_add_list_pause_resume_and_delete(run_cli: RunCli, cli_env: str, db: str
     assert schedule["id"] in [s["id"] for s in listed.json()]
     table = run_cli("schedules", "list", "--database-url", db)
     assert table.code == 0 and "nightly" in table.out and "30 2 * * * (Europe/Berlin)" in table.out
-    assert "expiring within 172800s" in table.out and ("CET" in table.out or "CEST" in table.out)
+    assert "expiring within 2d" in table.out and ("CET" in table.out or "CEST" in table.out)
 
     paused = run_cli("schedules", "pause", schedule["id"], "--database-url", db)
     assert paused.code == 0 and "paused" in paused.out
@@ -112,6 +112,7 @@ def test_add_list_pause_resume_and_delete(run_cli: RunCli, cli_env: str, db: str
         (["--cron", "@daily", "--model", "00000000-0000-0000-0000-000000000001"], 4, "--model: no model"),
         (["--cron", "@daily", "--region", "bad region"], 2, "--region:"),
         (["--cron", "@daily", "--expiring-within", "5s"], 2, "--expiring-within"),
+        (["--cron", "@daily", "--expiring-within", "2x"], 2, "--expiring-within: '2x' is not a duration"),
     ],
 )
 def test_bad_arguments_name_the_option(
