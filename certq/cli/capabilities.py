@@ -103,13 +103,13 @@ def _read_schema(name: str) -> Any:
 
 
 def describe(data: Mapping[str, Any] | None) -> str:
-    """One line for a terminal: `tools, structured output (own schema), context window 8192, ...`."""
+    """One line for a terminal: `tools, structured output (declared schema), context window 8192, ...`."""
     capabilities = Capabilities.from_json(data)
     parts: list[str] = []
     if capabilities.tools:
         parts.append("tools")
     if capabilities.structured_output:
-        parts.append("structured output" + (" (own schema)" if capabilities.output_schema is not None else ""))
+        parts.append("structured output" + (" (declared schema)" if capabilities.output_schema is not None else ""))
     if capabilities.context_window is not None:
         parts.append(f"context window {capabilities.context_window}")
     if capabilities.max_output_tokens is not None:

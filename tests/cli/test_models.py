@@ -65,13 +65,13 @@ async def test_register_declares_capabilities_and_show_and_list_display_them(
     }
     shown = await models_cli("show", model["id"])
     assert shown.code == 0, shown.err
-    line = "capabilities  chat, tools, structured output (own schema), context window 8192, max output 1024"
+    line = "capabilities  chat, tools, structured output (declared schema), context window 8192, max output 1024"
     assert f"{line}, token accounting" in shown.out
     listed = await models_cli("list")
     assert listed.code == 0 and name in listed.out
     [row] = [row for row in listed.out.splitlines() if name in row]
     assert row.endswith(
-        "chat, tools, structured output (own schema), context window 8192, max output 1024, token accounting"
+        "chat, tools, structured output (declared schema), context window 8192, max output 1024, token accounting"
     )
 
 
