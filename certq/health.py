@@ -171,15 +171,21 @@ class HealthServer:
     """Serves an ASGI app with uvicorn as a task of the running loop.
 
     `bind()` opens the listening socket (so a port in use is an error the caller can report before
-    anything else starts); `start()` serves; `stop()` closes it.
+    anything else starts); `start()` serves; `stop()` closes it. `lifespan=True` runs the app's start-up and
+    shut-down as `python -m certq.api` does (the tests serve the whole API this way).
     """
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, *, lifespan: bool = False) -> None:
         self.host = host
         self.requested_port = port
         self._socket: socket.socket | None = None
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2, **server_options()
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on" if lifespan else "off",
+            timeout_graceful_shutdown=2,
+            **server_options(),
         )
         self._server = _ServerWithoutSignals(config)
         self._task: asyncio.Task[None] | None = None

@@ -11,7 +11,6 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import redis.asyncio as aioredis
 
 from certq.embedded import EmbeddedServer, start_postgres, start_redis, url_answers
 from tests.support.databases import with_database
+from tests.support.servers import serve_app
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -203,42 +203,6 @@ def api_settings(database_url: str, redis_url: str, prefix: str, token: str, **e
             **extra,
         }
     )
-
-
-@asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app (lifespan on) with uvicorn on a free loopback port in this event loop; yields its URL."""
-    import contextlib
-    import socket
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:  # the test process keeps its own signal handling
-            yield
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    from certq.http_limits import server_options
-
-    # The options `python -m certq.api` runs with (h11 with bounded heads), so tests see production's parser.
-    server = Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", **server_options()))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("the server stopped during start-up")
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(20):
-            await task
-        sock.close()
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import api_settings, serve_app
+from tests.conftest import api_settings
 from tests.support.databases import own_database as own_database_of
+from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import api_settings, serve_app
+from tests.conftest import api_settings
+from tests.support.servers import serve_app
 from tests.test_egress import INTERNAL_HOSTS
 
 

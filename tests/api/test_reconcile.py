@@ -14,7 +14,8 @@ from certq.queue.consumer import Consumer
 from certq.queue.queue import Queue
 from certq.reconcile import reconcile
 from tests.api.conftest import CreateModel
-from tests.conftest import api_settings, serve_app, unlink_prefix
+from tests.conftest import api_settings, unlink_prefix
+from tests.support.servers import serve_app
 
 BASE = "/api/certification-queue"
 

@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from certq.api.auth import Role, required_role
-from tests.conftest import api_settings, serve_app
+from tests.conftest import api_settings
+from tests.support.servers import serve_app
 
 BASE = "/api/certification-queue"
 

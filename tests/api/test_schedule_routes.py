@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 
 from certq.api.auth import token_fingerprint
 from tests.api.conftest import CreateModel
-from tests.conftest import api_settings, serve_app
+from tests.conftest import api_settings
+from tests.support.servers import serve_app
 
 
 @pytest.fixture

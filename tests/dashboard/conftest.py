@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -15,7 +13,6 @@ from uuid import UUID
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 from starlette.applications import Starlette
 
 from certq.dashboard import StaticDeps, create_board
@@ -23,6 +20,7 @@ from certq.health import HealthServer
 from certq.queue import Queue, QueueConfig
 from certq.settings import Settings, load_settings
 from certq.store import Store
+from tests.support.servers import serve_app
 
 USER = "operator"
 PASSWORD = "correct horse battery"
@@ -86,32 +84,11 @@ async def serve_board(settings: Settings, deps: StaticDeps) -> tuple[HealthServe
     return server, f"http://127.0.0.1:{server.port}"
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # the test process keeps its own signal handling
-        yield
-
-
 @contextlib.asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
     """Serve `app` (lifespan on, as `python -m certq.api` does) on a free loopback port; yields its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("the server stopped during start-up")
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(20):
-            await task
-        sock.close()
+    async with serve_app(app) as url:
+        yield url
 
 
 @dataclass
