@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 
 from certq.store import SCHEMA_VERSION, ModelRecord, Store
+from tests.support.databases import own_database
 
 VERDICTS = "('CERTIFIED', 'QUALITY_WARNING', 'FAILED')"
 # The view as it was first written: it reads every verdict in the history.
@@ -26,54 +25,53 @@ async def history(postgres_server_url: str) -> AsyncIterator[Store]:
     """A database of its own (the row counts below must be this test's only), migrated, with a history:
     3 models (one inactive) x 4 regions (one no longer offered), many runs per pair, ties on completed_at,
     verdicts without a completion time and runs that are no verdict (cancelled, one queued)."""
-    name = f"certq_latest_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    store = await Store.connect(postgres_server_url.rsplit("/", 1)[0] + f"/{name}", min_size=1, max_size=2)
-    try:
-        await store.migrate()
-        made = [
-            await store.create_model(
-                name=f"m{i}",
-                provider="openai",
-                api_model_id=f"tiny-{i}",
-                base_url="http://127.0.0.1:9/v1",
-                regions=["a", "b", "c"],
-            )
-            for i in range(3)
-        ]
-        models = [model for model in made if isinstance(model, ModelRecord)]
-        assert len(models) == 3
-        await store.pool.execute("UPDATE models SET is_active = false WHERE id = $1", models[2].id)
-        await store.pool.execute(
-            """
-            WITH runs AS (
-                SELECT m, r, n FROM unnest($1::uuid[]) AS m, unnest(ARRAY['a', 'b', 'c', 'gone']) AS r,
-                    generate_series(1, $2) AS n
-            ), jobs AS (
-                INSERT INTO certification_jobs (type, regions, model_ids, total_models)
-                SELECT 'SINGLE_MODEL', ARRAY[r], ARRAY[m], 1 FROM runs RETURNING id, regions[1] AS r, model_ids[1] AS m
-            )
-            INSERT INTO certifications (job_id, model_id, region, status, completed_at, score)
-            SELECT j.id, j.m, j.r,
-                (ARRAY['CERTIFIED', 'QUALITY_WARNING', 'FAILED', 'CANCELLED'])[1 + abs(hashtext(j.id::text)) % 4],
-                CASE WHEN abs(hashtext(j.id::text || 'null')) % 37 = 0 THEN NULL
-                     ELSE timestamptz '2026-01-01' + (abs(hashtext(j.id::text || 'at')) % 50) * interval '1 hour'
-                END,
-                50
-            FROM jobs j
-            """,
-            [m.id for m in models],
-            RUNS_PER_PAIR,
+    async with own_database(postgres_server_url, "latest") as (_, url):
+        store = await Store.connect(url, min_size=1, max_size=2)
+        try:
+            yield await _with_history(store)
+        finally:
+            await store.close()
+
+
+async def _with_history(store: Store) -> Store:
+    made = [
+        await store.create_model(
+            name=f"m{i}",
+            provider="openai",
+            api_model_id=f"tiny-{i}",
+            base_url="http://127.0.0.1:9/v1",
+            regions=["a", "b", "c"],
         )
-        await store.pool.execute("ANALYZE certifications")  # plans as on a real history, which has statistics
-        created = await store.create_job(type="SINGLE_MODEL", pairs=[(models[0].id, "a")])
-        assert created.certifications  # type: ignore[union-attr]
-        yield store
-    finally:
-        await store.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        for i in range(3)
+    ]
+    models = [model for model in made if isinstance(model, ModelRecord)]
+    assert len(models) == 3
+    await store.pool.execute("UPDATE models SET is_active = false WHERE id = $1", models[2].id)
+    await store.pool.execute(
+        """
+        WITH runs AS (
+            SELECT m, r, n FROM unnest($1::uuid[]) AS m, unnest(ARRAY['a', 'b', 'c', 'gone']) AS r,
+                generate_series(1, $2) AS n
+        ), jobs AS (
+            INSERT INTO certification_jobs (type, regions, model_ids, total_models)
+            SELECT 'SINGLE_MODEL', ARRAY[r], ARRAY[m], 1 FROM runs RETURNING id, regions[1] AS r, model_ids[1] AS m
+        )
+        INSERT INTO certifications (job_id, model_id, region, status, completed_at, score)
+        SELECT j.id, j.m, j.r,
+            (ARRAY['CERTIFIED', 'QUALITY_WARNING', 'FAILED', 'CANCELLED'])[1 + abs(hashtext(j.id::text)) % 4],
+            CASE WHEN abs(hashtext(j.id::text || 'null')) % 37 = 0 THEN NULL
+                 ELSE timestamptz '2026-01-01' + (abs(hashtext(j.id::text || 'at')) % 50) * interval '1 hour'
+            END,
+            50
+        FROM jobs j
+        """,
+        [m.id for m in models],
+        RUNS_PER_PAIR,
+    )
+    await store.pool.execute("ANALYZE certifications")  # plans as on a real history, which has statistics
+    created = await store.create_job(type="SINGLE_MODEL", pairs=[(models[0].id, "a")])
+    assert created.certifications  # type: ignore[union-attr]
+    return store
 
 
 async def test_latest_verdicts_are_the_rows_distinct_on_picks(history: Store) -> None:

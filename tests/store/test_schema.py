@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import asyncpg
 import pytest
 
 from certq.store import SCHEMA_VERSION, Store, schema_sql
+from tests.support.databases import own_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,14 +23,8 @@ def test_root_schema_is_the_packaged_schema() -> None:
 
 @pytest.fixture
 async def empty_database(postgres_server_url: str) -> AsyncIterator[str]:
-    name = f"certq_migrate_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(postgres_server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        yield postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
+    async with own_database(postgres_server_url, "migrate", migrate=False) as (_, url):
+        yield url
 
 
 async def test_migrate_from_many_connections_at_once_applies_the_schema_once(empty_database: str) -> None:

@@ -20,8 +20,9 @@ def with_database(server_url: str, database: str) -> str:
 
 
 @asynccontextmanager
-async def own_database(server_url: str, label: str) -> AsyncIterator[tuple[str, str]]:
-    """`(name, url)` of a new database `certq_test_<label>_<random>`, migrated; dropped on exit (WITH FORCE)."""
+async def own_database(server_url: str, label: str, *, migrate: bool = True) -> AsyncIterator[tuple[str, str]]:
+    """`(name, url)` of a new database `certq_test_<label>_<random>`, migrated unless `migrate=False` (empty, for
+    the migration's own tests); dropped on exit (WITH FORCE)."""
     from certq.store import Store
 
     name = f"certq_test_{label}_{uuid.uuid4().hex[:10]}"
@@ -29,11 +30,12 @@ async def own_database(server_url: str, label: str) -> AsyncIterator[tuple[str, 
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         url = with_database(server_url, name)
-        store = await Store.connect(url, min_size=1, max_size=1)
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
+        if migrate:
+            store = await Store.connect(url, min_size=1, max_size=1)
+            try:
+                await store.migrate()
+            finally:
+                await store.close()
         yield name, url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
