@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from certq.embedded import EmbeddedServer, start_postgres, start_redis, url_answers
-from tests.support.databases import with_database
+from tests.support.databases import empty_database
 from tests.support.servers import serve_app
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -95,27 +94,8 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A database created for this test run and dropped after it (empty: no schema applied)."""
-    name = f"certq_test_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        for attempt in range(50):
-            try:
-                conn = await asyncpg.connect(postgres_server_url)
-                break
-            except (OSError, asyncpg.CannotConnectNowError):
-                if attempt == 49:
-                    raise
-                await asyncio.sleep(0.1)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield with_database(postgres_server_url, name)
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with empty_database(postgres_server_url, "run") as url:
+        yield url
 
 
 # --- certq's schema and store (owned by the API engineer; reusable by every part) ---

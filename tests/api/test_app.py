@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from certq.api.app import ENDPOINTS
+from tests.support.databases import empty_database
 
 
 async def test_openapi_documents_every_route_with_its_models(api_server: Any) -> None:
@@ -66,23 +67,7 @@ def test_api_refuses_to_start_with_unsafe_or_invalid_configuration(env: dict[str
 
 
 def test_api_refuses_to_start_on_an_unmigrated_database(postgres_server_url: str) -> None:
-    import asyncio
-    import uuid
-
-    import asyncpg
-
-    name = f"certq_empty_{uuid.uuid4().hex[:8]}"
-
-    async def sql(statement: str) -> None:
-        conn = await asyncpg.connect(postgres_server_url)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
-    try:
-        empty = postgres_server_url.rsplit("/", 1)[0] + f"/{name}"
+    with empty_database(postgres_server_url, "api_empty") as empty:
         result = subprocess.run(
             [sys.executable, "-m", "certq.api"],
             env={**os.environ, "DATABASE_URL": empty},
@@ -91,8 +76,6 @@ def test_api_refuses_to_start_on_an_unmigrated_database(postgres_server_url: str
             timeout=60,
             cwd=tempfile.gettempdir(),
         )
-    finally:
-        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     assert result.returncode == 3
     assert "python -m certq migrate" in result.stderr and "Traceback" not in result.stderr
 

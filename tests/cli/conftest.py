@@ -13,6 +13,7 @@ import redis
 
 from certq.cli import main
 from certq.queue import Consumer, Queue, QueueConfig
+from tests.support.databases import empty_database
 
 T = TypeVar("T")
 
@@ -79,25 +80,8 @@ def on_queue(redis_url: str, cli_env: str) -> Callable[[Callable[[Queue, Consume
 @pytest.fixture
 def empty_database_url(postgres_server_url: str) -> Iterator[str]:
     """A database of this test alone, with no schema; dropped afterwards."""
-    import uuid
-    from urllib.parse import urlsplit, urlunsplit
-
-    import asyncpg
-
-    name = f"certq_cli_{uuid.uuid4().hex[:10]}"
-
-    async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(postgres_server_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
-    try:
-        yield urlunsplit(urlsplit(postgres_server_url)._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with empty_database(postgres_server_url, "cli") as url:
+        yield url
 
 
 @dataclass

@@ -6,9 +6,10 @@ that break it (read-only, stopped): the session's shared database holds every ot
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -40,3 +41,31 @@ async def own_database(server_url: str, label: str, *, migrate: bool = True) -> 
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@contextmanager
+def empty_database(server_url: str, label: str) -> Iterator[str]:
+    """The URL of a new, empty database `certq_test_<label>_<random>`, for code outside an event loop (session
+    fixtures, tests that run a subprocess); dropped on exit (WITH FORCE). Connecting is retried for 5 s: a
+    throwaway server may still be starting."""
+    name = f"certq_test_{label}_{uuid.uuid4().hex[:10]}"
+
+    async def run(sql: str) -> None:
+        for attempt in range(50):
+            try:
+                conn = await asyncpg.connect(server_url)
+                break
+            except (OSError, asyncpg.CannotConnectNowError):
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
