@@ -34,6 +34,7 @@ class ProbeRun:
         once: Call | None = None,
         capabilities: Capabilities | None = None,
         on_transient: Callable[[ProviderError], None] | None = None,
+        on_raw: Callable[[], None] | None = None,
     ) -> None:
         self.provider = provider
         self.config = config
@@ -43,6 +44,7 @@ class ProbeRun:
         self._call = call
         self._once = once or call
         self._on_transient = on_transient
+        self._on_raw = on_raw
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         return await self._call(lambda: self.provider.chat(request))
@@ -62,6 +64,8 @@ class ProbeRun:
         return await self._call(lambda: self.provider.stream(request))
 
     async def send_invalid(self) -> RawOutcome:
+        if self._on_raw is not None:
+            self._on_raw()
         return await self.provider.send_invalid()
 
     def ask(self, prompt: str, **kwargs: object) -> ChatRequest:

@@ -59,6 +59,10 @@ class _Spend:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    def sent(self) -> None:
+        """A request outside the chat calls (the deliberately invalid one) was sent."""
+        self.requests += 1
+
     def add(self, result: ChatResult) -> None:
         if result.usage is not None:
             self.prompt_tokens += result.usage.prompt_tokens
@@ -154,6 +158,7 @@ class _Run:
             once=lambda op: self.call_once(op, spend),
             capabilities=self.endpoint.capabilities,
             on_transient=self.on_transient,
+            on_raw=spend.sent,
         )
         result = self.results[spec.name]
         started = time.perf_counter()

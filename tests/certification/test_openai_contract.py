@@ -52,6 +52,7 @@ async def test_a_healthy_endpoint_is_certified_with_metrics_and_progress(fast_co
     assert progress == [(n, 10) for n in range(1, 11)]
     metrics = body["metrics"]
     assert metrics["requests"] == len(stub.requests) == 20 + 3
+    assert sum(p["requests"] for p in body["testResults"]) == metrics["requests"]  # the invalid one counted too
     assert metrics["httpStatusCounts"] == {"200": 22, "400": 1}
     # The capability probe's three answers count in tokens, not in the latency or stream samples.
     assert metrics["latencyMs"]["n"] == 17 and metrics["latencyMs"]["p95"] >= metrics["latencyMs"]["p50"] > 0
