@@ -33,7 +33,8 @@ REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 REGIONS = [f"r{i:02d}" for i in range(50)]
 
 
-async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes) -> int:
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes) -> int:
+    """One request on a kept-alive connection, written and read by hand (no client library cost); its status."""
     writer.write(head + body)
     status_line = await reader.readuntil(b"\r\n")
     length = 0
@@ -73,7 +74,7 @@ async def _drive(
                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                     ).encode()
                 started = time.perf_counter()
-                status = await _request(reader, writer, head, body)
+                status = await exchange(reader, writer, head, body)
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:

@@ -37,6 +37,7 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
+from bench.api import exchange
 from certq.embedded import free_port, url_answers
 from certq.store import Store
 
@@ -143,20 +144,6 @@ async def wait_http(url: str, process: subprocess.Popen[Any], what: str) -> None
 # -- one case -------------------------------------------------------------------------------------------------
 
 
-async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes) -> int:
-    writer.write(head + body)
-    status_line = await reader.readuntil(b"\r\n")
-    length = 0
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        if line == b"\r\n":
-            break
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:].strip())
-    await reader.readexactly(length)
-    return int(status_line.split()[1])
-
-
 async def submit(port: int, token: str, bodies: list[bytes]) -> tuple[float, float, dict[int, int]]:
     """POST every body from CLIENTS connections; returns (first accept, last accept) perf_counter times."""
     statuses: dict[int, int] = {}
@@ -172,7 +159,7 @@ async def submit(port: int, token: str, bodies: list[bytes]) -> tuple[float, flo
                     f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n"
                 ).encode()
-                status = await _post(reader, writer, head, body)
+                status = await exchange(reader, writer, head, body)
                 statuses[status] = statuses.get(status, 0) + 1
                 accepted.append(time.perf_counter())
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ import redis
 
 from certq.cli import main
 from certq.queue import Consumer, Queue, QueueConfig
+from certq.store import ModelRecord, Store
 from tests.support.databases import empty_database
 
 T = TypeVar("T")
@@ -120,3 +122,25 @@ def fake_health() -> Iterator[FakeHealth]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def model(migrated_database_url: str) -> ModelRecord:
+    """A model registered in the run's migrated database, for commands that enqueue or look up its runs."""
+
+    async def create() -> ModelRecord:
+        store = await Store.connect(migrated_database_url, min_size=1, max_size=1)
+        try:
+            record = await store.create_model(
+                name=f"m-{uuid.uuid4().hex[:6]}",
+                provider="openai",
+                api_model_id="tiny",
+                base_url="http://127.0.0.1:9/v1",
+                regions=["local"],
+            )
+            assert isinstance(record, ModelRecord)
+            return record
+        finally:
+            await store.close()
+
+    return asyncio.run(create())

@@ -11,30 +11,10 @@ import pytest
 
 from certq.cli.common import EXIT_NOT_FOUND
 from certq.queue import Consumer, Queue
-from certq.store import ModelRecord, Store
+from certq.store import ModelRecord
 
 Run = Callable[..., Any]
 OnQueue = Callable[..., Any]
-
-
-@pytest.fixture
-def model(migrated_database_url: str) -> ModelRecord:
-    async def create() -> ModelRecord:
-        store = await Store.connect(migrated_database_url, min_size=1, max_size=1)
-        try:
-            record = await store.create_model(
-                name=f"m-{uuid.uuid4().hex[:6]}",
-                provider="openai",
-                api_model_id="tiny",
-                base_url="http://127.0.0.1:9/v1",
-                regions=["local"],
-            )
-            assert isinstance(record, ModelRecord)
-            return record
-        finally:
-            await store.close()
-
-    return asyncio.run(create())
 
 
 def test_enqueue_directly_records_and_queues_one_run(

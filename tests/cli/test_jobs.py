@@ -351,26 +351,6 @@ def test_events_refuses_a_negative_last(cli_env: str, run_cli: Run) -> None:
     assert run_cli("events", "--last", "-1").code == EXIT_USAGE
 
 
-@pytest.fixture
-def model(migrated_database_url: str) -> ModelRecord:
-    async def create() -> ModelRecord:
-        store = await Store.connect(migrated_database_url, min_size=1, max_size=1)
-        try:
-            record = await store.create_model(
-                name=f"m-{uuid.uuid4().hex[:6]}",
-                provider="openai",
-                api_model_id="tiny",
-                base_url="http://127.0.0.1:9/v1",
-                regions=["local"],
-            )
-            assert isinstance(record, ModelRecord)
-            return record
-        finally:
-            await store.close()
-
-    return asyncio.run(create())
-
-
 def _enqueued(run_cli: Run, model: ModelRecord, database_url: str) -> dict[str, str]:
     """What `certq enqueue --json` answers: the job id and the certification id it created."""
     result = run_cli("enqueue", str(model.id), "--region", "local", "--json", "--database-url", database_url)
